@@ -1,0 +1,54 @@
+"""Every size and count limit of FireflyFS, in one place.
+
+Names end in their unit or in ``_max``/``_min``; the checks at the bottom keep
+the relations between them true at import time (they raise even under -O).
+"""
+
+KiB = 1024
+MiB = 1024 * KiB
+
+name_bytes_max = 255                  # one path component, as POSIX NAME_MAX
+path_bytes_max = 4096                 # whole path, as POSIX PATH_MAX
+path_depth_max = 64                   # directory depth, as 3FS
+symlink_follow_max = 8                # symlinks followed while resolving one path
+symlink_target_bytes_max = 4096
+
+chunk_size_min = 64 * KiB
+chunk_size_max = 64 * MiB
+chunk_size_default = 4 * MiB
+stripe_size_max = 256
+stripe_size_default = 16
+
+checksum_block_bytes_default = 64 * KiB   # CRC32C block inside a chunk; storage_service measures it
+
+list_page_entries_default = 1000
+list_page_entries_max = 10000
+batch_read_ios_max = 4096
+batch_stat_paths_max = 10000
+
+# gRPC messages carry at most one chunk plus framing.
+grpc_message_bytes_max = chunk_size_max + 4 * MiB
+
+
+def _check() -> None:
+    def is_power_of_two(value: int) -> bool:
+        return value > 0 and value & (value - 1) == 0
+
+    for name, value in (("chunk_size_min", chunk_size_min), ("chunk_size_max", chunk_size_max),
+                        ("chunk_size_default", chunk_size_default),
+                        ("checksum_block_bytes_default", checksum_block_bytes_default)):
+        if not is_power_of_two(value):
+            raise AssertionError(f"{name} must be a power of two")
+    if not chunk_size_min <= chunk_size_default <= chunk_size_max:
+        raise AssertionError("chunk_size_default out of range")
+    if checksum_block_bytes_default > chunk_size_min:
+        raise AssertionError("a checksum block must fit in the smallest chunk")
+    if grpc_message_bytes_max <= chunk_size_max:
+        raise AssertionError("a gRPC message must carry a whole chunk")
+    if not 1 <= stripe_size_default <= stripe_size_max:
+        raise AssertionError("stripe_size_default out of range")
+    if list_page_entries_default > list_page_entries_max:
+        raise AssertionError("list page default exceeds its max")
+
+
+_check()

@@ -1,0 +1,288 @@
+from fireflyfs.proto import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StatRequest(_message.Message):
+    __slots__ = ("path", "follow_symlinks")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    follow_symlinks: bool
+    def __init__(self, path: _Optional[str] = ..., follow_symlinks: _Optional[bool] = ...) -> None: ...
+
+class InodeReply(_message.Message):
+    __slots__ = ("inode", "path")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    inode: _types_pb2.Inode
+    path: str
+    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., path: _Optional[str] = ...) -> None: ...
+
+class BatchStatRequest(_message.Message):
+    __slots__ = ("paths", "follow_symlinks")
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    follow_symlinks: bool
+    def __init__(self, paths: _Optional[_Iterable[str]] = ..., follow_symlinks: _Optional[bool] = ...) -> None: ...
+
+class StatResult(_message.Message):
+    __slots__ = ("inode", "error", "message")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    inode: _types_pb2.Inode
+    error: str
+    message: str
+    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class BatchStatReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StatResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[StatResult, _Mapping]]] = ...) -> None: ...
+
+class MkdirsRequest(_message.Message):
+    __slots__ = ("path", "mode", "parents", "exist_ok", "layout")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    EXIST_OK_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mode: int
+    parents: bool
+    exist_ok: bool
+    layout: _types_pb2.Layout
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., parents: _Optional[bool] = ..., exist_ok: _Optional[bool] = ..., layout: _Optional[_Union[_types_pb2.Layout, _Mapping]] = ...) -> None: ...
+
+class CreateRequest(_message.Message):
+    __slots__ = ("path", "mode", "exclusive", "truncate", "parents", "open_for_write", "client_id", "layout")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FOR_WRITE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mode: int
+    exclusive: bool
+    truncate: bool
+    parents: bool
+    open_for_write: bool
+    client_id: str
+    layout: _types_pb2.Layout
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., truncate: _Optional[bool] = ..., parents: _Optional[bool] = ..., open_for_write: _Optional[bool] = ..., client_id: _Optional[str] = ..., layout: _Optional[_Union[_types_pb2.Layout, _Mapping]] = ...) -> None: ...
+
+class OpenRequest(_message.Message):
+    __slots__ = ("path", "write", "truncate", "client_id")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    write: bool
+    truncate: bool
+    client_id: str
+    def __init__(self, path: _Optional[str] = ..., write: _Optional[bool] = ..., truncate: _Optional[bool] = ..., client_id: _Optional[str] = ...) -> None: ...
+
+class OpenReply(_message.Message):
+    __slots__ = ("inode", "session_id", "path")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    inode: _types_pb2.Inode
+    session_id: int
+    path: str
+    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., session_id: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
+
+class CloseRequest(_message.Message):
+    __slots__ = ("inode_id", "session_id", "length_hint", "update_mtime")
+    INODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_HINT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MTIME_FIELD_NUMBER: _ClassVar[int]
+    inode_id: int
+    session_id: int
+    length_hint: int
+    update_mtime: bool
+    def __init__(self, inode_id: _Optional[int] = ..., session_id: _Optional[int] = ..., length_hint: _Optional[int] = ..., update_mtime: _Optional[bool] = ...) -> None: ...
+
+class SyncRequest(_message.Message):
+    __slots__ = ("inode_id", "length_hint", "update_mtime")
+    INODE_ID_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_HINT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MTIME_FIELD_NUMBER: _ClassVar[int]
+    inode_id: int
+    length_hint: int
+    update_mtime: bool
+    def __init__(self, inode_id: _Optional[int] = ..., length_hint: _Optional[int] = ..., update_mtime: _Optional[bool] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ("path", "start_after", "limit", "with_attrs")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WITH_ATTRS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    start_after: str
+    limit: int
+    with_attrs: bool
+    def __init__(self, path: _Optional[str] = ..., start_after: _Optional[str] = ..., limit: _Optional[int] = ..., with_attrs: _Optional[bool] = ...) -> None: ...
+
+class DirEntry(_message.Message):
+    __slots__ = ("name", "type", "inode_id", "inode")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    INODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: _types_pb2.InodeType
+    inode_id: int
+    inode: _types_pb2.Inode
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[_types_pb2.InodeType, str]] = ..., inode_id: _Optional[int] = ..., inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ...) -> None: ...
+
+class ListReply(_message.Message):
+    __slots__ = ("entries", "more")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
+    more: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class FindRequest(_message.Message):
+    __slots__ = ("path", "maxdepth", "withdirs", "limit", "start_after")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MAXDEPTH_FIELD_NUMBER: _ClassVar[int]
+    WITHDIRS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    maxdepth: int
+    withdirs: bool
+    limit: int
+    start_after: str
+    def __init__(self, path: _Optional[str] = ..., maxdepth: _Optional[int] = ..., withdirs: _Optional[bool] = ..., limit: _Optional[int] = ..., start_after: _Optional[str] = ...) -> None: ...
+
+class FoundEntry(_message.Message):
+    __slots__ = ("path", "inode")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    inode: _types_pb2.Inode
+    def __init__(self, path: _Optional[str] = ..., inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ...) -> None: ...
+
+class FindReply(_message.Message):
+    __slots__ = ("entries", "more")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[FoundEntry]
+    more: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[FoundEntry, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class RenameRequest(_message.Message):
+    __slots__ = ("src", "dst", "no_replace")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    NO_REPLACE_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    dst: str
+    no_replace: bool
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., no_replace: _Optional[bool] = ...) -> None: ...
+
+class RemoveRequest(_message.Message):
+    __slots__ = ("path", "recursive", "directory_only", "file_only")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_ONLY_FIELD_NUMBER: _ClassVar[int]
+    FILE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    recursive: bool
+    directory_only: bool
+    file_only: bool
+    def __init__(self, path: _Optional[str] = ..., recursive: _Optional[bool] = ..., directory_only: _Optional[bool] = ..., file_only: _Optional[bool] = ...) -> None: ...
+
+class SymlinkRequest(_message.Message):
+    __slots__ = ("path", "target")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    target: str
+    def __init__(self, path: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
+
+class ReadLinkRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class ReadLinkReply(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    def __init__(self, target: _Optional[str] = ...) -> None: ...
+
+class HardLinkRequest(_message.Message):
+    __slots__ = ("src", "dst")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    dst: str
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ...) -> None: ...
+
+class SetAttrRequest(_message.Message):
+    __slots__ = ("path", "follow_symlinks", "mode", "uid", "gid", "mtime_ns", "atime_ns")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    ATIME_NS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    follow_symlinks: bool
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    atime_ns: int
+    def __init__(self, path: _Optional[str] = ..., follow_symlinks: _Optional[bool] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., atime_ns: _Optional[int] = ...) -> None: ...
+
+class TruncateRequest(_message.Message):
+    __slots__ = ("path", "length")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    length: int
+    def __init__(self, path: _Optional[str] = ..., length: _Optional[int] = ...) -> None: ...
+
+class StatFsReply(_message.Message):
+    __slots__ = ("capacity_bytes", "used_bytes", "free_bytes", "inodes", "gc_pending")
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INODES_FIELD_NUMBER: _ClassVar[int]
+    GC_PENDING_FIELD_NUMBER: _ClassVar[int]
+    capacity_bytes: int
+    used_bytes: int
+    free_bytes: int
+    inodes: int
+    gc_pending: int
+    def __init__(self, capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., inodes: _Optional[int] = ..., gc_pending: _Optional[int] = ...) -> None: ...
+
+class CopyFileRequest(_message.Message):
+    __slots__ = ("src", "dst", "parents")
+    SRC_FIELD_NUMBER: _ClassVar[int]
+    DST_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    src: str
+    dst: str
+    parents: bool
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., parents: _Optional[bool] = ...) -> None: ...

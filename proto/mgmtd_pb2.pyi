@@ -1,0 +1,90 @@
+from fireflyfs.proto import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterNodeRequest(_message.Message):
+    __slots__ = ("node_id", "type", "address", "targets", "hostname", "pid")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    type: _types_pb2.NodeType
+    address: str
+    targets: _containers.RepeatedCompositeFieldContainer[_types_pb2.TargetInfo]
+    hostname: str
+    pid: int
+    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[_types_pb2.NodeType, str]] = ..., address: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_types_pb2.TargetInfo, _Mapping]]] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+
+class RegisterNodeReply(_message.Message):
+    __slots__ = ("routing",)
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
+    routing: _types_pb2.RoutingInfo
+    def __init__(self, routing: _Optional[_Union[_types_pb2.RoutingInfo, _Mapping]] = ...) -> None: ...
+
+class TargetHeartbeat(_message.Message):
+    __slots__ = ("target_id", "local_state", "used_bytes", "capacity_bytes", "chunk_count")
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_STATE_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    target_id: int
+    local_state: _types_pb2.LocalTargetState
+    used_bytes: int
+    capacity_bytes: int
+    chunk_count: int
+    def __init__(self, target_id: _Optional[int] = ..., local_state: _Optional[_Union[_types_pb2.LocalTargetState, str]] = ..., used_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("node_id", "targets")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    targets: _containers.RepeatedCompositeFieldContainer[TargetHeartbeat]
+    def __init__(self, node_id: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[TargetHeartbeat, _Mapping]]] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("routing_version",)
+    ROUTING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    routing_version: int
+    def __init__(self, routing_version: _Optional[int] = ...) -> None: ...
+
+class GetRoutingInfoRequest(_message.Message):
+    __slots__ = ("known_version",)
+    KNOWN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    known_version: int
+    def __init__(self, known_version: _Optional[int] = ...) -> None: ...
+
+class GetRoutingInfoReply(_message.Message):
+    __slots__ = ("changed", "routing")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    routing: _types_pb2.RoutingInfo
+    def __init__(self, changed: _Optional[bool] = ..., routing: _Optional[_Union[_types_pb2.RoutingInfo, _Mapping]] = ...) -> None: ...
+
+class CreateChainTableRequest(_message.Message):
+    __slots__ = ("table_id", "replicas", "only_if_missing")
+    TABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    ONLY_IF_MISSING_FIELD_NUMBER: _ClassVar[int]
+    table_id: int
+    replicas: int
+    only_if_missing: bool
+    def __init__(self, table_id: _Optional[int] = ..., replicas: _Optional[int] = ..., only_if_missing: _Optional[bool] = ...) -> None: ...
+
+class CreateChainTableReply(_message.Message):
+    __slots__ = ("table", "created")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    table: _types_pb2.ChainTable
+    created: bool
+    def __init__(self, table: _Optional[_Union[_types_pb2.ChainTable, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,212 @@
+from fireflyfs.proto import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class IoStatus(_message.Message):
+    __slots__ = ("error", "message")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    error: str
+    message: str
+    def __init__(self, error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ReadIO(_message.Message):
+    __slots__ = ("chain_id", "chain_version", "chunk", "offset", "length")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    chain_version: int
+    chunk: _types_pb2.ChunkId
+    offset: int
+    length: int
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class BatchReadRequest(_message.Message):
+    __slots__ = ("ios", "verify_checksum")
+    IOS_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    ios: _containers.RepeatedCompositeFieldContainer[ReadIO]
+    verify_checksum: bool
+    def __init__(self, ios: _Optional[_Iterable[_Union[ReadIO, _Mapping]]] = ..., verify_checksum: _Optional[bool] = ...) -> None: ...
+
+class ReadResult(_message.Message):
+    __slots__ = ("status", "data", "checksum", "chunk_length", "commit_version")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    status: IoStatus
+    data: bytes
+    checksum: int
+    chunk_length: int
+    commit_version: int
+    def __init__(self, status: _Optional[_Union[IoStatus, _Mapping]] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., chunk_length: _Optional[int] = ..., commit_version: _Optional[int] = ...) -> None: ...
+
+class BatchReadReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ReadResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ReadResult, _Mapping]]] = ...) -> None: ...
+
+class WriteRequest(_message.Message):
+    __slots__ = ("chain_id", "chain_version", "chunk", "offset", "data", "checksum", "chunk_size", "client_id", "channel", "seqnum")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SEQNUM_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    chain_version: int
+    chunk: _types_pb2.ChunkId
+    offset: int
+    data: bytes
+    checksum: int
+    chunk_size: int
+    client_id: str
+    channel: int
+    seqnum: int
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., chunk_size: _Optional[int] = ..., client_id: _Optional[str] = ..., channel: _Optional[int] = ..., seqnum: _Optional[int] = ...) -> None: ...
+
+class WriteReply(_message.Message):
+    __slots__ = ("commit_version", "chunk_length", "chunk_checksum")
+    COMMIT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    commit_version: int
+    chunk_length: int
+    chunk_checksum: int
+    def __init__(self, commit_version: _Optional[int] = ..., chunk_length: _Optional[int] = ..., chunk_checksum: _Optional[int] = ...) -> None: ...
+
+class UpdateRequest(_message.Message):
+    __slots__ = ("write", "update_version", "full_replace", "from_target", "to_target")
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FULL_REPLACE_FIELD_NUMBER: _ClassVar[int]
+    FROM_TARGET_FIELD_NUMBER: _ClassVar[int]
+    TO_TARGET_FIELD_NUMBER: _ClassVar[int]
+    write: WriteRequest
+    update_version: int
+    full_replace: bool
+    from_target: int
+    to_target: int
+    def __init__(self, write: _Optional[_Union[WriteRequest, _Mapping]] = ..., update_version: _Optional[int] = ..., full_replace: _Optional[bool] = ..., from_target: _Optional[int] = ..., to_target: _Optional[int] = ...) -> None: ...
+
+class UpdateReply(_message.Message):
+    __slots__ = ("commit_version", "chunk_checksum")
+    COMMIT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    commit_version: int
+    chunk_checksum: int
+    def __init__(self, commit_version: _Optional[int] = ..., chunk_checksum: _Optional[int] = ...) -> None: ...
+
+class TruncateChunkRequest(_message.Message):
+    __slots__ = ("chain_id", "chain_version", "chunk", "length", "chunk_size")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    chain_version: int
+    chunk: _types_pb2.ChunkId
+    length: int
+    chunk_size: int
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., length: _Optional[int] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+
+class TruncateChunkReply(_message.Message):
+    __slots__ = ("commit_version", "chunk_length")
+    COMMIT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    commit_version: int
+    chunk_length: int
+    def __init__(self, commit_version: _Optional[int] = ..., chunk_length: _Optional[int] = ...) -> None: ...
+
+class RemoveChunksRequest(_message.Message):
+    __slots__ = ("chain_id", "chain_version", "inode", "begin_index", "end_index")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    BEGIN_INDEX_FIELD_NUMBER: _ClassVar[int]
+    END_INDEX_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    chain_version: int
+    inode: int
+    begin_index: int
+    end_index: int
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., inode: _Optional[int] = ..., begin_index: _Optional[int] = ..., end_index: _Optional[int] = ...) -> None: ...
+
+class RemoveChunksReply(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
+class LastChunkQuery(_message.Message):
+    __slots__ = ("chain_id", "chain_version", "inode")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    chain_version: int
+    inode: int
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., inode: _Optional[int] = ...) -> None: ...
+
+class LastChunkResult(_message.Message):
+    __slots__ = ("status", "found", "last_index", "last_length", "chunk_count")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    status: IoStatus
+    found: bool
+    last_index: int
+    last_length: int
+    chunk_count: int
+    def __init__(self, status: _Optional[_Union[IoStatus, _Mapping]] = ..., found: _Optional[bool] = ..., last_index: _Optional[int] = ..., last_length: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+
+class QueryLastChunkRequest(_message.Message):
+    __slots__ = ("queries",)
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    queries: _containers.RepeatedCompositeFieldContainer[LastChunkQuery]
+    def __init__(self, queries: _Optional[_Iterable[_Union[LastChunkQuery, _Mapping]]] = ...) -> None: ...
+
+class QueryLastChunkReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[LastChunkResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[LastChunkResult, _Mapping]]] = ...) -> None: ...
+
+class TargetSpace(_message.Message):
+    __slots__ = ("target_id", "capacity_bytes", "used_bytes", "free_bytes", "chunk_count")
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    target_id: int
+    capacity_bytes: int
+    used_bytes: int
+    free_bytes: int
+    chunk_count: int
+    def __init__(self, target_id: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+
+class SpaceInfoReply(_message.Message):
+    __slots__ = ("targets",)
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedCompositeFieldContainer[TargetSpace]
+    def __init__(self, targets: _Optional[_Iterable[_Union[TargetSpace, _Mapping]]] = ...) -> None: ...
