@@ -286,3 +286,17 @@ class CopyFileRequest(_message.Message):
     dst: str
     parents: bool
     def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., parents: _Optional[bool] = ...) -> None: ...
+
+class FileSession(_message.Message):
+    __slots__ = ("inode_id", "session_id", "client_id", "created_ns", "truncate_version")
+    INODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_NS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    inode_id: int
+    session_id: int
+    client_id: str
+    created_ns: int
+    truncate_version: int
+    def __init__(self, inode_id: _Optional[int] = ..., session_id: _Optional[int] = ..., client_id: _Optional[str] = ..., created_ns: _Optional[int] = ..., truncate_version: _Optional[int] = ...) -> None: ...
