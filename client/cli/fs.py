@@ -1,0 +1,208 @@
+"""File commands through fsspec: ``ffs ls|stat|cat|put|get|rm|mkdir|mv ffs://host:port/path``.
+
+Everything goes through ``fsspec.url_to_fs`` so the CLI exercises exactly the
+path user code takes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import urllib.parse
+from typing import Any
+
+import click
+
+from ._output import (emit_json, human_bytes, json_mode, json_option, print_table,
+                      stdout_binary)
+
+read_block_bytes = 4 * 1024 * 1024
+
+
+def parse_url(url: str) -> tuple[str, int, str]:
+    """(host, port, path) of ffs://host:port/path; a usage error otherwise."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "ffs":
+        raise click.BadParameter(f"{url!r} is not an ffs:// URL (ffs://host:port/path)")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise click.BadParameter(f"bad port in {url!r}") from exc
+    if not parts.hostname or port is None:
+        raise click.BadParameter(f"{url!r} lacks host:port (ffs://host:port/path)")
+    return parts.hostname, port, parts.path or "/"
+
+
+def open_fs(url: str):
+    """(filesystem, path) for an ffs:// URL."""
+    import fsspec
+
+    parse_url(url)
+    return fsspec.url_to_fs(url)
+
+
+def _url_arg(ctx, param, value):
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        parse_url(v)
+    return value
+
+
+def _plain(info: dict[str, Any]) -> dict[str, Any]:
+    """An fsspec info dict made JSON-safe (bytes and seconds as numbers)."""
+    out = {}
+    for key, value in info.items():
+        if isinstance(value, (datetime.datetime, datetime.date)):
+            value = value.isoformat()
+        elif isinstance(value, bytes):
+            value = value.hex()
+        elif not isinstance(value, (str, int, float, bool, type(None), list, dict)):
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def _mtime(info: dict[str, Any]) -> str:
+    for key in ("mtime", "modified", "LastModified"):
+        value = info.get(key)
+        if isinstance(value, (int, float)):
+            # mtime may be in seconds or nanoseconds
+            seconds = value / 1e9 if value > 1e12 else value
+            return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+        if isinstance(value, datetime.datetime):
+            return value.strftime("%Y-%m-%d %H:%M:%S")
+    return ""
+
+
+@click.command()
+@click.argument("url", callback=_url_arg)
+@click.option("-l", "--long", "long_format", is_flag=True, help="Type, size and mtime too.")
+@json_option
+def ls(url: str, long_format: bool) -> None:
+    """List a directory (or show one file)."""
+    fs, path = open_fs(url)
+    entries = sorted(fs.ls(path, detail=True), key=lambda e: e["name"])
+    if json_mode():
+        emit_json([_plain(e) for e in entries])
+    elif long_format:
+        print_table(None, ["type", "size", "mtime", "name"],
+                    [(e.get("type", ""), e.get("size", ""), _mtime(e), e["name"].rsplit("/", 1)[-1] or "/")
+                     for e in entries])
+    else:
+        for entry in entries:
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            click.echo(name + ("/" if entry.get("type") == "directory" else ""))
+
+
+@click.command()
+@click.argument("url", callback=_url_arg)
+@json_option
+def stat(url: str) -> None:
+    """Show the metadata of a file or directory."""
+    fs, path = open_fs(url)
+    info = _plain(fs.info(path))
+    if json_mode():
+        emit_json(info)
+        return
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        suffix = f" ({human_bytes(value)})" if key == "size" and isinstance(value, int) else ""
+        click.echo(f"{key:<{width}}  {value}{suffix}")
+
+
+@click.command()
+@click.argument("urls", nargs=-1, required=True, callback=_url_arg)
+def cat(urls: tuple[str, ...]) -> None:
+    """Write files' bytes to stdout."""
+    out = stdout_binary()
+    for url in urls:
+        fs, path = open_fs(url)
+        with fs.open(path, "rb") as handle:
+            while True:
+                block = handle.read(read_block_bytes)
+                if not block:
+                    break
+                out.write(block)
+    out.flush()
+
+
+@click.command()
+@click.argument("local", type=click.Path(exists=True, path_type=str))
+@click.argument("url", callback=_url_arg)
+@click.option("-r", "--recursive", is_flag=True, help="Copy a directory tree.")
+@json_option
+def put(local: str, url: str, recursive: bool) -> None:
+    """Copy a local file (or tree with -r) into the cluster."""
+    import os
+
+    if os.path.isdir(local) and not recursive:
+        raise IsADirectoryError(f"{local} is a directory (use -r)")
+    fs, path = open_fs(url)
+    fs.put(local, path, recursive=recursive)
+    _done({"put": local, "to": url})
+
+
+@click.command()
+@click.argument("url", callback=_url_arg)
+@click.argument("local", type=click.Path(path_type=str))
+@click.option("-r", "--recursive", is_flag=True, help="Copy a directory tree.")
+@json_option
+def get(url: str, local: str, recursive: bool) -> None:
+    """Copy a file (or tree with -r) out of the cluster."""
+    fs, path = open_fs(url)
+    if not recursive and fs.isdir(path):
+        raise IsADirectoryError(f"{url} is a directory (use -r)")
+    fs.get(path, local, recursive=recursive)
+    _done({"get": url, "to": local})
+
+
+@click.command()
+@click.argument("urls", nargs=-1, required=True, callback=_url_arg)
+@click.option("-r", "--recursive", is_flag=True, help="Remove directories and their contents.")
+@json_option
+def rm(urls: tuple[str, ...], recursive: bool) -> None:
+    """Remove files (directories need -r)."""
+    for url in urls:
+        fs, path = open_fs(url)
+        if not recursive and fs.isdir(path):
+            raise IsADirectoryError(f"{url} is a directory (use -r)")
+        fs.rm(path, recursive=recursive)
+    _done({"removed": list(urls)})
+
+
+@click.command()
+@click.argument("urls", nargs=-1, required=True, callback=_url_arg)
+@click.option("-p", "--parents", is_flag=True, help="Create parents; no error if it exists.")
+@json_option
+def mkdir(urls: tuple[str, ...], parents: bool) -> None:
+    """Create directories."""
+    for url in urls:
+        fs, path = open_fs(url)
+        if parents:
+            fs.makedirs(path, exist_ok=True)
+        else:
+            fs.mkdir(path, create_parents=False)
+    _done({"created": list(urls)})
+
+
+@click.command()
+@click.argument("source", callback=_url_arg)
+@click.argument("destination", callback=_url_arg)
+@json_option
+def mv(source: str, destination: str) -> None:
+    """Rename a file or directory within one cluster."""
+    src_host, src_port, _ = parse_url(source)
+    dst_host, dst_port, _ = parse_url(destination)
+    if (src_host, src_port) != (dst_host, dst_port):
+        raise click.BadParameter("source and destination must be on the same cluster")
+    fs, src_path = open_fs(source)
+    _, dst_path = open_fs(destination)
+    fs.mv(src_path, dst_path)
+    _done({"moved": source, "to": destination})
+
+
+def _done(result: dict[str, Any]) -> None:
+    if json_mode():
+        emit_json({"ok": True, **result})
+
+
+COMMANDS = [ls, stat, cat, put, get, rm, mkdir, mv]

@@ -1,0 +1,65 @@
+"""The ``ffs`` command: wiring of the command groups, logging, and exit codes.
+
+    ffs cluster up|down|status --dir DIR      a local cluster (deploy/local_cluster.py)
+    ffs ls|stat|cat|put|get|rm|mkdir|mv URL   files, through fsspec
+    ffs admin nodes|targets|chains URL        cluster manager views
+
+Every command takes ``--json`` (also accepted before the command). Exit codes:
+0 ok, 1 operation failure (message on stderr; a JSON error object with
+--json), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+import grpc
+
+from . import admin, cluster, fs
+from ._output import EXIT_FAILURE, json_option, report_failure
+
+
+class FfsGroup(click.Group):
+    """Turns any failure below into exit code 1 with one clear line on stderr."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except BrokenPipeError:
+            # `ffs cat x | head`: the reader left; not an error of ours.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(0)
+        except grpc.RpcError as rpc_error:
+            from fireflyfs.common.errors import error_from_rpc
+            report_failure(error_from_rpc(rpc_error))
+            ctx.exit(EXIT_FAILURE)
+        except Exception as exc:  # every operation failure: OSError, FfsError, ValueError...
+            logging.getLogger("fireflyfs.cli").debug("command failed", exc_info=True)
+            report_failure(exc)
+            ctx.exit(EXIT_FAILURE)
+
+
+@click.group(cls=FfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@json_option
+@click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """FireflyFS command line: local clusters, files and cluster administration."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+cli.add_command(cluster.cluster)
+cli.add_command(admin.admin)
+for command in fs.COMMANDS:
+    cli.add_command(command)
+
+
+if __name__ == "__main__":  # python -m fireflyfs.client.cli.main
+    cli()
