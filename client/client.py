@@ -1,0 +1,284 @@
+"""FfsClient: the public Python API of FireflyFS.
+
+It joins the metadata client (namespace, sessions) and the storage client
+(chunk IO, routed locally). Connections are opened lazily and belong to the
+process that opened them: after ``os.fork()`` the first call notices the new
+pid and builds fresh clients (with a fresh exactly-once client id) instead of
+touching the parent's gRPC channels. A client pickles as its address.
+
+Returned metadata is the wire ``Inode`` message (fireflyfs.proto.types_pb2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Iterator
+
+from ..common.errors import IsADirectory, NotADirectory, error_from_name
+from ..common.layout import Layout
+from ..common.paths import canonical_path
+from ..proto import meta_pb2, types_pb2
+from .meta_client import MetaClient
+from .routing import RoutingCache
+from .storage_client import ReadRequest, StorageClient
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileHandle:
+    """An open file: what the data path needs, so reads cost no metadata RPC."""
+
+    path: str
+    inode: types_pb2.Inode
+    layout: Layout | None
+    length: int                  # readable length when opened (writers track their own)
+    session_id: int = 0          # write session; 0 for read-only handles
+
+    @property
+    def inode_id(self) -> int:
+        return self.inode.id
+
+    @property
+    def writable(self) -> bool:
+        return self.session_id != 0
+
+
+def new_client_id() -> str:
+    """Unique per process and client: exactly-once state must never be shared."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+class _Connections:
+    """The per-process half of a client: rebuilt whole when the pid changes."""
+
+    def __init__(self, address: str) -> None:
+        self.pid = os.getpid()
+        self.client_id = new_client_id()
+        self.meta = MetaClient(address)
+        self.routing = RoutingCache.for_mgmtd(address)
+        self.storage = StorageClient(self.routing, self.client_id)
+
+
+class FfsClient:
+    """A FireflyFS client for the cluster whose metadata service listens at address."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._connections: _Connections | None = None
+        self._lock = threading.Lock()
+
+    def __reduce__(self):
+        return (type(self), (self.address,))
+
+    def __repr__(self) -> str:
+        return f"FfsClient({self.address!r})"
+
+    def _current(self) -> _Connections:
+        connections = self._connections
+        if connections is None or connections.pid != os.getpid():
+            if connections is not None and connections.pid != os.getpid():
+                self._lock = threading.Lock()   # the parent's may be held forever
+            with self._lock:
+                connections = self._connections
+                if connections is None or connections.pid != os.getpid():
+                    connections = _Connections(self.address)
+                    self._connections = connections
+        return connections
+
+    @property
+    def meta(self) -> MetaClient:
+        return self._current().meta
+
+    @property
+    def storage(self) -> StorageClient:
+        return self._current().storage
+
+    @property
+    def routing(self) -> RoutingCache:
+        return self._current().routing
+
+    @property
+    def client_id(self) -> str:
+        return self._current().client_id
+
+    # ---- namespace ------------------------------------------------------
+
+    def stat(self, path: str, follow_symlinks: bool = True) -> types_pb2.Inode:
+        return self.meta.stat(canonical_path(path), follow_symlinks).inode
+
+    def batch_stat(self, paths: list[str]) -> list[meta_pb2.StatResult]:
+        """One result per path (error name in .error, empty on success)."""
+        return list(self.meta.batch_stat([canonical_path(p) for p in paths]).results)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.stat(path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def listdir(self, path: str, with_attrs: bool = True,
+                page_entries: int = 0) -> list[meta_pb2.DirEntry]:
+        """All entries of a directory, fetched page by page."""
+        path = canonical_path(path)
+        entries: list[meta_pb2.DirEntry] = []
+        start_after = ""
+        while True:
+            reply = self.meta.list_page(path, start_after, page_entries, with_attrs)
+            entries.extend(reply.entries)
+            if not reply.more or not reply.entries:
+                return entries
+            start_after = reply.entries[-1].name
+
+    def find(self, path: str, maxdepth: int = 0, withdirs: bool = False,
+             page_entries: int = 0) -> Iterator[meta_pb2.FoundEntry]:
+        """Every entry below path (server-side walk), page by page."""
+        path = canonical_path(path)
+        start_after = ""
+        while True:
+            reply = self.meta.find_page(path, maxdepth, withdirs, start_after, page_entries)
+            yield from reply.entries
+            if not reply.more or not reply.entries:
+                return
+            start_after = reply.entries[-1].path
+
+    def mkdir(self, path: str, mode: int = 0, parents: bool = False, exist_ok: bool = False,
+              layout: Layout | None = None) -> types_pb2.Inode:
+        """Make a directory; layout sets the default layout of files created in it."""
+        proto_layout = layout.to_proto(types_pb2.Layout) if layout else None
+        return self.meta.mkdirs(canonical_path(path), mode, parents, exist_ok, proto_layout).inode
+
+    def rename(self, src: str, dst: str, no_replace: bool = False) -> None:
+        self.meta.rename(canonical_path(src), canonical_path(dst), no_replace)
+
+    def remove(self, path: str, recursive: bool = False, directory_only: bool = False,
+               file_only: bool = False) -> None:
+        self.meta.remove(canonical_path(path), recursive, directory_only, file_only)
+
+    def symlink(self, path: str, target: str) -> types_pb2.Inode:
+        return self.meta.symlink(canonical_path(path), target).inode
+
+    def readlink(self, path: str) -> str:
+        return self.meta.readlink(canonical_path(path))
+
+    def link(self, src: str, dst: str) -> types_pb2.Inode:
+        return self.meta.hard_link(canonical_path(src), canonical_path(dst)).inode
+
+    def setattr(self, path: str, follow_symlinks: bool = True, **attrs: int) -> types_pb2.Inode:
+        """Set any of mode, uid, gid, mtime_ns, atime_ns."""
+        request = meta_pb2.SetAttrRequest(path=canonical_path(path),
+                                          follow_symlinks=follow_symlinks, **attrs)
+        return self.meta.set_attr(request).inode
+
+    def touch(self, path: str) -> types_pb2.Inode:
+        """Set mtime to now on an existing path."""
+        now_ns = time.time_ns()
+        return self.setattr(path, mtime_ns=now_ns, atime_ns=now_ns)
+
+    def truncate(self, path: str, length: int) -> types_pb2.Inode:
+        return self.meta.truncate(canonical_path(path), length).inode
+
+    def statfs(self) -> meta_pb2.StatFsReply:
+        return self.meta.statfs()
+
+    def copy(self, src: str, dst: str, parents: bool = True) -> types_pb2.Inode:
+        """Server-side file copy (Meta.CopyFile)."""
+        return self.meta.copy_file(canonical_path(src), canonical_path(dst), parents).inode
+
+    # ---- files ----------------------------------------------------------
+
+    def _handle(self, reply: meta_pb2.OpenReply, path: str) -> FileHandle:
+        inode = reply.inode
+        if inode.type == types_pb2.INODE_DIRECTORY:
+            raise IsADirectory(f"{path} is a directory")
+        layout = Layout.from_proto(inode.layout) if inode.layout.chunk_size else None
+        length = inode.length
+        if inode.open_write_sessions and layout is not None:
+            # A writer is active: the stored length is a hint, the chunks know better.
+            length = max(length, self.storage.file_length_from_chunks(inode.id, layout))
+        return FileHandle(reply.path or path, inode, layout, length, reply.session_id)
+
+    def open(self, path: str, write: bool = False, truncate: bool = False) -> FileHandle:
+        """Open an existing file (a write session when write=True)."""
+        path = canonical_path(path)
+        reply = self.meta.open(path, write, truncate, self.client_id if write else "")
+        return self._handle(reply, path)
+
+    def create(self, path: str, exclusive: bool = False, truncate: bool = True,
+               parents: bool = True, mode: int = 0, layout: Layout | None = None) -> FileHandle:
+        """Create (or open, unless exclusive) a file for writing, making parents by default."""
+        path = canonical_path(path)
+        request = meta_pb2.CreateRequest(
+            path=path, mode=mode, exclusive=exclusive, truncate=truncate, parents=parents,
+            open_for_write=True, client_id=self.client_id,
+            layout=layout.to_proto(types_pb2.Layout) if layout else None)
+        return self._handle(self.meta.create(request), path)
+
+    def open_many(self, paths: list[str]) -> list[FileHandle | Exception]:
+        """Read handles for many files in one Meta.BatchStat; an error in a path's slot."""
+        paths = [canonical_path(p) for p in paths]
+        results = self.meta.batch_stat(paths).results if paths else []
+        handles: list[FileHandle | Exception] = []
+        for path, result in zip(paths, results):
+            try:
+                if result.error:
+                    raise error_from_name(result.error, result.message)
+                handles.append(self._handle(meta_pb2.OpenReply(inode=result.inode, path=path),
+                                            path))
+            except Exception as exc:  # noqa: BLE001 - returned in its slot
+                handles.append(exc)
+        return handles
+
+    def close(self, handle: FileHandle, length_hint: int = 0) -> types_pb2.Inode:
+        """End a write session; length_hint is the highest offset written."""
+        if not handle.writable:
+            return handle.inode
+        return self.meta.close(handle.inode_id, handle.session_id, length_hint).inode
+
+    def pread(self, handle: FileHandle, offset: int, length: int) -> bytes:
+        """Read from an open file, clamped at its length when opened."""
+        if handle.layout is None or length <= 0:
+            return b""
+        return self.storage.read(handle.inode_id, handle.layout, handle.length, offset, length)
+
+    def pread_many(self, reads: list[tuple[FileHandle, int, int]]) -> list[bytes]:
+        """(handle, offset, length) reads of any files, batched per storage node."""
+        requests = [ReadRequest(h.inode_id, h.layout, h.length, offset, max(0, length))
+                    for h, offset, length in reads if h.layout is not None]
+        results = iter(self.storage.read_many(requests))
+        return [next(results) if h.layout is not None else b"" for h, _, _ in reads]
+
+    def pwrite(self, handle: FileHandle, offset: int, data: bytes) -> int:
+        """Write data at offset of a file open for writing; returns len(data)."""
+        if not handle.writable:
+            raise PermissionError(f"{handle.path} is not open for writing")
+        if handle.layout is None:
+            raise NotADirectory(f"{handle.path} has no layout")
+        if data:
+            self.storage.write(handle.inode_id, handle.layout, offset, data)
+        return len(data)
+
+    def read_file(self, path: str, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes [start, end) of a file (None: to EOF)."""
+        handle = self.open(path)
+        end = handle.length if end is None else min(end, handle.length)
+        return self.pread(handle, start, end - start)
+
+    def write_file(self, path: str, data: bytes, exclusive: bool = False,
+                   parents: bool = True) -> types_pb2.Inode:
+        """Create or replace a whole file with data."""
+        handle = self.create(path, exclusive=exclusive, truncate=True, parents=parents)
+        try:
+            self.pwrite(handle, 0, data)
+        except BaseException:
+            self.close(handle, 0)
+            raise
+        return self.close(handle, len(data))
+
+    def close_connections(self) -> None:
+        """Forget this process's connections (they are shared; nothing else is closed)."""
+        self._connections = None

@@ -1,0 +1,376 @@
+"""FireflyFileSystem: FireflyFS as an fsspec filesystem (``ffs://host:port/a/b``).
+
+A sync ``AbstractFileSystem`` over one FfsClient: each fsspec primitive is one
+or a few client calls, and errors are the built-ins the client raises
+(FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+OSError ENOTEMPTY, ValueError for an invalid path).
+
+Choices that differ from fsspec's defaults, and why:
+- The listing cache is off (``use_listings_cache=False``): FireflyFS is
+  strongly consistent and ``info``/``open`` always stat, so a stale listing
+  never hides a write (s3fs#424, #851).
+- Server-side work where fsspec would loop: ``rm(recursive=True)`` is one
+  Meta.Remove, ``mv`` one atomic Meta.Rename, ``cp_file`` Meta.CopyFile,
+  ``find`` a paged Meta.Find, ``cat_ranges`` one BatchStat plus BatchReads
+  grouped per storage node.
+- Writes create missing parent directories, as the fsspec abstract tests and
+  object stores expect.
+- Safe after ``os.fork()`` and picklable: connections live per process in the
+  client, and the instance pickles as its storage options (host, port).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import posixpath
+import re
+import stat as stat_module
+from urllib.parse import urlsplit
+
+from fsspec.spec import AbstractFileSystem
+from fsspec.utils import stringify_path
+
+from ..common import paths
+from ..proto import types_pb2
+from .client import FfsClient, FileHandle
+from .fsspec_file import FireflyFile
+
+_PROTOCOLS = ("ffs", "3fs")
+_REPEATED_SLASHES = re.compile("/{2,}")
+_MAGIC = re.compile("[*?\\[]")
+
+address_env = "FFS_ADDRESS"   # host:port used when no port is given
+
+
+def _has_magic(path: str) -> bool:
+    return _MAGIC.search(path) is not None
+
+
+def _datetime_from_ns(value_ns: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(value_ns / 1e9, tz=datetime.timezone.utc)
+
+
+class FireflyFileSystem(AbstractFileSystem):
+    """fsspec filesystem over a FireflyFS cluster whose metadata service is host:port."""
+
+    protocol = _PROTOCOLS
+    root_marker = "/"
+    sep = "/"
+    blocksize = FireflyFile.DEFAULT_BLOCK_SIZE
+    default_cache_type = "readahead"
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, **kwargs) -> None:
+        kwargs.setdefault("use_listings_cache", False)
+        super().__init__(host=host, port=port, **kwargs)
+        if port is None:
+            address = os.environ.get(address_env, "")
+            if not address:
+                raise ValueError("no port: use ffs://host:port/path, "
+                                 f"FireflyFileSystem(host, port) or set {address_env}")
+            host, _, port_text = address.rpartition(":")
+            port = int(port_text)
+        self.host = host
+        self.port = int(port)
+        self.client = FfsClient(f"{host}:{self.port}")
+
+    @property
+    def fsid(self) -> str:
+        return f"ffs_{self.host}:{self.port}"
+
+    # ---- paths ----------------------------------------------------------
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        """ffs://host:port/a/b/ (or a/b, /a//b) -> canonical /a/b."""
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        path = stringify_path(path)
+        for protocol in _PROTOCOLS:
+            if path.startswith(protocol + "://"):
+                rest = path[len(protocol) + 3:]
+                slash = rest.find("/")
+                path = rest[slash:] if slash >= 0 else "/"
+                break
+            if path.startswith(protocol + "::"):
+                path = path[len(protocol) + 2:]
+                break
+        return paths.canonical_path(_REPEATED_SLASHES.sub("/", path))
+
+    @staticmethod
+    def _get_kwargs_from_urls(path):
+        for protocol in _PROTOCOLS:
+            if path.startswith(protocol + "://"):
+                parts = urlsplit(path)
+                out = {}
+                if parts.hostname:
+                    out["host"] = parts.hostname
+                if parts.port:
+                    out["port"] = parts.port
+                return out
+        return {}
+
+    def unstrip_protocol(self, name: str) -> str:
+        for protocol in _PROTOCOLS:
+            if name.startswith(protocol + "://"):
+                return name
+        return f"{_PROTOCOLS[0]}://{self.host}:{self.port}{self._strip_protocol(name)}"
+
+    # ---- metadata -------------------------------------------------------
+
+    def _inode_info(self, path: str, inode: types_pb2.Inode, size: int | None = None) -> dict:
+        """The info dict of one inode (the shape ls, find and info all return)."""
+        if inode.type == types_pb2.INODE_DIRECTORY:
+            kind, type_bits = "directory", stat_module.S_IFDIR
+        elif inode.type == types_pb2.INODE_FILE:
+            kind, type_bits = "file", stat_module.S_IFREG
+        else:
+            kind, type_bits = "other", stat_module.S_IFLNK
+        info = {
+            "name": path,
+            "size": (inode.length if size is None else size) if kind == "file" else 0,
+            "type": kind,
+            "mtime": inode.mtime_ns / 1e9,
+            "created": inode.crtime_ns / 1e9,
+            "mode": type_bits | inode.mode,
+            "uid": inode.uid,
+            "gid": inode.gid,
+            "ino": inode.id,
+            "nlink": inode.nlink,
+        }
+        if kind == "file":
+            info["chunk_size"] = inode.layout.chunk_size
+            info["stripe_size"] = inode.layout.stripe_size
+            info["chain_table"] = inode.layout.chain_table_id
+        if inode.type == types_pb2.INODE_SYMLINK:
+            info["islink"] = True
+            info["destination"] = inode.symlink_target
+        return info
+
+    def _handle_info(self, handle: FileHandle) -> dict:
+        return self._inode_info(handle.path, handle.inode, size=handle.length)
+
+    def info(self, path, **kwargs) -> dict:
+        """One Meta.Stat (following symlinks); exact size even while a writer is active."""
+        path = self._strip_protocol(path)
+        inode = self.client.stat(path)
+        size = None
+        if inode.type == types_pb2.INODE_FILE and inode.open_write_sessions:
+            size = self.client.open(path).length
+        return self._inode_info(path, inode, size)
+
+    def ls(self, path, detail=True, **kwargs):
+        path = self._strip_protocol(path)
+        infos = None
+        if not kwargs.get("refresh", False):
+            try:
+                infos = self._ls_from_cache(path)
+            except FileNotFoundError:
+                infos = None
+        if infos is None:
+            try:
+                entries = self.client.listdir(path, with_attrs=True)
+            except NotADirectoryError:
+                infos = [self.info(path)]
+            else:
+                infos = [self._inode_info(paths.join(path, entry.name), entry.inode)
+                         for entry in entries]
+                self.dircache[path] = infos
+        return infos if detail else [info["name"] for info in infos]
+
+    def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
+        """Every file (and directory, with withdirs) below path: one paged Meta.Find."""
+        path = self._strip_protocol(path)
+        if maxdepth is not None and maxdepth < 1:
+            raise ValueError("maxdepth must be at least 1")
+        out: dict[str, dict] = {}
+        try:
+            for entry in self.client.find(path, maxdepth or 0, withdirs):
+                name = paths.canonical_path(entry.path)
+                if name != path:
+                    out[name] = self._inode_info(name, entry.inode)
+            if withdirs:
+                out[path] = self.info(path)
+        except NotADirectoryError:
+            out[path] = self.info(path)
+        except FileNotFoundError:
+            pass
+        if path in out and not withdirs and out[path]["type"] == "directory":
+            del out[path]
+        names = sorted(out)
+        return {name: out[name] for name in names} if detail else names
+
+    def modified(self, path) -> datetime.datetime:
+        return _datetime_from_ns(self.client.stat(self._strip_protocol(path)).mtime_ns)
+
+    def created(self, path) -> datetime.datetime:
+        return _datetime_from_ns(self.client.stat(self._strip_protocol(path)).crtime_ns)
+
+    def ukey(self, path) -> str:
+        """Changes whenever the file's content may have (inode, size, mtime, truncations)."""
+        inode = self.client.stat(self._strip_protocol(path))
+        key = f"{inode.id}:{inode.type}:{inode.length}:{inode.mtime_ns}:{inode.truncate_version}"
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def checksum(self, path) -> int:
+        return int(self.ukey(path)[:32], 16)
+
+    def invalidate_cache(self, path=None) -> None:
+        if path is None:
+            self.dircache.clear()
+        else:
+            path = self._strip_protocol(path)
+            self.dircache.pop(path, None)
+            self.dircache.pop(self._parent(path), None)
+        super().invalidate_cache(path)
+
+    # ---- directories ----------------------------------------------------
+
+    def mkdir(self, path, create_parents=True, **kwargs) -> None:
+        """Make a directory (FileExistsError if present); layout= sets its files' layout."""
+        path = self._strip_protocol(path)
+        self.client.mkdir(path, parents=create_parents, exist_ok=False,
+                          layout=kwargs.get("layout"))
+        self.invalidate_cache(path)
+
+    def makedirs(self, path, exist_ok=False) -> None:
+        path = self._strip_protocol(path)
+        self.client.mkdir(path, parents=True, exist_ok=exist_ok)
+        self.invalidate_cache(path)
+
+    def rmdir(self, path) -> None:
+        path = self._strip_protocol(path)
+        self.client.remove(path, directory_only=True)
+        self.invalidate_cache(path)
+
+    # ---- remove, move, copy ---------------------------------------------
+
+    def rm_file(self, path) -> None:
+        path = self._strip_protocol(path)
+        self.client.remove(path)
+        self.invalidate_cache(path)
+
+    _rm = rm_file
+
+    def rm(self, path, recursive=False, maxdepth=None) -> None:
+        """Remove paths (globs allowed); recursive removes each tree in one server call."""
+        if maxdepth is not None:
+            return super().rm(path, recursive=recursive, maxdepth=maxdepth)
+        if isinstance(path, (str, os.PathLike)) and not _has_magic(stringify_path(path)):
+            targets = [self._strip_protocol(path)]
+        else:
+            targets = self.expand_path(path, recursive=False)
+        removed: list[str] = []
+        for target in sorted(targets):
+            if any(paths.is_ancestor(done, target) for done in removed):
+                continue   # already gone with its removed ancestor
+            self.client.remove(target, recursive=recursive)
+            self.invalidate_cache(target)
+            removed.append(target)
+        return None
+
+    def mv(self, path1, path2, recursive=False, maxdepth=None, **kwargs) -> None:
+        """One atomic Meta.Rename for a single path; fsspec's copy+rm for globs and lists."""
+        simple = (isinstance(path1, str) and isinstance(path2, str) and not _has_magic(path1)
+                  and maxdepth is None)
+        if not simple:
+            return super().mv(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
+        src = self._strip_protocol(path1)
+        dst = self._strip_protocol(path2)
+        if src == dst:
+            return None
+        into_dir = path2.endswith("/")
+        if into_dir:
+            self.makedirs(dst, exist_ok=True)
+        if into_dir or self.isdir(dst):
+            dst = paths.join(dst, posixpath.basename(src))
+        self.client.rename(src, dst)
+        self.invalidate_cache(src)
+        self.invalidate_cache(dst)
+        return None
+
+    def cp_file(self, path1, path2, **kwargs) -> None:
+        """Server-side copy (Meta.CopyFile); a directory source makes the directory."""
+        src = self._strip_protocol(path1)
+        dst = self._strip_protocol(path2)
+        try:
+            self.client.copy(src, dst, parents=True)
+        except IsADirectoryError:
+            if not self.isdir(src):
+                raise
+            self.makedirs(dst, exist_ok=True)
+        self.invalidate_cache(dst)
+
+    # ---- bytes ----------------------------------------------------------
+
+    def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None,
+              **kwargs) -> FireflyFile:
+        cache_type = kwargs.pop("cache_type", self.default_cache_type)
+        return FireflyFile(self, self._strip_protocol(path), mode, block_size or "default",
+                           autocommit, cache_type=cache_type, cache_options=cache_options,
+                           **kwargs)
+
+    @staticmethod
+    def _clamp(start, end, size: int) -> tuple[int, int]:
+        """Python-slice semantics for (start, end) over a file of size bytes."""
+        start = 0 if start is None else (max(0, size + start) if start < 0 else start)
+        end = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
+        return start, max(start, end)
+
+    def cat_file(self, path, start=None, end=None, **kwargs) -> bytes:
+        handle = self.client.open(self._strip_protocol(path))
+        start, end = self._clamp(start, end, handle.length)
+        return self.client.pread(handle, start, end - start)
+
+    def cat_ranges(self, paths_list, starts, ends, max_gap=None, on_error="return", **kwargs):
+        """Many ranges in one BatchStat plus BatchReads grouped per storage node."""
+        if not isinstance(paths_list, list):
+            raise TypeError
+        if not isinstance(starts, list):
+            starts = [starts] * len(paths_list)
+        if not isinstance(ends, list):
+            ends = [ends] * len(paths_list)
+        if len(starts) != len(paths_list) or len(ends) != len(paths_list):
+            raise ValueError("paths, starts and ends must have the same length")
+        names = [self._strip_protocol(p) for p in paths_list]
+        unique = list(dict.fromkeys(names))
+        handles = dict(zip(unique, self.client.open_many(unique)))
+        out: list = [None] * len(names)
+        reads, slots = [], []
+        for slot, (name, start, end) in enumerate(zip(names, starts, ends)):
+            handle = handles[name]
+            if isinstance(handle, Exception):
+                if on_error != "return":
+                    raise handle
+                out[slot] = handle
+                continue
+            first, last = self._clamp(start, end, handle.length)
+            reads.append((handle, first, last - first))
+            slots.append(slot)
+        try:
+            results = self.client.pread_many(reads)
+        except Exception as exc:
+            if on_error != "return":
+                raise
+            results = [exc] * len(reads)
+        for slot, result in zip(slots, results):
+            out[slot] = result
+        return out
+
+    def pipe_file(self, path, value, mode="overwrite", **kwargs) -> None:
+        """Create (parents too) or replace a whole file; mode="create" refuses to replace."""
+        path = self._strip_protocol(path)
+        self.client.write_file(path, bytes(value), exclusive=(mode == "create"))
+        self.invalidate_cache(path)
+
+    def touch(self, path, truncate=True, **kwargs) -> None:
+        path = self._strip_protocol(path)
+        if not truncate:
+            try:
+                self.client.touch(path)
+                return
+            except FileNotFoundError:
+                pass
+        self.client.write_file(path, b"")
+        self.invalidate_cache(path)

@@ -1,0 +1,158 @@
+"""The client's copy of the cluster routing: chunk -> chain -> target -> node.
+
+Resolving where a byte lives is local math (common/layout.py) over a cached
+``RoutingInfo``; the metadata service stays off the data path. The cache is
+refreshed through Mgmtd.GetRoutingInfo(known_version) when a storage node
+says our view is stale (StaleChainVersion, NotHead) or cannot be reached.
+The fetch is a plain callable so unit tests drive the cache with no server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Callable
+
+from ..common.errors import NoChainTable, Unavailable, rpc_errors_mapped
+from ..common.layout import Layout
+from ..proto import mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
+from .channels import ChannelPool, shared_pool
+
+log = logging.getLogger(__name__)
+
+# known_version -> new RoutingInfo, or None when it is still known_version.
+FetchRouting = Callable[[int], "types_pb2.RoutingInfo | None"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """Where one chunk IO goes: the chain (as the request names it) and the node serving it."""
+
+    chain_id: int
+    chain_version: int
+    target_id: int
+    node_id: int
+    address: str
+
+
+class _Snapshot:
+    """Indexes over one RoutingInfo version (immutable once built)."""
+
+    def __init__(self, routing: types_pb2.RoutingInfo) -> None:
+        self.version = routing.version
+        self.nodes = {node.id: node for node in routing.nodes}
+        self.targets = {target.id: target for target in routing.targets}
+        self.chains = {chain.id: chain for chain in routing.chains}
+        self.tables = {table.id: table for table in routing.chain_tables}
+
+
+def _is_serving(target: types_pb2.TargetInfo) -> bool:
+    return target.public_state in (types_pb2.SERVING, types_pb2.PUBLIC_STATE_UNSPECIFIED)
+
+
+class RoutingCache:
+    """Thread-safe cached routing with lookups for the storage client."""
+
+    def __init__(self, fetch: FetchRouting) -> None:
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._snapshot: _Snapshot | None = None
+
+    @classmethod
+    def for_mgmtd(cls, mgmtd_address: str, pool: ChannelPool | None = None) -> "RoutingCache":
+        """A cache fed by the Mgmtd service at mgmtd_address."""
+        pool = pool or shared_pool()
+
+        def fetch(known_version: int):
+            stub = pool.stub(mgmtd_address, mgmtd_pb2_grpc.MgmtdStub)
+            with rpc_errors_mapped():
+                reply = stub.GetRoutingInfo(
+                    mgmtd_pb2.GetRoutingInfoRequest(known_version=known_version), timeout=10)
+            return reply.routing if reply.changed else None
+
+        return cls(fetch)
+
+    @property
+    def version(self) -> int:
+        snapshot = self._snapshot
+        return snapshot.version if snapshot else 0
+
+    def _current(self) -> _Snapshot:
+        snapshot = self._snapshot
+        if snapshot is None:
+            snapshot = self.refresh()
+        return snapshot
+
+    def refresh(self) -> _Snapshot:
+        """Fetch routing newer than what we hold (no-op reply when unchanged)."""
+        with self._lock:
+            known = self._snapshot.version if self._snapshot else 0
+            routing = self._fetch(known)
+            if routing is not None:
+                if self._snapshot is None or routing.version >= self._snapshot.version:
+                    log.debug("routing version %d -> %d", known, routing.version)
+                    self._snapshot = _Snapshot(routing)
+            if self._snapshot is None:
+                raise Unavailable("mgmtd returned no routing information")
+            return self._snapshot
+
+    def routing_info(self) -> types_pb2.RoutingInfo:
+        """The cached RoutingInfo, rebuilt as a message (for tools and tests)."""
+        snapshot = self._current()
+        return types_pb2.RoutingInfo(
+            version=snapshot.version, nodes=list(snapshot.nodes.values()),
+            targets=list(snapshot.targets.values()), chains=list(snapshot.chains.values()),
+            chain_tables=list(snapshot.tables.values()))
+
+    def chain_table(self, table_id: int) -> types_pb2.ChainTable:
+        snapshot = self._current()
+        table = snapshot.tables.get(table_id)
+        if table is None:
+            snapshot = self.refresh()
+            table = snapshot.tables.get(table_id)
+        if table is None or not table.chains:
+            raise NoChainTable(f"chain table {table_id} does not exist")
+        return table
+
+    def chain_id_for(self, layout: Layout, chunk_index: int) -> int:
+        """Chain id holding chunk chunk_index of a file with this layout."""
+        table = self.chain_table(layout.chain_table_id)
+        index = layout.chain_index_for_chunk(chunk_index, len(table.chains))
+        return table.chains[index - 1]
+
+    def stripe_chain_ids(self, layout: Layout) -> list[int]:
+        """Chain ids of the file's whole stripe, in stripe order."""
+        table = self.chain_table(layout.chain_table_id)
+        return [table.chains[i - 1] for i in layout.stripe_chain_indices(len(table.chains))]
+
+    def route(self, chain_id: int, for_write: bool = True, spread: int = 0) -> Route:
+        """Where to send an IO on chain_id: the head for writes, a serving replica for reads.
+
+        spread picks among serving replicas for reads (e.g. the chunk index),
+        so a file's reads fan out over a chain's replicas deterministically.
+        """
+        snapshot = self._current()
+        chain = snapshot.chains.get(chain_id)
+        if chain is None or not chain.targets:
+            snapshot = self.refresh()
+            chain = snapshot.chains.get(chain_id)
+        if chain is None or not chain.targets:
+            raise Unavailable(f"chain {chain_id} has no targets in routing v{snapshot.version}")
+        target_ids = list(chain.targets)
+        if not for_write:
+            serving = [t for t in target_ids
+                       if t in snapshot.targets and _is_serving(snapshot.targets[t])]
+            if serving:
+                target_ids = [serving[spread % len(serving)]]
+        target = snapshot.targets.get(target_ids[0])
+        if target is None:
+            raise Unavailable(f"target {target_ids[0]} of chain {chain_id} is not in routing")
+        node = snapshot.nodes.get(target.node_id)
+        if node is None or not node.address:
+            raise Unavailable(f"node {target.node_id} of target {target.id} has no address")
+        return Route(chain.id, chain.version, target.id, node.id, node.address)
+
+    def chain_for(self, layout: Layout, chunk_index: int, for_write: bool = True) -> Route:
+        """Route for chunk chunk_index of a file with this layout."""
+        return self.route(self.chain_id_for(layout, chunk_index), for_write, spread=chunk_index)

@@ -1,0 +1,381 @@
+"""Chunk IO against storage nodes: the data path, with no metadata service in it.
+
+A file range is split into chunk pieces by the layout math, each piece routed
+to its chain (RoutingCache), and the pieces for one node travel in one
+Storage.BatchRead; nodes are asked in parallel. Writes go to the chain head,
+one Storage.Write per chunk piece with its CRC32C, in parallel across chunks.
+
+Retryable errors (stale routing, a node that moved or restarted) refresh the
+routing and retry with backoff until ``retry_time_s`` has passed, then raise.
+Writes carry (client_id, channel, seqnum) so a retried write is applied at
+most once: each in-flight write holds a channel, and a channel's seqnum only
+grows. This class is also used by the metadata service (truncate, remove,
+copy, length recovery).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable, Iterable, TypeVar
+
+import crc32c
+import grpc
+
+from ..common import errors, limits
+from ..common.errors import ChecksumMismatch, Retryable, rpc_errors_mapped
+from ..common.layout import Layout
+from ..proto import storage_pb2, storage_pb2_grpc, types_pb2
+from .channels import ChannelPool, shared_pool
+from .routing import Route, RoutingCache
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+retry_time_s_default = 60.0         # give up on a retryable error after this long
+rpc_timeout_s_default = 60.0        # one storage RPC
+retry_backoff_s_first = 0.05
+retry_backoff_s_max = 1.0
+batch_read_bytes_max = 32 * limits.MiB   # one BatchRead reply stays well under the gRPC limit
+copy_window_chunks = 4
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """One byte range of one file, for ``StorageClient.read_many``."""
+
+    inode_id: int
+    layout: Layout
+    file_length: int
+    offset: int
+    length: int
+
+
+@dataclasses.dataclass(slots=True)
+class _Piece:
+    request: int          # index into the output buffers
+    out_offset: int       # where the piece's bytes go in that buffer
+    inode_id: int
+    layout: Layout
+    chunk_index: int
+    offset: int           # within the chunk
+    length: int
+
+
+class _WriteChannels:
+    """Exactly-once slots: a free list of channel ids and a growing seqnum per channel."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[int] = []
+        self._seqnums: dict[int, int] = {}
+
+    def acquire(self) -> tuple[int, int]:
+        with self._lock:
+            channel = self._free.pop() if self._free else len(self._seqnums) + 1
+            seqnum = self._seqnums.get(channel, 0) + 1
+            self._seqnums[channel] = seqnum
+            return channel, seqnum
+
+    def release(self, channel: int) -> None:
+        with self._lock:
+            self._free.append(channel)
+
+
+class StorageClient:
+    """Reads and writes file chunks directly on storage nodes."""
+
+    def __init__(self, routing: RoutingCache, client_id: str, pool: ChannelPool | None = None,
+                 retry_time_s: float = retry_time_s_default,
+                 rpc_timeout_s: float = rpc_timeout_s_default,
+                 verify_checksums: bool = True,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.routing = routing
+        self.client_id = client_id
+        self._pool = pool or shared_pool()
+        self._retry_time_s = retry_time_s
+        self._rpc_timeout_s = rpc_timeout_s
+        self._verify_checksums = verify_checksums
+        self._sleep = sleep
+        self._clock = clock
+        self._channels = _WriteChannels()
+
+    @classmethod
+    def for_mgmtd(cls, mgmtd_address: str, client_id: str, **kwargs) -> "StorageClient":
+        pool = kwargs.get("pool") or shared_pool()
+        return cls(RoutingCache.for_mgmtd(mgmtd_address, pool), client_id, **kwargs)
+
+    # ---- plumbing -------------------------------------------------------
+
+    def _stub(self, address: str) -> storage_pb2_grpc.StorageStub:
+        return self._pool.stub(address, storage_pb2_grpc.StorageStub)
+
+    def _call(self, address: str, method: str, request):
+        stub = self._stub(address)
+        with rpc_errors_mapped():
+            try:
+                return getattr(stub, method)(request, timeout=self._rpc_timeout_s)
+            except grpc.RpcError as rpc_error:
+                if rpc_error.code() == grpc.StatusCode.UNAVAILABLE:
+                    # The node may have restarted elsewhere: reconnect next time.
+                    self._pool.forget(address)
+                raise
+
+    def _retrying(self, operation: Callable[[], T], what: str) -> T:
+        """Run operation, refreshing routing and backing off on Retryable errors."""
+        deadline = self._clock() + self._retry_time_s
+        backoff = retry_backoff_s_first
+        while True:
+            try:
+                return operation()
+            except Retryable as exc:
+                if self._clock() >= deadline:
+                    raise type(exc)(f"{what}: gave up after {self._retry_time_s:.0f}s: {exc}") from exc
+                log.info("%s: %s: %s; refreshing routing and retrying",
+                         what, type(exc).__name__, exc)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, retry_backoff_s_max)
+                try:
+                    self.routing.refresh()
+                except Retryable:
+                    pass  # mgmtd unreachable too: keep the old routing, try again
+
+    def _parallel(self, calls: list[Callable[[], T]]) -> list[T]:
+        """Run calls in the IO pool (inline when there is only one); first error wins."""
+        if len(calls) == 1:
+            return [calls[0]()]
+        executor = self._pool.executor()
+        futures: list[Future] = [executor.submit(call) for call in calls]
+        results, first_error = [], None
+        for future in futures:
+            try:
+                results.append(future.result())
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                results.append(None)
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return results
+
+    def _stripe_routes(self, layout: Layout) -> list[Route]:
+        return [self.routing.route(chain_id) for chain_id in self.routing.stripe_chain_ids(layout)]
+
+    # ---- reads ----------------------------------------------------------
+
+    def read(self, inode_id: int, layout: Layout, file_length: int, offset: int,
+             length: int) -> bytes:
+        """Bytes [offset, offset+length) clamped at file_length; holes read as zeros."""
+        return self.read_many([ReadRequest(inode_id, layout, file_length, offset, length)])[0]
+
+    def read_ranges(self, inode_id: int, layout: Layout, file_length: int,
+                    ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Several (offset, length) ranges of one file in one batched round."""
+        return self.read_many([ReadRequest(inode_id, layout, file_length, offset, length)
+                               for offset, length in ranges])
+
+    def read_many(self, requests: list[ReadRequest]) -> list[bytes]:
+        """Ranges of any files: one BatchRead per node (split by size), nodes in parallel."""
+        buffers: list[bytearray] = []
+        pending: list[_Piece] = []
+        for number, request in enumerate(requests):
+            if request.offset < 0 or request.length < 0:
+                raise errors.InvalidArgument(
+                    f"negative offset or length ({request.offset}, {request.length})")
+            end = min(request.offset + request.length, request.file_length)
+            size = max(0, end - request.offset)
+            buffers.append(bytearray(size))   # zeros: holes need no work
+            out = 0
+            for chunk_index, within, piece in request.layout.chunk_ranges(request.offset, size):
+                pending.append(_Piece(number, out, request.inode_id, request.layout,
+                                      chunk_index, within, piece))
+                out += piece
+
+        def attempt() -> None:
+            nonlocal pending
+            if not pending:
+                return
+            by_address: dict[str, list[tuple[_Piece, Route]]] = {}
+            for piece in pending:
+                chain_id = self.routing.chain_id_for(piece.layout, piece.chunk_index)
+                route = self.routing.route(chain_id, for_write=False, spread=piece.chunk_index)
+                by_address.setdefault(route.address, []).append((piece, route))
+            batches = [(address, batch) for address, items in by_address.items()
+                       for batch in _split_batches(items)]
+            outcomes = self._parallel([lambda a=address, b=batch: self._batch_read(a, b, buffers)
+                                       for address, batch in batches])
+            pending = [piece for failed, _ in outcomes for piece in failed]
+            retry_errors = [error for _, error in outcomes if error is not None]
+            if pending:
+                raise retry_errors[0] if retry_errors else errors.Unavailable("reads left over")
+
+        self._retrying(attempt, "read")
+        return [bytes(buffer) for buffer in buffers]
+
+    def _batch_read(self, address: str, batch: list[tuple[_Piece, Route]],
+                    buffers: list[bytearray]) -> tuple[list[_Piece], Retryable | None]:
+        """One BatchRead; fills buffers; returns (pieces to retry, why)."""
+        request = storage_pb2.BatchReadRequest(verify_checksum=self._verify_checksums, ios=[
+            storage_pb2.ReadIO(chain_id=route.chain_id, chain_version=route.chain_version,
+                               chunk=types_pb2.ChunkId(inode=piece.inode_id, index=piece.chunk_index),
+                               offset=piece.offset, length=piece.length)
+            for piece, route in batch])
+        try:
+            reply = self._call(address, "BatchRead", request)
+        except Retryable as exc:
+            return [piece for piece, _ in batch], exc
+        if len(reply.results) != len(batch):
+            raise errors.Internal(f"BatchRead from {address}: {len(reply.results)} results "
+                                  f"for {len(batch)} reads")
+        failed: list[_Piece] = []
+        why: Retryable | None = None
+        for (piece, _route), result in zip(batch, reply.results):
+            if result.status.error:
+                exc = errors.error_from_name(result.status.error, result.status.message)
+                if isinstance(exc, errors.NotFound) and "chunk" in result.status.message.lower():
+                    continue   # a chunk never written: a hole
+                if isinstance(exc, Retryable):
+                    failed.append(piece)
+                    why = exc
+                    continue
+                raise exc
+            data = result.data[:piece.length]
+            if self._verify_checksums and result.checksum != crc32c.crc32c(result.data):
+                raise ChecksumMismatch(f"chunk {piece.inode_id}:{piece.chunk_index} read from "
+                                       f"{address}: CRC32C mismatch")
+            buffers[piece.request][piece.out_offset:piece.out_offset + len(data)] = data
+        return failed, why
+
+    # ---- writes ---------------------------------------------------------
+
+    def write(self, inode_id: int, layout: Layout, offset: int, data: bytes) -> None:
+        """Write data at offset: one Storage.Write per chunk piece, chunks in parallel."""
+        view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
+        calls, position = [], 0
+        for chunk_index, within, piece in layout.chunk_ranges(offset, len(view)):
+            part = view[position:position + piece]
+            calls.append(lambda c=chunk_index, w=within, p=part:
+                         self._write_piece(inode_id, layout, c, w, p))
+            position += piece
+        if calls:
+            self._parallel(calls)
+
+    def _write_piece(self, inode_id: int, layout: Layout, chunk_index: int, offset: int,
+                     part: memoryview) -> storage_pb2.WriteReply:
+        payload = bytes(part)
+        checksum = crc32c.crc32c(payload)
+        channel, seqnum = self._channels.acquire()
+        try:
+            def attempt() -> storage_pb2.WriteReply:
+                route = self.routing.chain_for(layout, chunk_index, for_write=True)
+                request = storage_pb2.WriteRequest(
+                    chain_id=route.chain_id, chain_version=route.chain_version,
+                    chunk=types_pb2.ChunkId(inode=inode_id, index=chunk_index), offset=offset,
+                    data=payload, checksum=checksum, chunk_size=layout.chunk_size,
+                    client_id=self.client_id, channel=channel, seqnum=seqnum)
+                return self._call(route.address, "Write", request)
+
+            return self._retrying(attempt, f"write {inode_id}:{chunk_index}")
+        finally:
+            self._channels.release(channel)
+
+    # ---- whole-file operations (also used by the metadata service) -------
+
+    def file_length_from_chunks(self, inode_id: int, layout: Layout) -> int:
+        """The file length the stored chunks imply: end of the last chunk, 0 if none."""
+        def attempt() -> int:
+            by_address: dict[str, list[Route]] = {}
+            for route in self._stripe_routes(layout):
+                by_address.setdefault(route.address, []).append(route)
+            calls = [lambda a=address, r=routes: self._query_last(a, r, inode_id)
+                     for address, routes in by_address.items()]
+            length = 0
+            for results in self._parallel(calls):
+                for result in results:
+                    if result.found:
+                        length = max(length, result.last_index * layout.chunk_size
+                                     + result.last_length)
+            return length
+
+        return self._retrying(attempt, f"query length of {inode_id}")
+
+    def _query_last(self, address: str, routes: list[Route], inode_id: int):
+        request = storage_pb2.QueryLastChunkRequest(queries=[
+            storage_pb2.LastChunkQuery(chain_id=r.chain_id, chain_version=r.chain_version,
+                                       inode=inode_id) for r in routes])
+        reply = self._call(address, "QueryLastChunk", request)
+        for result in reply.results:
+            _raise_status(result.status)
+        return list(reply.results)
+
+    def truncate(self, inode_id: int, layout: Layout, new_length: int) -> None:
+        """Cut the file's chunks to new_length (the metadata length is the caller's job)."""
+        if new_length < 0:
+            raise errors.InvalidArgument(f"negative length {new_length}")
+        last_index, tail = divmod(new_length, layout.chunk_size)
+        first_removed = last_index + 1 if tail else last_index
+        self._remove_from(inode_id, layout, first_removed)
+        if tail:
+            def attempt() -> None:
+                route = self.routing.chain_for(layout, last_index)
+                request = storage_pb2.TruncateChunkRequest(
+                    chain_id=route.chain_id, chain_version=route.chain_version,
+                    chunk=types_pb2.ChunkId(inode=inode_id, index=last_index), length=tail,
+                    chunk_size=layout.chunk_size)
+                try:
+                    self._call(route.address, "TruncateChunk", request)
+                except errors.NotFound:
+                    pass   # no such chunk: it is a hole, nothing to cut
+
+            self._retrying(attempt, f"truncate {inode_id}:{last_index}")
+
+    def remove_file_chunks(self, inode_id: int, layout: Layout) -> int:
+        """Remove every chunk of the file; returns how many were removed."""
+        return self._remove_from(inode_id, layout, 0)
+
+    def _remove_from(self, inode_id: int, layout: Layout, begin_index: int) -> int:
+        def attempt() -> int:
+            calls = [lambda r=route: self._call(r.address, "RemoveChunks",
+                                                storage_pb2.RemoveChunksRequest(
+                                                    chain_id=r.chain_id,
+                                                    chain_version=r.chain_version,
+                                                    inode=inode_id, begin_index=begin_index,
+                                                    end_index=0)).removed
+                     for route in self._stripe_routes(layout)]
+            return sum(self._parallel(calls))
+
+        return self._retrying(attempt, f"remove chunks of {inode_id} from {begin_index}")
+
+    def copy_file_chunks(self, src_inode: int, src_layout: Layout, length: int,
+                         dst_inode: int, dst_layout: Layout) -> None:
+        """Copy [0, length) of src into dst, a few chunks at a time; zero windows stay holes."""
+        window = max(src_layout.chunk_size, dst_layout.chunk_size) * copy_window_chunks
+        for offset in range(0, length, window):
+            data = self.read(src_inode, src_layout, length, offset, window)
+            if data != bytes(len(data)):
+                self.write(dst_inode, dst_layout, offset, data)
+
+
+def _raise_status(status: storage_pb2.IoStatus) -> None:
+    if status.error:
+        raise errors.error_from_name(status.error, status.message)
+
+
+def _split_batches(items: list[tuple[_Piece, Route]]) -> Iterable[list[tuple[_Piece, Route]]]:
+    """Cut one node's reads into BatchReads under the IO-count and reply-size limits."""
+    batch: list[tuple[_Piece, Route]] = []
+    batch_bytes = 0
+    for item in items:
+        if batch and (len(batch) >= limits.batch_read_ios_max
+                      or batch_bytes + item[0].length > batch_read_bytes_max):
+            yield batch
+            batch, batch_bytes = [], 0
+        batch.append(item)
+        batch_bytes += item[0].length
+    if batch:
+        yield batch
+
