@@ -1,0 +1,175 @@
+"""The storage node process: targets + Storage gRPC server + mgmtd link.
+
+``python -m fireflyfs.storage_service --node-id N --data-dir DIR --listen 127.0.0.1:0
+--mgmtd 127.0.0.1:PORT --targets T [--log-file F] [--heartbeat-interval-ms MS]
+[--fsync] [--block-size BYTES]``
+
+Targets are DIR/target-<id>/ with id = N*100 + i + 1. The server binds first
+(port 0 = ephemeral), then registers "127.0.0.1:<bound port>" with mgmtd; until
+registration succeeds every request answers Unavailable. SIGTERM/SIGINT stop
+it gracefully: stop heartbeating, drain calls (grace period), close LMDB.
+
+Environment overrides (flags win): FFS_HEARTBEAT_INTERVAL_MS, FFS_STORAGE_FSYNC=1,
+FFS_CHECKSUM_BLOCK_BYTES.
+
+``fsync`` (default off): a process kill keeps the page cache, so acknowledged
+writes survive SIGKILL without it; turn it on for power-loss durability.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+from fireflyfs.common.rpc import make_channel, make_server
+from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
+
+from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT
+from .heartbeat import MgmtdLink
+from .routing_view import RoutingView
+from .servicer import StorageServicer
+from .target import Target, target_ids
+
+log = logging.getLogger(__name__)
+
+heartbeat_interval_ms_default = 1000
+server_workers_default = 16
+stop_grace_s = 2.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StorageConfig:
+    node_id: int
+    data_dir: Path
+    listen: str
+    mgmtd: str
+    targets: int = 1
+    log_file: Path | None = None
+    heartbeat_interval_ms: int = heartbeat_interval_ms_default
+    fsync: bool = False
+    block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT
+    server_workers: int = server_workers_default
+
+    def target_dir(self, target_id: int) -> Path:
+        return self.data_dir / f"target-{target_id}"
+
+
+class StorageNode:
+    """Owns the targets, the gRPC server and the mgmtd link of one storage node."""
+
+    def __init__(self, config: StorageConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.targets = {tid: Target(tid, config.target_dir(tid), block_size=config.block_size,
+                                    fsync=config.fsync)
+                        for tid in target_ids(config.node_id, config.targets)}
+        self.routing = RoutingView(config.node_id, list(self.targets))
+        self.server, self.port = make_server(config.listen, config.server_workers)
+        storage_pb2_grpc.add_StorageServicer_to_server(
+            StorageServicer(config.node_id, self.targets, self.routing), self.server)
+        host = config.listen.rsplit(":", 1)[0] or "127.0.0.1"
+        self.address = f"{host}:{self.port}"
+        self._channel = make_channel(config.mgmtd)
+        self.link = MgmtdLink(mgmtd_pb2_grpc.MgmtdStub(self._channel), config.node_id, self.address,
+                              self._target_infos, self._target_heartbeats, self.routing,
+                              config.heartbeat_interval_ms / 1000.0)
+        self._stopped = threading.Event()
+        self._closed = threading.Event()
+
+    def _target_infos(self):
+        return [target.info(self.config.node_id) for target in self.targets.values()]
+
+    def _target_heartbeats(self):
+        beats = []
+        for target in self.targets.values():
+            space = target.space()
+            beats.append(mgmtd_pb2.TargetHeartbeat(
+                target_id=target.id, local_state=target.local_state, used_bytes=space.used_bytes,
+                capacity_bytes=space.capacity_bytes, chunk_count=space.chunk_count))
+        return beats
+
+    def start(self) -> None:
+        self.server.start()
+        log.info("storage node %d serving on %s with targets %s", self.config.node_id, self.address,
+                 sorted(self.targets))
+        self.link.start()
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("storage node %d stopping", self.config.node_id)
+        self.link.stop()
+        self.server.stop(stop_grace_s).wait()
+        self._channel.close()
+        for target in self.targets.values():
+            target.close()
+        self._closed.set()
+
+    def wait(self) -> None:
+        """Block until stop() has finished (LMDB closed)."""
+        self._closed.wait()
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def parse_args(argv: list[str] | None = None) -> StorageConfig:
+    parser = argparse.ArgumentParser(prog="python -m fireflyfs.storage_service",
+                                     description="FireflyFS storage node")
+    parser.add_argument("--node-id", type=int, required=True)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--mgmtd", required=True, help="host:port of the meta/mgmtd service")
+    parser.add_argument("--targets", type=int, default=1)
+    parser.add_argument("--log-file", type=Path)
+    parser.add_argument("--heartbeat-interval-ms", type=int,
+                        default=_env_int("FFS_HEARTBEAT_INTERVAL_MS", heartbeat_interval_ms_default))
+    parser.add_argument("--fsync", action=argparse.BooleanOptionalAction,
+                        default=os.environ.get("FFS_STORAGE_FSYNC", "") == "1")
+    parser.add_argument("--block-size", type=int,
+                        default=_env_int("FFS_CHECKSUM_BLOCK_BYTES", CHECKSUM_BLOCK_BYTES_DEFAULT),
+                        help="CRC32C block size of new chunks (bytes)")
+    args = parser.parse_args(argv)
+    if args.node_id < 1:
+        parser.error("--node-id must be >= 1")
+    if args.heartbeat_interval_ms < 1:
+        parser.error("--heartbeat-interval-ms must be >= 1")
+    return StorageConfig(node_id=args.node_id, data_dir=args.data_dir, listen=args.listen,
+                         mgmtd=args.mgmtd, targets=args.targets, log_file=args.log_file,
+                         heartbeat_interval_ms=args.heartbeat_interval_ms, fsync=args.fsync,
+                         block_size=args.block_size)
+
+
+def setup_logging(config: StorageConfig) -> None:
+    fmt = f"%(asctime)s %(levelname)s storage[{config.node_id}] %(name)s: %(message)s"
+    handler: logging.Handler = (logging.FileHandler(config.log_file) if config.log_file
+                                else logging.StreamHandler())
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    setup_logging(config)
+    node = StorageNode(config)
+
+    def on_signal(signum, frame) -> None:
+        log.info("signal %d: stopping", signum)
+        threading.Thread(target=node.stop, name="stopper").start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    node.start()
+    node.wait()
+    log.info("storage node %d stopped", config.node_id)
+    return 0

@@ -1,0 +1,135 @@
+"""One storage target: a directory, its chunk engine, its id, and its local state.
+
+The target also owns the exactly-once cache of client writes: the last
+(client_id, channel) -> (seqnum, reply) it answered, so a retried write with
+the same seqnum gets the same reply without being applied twice (3FS keeps
+this per client channel too). The cache is an in-memory bounded LRU: after a
+restart a retry is applied again, which is harmless for a plain write of the
+same bytes at the same offset (it only bumps the chunk version).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import threading
+from pathlib import Path
+
+from fireflyfs.common.errors import InvalidArgument
+from fireflyfs.proto import types_pb2
+
+from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT, ChunkEngine, ChunkMeta, SpaceStats, describe_key
+
+log = logging.getLogger(__name__)
+
+write_dedup_entries_max = 65536
+_CLIENT_LOCK_STRIPES = 64
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What a write answers (mirrors WriteReply)."""
+
+    commit_version: int
+    chunk_length: int
+    chunk_checksum: int
+
+    @classmethod
+    def from_meta(cls, meta: ChunkMeta | None) -> "WriteOutcome":
+        if meta is None:
+            return cls(0, 0, 0)
+        return cls(meta.commit_version, meta.length, meta.chunk_checksum)
+
+
+class WriteDedup:
+    """Bounded LRU of (client_id, channel) -> (seqnum, chunk key, outcome)."""
+
+    def __init__(self, entries_max: int = write_dedup_entries_max) -> None:
+        self._entries: collections.OrderedDict[tuple[str, int], tuple[int, bytes, WriteOutcome]] = \
+            collections.OrderedDict()
+        self._entries_max = entries_max
+        self._lock = threading.Lock()
+
+    def lookup(self, client_id: str, channel: int, seqnum: int, key: bytes) -> WriteOutcome | None:
+        """The cached outcome of this exact request, None if new; raises on an old seqnum."""
+        with self._lock:
+            entry = self._entries.get((client_id, channel))
+            if entry is None:
+                return None
+            self._entries.move_to_end((client_id, channel))
+        last_seqnum, last_key, outcome = entry
+        if seqnum > last_seqnum:
+            return None
+        if seqnum < last_seqnum:
+            raise InvalidArgument(f"client {client_id!r} channel {channel}: seqnum {seqnum} is older "
+                                  f"than the last one applied ({last_seqnum})")
+        if key != last_key:
+            raise InvalidArgument(f"client {client_id!r} channel {channel}: seqnum {seqnum} reused for "
+                                  f"{describe_key(key)} (was {describe_key(last_key)})")
+        return outcome
+
+    def record(self, client_id: str, channel: int, seqnum: int, key: bytes, outcome: WriteOutcome) -> None:
+        with self._lock:
+            self._entries[(client_id, channel)] = (seqnum, key, outcome)
+            self._entries.move_to_end((client_id, channel))
+            while len(self._entries) > self._entries_max:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Target:
+    """A target of this node: id, directory, engine, dedup cache, local state."""
+
+    def __init__(self, target_id: int, path: str | os.PathLike, *, block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT,
+                 fsync: bool = False, capacity_bytes: int = 0) -> None:
+        self.id = target_id
+        self.path = Path(path)
+        self.engine = ChunkEngine(self.path, block_size=block_size, fsync=fsync)
+        self.capacity_bytes = capacity_bytes  # 0: the file system's size
+        self.local_state = types_pb2.UPTODATE
+        self.dedup = WriteDedup()
+        self._client_locks = [threading.Lock() for _ in range(_CLIENT_LOCK_STRIPES)]
+
+    def write(self, key: bytes, offset: int, data: bytes, chunk_size: int, chain_version: int,
+              checksum: int, client_id: str = "", channel: int = 0, seqnum: int = 0) -> WriteOutcome:
+        """A client write, applied at most once per (client_id, channel, seqnum) while cached.
+
+        An empty client_id or seqnum 0 opts out of deduplication.
+        """
+        if not client_id or seqnum == 0:
+            return WriteOutcome.from_meta(
+                self.engine.write(key, offset, data, chunk_size, chain_version, checksum=checksum))
+        # One lock per client channel: a retry racing its original waits and reads the cache.
+        with self._client_locks[hash((client_id, channel)) % _CLIENT_LOCK_STRIPES]:
+            cached = self.dedup.lookup(client_id, channel, seqnum, key)
+            if cached is not None:
+                log.info("target %d: duplicate write client %s channel %d seqnum %d answered from cache",
+                         self.id, client_id, channel, seqnum)
+                return cached
+            outcome = WriteOutcome.from_meta(
+                self.engine.write(key, offset, data, chunk_size, chain_version, checksum=checksum))
+            self.dedup.record(client_id, channel, seqnum, key, outcome)
+            return outcome
+
+    def space(self) -> SpaceStats:
+        return self.engine.space(self.capacity_bytes or None)
+
+    def info(self, node_id: int) -> types_pb2.TargetInfo:
+        space = self.space()
+        return types_pb2.TargetInfo(id=self.id, node_id=node_id, path=str(self.path),
+                                    local_state=self.local_state, used_bytes=space.used_bytes,
+                                    capacity_bytes=space.capacity_bytes, chunk_count=space.chunk_count)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def target_ids(node_id: int, target_count: int) -> list[int]:
+    """Target ids of a node, as the wire conventions fix them: node_id*100 + i + 1."""
+    if not 1 <= target_count <= 99:
+        raise InvalidArgument(f"target count {target_count} not in 1..99")
+    return [node_id * 100 + i + 1 for i in range(target_count)]
