@@ -1,0 +1,235 @@
+"""File operations that involve write sessions or storage: create, open, close,
+sync, truncate, copy.
+
+File length (3FS's rule): while a file is open for writing its stored length
+is a hint. On close of the last write session, and on sync, the service asks
+storage for the extent of the last chunk and stores
+``max(stored length, storage extent, client hint)``. A truncate bumps
+``truncate_version``; a session opened before a truncate has its hint ignored
+(it may describe bytes the truncate cut away). Storage is asked outside the
+write lock; the write transaction then re-checks ``truncate_version`` and
+retries when a truncate slipped in between.
+
+O_TRUNC on a file with nlink == 1 and no write session replaces the inode
+(new id under the same dentry, old inode to the GC queue) in one transaction,
+so it is O(1) whatever the file size; otherwise storage is truncated first and
+the open retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+
+from fireflyfs.common.errors import AlreadyExists, InvalidArgument, IsADirectory, NotFound, TooLarge, Unavailable
+from fireflyfs.common.layout import Layout
+from fireflyfs.common.paths import path_components
+from fireflyfs.proto import types_pb2
+
+from .chunk_store import ChunkStore
+from .layouts import allocate_file_layout
+from .records import (check_mode, close_session, get_session, load_file_any, make_dirs, new_inode,
+                      open_session, release_link, store_file_any, touch_dir)
+from .resolve import DIR, FILE, as_path, resolve, resolve_parent, walk
+from .store import Store, Txn
+
+log = logging.getLogger(__name__)
+
+LENGTH_SETTLE_ATTEMPTS_MAX = 3
+CHUNK_INDEX_MAX = (1 << 32) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _NeedsTruncate:
+    inode_id: int
+
+
+def layout_of(inode: types_pb2.Inode) -> Layout:
+    return Layout.from_proto(inode.layout)
+
+
+class FileOps:
+    store: Store
+    chunk_store: ChunkStore
+    rng: random.Random
+
+    # -- create / open -------------------------------------------------------
+    def create(self, path: str, now_ns: int, mode: int = 0, exclusive: bool = False, truncate: bool = False,
+               parents: bool = False, open_for_write: bool = False, client_id: str = "",
+               layout: types_pb2.Layout | None = None) -> tuple[types_pb2.Inode, int, str]:
+        """Create (or open an existing) file; (inode, write session id or 0, canonical path)."""
+        args = (path, now_ns, check_mode(mode or 0o644), exclusive, parents, open_for_write, client_id, layout)
+        result = self._create_txn(*args, truncate)
+        if isinstance(result, _NeedsTruncate):
+            self._truncate_inode(result.inode_id, 0, now_ns)
+            result = self._create_txn(*args, False)
+        return result
+
+    def _create_txn(self, path, now_ns, mode, exclusive, parents, open_for_write, client_id, layout, truncate):
+        components = path_components(path)
+        if not components:
+            raise IsADirectory("/ is a directory")
+        name = components[-1]
+        with self.store.write() as txn:
+            if parents:
+                parent, parent_components = make_dirs(txn, components[:-1], now_ns, 0o755, True, True,
+                                                      None, path)
+            else:
+                parent, parent_components, _ = resolve_parent(txn, path, "create")
+            if txn.get_dentry(parent.id, name) is not None:
+                if exclusive:
+                    raise AlreadyExists(f"{path} already exists")
+                inode, resolved = walk(txn, parent_components + [name], True, path)
+                return self._open_existing(txn, inode, resolved, open_for_write, truncate, client_id,
+                                           now_ns, path)
+            inode = new_inode(txn, FILE, mode, now_ns,
+                              layout=allocate_file_layout(txn, parent.layout, layout, self.rng))
+            session_id = open_session(txn, inode, client_id, now_ns) if open_for_write else 0
+            txn.put_inode(inode)
+            txn.put_dentry(parent.id, name, inode.id, FILE)
+            touch_dir(txn, parent, now_ns)
+            return inode, session_id, as_path(parent_components + [name])
+
+    def open(self, path: str, now_ns: int, write: bool = False, truncate: bool = False,
+             client_id: str = "") -> tuple[types_pb2.Inode, int, str]:
+        """Open a file; a write open records a session. (inode, session id or 0, path)."""
+        result = self._open_txn(path, now_ns, write, truncate, client_id)
+        if isinstance(result, _NeedsTruncate):
+            self._truncate_inode(result.inode_id, 0, now_ns)
+            result = self._open_txn(path, now_ns, write, False, client_id)
+        return result
+
+    def _open_txn(self, path, now_ns, write, truncate, client_id):
+        if not (write or truncate):
+            with self.store.read() as txn:
+                inode, components = resolve(txn, path, True)
+                self._check_file(inode, path)
+                return inode, 0, as_path(components)
+        with self.store.write() as txn:
+            inode, components = resolve(txn, path, True)
+            return self._open_existing(txn, inode, components, write, truncate, client_id, now_ns, path)
+
+    def _open_existing(self, txn: Txn, inode, components, write, truncate, client_id, now_ns, path):
+        self._check_file(inode, path)
+        if truncate and (inode.length or inode.open_write_sessions):
+            if inode.nlink != 1 or inode.open_write_sessions:
+                return _NeedsTruncate(inode.id)
+            inode = self._replace_inode(txn, inode, components, now_ns)
+        session_id = 0
+        if write:
+            session_id = open_session(txn, inode, client_id, now_ns)
+            txn.put_inode(inode)
+        return inode, session_id, as_path(components)
+
+    @staticmethod
+    def _check_file(inode: types_pb2.Inode, path: str) -> None:
+        if inode.type == DIR:
+            raise IsADirectory(f"{path} is a directory")
+        if inode.type != FILE:
+            raise InvalidArgument(f"{path} is not a regular file")
+
+    @staticmethod
+    def _replace_inode(txn: Txn, old: types_pb2.Inode, components: list[str], now_ns: int) -> types_pb2.Inode:
+        """O(1) O_TRUNC: a fresh empty inode under the same name; the old one goes to GC."""
+        parent, _ = walk(txn, components[:-1], True)
+        new = types_pb2.Inode()
+        new.CopyFrom(old)
+        new.id = txn.next_id("next_inode", 2)
+        new.length = 0
+        new.truncate_version = old.truncate_version + 1
+        new.mtime_ns = new.ctime_ns = now_ns
+        new.open_write_sessions = 0
+        txn.put_inode(new)
+        txn.put_dentry(parent.id, components[-1], new.id, FILE)
+        release_link(txn, old, now_ns)
+        log.debug("O_TRUNC replaced inode %d by %d", old.id, new.id)
+        return new
+
+    # -- close / sync ------------------------------------------------------
+    def close(self, inode_id: int, session_id: int, now_ns: int, length_hint: int = 0,
+              update_mtime: bool = False) -> types_pb2.Inode:
+        """End a write session; the last one makes the length exact (asks storage)."""
+        if session_id == 0:
+            raise InvalidArgument("close needs the write session id (read-only opens are not tracked)")
+        return self._settle_length(inode_id, now_ns, length_hint, update_mtime, session_id)
+
+    def sync(self, inode_id: int, now_ns: int, length_hint: int = 0,
+             update_mtime: bool = False) -> types_pb2.Inode:
+        """fsync: make the stored length exact from storage, keep sessions open."""
+        return self._settle_length(inode_id, now_ns, length_hint, update_mtime, None)
+
+    def _settle_length(self, inode_id, now_ns, length_hint, update_mtime, session_id) -> types_pb2.Inode:
+        for _ in range(LENGTH_SETTLE_ATTEMPTS_MAX):
+            with self.store.read() as txn:
+                seen, _ = load_file_any(txn, inode_id)
+                if seen.type != FILE:
+                    raise InvalidArgument(f"inode {inode_id} is not a regular file")
+                if session_id is not None:
+                    get_session(txn, inode_id, session_id)
+            last_writer = session_id is None or seen.open_write_sessions <= 1
+            extent = self.chunk_store.file_length_from_chunks(inode_id, layout_of(seen)) if last_writer else 0
+            with self.store.write() as txn:
+                inode, where = load_file_any(txn, inode_id)
+                if inode.truncate_version != seen.truncate_version:
+                    continue  # a truncate raced with the storage query: ask again
+                hint_valid = True
+                if session_id is not None:
+                    hint_valid = get_session(txn, inode_id, session_id).truncate_version == inode.truncate_version
+                    close_session(txn, inode, session_id)
+                inode.length = max(inode.length, extent, length_hint if hint_valid else 0)
+                if update_mtime:
+                    inode.mtime_ns = inode.ctime_ns = now_ns
+                store_file_any(txn, inode, where)
+                return inode
+        raise Unavailable(f"inode {inode_id} was truncated concurrently; retry")
+
+    # -- truncate / copy ---------------------------------------------------
+    def truncate(self, path: str, length: int, now_ns: int) -> tuple[types_pb2.Inode, str]:
+        with self.store.read() as txn:
+            inode, components = resolve(txn, path, True)
+            self._check_file(inode, path)
+        return self._truncate_inode(inode.id, length, now_ns), as_path(components)
+
+    def _truncate_inode(self, inode_id: int, length: int, now_ns: int) -> types_pb2.Inode:
+        """Storage first (cut the chunk at length, drop later ones), then the inode."""
+        with self.store.read() as txn:
+            inode, _ = load_file_any(txn, inode_id)
+        if length < 0:
+            raise InvalidArgument(f"negative length {length}")
+        if length // inode.layout.chunk_size > CHUNK_INDEX_MAX:
+            raise TooLarge(f"length {length} exceeds the largest file of this layout")
+        self.chunk_store.truncate(inode_id, layout_of(inode), length)
+        with self.store.write() as txn:
+            inode, where = load_file_any(txn, inode_id)
+            inode.length = length
+            inode.truncate_version += 1
+            inode.mtime_ns = inode.ctime_ns = now_ns
+            store_file_any(txn, inode, where)
+            return inode
+
+    def copy_file(self, src: str, dst: str, now_ns: int, parents: bool = False) -> tuple[types_pb2.Inode, str]:
+        """Server-side copy: create dst (replacing a file there), copy chunks, close with src's length."""
+        with self.store.read() as txn:
+            source, _ = resolve(txn, src, True)
+            self._check_file(source, src)
+            try:
+                existing, _ = resolve(txn, dst, True)
+            except NotFound:
+                existing = None
+            if existing is not None and existing.id == source.id:
+                raise InvalidArgument(f"{src} and {dst} are the same file")
+        target, session_id, dst_path = self.create(dst, now_ns, mode=source.mode, truncate=True,
+                                                   parents=parents, open_for_write=True,
+                                                   client_id="meta-copy")
+        try:
+            self.chunk_store.copy_file_chunks(source.id, layout_of(source), source.length,
+                                              target.id, layout_of(target))
+        except BaseException:
+            try:
+                self.close(target.id, session_id, now_ns)
+            except Exception:  # the copy error is the one to report
+                log.exception("closing %s after a failed copy", dst_path)
+            raise
+        return self.close(target.id, session_id, now_ns, length_hint=source.length, update_mtime=True), dst_path
+

@@ -1,0 +1,100 @@
+"""Background garbage collector: removes unlinked files' chunks from storage.
+
+Unlink, rmdir -r, rename-over and O_TRUNC only move an inode into the ``gc``
+DB (in their own transaction); this thread later asks storage to remove the
+chunks, then deletes the record, so the request path never waits on storage.
+A record whose file still has write sessions is skipped until they close (as
+3FS defers reclamation). A storage failure leaves the record for the next
+pass; chunk removal is idempotent, so a crash between removal and record
+deletion only repeats work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from fireflyfs.common.errors import FfsError
+from fireflyfs.common.layout import Layout
+from fireflyfs.proto import types_pb2
+
+from .chunk_store import ChunkStore
+from .store import Store, u64_key
+
+log = logging.getLogger(__name__)
+
+GC_BATCH_INODES_MAX = 256
+GC_RETRY_BACKOFF_MS_MAX = 30_000
+
+
+class GarbageCollector:
+    def __init__(self, store: Store, chunk_store: ChunkStore, interval_ms: int = 200, delay_ms: int = 0,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+        """delay_ms: how long an unlinked file waits (from its removal ctime) before GC."""
+        self.store = store
+        self.chunk_store = chunk_store
+        self.interval_ms = interval_ms
+        self.delay_ms = delay_ms
+        self.clock_ns = clock_ns
+        self._retry_at_ns: dict[int, tuple[int, int]] = {}  # inode -> (next try, backoff ms)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def pending(self) -> list[types_pb2.Inode]:
+        with self.store.read() as txn:
+            out = []
+            for _key, value in txn.scan("gc"):
+                inode = types_pb2.Inode()
+                inode.ParseFromString(value)
+                out.append(inode)
+                if len(out) == GC_BATCH_INODES_MAX:
+                    break
+            return out
+
+    def run_once(self, now_ns: int | None = None) -> int:
+        """One pass over (a batch of) the queue; returns how many files were reclaimed."""
+        now_ns = self.clock_ns() if now_ns is None else now_ns
+        reclaimed = 0
+        for inode in self.pending():
+            if inode.open_write_sessions:
+                continue
+            if now_ns - inode.ctime_ns < self.delay_ms * 1_000_000:
+                continue
+            retry_at_ns, backoff_ms = self._retry_at_ns.get(inode.id, (0, 0))
+            if now_ns < retry_at_ns:
+                continue
+            try:
+                removed = self.chunk_store.remove_file_chunks(inode.id, Layout.from_proto(inode.layout))
+            except (FfsError, OSError) as exc:
+                backoff_ms = min(max(2 * backoff_ms, self.interval_ms, 100), GC_RETRY_BACKOFF_MS_MAX)
+                self._retry_at_ns[inode.id] = (now_ns + backoff_ms * 1_000_000, backoff_ms)
+                log.warning("gc: removing chunks of inode %d failed, retry in %d ms: %s",
+                            inode.id, backoff_ms, exc)
+                continue
+            self._retry_at_ns.pop(inode.id, None)
+            with self.store.write() as txn:
+                current = txn.get_gc(inode.id)
+                if current is None or current.open_write_sessions:
+                    continue  # a session reopened meanwhile is impossible, but stay safe
+                txn.delete("gc", u64_key(inode.id))
+            log.info("gc: reclaimed inode %d (%d chunks)", inode.id, removed)
+            reclaimed += 1
+        return reclaimed
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="meta-gc", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_ms / 1000):
+            try:
+                self.run_once()
+            except Exception:  # keep the thread alive; the next pass retries
+                log.exception("gc pass failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,289 @@
+"""The POSIX-like namespace: each operation is one LMDB transaction, no gRPC.
+
+Operations take parsed arguments and ``now_ns`` and return protos. A write
+operation runs in one write transaction, so any error (raised before the
+commit) leaves the store exactly as it was. File data operations that need
+storage (open/close/sync/truncate/copy) live in ``files.FileOps``; this class
+adds the tree operations and the constructor.
+"""
+
+from __future__ import annotations
+
+import random
+
+from fireflyfs.common import limits
+from fireflyfs.common.errors import (AlreadyExists, DirectoryNotEmpty, FfsError, InvalidArgument,
+                                     InvalidPath, IsADirectory, NotADirectory, NotFound,
+                                     PermissionDenied, TooLarge, error_name)
+from fireflyfs.common.paths import path_components
+from fireflyfs.proto import meta_pb2, types_pb2
+
+from .chunk_store import ChunkStore
+from .files import FileOps
+from .layouts import root_layout
+from .records import check_mode, make_dirs, new_inode, release_link, touch_dir
+from .resolve import DIR, FILE, ROOT_ID, SYMLINK, as_path, load_inode, resolve, resolve_parent, walk
+from .store import Store, Txn
+
+
+class Namespace(FileOps):
+    def __init__(self, store: Store, chunk_store: ChunkStore, rng: random.Random | None = None,
+                 now_ns: int = 0) -> None:
+        self.store = store
+        self.chunk_store = chunk_store
+        self.rng = rng or random.Random()
+        self._ensure_root(now_ns)
+
+    def _ensure_root(self, now_ns: int) -> None:
+        with self.store.write() as txn:
+            if txn.get_inode(ROOT_ID) is None:
+                txn.put_inode(types_pb2.Inode(id=ROOT_ID, type=DIR, mode=0o755, nlink=2, parent=ROOT_ID,
+                                              atime_ns=now_ns, mtime_ns=now_ns, ctime_ns=now_ns,
+                                              crtime_ns=now_ns, layout=root_layout()))
+
+    # -- reads -------------------------------------------------------------
+    def stat(self, path: str, follow_symlinks: bool = True) -> tuple[types_pb2.Inode, str]:
+        with self.store.read() as txn:
+            inode, components = resolve(txn, path, follow_symlinks)
+            return inode, as_path(components)
+
+    def batch_stat(self, paths: list[str], follow_symlinks: bool = True) -> list[meta_pb2.StatResult]:
+        if len(paths) > limits.batch_stat_paths_max:
+            raise TooLarge(f"{len(paths)} paths in one BatchStat; at most {limits.batch_stat_paths_max}")
+        results = []
+        with self.store.read() as txn:
+            for path in paths:
+                try:
+                    inode, _ = resolve(txn, path, follow_symlinks)
+                    results.append(meta_pb2.StatResult(inode=inode))
+                except FfsError as exc:
+                    results.append(meta_pb2.StatResult(error=error_name(exc), message=str(exc)))
+        return results
+
+    def readlink(self, path: str) -> str:
+        with self.store.read() as txn:
+            inode, _ = resolve(txn, path, follow_last=False)
+            if inode.type != SYMLINK:
+                raise InvalidArgument(f"{path} is not a symbolic link")
+            return inode.symlink_target
+
+    def list(self, path: str, start_after: str = "", limit: int = 0,
+             with_attrs: bool = False) -> tuple[list[meta_pb2.DirEntry], bool]:
+        """One page of a directory's entries in name order; (entries, more)."""
+        limit = min(limit or limits.list_page_entries_default, limits.list_page_entries_max)
+        with self.store.read() as txn:
+            directory, _ = resolve(txn, path, True)
+            if directory.type != DIR:
+                raise NotADirectory(f"{path} is not a directory")
+            entries = []
+            for entry in txn.scan_dentries(directory.id, start_after, after=True):
+                if len(entries) == limit:
+                    return entries, True
+                if with_attrs:
+                    entry.inode.CopyFrom(load_inode(txn, entry.inode_id))
+                entries.append(entry)
+            return entries, False
+
+    def find(self, path: str, maxdepth: int = 0, withdirs: bool = False, limit: int = 0,
+             start_after: str = "") -> tuple[list[meta_pb2.FoundEntry], bool]:
+        """One page of a depth-first, name-ordered walk below path; (entries, more).
+
+        The page token is the path of the last entry returned; the walk resumes
+        right after it with one range scan per level, so paging is O(page).
+        """
+        limit = min(limit or limits.list_page_entries_default, limits.list_page_entries_max)
+        with self.store.read() as txn:
+            top, top_components = resolve(txn, path, True)
+            if top.type != DIR:
+                if start_after:
+                    return [], False
+                return [meta_pb2.FoundEntry(path=as_path(top_components), inode=top)], False
+            resume: list[str] | None = None
+            if start_after:
+                after = path_components(start_after)
+                if after[:len(top_components)] != top_components or len(after) == len(top_components):
+                    raise InvalidArgument(f"start_after {start_after!r} is not below {path!r}")
+                resume = after[len(top_components):]
+            entries: list[meta_pb2.FoundEntry] = []
+            for found in self._walk_tree(txn, top.id, top_components, 1, maxdepth, withdirs, resume):
+                if len(entries) == limit:
+                    return entries, True
+                entries.append(found)
+            return entries, False
+
+    def _walk_tree(self, txn: Txn, dir_id: int, dir_components: list[str], depth: int,
+                   maxdepth: int, withdirs: bool, resume: list[str] | None):
+        for entry in txn.scan_dentries(dir_id, resume[0] if resume else ""):
+            components = dir_components + [entry.name]
+            inode = load_inode(txn, entry.inode_id)
+            descend = inode.type == DIR and (maxdepth == 0 or depth < maxdepth)
+            if resume and entry.name == resume[0]:
+                # Emitted on an earlier page (pre-order: a directory before its children).
+                rest = resume[1:] or None
+                if descend:
+                    yield from self._walk_tree(txn, inode.id, components, depth + 1, maxdepth,
+                                               withdirs, rest)
+                resume = None
+                continue
+            resume = None
+            if inode.type != DIR or withdirs:
+                yield meta_pb2.FoundEntry(path=as_path(components), inode=inode)
+            if descend:
+                yield from self._walk_tree(txn, inode.id, components, depth + 1, maxdepth, withdirs, None)
+
+    def statfs(self) -> meta_pb2.StatFsReply:
+        """Inode and GC counts; the servicer adds capacity from the cluster manager."""
+        with self.store.read() as txn:
+            return meta_pb2.StatFsReply(inodes=txn.entries("inodes"), gc_pending=txn.entries("gc"))
+
+    # -- directory entries -------------------------------------------------
+    def mkdirs(self, path: str, now_ns: int, mode: int = 0, parents: bool = False, exist_ok: bool = False,
+               layout: types_pb2.Layout | None = None) -> tuple[types_pb2.Inode, str]:
+        components = path_components(path)
+        mode = check_mode(mode or 0o755)
+        with self.store.write() as txn:
+            inode, done = make_dirs(txn, components, now_ns, mode, parents, exist_ok, layout, path)
+            return inode, as_path(done)
+
+    def symlink(self, path: str, target: str, now_ns: int) -> tuple[types_pb2.Inode, str]:
+        if not target or "\x00" in target:
+            raise InvalidArgument(f"invalid symlink target {target!r}")
+        if len(target.encode("utf-8", "surrogatepass")) > limits.symlink_target_bytes_max:
+            raise InvalidArgument(f"symlink target longer than {limits.symlink_target_bytes_max} bytes")
+        with self.store.write() as txn:
+            parent, parent_components, name = resolve_parent(txn, path, "create a symlink at")
+            if txn.get_dentry(parent.id, name) is not None:
+                raise AlreadyExists(f"{path} already exists")
+            inode = new_inode(txn, SYMLINK, 0o777, now_ns, symlink_target=target,
+                              length=len(target.encode("utf-8", "surrogatepass")))
+            txn.put_inode(inode)
+            txn.put_dentry(parent.id, name, inode.id, SYMLINK)
+            touch_dir(txn, parent, now_ns)
+            return inode, as_path(parent_components + [name])
+
+    def hardlink(self, src: str, dst: str, now_ns: int) -> tuple[types_pb2.Inode, str]:
+        with self.store.write() as txn:
+            inode, _ = resolve(txn, src, follow_last=False)
+            if inode.type == DIR:
+                raise PermissionDenied(f"{src} is a directory; hard links to directories are not allowed")
+            parent, parent_components, name = resolve_parent(txn, dst, "link at")
+            if txn.get_dentry(parent.id, name) is not None:
+                raise AlreadyExists(f"{dst} already exists")
+            inode.nlink += 1
+            inode.ctime_ns = now_ns
+            txn.put_inode(inode)
+            txn.put_dentry(parent.id, name, inode.id, inode.type)
+            touch_dir(txn, parent, now_ns)
+            return inode, as_path(parent_components + [name])
+
+    def remove(self, path: str, now_ns: int, recursive: bool = False, directory_only: bool = False,
+               file_only: bool = False) -> None:
+        """unlink / rmdir / rm -r, each one transaction; unlinked files go to the GC queue."""
+        with self.store.write() as txn:
+            parent, _, name = resolve_parent(txn, path, "remove")
+            entry = txn.get_dentry(parent.id, name)
+            if entry is None:
+                raise NotFound(f"{path}: no such file or directory")
+            inode = load_inode(txn, entry.inode_id)
+            if inode.type == DIR:
+                if file_only:
+                    raise IsADirectory(f"{path} is a directory")
+                if txn.has_children(inode.id):
+                    if not recursive or directory_only:
+                        raise DirectoryNotEmpty(f"{path} is not empty")
+                    self._remove_tree(txn, inode.id, now_ns)
+                txn.delete_inode(inode.id)
+            else:
+                if directory_only:
+                    raise NotADirectory(f"{path} is not a directory")
+                release_link(txn, inode, now_ns)
+            txn.delete_dentry(parent.id, name)
+            touch_dir(txn, parent, now_ns)
+
+    def _remove_tree(self, txn: Txn, top_id: int, now_ns: int) -> None:
+        """Delete everything below directory top_id (not top itself)."""
+        stack = [top_id]
+        while stack:
+            dir_id = stack.pop()
+            for entry in list(txn.scan_dentries(dir_id)):
+                txn.delete_dentry(dir_id, entry.name)
+                child = load_inode(txn, entry.inode_id)
+                if child.type == DIR:
+                    stack.append(child.id)
+                    txn.delete_inode(child.id)
+                else:
+                    release_link(txn, child, now_ns)
+
+    def rename(self, src: str, dst: str, now_ns: int, no_replace: bool = False) -> None:
+        """Atomic rename, POSIX rules for an existing target; one transaction."""
+        with self.store.write() as txn:
+            src_parent, _, src_name = resolve_parent(txn, src, "rename")
+            dst_parent, _, dst_name = resolve_parent(txn, dst, "rename onto")
+            entry = txn.get_dentry(src_parent.id, src_name)
+            if entry is None:
+                raise NotFound(f"{src}: no such file or directory")
+            moved = load_inode(txn, entry.inode_id)
+            if moved.type == DIR:
+                self._check_not_descendant(txn, moved.id, dst_parent, src, dst)
+            target_entry = txn.get_dentry(dst_parent.id, dst_name)
+            if target_entry is not None:
+                if target_entry.inode_id == moved.id:
+                    return  # same file (or hard links to it): POSIX says do nothing
+                if no_replace:
+                    raise AlreadyExists(f"{dst} already exists")
+                target = load_inode(txn, target_entry.inode_id)
+                if moved.type == DIR and target.type != DIR:
+                    raise NotADirectory(f"cannot replace non-directory {dst} with directory {src}")
+                if moved.type != DIR and target.type == DIR:
+                    raise IsADirectory(f"cannot replace directory {dst} with non-directory {src}")
+                if target.type == DIR:
+                    if txn.has_children(target.id):
+                        raise DirectoryNotEmpty(f"{dst} is not empty")
+                    txn.delete_inode(target.id)
+                else:
+                    release_link(txn, target, now_ns)
+            txn.delete_dentry(src_parent.id, src_name)
+            txn.put_dentry(dst_parent.id, dst_name, moved.id, moved.type)
+            moved.ctime_ns = now_ns
+            if moved.type == DIR:
+                moved.parent = dst_parent.id
+            txn.put_inode(moved)
+            if src_parent.id == dst_parent.id:
+                touch_dir(txn, dst_parent, now_ns)
+            else:
+                touch_dir(txn, load_inode(txn, src_parent.id), now_ns)
+                touch_dir(txn, load_inode(txn, dst_parent.id), now_ns)
+
+    @staticmethod
+    def _check_not_descendant(txn: Txn, dir_id: int, dst_parent: types_pb2.Inode, src: str, dst: str) -> None:
+        """Walk dst's ancestors through `parent`; meeting dir_id means a loop."""
+        current = dst_parent
+        for _ in range(limits.path_depth_max + 2):
+            if current.id == dir_id:
+                raise InvalidArgument(f"cannot move {src} under itself ({dst})")
+            if current.id == ROOT_ID:
+                return
+            current = load_inode(txn, current.parent)
+        raise InvalidPath(f"{dst}: directory tree deeper than {limits.path_depth_max}")
+
+    def setattr(self, path: str, now_ns: int, follow_symlinks: bool = True, mode: int | None = None,
+                uid: int | None = None, gid: int | None = None, mtime_ns: int | None = None,
+                atime_ns: int | None = None) -> tuple[types_pb2.Inode, str]:
+        with self.store.write() as txn:
+            inode, components = resolve(txn, path, follow_symlinks)
+            if mode is not None:
+                inode.mode = check_mode(mode)
+            if uid is not None:
+                inode.uid = uid
+            if gid is not None:
+                inode.gid = gid
+            if mtime_ns is not None:
+                inode.mtime_ns = mtime_ns
+            if atime_ns is not None:
+                inode.atime_ns = atime_ns
+            inode.ctime_ns = now_ns
+            txn.put_inode(inode)
+            return inode, as_path(components)
+
+
+__all__ = ["Namespace", "FILE", "DIR", "SYMLINK", "ROOT_ID"]

@@ -1,0 +1,120 @@
+"""Small record-level helpers shared by the namespace operations (all inside a txn)."""
+
+from __future__ import annotations
+
+from fireflyfs.common import limits
+from fireflyfs.common.errors import AlreadyExists, InvalidArgument, NotADirectory, NotFound
+from fireflyfs.proto import meta_pb2, types_pb2
+
+from .layouts import merge_layout
+from .resolve import DIR, FILE, ROOT_ID, as_path, load_inode, walk
+from .store import Txn, session_key, u64_key
+
+MODE_BITS = 0o7777
+
+
+def check_mode(mode: int) -> int:
+    if mode < 0 or mode & ~MODE_BITS:
+        raise InvalidArgument(f"mode {mode:#o} has bits outside {MODE_BITS:#o}")
+    return mode
+
+
+def new_inode(txn: Txn, inode_type: int, mode: int, now_ns: int, **fields) -> types_pb2.Inode:
+    """A fresh inode with the next 64-bit id (ids start at 2: 1 is the root)."""
+    inode = types_pb2.Inode(id=txn.next_id("next_inode", 2), type=inode_type, mode=check_mode(mode),
+                            nlink=2 if inode_type == DIR else 1, atime_ns=now_ns, mtime_ns=now_ns,
+                            ctime_ns=now_ns, crtime_ns=now_ns, **fields)
+    return inode
+
+
+def touch_dir(txn: Txn, directory: types_pb2.Inode, now_ns: int) -> None:
+    """An entry of directory changed: bump its mtime and ctime."""
+    directory.mtime_ns = directory.ctime_ns = now_ns
+    txn.put_inode(directory)
+
+
+def release_link(txn: Txn, inode: types_pb2.Inode, now_ns: int) -> None:
+    """Drop one link to a non-directory; a file whose nlink hits 0 moves to the GC queue."""
+    inode.nlink = max(0, inode.nlink - 1)
+    inode.ctime_ns = now_ns
+    if inode.nlink > 0:
+        txn.put_inode(inode)
+        return
+    txn.delete_inode(inode.id)
+    if inode.type == FILE:
+        txn.put_msg("gc", u64_key(inode.id), inode)
+
+
+def load_file_any(txn: Txn, inode_id: int) -> tuple[types_pb2.Inode, str]:
+    """A file inode by id, linked ("inodes") or unlinked and awaiting GC ("gc")."""
+    inode = txn.get_inode(inode_id)
+    if inode is not None:
+        return inode, "inodes"
+    inode = txn.get_gc(inode_id)
+    if inode is not None:
+        return inode, "gc"
+    raise NotFound(f"inode {inode_id} does not exist")
+
+
+def store_file_any(txn: Txn, inode: types_pb2.Inode, where: str) -> None:
+    txn.put_msg(where, u64_key(inode.id), inode)
+
+
+def open_session(txn: Txn, inode: types_pb2.Inode, client_id: str, now_ns: int) -> int:
+    """Record a write session on inode (caller stores the inode); return its id."""
+    if len(client_id.encode()) > limits.name_bytes_max:
+        raise InvalidArgument("client id longer than 255 bytes")
+    session_id = txn.next_id("next_session", 1)
+    txn.put_msg("sessions", session_key(inode.id, session_id),
+                meta_pb2.FileSession(inode_id=inode.id, session_id=session_id, client_id=client_id,
+                                     created_ns=now_ns, truncate_version=inode.truncate_version))
+    inode.open_write_sessions += 1
+    return session_id
+
+
+def get_session(txn: Txn, inode_id: int, session_id: int) -> meta_pb2.FileSession:
+    session = txn.get_msg("sessions", session_key(inode_id, session_id), meta_pb2.FileSession)
+    if session is None:
+        raise NotFound(f"no write session {session_id} on inode {inode_id}")
+    return session
+
+
+def close_session(txn: Txn, inode: types_pb2.Inode, session_id: int) -> None:
+    txn.delete("sessions", session_key(inode.id, session_id))
+    inode.open_write_sessions = max(0, inode.open_write_sessions - 1)
+
+
+def make_dirs(txn: Txn, components: list[str], now_ns: int, mode: int, parents: bool, exist_ok: bool,
+              layout: types_pb2.Layout | None, shown_path: str) -> tuple[types_pb2.Inode, list[str]]:
+    """mkdir (-p) inside txn; (directory inode, canonical components).
+
+    The new directory's default layout is its parent's, overridden by the
+    non-zero fields of layout; missing ancestors (parents=True) inherit
+    plainly. An existing directory keeps its layout.
+    """
+    current, done = load_inode(txn, ROOT_ID), []
+    if not components:
+        if exist_ok:
+            return current, done
+        raise AlreadyExists("/ already exists")
+    for index, name in enumerate(components):
+        last = index == len(components) - 1
+        if txn.get_dentry(current.id, name) is not None:
+            child, child_components = walk(txn, done + [name], True, shown_path)
+            if last:
+                if child.type == DIR and exist_ok:
+                    return child, child_components
+                raise AlreadyExists(f"{shown_path} already exists")
+            if child.type != DIR:
+                raise NotADirectory(f"{shown_path}: {as_path(child_components)} is not a directory")
+            current, done = child, child_components
+            continue
+        if not last and not parents:
+            raise NotFound(f"{shown_path}: parent {as_path(done + [name])} does not exist")
+        child = new_inode(txn, DIR, mode if last else 0o755, now_ns, parent=current.id,
+                          layout=merge_layout(current.layout, layout if last else None, txn))
+        txn.put_inode(child)
+        txn.put_dentry(current.id, name, child.id, DIR)
+        touch_dir(txn, current, now_ns)
+        current, done = child, done + [name]
+    return current, done

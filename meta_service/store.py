@@ -1,0 +1,217 @@
+"""The metadata service's LMDB store: one environment, named DBs, one writer.
+
+Key layout (as 3FS keeps its KV schema, minus the FDB prefixes: each kind of
+record lives in its own named DB instead):
+
+    inodes        inode id (8 B big-endian)           -> types.Inode
+    dentries      parent id (8 B BE) + name (utf-8)   -> meta.DirEntry{inode_id, type}
+    sessions      inode id (8 B BE) + session id (8 B) -> meta.FileSession
+    gc            inode id (8 B BE)                   -> types.Inode (unlinked, chunks still on storage)
+    counters      ascii name                          -> 8 B BE unsigned
+    nodes         node id (4 B BE)                    -> types.NodeInfo
+    targets       target id (8 B BE)                  -> types.TargetInfo
+    chains        chain id (4 B BE)                   -> types.ChainInfo
+    chain_tables  table id (4 B BE)                   -> types.ChainTable
+
+Big-endian ids keep a directory's entries (and an inode's sessions) in one
+contiguous key range, so a listing is one prefix range scan.
+
+Every mutation runs in exactly one write transaction under one Python lock,
+so a mutation is all-or-nothing and mutations are serialized.
+
+Durability and the ``fsync`` knob: LMDB writes committed pages with write(2)
+into the page cache before ``commit()`` returns, so a committed transaction
+survives SIGKILL of this process even with ``sync=False``: the kernel owns
+those pages and flushes them later. Only a power loss or kernel crash can lose
+them. ``fsync=True`` makes every commit call fdatasync (power-loss durable)
+at a large cost in commit rate. On the 2-core development VM a one-inode
+commit measured ~120k commits/s without sync against ~3.3k/s with it
+(``python -m fireflyfs.meta_service.store`` prints both); figures vary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import threading
+from typing import Iterator
+
+import lmdb
+
+from fireflyfs.proto import meta_pb2, types_pb2
+
+DB_NAMES = ("inodes", "dentries", "sessions", "gc", "counters",
+            "nodes", "targets", "chains", "chain_tables")
+
+MAP_SIZE_BYTES_DEFAULT = 1 << 30
+
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+
+
+def u64_key(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def u32_key(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def dentry_key(parent_id: int, name: str) -> bytes:
+    return _U64.pack(parent_id) + name.encode("utf-8", "surrogatepass")
+
+
+def session_key(inode_id: int, session_id: int) -> bytes:
+    return _U64.pack(inode_id) + _U64.pack(session_id)
+
+
+class Txn:
+    """One LMDB transaction with typed accessors for each DB."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
+        self.raw = txn
+        self.dbs = dbs
+
+    # -- generic ---------------------------------------------------------
+    def get_msg(self, db: str, key: bytes, message_cls):
+        value = self.raw.get(key, db=self.dbs[db])
+        if value is None:
+            return None
+        message = message_cls()
+        message.ParseFromString(value)
+        return message
+
+    def put_msg(self, db: str, key: bytes, message) -> None:
+        self.raw.put(key, message.SerializeToString(), db=self.dbs[db])
+
+    def delete(self, db: str, key: bytes) -> bool:
+        return self.raw.delete(key, db=self.dbs[db])
+
+    def scan(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with prefix, from start (inclusive) on."""
+        cursor = self.raw.cursor(db=self.dbs[db])
+        first = start if start is not None else prefix
+        if not cursor.set_range(first):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def entries(self, db: str) -> int:
+        return self.raw.stat(self.dbs[db])["entries"]
+
+    # -- counters ----------------------------------------------------------
+    def get_counter(self, name: str, default: int = 0) -> int:
+        value = self.raw.get(name.encode(), db=self.dbs["counters"])
+        return default if value is None else _U64.unpack(value)[0]
+
+    def set_counter(self, name: str, value: int) -> None:
+        self.raw.put(name.encode(), _U64.pack(value), db=self.dbs["counters"])
+
+    def next_id(self, name: str, first: int) -> int:
+        """Hand out the next id of a counter that starts at first."""
+        value = self.get_counter(name, first)
+        self.set_counter(name, value + 1)
+        return value
+
+    # -- namespace records -------------------------------------------------
+    def get_inode(self, inode_id: int) -> types_pb2.Inode | None:
+        return self.get_msg("inodes", u64_key(inode_id), types_pb2.Inode)
+
+    def put_inode(self, inode: types_pb2.Inode) -> None:
+        self.put_msg("inodes", u64_key(inode.id), inode)
+
+    def delete_inode(self, inode_id: int) -> None:
+        self.delete("inodes", u64_key(inode_id))
+
+    def get_dentry(self, parent_id: int, name: str) -> meta_pb2.DirEntry | None:
+        entry = self.get_msg("dentries", dentry_key(parent_id, name), meta_pb2.DirEntry)
+        if entry is not None:
+            entry.name = name
+        return entry
+
+    def put_dentry(self, parent_id: int, name: str, inode_id: int, inode_type: int) -> None:
+        self.put_msg("dentries", dentry_key(parent_id, name),
+                     meta_pb2.DirEntry(inode_id=inode_id, type=inode_type))
+
+    def delete_dentry(self, parent_id: int, name: str) -> None:
+        self.delete("dentries", dentry_key(parent_id, name))
+
+    def scan_dentries(self, parent_id: int, start_at: str = "", after: bool = False
+                      ) -> Iterator[meta_pb2.DirEntry]:
+        """Entries of a directory in name-byte order, from start_at (exclusive when after)."""
+        prefix = _U64.pack(parent_id)
+        start = prefix + start_at.encode("utf-8", "surrogatepass")
+        for key, value in self.scan("dentries", prefix, start):
+            name = key[8:].decode("utf-8", "surrogatepass")
+            if after and name == start_at:
+                continue
+            entry = meta_pb2.DirEntry()
+            entry.ParseFromString(value)
+            entry.name = name
+            yield entry
+
+    def has_children(self, dir_id: int) -> bool:
+        return next(self.scan_dentries(dir_id), None) is not None
+
+    def get_gc(self, inode_id: int) -> types_pb2.Inode | None:
+        return self.get_msg("gc", u64_key(inode_id), types_pb2.Inode)
+
+    def sessions_of(self, inode_id: int) -> list[meta_pb2.FileSession]:
+        out = []
+        for _key, value in self.scan("sessions", _U64.pack(inode_id)):
+            session = meta_pb2.FileSession()
+            session.ParseFromString(value)
+            out.append(session)
+        return out
+
+
+class Store:
+    """The LMDB environment at data_dir/meta.lmdb, with one writer at a time."""
+
+    def __init__(self, path: str, fsync: bool = False,
+                 map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self.env = lmdb.open(path, map_size=map_size_bytes, max_dbs=len(DB_NAMES) + 2,
+                             sync=fsync, metasync=fsync, max_readers=256)
+        self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
+        self._write_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Txn]:
+        """One write transaction: committed when the block ends, aborted on any exception."""
+        with self._write_lock:
+            with self.env.begin(write=True) as txn:
+                yield Txn(txn, self.dbs)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Txn]:
+        with self.env.begin(write=False) as txn:
+            yield Txn(txn, self.dbs)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _bench(commits: int = 2000) -> None:
+    """Commit rate with and without sync, for the docstring above."""
+    import tempfile
+    import time
+
+    for fsync in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store(tmp, fsync=fsync)
+            began = time.perf_counter()
+            for i in range(commits):
+                with store.write() as txn:
+                    txn.put_inode(types_pb2.Inode(id=i + 2, type=types_pb2.INODE_FILE))
+            elapsed = time.perf_counter() - began
+            store.close()
+            print(f"fsync={fsync}: {commits / elapsed:,.0f} commits/s")
+
+
+if __name__ == "__main__":
+    _bench()

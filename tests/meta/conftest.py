@@ -1,0 +1,59 @@
+"""Fixtures for the metadata service unit tests: a fresh LMDB store, a chain
+table installed directly in it, the fake chunk store and a Namespace."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from fireflyfs.meta_service.namespace import Namespace
+from fireflyfs.meta_service.store import Store, u32_key
+from fireflyfs.proto import types_pb2
+
+from .fakes import FakeChunkStore
+
+
+def install_chain_table(store: Store, chain_count: int = 6, table_id: int = 1) -> types_pb2.ChainTable:
+    table = types_pb2.ChainTable(id=table_id, version=1, chains=list(range(1, chain_count + 1)), replicas=1)
+    with store.write() as txn:
+        txn.put_msg("chain_tables", u32_key(table_id), table)
+    return table
+
+
+def dump(store: Store) -> dict:
+    """Every key/value of every DB: equal dumps mean nothing changed."""
+    with store.read() as txn:
+        return {name: list(txn.scan(name)) for name in store.dbs}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ticks = itertools.count(1_000_000_000, 1000)
+
+    def __call__(self) -> int:
+        return next(self.ticks)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "meta.lmdb"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def chunks():
+    return FakeChunkStore()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def ns(store, chunks):
+    install_chain_table(store)
+    return Namespace(store, chunks, rng=random.Random(7))
