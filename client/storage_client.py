@@ -236,8 +236,6 @@ class StorageClient:
         for (piece, _route), result in zip(batch, reply.results):
             if result.status.error:
                 exc = errors.error_from_name(result.status.error, result.status.message)
-                if isinstance(exc, errors.NotFound) and "chunk" in result.status.message.lower():
-                    continue   # a chunk never written: a hole
                 if isinstance(exc, Retryable):
                     failed.append(piece)
                     why = exc
