@@ -52,6 +52,15 @@ def new_client_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
+def _layout_defaults(chunk_size: int, stripe_size: int,
+                     chain_table_id: int) -> types_pb2.Layout | None:
+    """A layout carrying only defaults (base and seed are the service's to pick)."""
+    if not (chunk_size or stripe_size or chain_table_id):
+        return None
+    return types_pb2.Layout(chunk_size=chunk_size, stripe_size=stripe_size,
+                            chain_table_id=chain_table_id)
+
+
 class _Connections:
     """The per-process half of a client: rebuilt whole when the pid changes."""
 
@@ -147,10 +156,11 @@ class FfsClient:
             start_after = reply.entries[-1].path
 
     def mkdir(self, path: str, mode: int = 0, parents: bool = False, exist_ok: bool = False,
-              layout: Layout | None = None) -> types_pb2.Inode:
-        """Make a directory; layout sets the default layout of files created in it."""
-        proto_layout = layout.to_proto(types_pb2.Layout) if layout else None
-        return self.meta.mkdirs(canonical_path(path), mode, parents, exist_ok, proto_layout).inode
+              chunk_size: int = 0, stripe_size: int = 0, chain_table_id: int = 0) -> types_pb2.Inode:
+        """Make a directory. Non-zero chunk_size/stripe_size/chain_table_id become the
+        default layout of files created in it (else inherited from its parent)."""
+        return self.meta.mkdirs(canonical_path(path), mode, parents, exist_ok,
+                                _layout_defaults(chunk_size, stripe_size, chain_table_id)).inode
 
     def rename(self, src: str, dst: str, no_replace: bool = False) -> None:
         self.meta.rename(canonical_path(src), canonical_path(dst), no_replace)
@@ -196,11 +206,19 @@ class FfsClient:
         if inode.type == types_pb2.INODE_DIRECTORY:
             raise IsADirectory(f"{path} is a directory")
         layout = Layout.from_proto(inode.layout) if inode.layout.chunk_size else None
-        length = inode.length
-        if inode.open_write_sessions and layout is not None:
-            # A writer is active: the stored length is a hint, the chunks know better.
-            length = max(length, self.storage.file_length_from_chunks(inode.id, layout))
+        others = inode.open_write_sessions - (1 if reply.session_id else 0)
+        length = self.current_length(inode) if others > 0 else inode.length
         return FileHandle(reply.path or path, inode, layout, length, reply.session_id)
+
+    def current_length(self, inode: types_pb2.Inode) -> int:
+        """A file's length now: while writers are active the stored one is only a hint,
+        so the chunks' extent is asked too (3FS's rule)."""
+        if inode.type != types_pb2.INODE_FILE or not inode.open_write_sessions:
+            return inode.length
+        if not inode.layout.chunk_size:
+            return inode.length
+        return max(inode.length, self.storage.file_length_from_chunks(
+            inode.id, Layout.from_proto(inode.layout)))
 
     def open(self, path: str, write: bool = False, truncate: bool = False) -> FileHandle:
         """Open an existing file (a write session when write=True)."""
@@ -209,13 +227,15 @@ class FfsClient:
         return self._handle(reply, path)
 
     def create(self, path: str, exclusive: bool = False, truncate: bool = True,
-               parents: bool = True, mode: int = 0, layout: Layout | None = None) -> FileHandle:
-        """Create (or open, unless exclusive) a file for writing, making parents by default."""
+               parents: bool = True, mode: int = 0, chunk_size: int = 0,
+               stripe_size: int = 0) -> FileHandle:
+        """Create (or open, unless exclusive) a file for writing, making parents by default.
+        Non-zero chunk_size/stripe_size override the directory's defaults for a new file."""
         path = canonical_path(path)
         request = meta_pb2.CreateRequest(
             path=path, mode=mode, exclusive=exclusive, truncate=truncate, parents=parents,
             open_for_write=True, client_id=self.client_id,
-            layout=layout.to_proto(types_pb2.Layout) if layout else None)
+            layout=_layout_defaults(chunk_size, stripe_size, 0))
         return self._handle(self.meta.create(request), path)
 
     def open_many(self, paths: list[str]) -> list[FileHandle | Exception]:

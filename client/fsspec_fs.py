@@ -155,10 +155,7 @@ class FireflyFileSystem(AbstractFileSystem):
         """One Meta.Stat (following symlinks); exact size even while a writer is active."""
         path = self._strip_protocol(path)
         inode = self.client.stat(path)
-        size = None
-        if inode.type == types_pb2.INODE_FILE and inode.open_write_sessions:
-            size = self.client.open(path).length
-        return self._inode_info(path, inode, size)
+        return self._inode_info(path, inode, self.client.current_length(inode))
 
     def ls(self, path, detail=True, **kwargs):
         path = self._strip_protocol(path)
@@ -187,15 +184,13 @@ class FireflyFileSystem(AbstractFileSystem):
         out: dict[str, dict] = {}
         try:
             for entry in self.client.find(path, maxdepth or 0, withdirs):
+                # A file path finds itself; a directory's walk never includes it.
                 name = paths.canonical_path(entry.path)
-                if name != path:
-                    out[name] = self._inode_info(name, entry.inode)
-            if withdirs:
+                out[name] = self._inode_info(name, entry.inode)
+            if withdirs and path not in out:
                 out[path] = self.info(path)
-        except NotADirectoryError:
-            out[path] = self.info(path)
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, NotADirectoryError):
+            pass   # as fsspec's walk-based find: a missing path finds nothing
         if path in out and not withdirs and out[path]["type"] == "directory":
             del out[path]
         names = sorted(out)
@@ -228,10 +223,15 @@ class FireflyFileSystem(AbstractFileSystem):
     # ---- directories ----------------------------------------------------
 
     def mkdir(self, path, create_parents=True, **kwargs) -> None:
-        """Make a directory (FileExistsError if present); layout= sets its files' layout."""
+        """Make a directory (FileExistsError if present).
+
+        chunk_size=, stripe_size=, chain_table_id= set the default layout of
+        the files later created in it.
+        """
         path = self._strip_protocol(path)
-        self.client.mkdir(path, parents=create_parents, exist_ok=False,
-                          layout=kwargs.get("layout"))
+        layout = {key: kwargs[key] for key in ("chunk_size", "stripe_size", "chain_table_id")
+                  if key in kwargs}
+        self.client.mkdir(path, parents=create_parents, exist_ok=False, **layout)
         self.invalidate_cache(path)
 
     def makedirs(self, path, exist_ok=False) -> None:

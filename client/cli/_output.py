@@ -42,6 +42,7 @@ def emit_json(value: Any) -> None:
 
 def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A rich table on stdout; plain (no color, no wrapping) when stdout is not a terminal."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -50,7 +51,8 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
     console = Console(file=stream, no_color=not is_tty or "NO_COLOR" in os.environ,
                       width=None if is_tty else max(shutil.get_terminal_size((200, 24)).columns, 200),
                       highlight=False)
-    table = Table(title=title, show_lines=False, box=None if not is_tty else None)
+    # Piped: no box drawing, just aligned columns that awk/cut can read.
+    table = Table(title=title, box=box.HEAVY_HEAD if is_tty else None, pad_edge=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:

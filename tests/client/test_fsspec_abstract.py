@@ -1,0 +1,51 @@
+"""fsspec's own abstract test suites (copy, get, put, pipe, open) against a real cluster.
+
+Wired as s3fs wires them (s3fs/tests/derived): the fixtures name our
+filesystem, a fresh base directory per test class and posix joins; every
+test then runs unchanged. FireflyFS has real directories, so
+``supports_empty_directories`` keeps fsspec's default (True).
+"""
+
+import posixpath
+import uuid
+
+import fsspec
+import fsspec.tests.abstract as abstract
+import pytest
+
+
+class FireflyFixtures(abstract.AbstractFixtures):
+    @pytest.fixture(scope="class")
+    def fs(self, cluster):
+        return fsspec.filesystem("ffs", host=cluster.host, port=cluster.port)
+
+    @pytest.fixture
+    def fs_join(self):
+        return posixpath.join
+
+    @pytest.fixture
+    def fs_path(self, fs):
+        path = f"/abstract-{uuid.uuid4().hex[:10]}"
+        yield path
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
+class TestFireflyCopy(abstract.AbstractCopyTests, FireflyFixtures):
+    pass
+
+
+class TestFireflyGet(abstract.AbstractGetTests, FireflyFixtures):
+    pass
+
+
+class TestFireflyPut(abstract.AbstractPutTests, FireflyFixtures):
+    pass
+
+
+class TestFireflyPipe(abstract.AbstractPipeTests, FireflyFixtures):
+    pass
+
+
+class TestFireflyOpen(abstract.AbstractOpenTests, FireflyFixtures):
+    pass
