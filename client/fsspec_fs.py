@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import stringify_path
 
-from ..common import paths
+from ..common import paths as ffs_paths
 from ..proto import types_pb2
 from .client import FfsClient, FileHandle
 from .fsspec_file import FireflyFile
@@ -96,7 +96,7 @@ class FireflyFileSystem(AbstractFileSystem):
             if path.startswith(protocol + "::"):
                 path = path[len(protocol) + 2:]
                 break
-        return paths.canonical_path(_REPEATED_SLASHES.sub("/", path))
+        return ffs_paths.canonical_path(_REPEATED_SLASHES.sub("/", path))
 
     @staticmethod
     def _get_kwargs_from_urls(path):
@@ -171,7 +171,7 @@ class FireflyFileSystem(AbstractFileSystem):
             except NotADirectoryError:
                 infos = [self.info(path)]
             else:
-                infos = [self._inode_info(paths.join(path, entry.name), entry.inode)
+                infos = [self._inode_info(ffs_paths.join(path, entry.name), entry.inode)
                          for entry in entries]
                 self.dircache[path] = infos
         return infos if detail else [info["name"] for info in infos]
@@ -185,7 +185,7 @@ class FireflyFileSystem(AbstractFileSystem):
         try:
             for entry in self.client.find(path, maxdepth or 0, withdirs):
                 # A file path finds itself; a directory's walk never includes it.
-                name = paths.canonical_path(entry.path)
+                name = ffs_paths.canonical_path(entry.path)
                 out[name] = self._inode_info(name, entry.inode)
             if withdirs and path not in out:
                 out[path] = self.info(path)
@@ -263,7 +263,7 @@ class FireflyFileSystem(AbstractFileSystem):
             targets = self.expand_path(path, recursive=False)
         removed: list[str] = []
         for target in sorted(targets):
-            if any(paths.is_ancestor(done, target) for done in removed):
+            if any(ffs_paths.is_ancestor(done, target) for done in removed):
                 continue   # already gone with its removed ancestor
             self.client.remove(target, recursive=recursive)
             self.invalidate_cache(target)
@@ -284,7 +284,7 @@ class FireflyFileSystem(AbstractFileSystem):
         if into_dir:
             self.makedirs(dst, exist_ok=True)
         if into_dir or self.isdir(dst):
-            dst = paths.join(dst, posixpath.basename(src))
+            dst = ffs_paths.join(dst, posixpath.basename(src))
         self.client.rename(src, dst)
         self.invalidate_cache(src)
         self.invalidate_cache(dst)
@@ -323,17 +323,17 @@ class FireflyFileSystem(AbstractFileSystem):
         start, end = self._clamp(start, end, handle.length)
         return self.client.pread(handle, start, end - start)
 
-    def cat_ranges(self, paths_list, starts, ends, max_gap=None, on_error="return", **kwargs):
+    def cat_ranges(self, paths, starts, ends, max_gap=None, on_error="return", **kwargs):
         """Many ranges in one BatchStat plus BatchReads grouped per storage node."""
-        if not isinstance(paths_list, list):
-            raise TypeError
+        if not isinstance(paths, list):
+            raise TypeError("paths must be a list")
         if not isinstance(starts, list):
-            starts = [starts] * len(paths_list)
+            starts = [starts] * len(paths)
         if not isinstance(ends, list):
-            ends = [ends] * len(paths_list)
-        if len(starts) != len(paths_list) or len(ends) != len(paths_list):
+            ends = [ends] * len(paths)
+        if len(starts) != len(paths) or len(ends) != len(paths):
             raise ValueError("paths, starts and ends must have the same length")
-        names = [self._strip_protocol(p) for p in paths_list]
+        names = [self._strip_protocol(p) for p in paths]
         unique = list(dict.fromkeys(names))
         handles = dict(zip(unique, self.client.open_many(unique)))
         out: list = [None] * len(names)
