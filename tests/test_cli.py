@@ -140,6 +140,15 @@ def test_admin_views(cluster):
     assert "101" in run("admin", "targets", cluster.url).stdout
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie awaiting its reaper counts as gone)."""
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
 def _ffs(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "fireflyfs.client.cli.main", *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -169,7 +178,7 @@ def test_cluster_commands_in_a_subprocess(tmp_path):
         assert sorted(json.loads(down.stdout)["stopped"]) == ["meta", "storage-1"]
         rows = json.loads(_ffs("cluster", "status", "--dir", str(base_dir), "--json").stdout)
         assert {r["state"] for r in rows} == {"stopped"}
-        assert all(pids) and not any(pathlib.Path(f"/proc/{pid}").exists() for pid in pids)
+        assert all(pids) and not any(_alive(pid) for pid in pids)
     finally:
         _ffs("cluster", "down", "--dir", str(base_dir), check=False)
     missing = _ffs("cluster", "status", "--dir", str(tmp_path / "nothing"), check=False)

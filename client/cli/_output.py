@@ -46,7 +46,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
     from rich.console import Console
     from rich.table import Table
 
-    stream = click.get_text_stream("stdout")
+    stream = sys.stdout
     is_tty = stream.isatty()
     console = Console(file=stream, no_color=not is_tty or "NO_COLOR" in os.environ,
                       width=None if is_tty else max(shutil.get_terminal_size((200, 24)).columns, 200),
@@ -88,7 +88,8 @@ def human_bytes(count: int | None) -> str:
 
 
 def stdout_binary():
-    return click.get_binary_stream("stdout")
+    """The binary stdout (sys.stdout is looked up at call time so test runners can swap it)."""
+    return sys.stdout.buffer
 
 
 def flush_stdout() -> None:
