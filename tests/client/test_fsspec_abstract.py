@@ -16,7 +16,8 @@ import pytest
 
 class FireflyFixtures(abstract.AbstractFixtures):
     @pytest.fixture(scope="class")
-    def fs(self, cluster):
+    @classmethod
+    def fs(cls, cluster):
         return fsspec.filesystem("ffs", host=cluster.host, port=cluster.port)
 
     @pytest.fixture

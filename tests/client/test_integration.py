@@ -77,6 +77,12 @@ def test_errors_are_python_builtins(ffs, ffs_dir):
     with pytest.raises(IsADirectoryError):
         ffs.open(f"{ffs_dir}/d", "wb")
     with pytest.raises(NotADirectoryError):
+        ffs.info(f"{ffs_dir}/f/child")
+    with pytest.raises(NotADirectoryError):
+        ffs.client.create(f"{ffs_dir}/f/child", parents=False)
+    # With parents made on the way the file is where a directory must go, as
+    # fsspec's local (auto_mkdir) and memory filesystems say: FileExistsError.
+    with pytest.raises(FileExistsError):
         ffs.pipe_file(f"{ffs_dir}/f/child", b"z")
     with pytest.raises(NotADirectoryError):
         ffs.rmdir(f"{ffs_dir}/f")
