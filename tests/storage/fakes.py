@@ -40,8 +40,12 @@ class FakeMgmtd(mgmtd_pb2_grpc.MgmtdServicer):
             self.server.stop(0).wait()
 
     def chain_for_target(self, target_id: int) -> types_pb2.ChainInfo:
+        """A copy of the chain holding target_id (later bumps do not change it)."""
         with self.lock:
-            return next(c for c in self.routing.chains if list(c.targets) == [target_id])
+            chain = next(c for c in self.routing.chains if list(c.targets) == [target_id])
+            copy = types_pb2.ChainInfo()
+            copy.CopyFrom(chain)
+            return copy
 
     def bump_chain(self, chain_id: int) -> int:
         with self.lock:
