@@ -1,0 +1,110 @@
+"""Thin gRPC shell over Namespace (service ``Meta``): parse, call, wrap the reply."""
+
+from __future__ import annotations
+
+import time
+
+from fireflyfs.common.rpc import map_servicer_errors
+from fireflyfs.proto import meta_pb2, meta_pb2_grpc, types_pb2
+
+from .mgmtd.cluster import ClusterState
+from .namespace import Namespace
+
+
+def _optional(request, field: str):
+    return getattr(request, field) if request.HasField(field) else None
+
+
+@map_servicer_errors
+class MetaServicer(meta_pb2_grpc.MetaServicer):
+    def __init__(self, namespace: Namespace, cluster: ClusterState) -> None:
+        self.ns = namespace
+        self.cluster = cluster
+
+    @staticmethod
+    def _inode_reply(result) -> meta_pb2.InodeReply:
+        inode, path = result
+        return meta_pb2.InodeReply(inode=inode, path=path)
+
+    @staticmethod
+    def _open_reply(result) -> meta_pb2.OpenReply:
+        inode, session_id, path = result
+        return meta_pb2.OpenReply(inode=inode, session_id=session_id, path=path)
+
+    def Stat(self, request, context):
+        return self._inode_reply(self.ns.stat(request.path, request.follow_symlinks))
+
+    def BatchStat(self, request, context):
+        return meta_pb2.BatchStatReply(results=self.ns.batch_stat(list(request.paths), request.follow_symlinks))
+
+    def Mkdirs(self, request, context):
+        return self._inode_reply(self.ns.mkdirs(
+            request.path, time.time_ns(), mode=request.mode, parents=request.parents,
+            exist_ok=request.exist_ok, layout=_optional(request, "layout")))
+
+    def Create(self, request, context):
+        return self._open_reply(self.ns.create(
+            request.path, time.time_ns(), mode=request.mode, exclusive=request.exclusive,
+            truncate=request.truncate, parents=request.parents, open_for_write=request.open_for_write,
+            client_id=request.client_id, layout=_optional(request, "layout")))
+
+    def Open(self, request, context):
+        return self._open_reply(self.ns.open(request.path, time.time_ns(), write=request.write,
+                                             truncate=request.truncate, client_id=request.client_id))
+
+    def Close(self, request, context):
+        inode = self.ns.close(request.inode_id, request.session_id, time.time_ns(),
+                              length_hint=request.length_hint, update_mtime=request.update_mtime)
+        return meta_pb2.InodeReply(inode=inode)
+
+    def Sync(self, request, context):
+        inode = self.ns.sync(request.inode_id, time.time_ns(), length_hint=request.length_hint,
+                             update_mtime=request.update_mtime)
+        return meta_pb2.InodeReply(inode=inode)
+
+    def List(self, request, context):
+        entries, more = self.ns.list(request.path, request.start_after, request.limit, request.with_attrs)
+        return meta_pb2.ListReply(entries=entries, more=more)
+
+    def Find(self, request, context):
+        entries, more = self.ns.find(request.path, request.maxdepth, request.withdirs, request.limit,
+                                     request.start_after)
+        return meta_pb2.FindReply(entries=entries, more=more)
+
+    def Rename(self, request, context):
+        self.ns.rename(request.src, request.dst, time.time_ns(), no_replace=request.no_replace)
+        return types_pb2.Empty()
+
+    def Remove(self, request, context):
+        self.ns.remove(request.path, time.time_ns(), recursive=request.recursive,
+                       directory_only=request.directory_only, file_only=request.file_only)
+        return types_pb2.Empty()
+
+    def Symlink(self, request, context):
+        return self._inode_reply(self.ns.symlink(request.path, request.target, time.time_ns()))
+
+    def ReadLink(self, request, context):
+        return meta_pb2.ReadLinkReply(target=self.ns.readlink(request.path))
+
+    def HardLink(self, request, context):
+        return self._inode_reply(self.ns.hardlink(request.src, request.dst, time.time_ns()))
+
+    def SetAttr(self, request, context):
+        return self._inode_reply(self.ns.setattr(
+            request.path, time.time_ns(), follow_symlinks=request.follow_symlinks,
+            mode=_optional(request, "mode"), uid=_optional(request, "uid"), gid=_optional(request, "gid"),
+            mtime_ns=_optional(request, "mtime_ns"), atime_ns=_optional(request, "atime_ns")))
+
+    def Truncate(self, request, context):
+        return self._inode_reply(self.ns.truncate(request.path, request.length, time.time_ns()))
+
+    def StatFs(self, request, context):
+        reply = self.ns.statfs()
+        capacity, used = self.cluster.capacity(time.time_ns() // 1_000_000)
+        reply.capacity_bytes, reply.used_bytes = capacity, used
+        reply.free_bytes = max(0, capacity - used)
+        return reply
+
+    def CopyFile(self, request, context):
+        return self._inode_reply(self.ns.copy_file(request.src, request.dst, time.time_ns(),
+                                                   parents=request.parents))
