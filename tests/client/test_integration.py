@@ -279,3 +279,35 @@ def test_pyarrow_parquet_round_trip(cluster, ffs, ffs_dir):
     pq.write_to_dataset(table, f"{ffs_dir}/ds", partition_cols=["part"], filesystem=ffs)
     got = ds.dataset(f"{ffs_dir}/ds", filesystem=ffs, partitioning="hive").to_table()
     assert sorted(got.column("x").to_pylist()) == list(range(5000))
+
+
+def test_default_layout_multi_chunk_file(ffs, ffs_dir):
+    chunk = ffs.info(ffs_dir).get("chunk_size") or 4 * 1024 * 1024
+    data = os.urandom(2 * 4 * 1024 * 1024 + 12345)
+    ffs.pipe_file(f"{ffs_dir}/big.bin", data)
+    info = ffs.info(f"{ffs_dir}/big.bin")
+    assert info["size"] == len(data) and info["chunk_size"] >= chunk // 2
+    assert ffs.cat_file(f"{ffs_dir}/big.bin") == data
+    boundary = info["chunk_size"]
+    starts = [boundary - 3, 2 * boundary - 1, 0, len(data) - 1]
+    ends = [boundary + 3, 2 * boundary + 1, 1, len(data)]
+    assert ffs.cat_ranges([f"{ffs_dir}/big.bin"] * 4, starts, ends) == [
+        data[s:e] for s, e in zip(starts, ends)]
+
+
+def test_client_survives_storage_and_meta_restarts(cluster, ffs, ffs_dir):
+    """Routing refresh and Meta retries: a restarted node comes back on a new port."""
+    data = pattern(300_000, seed=3)
+    ffs.mkdir(f"{ffs_dir}/r", chunk_size=SMALL_CHUNK, stripe_size=6)
+    ffs.pipe_file(f"{ffs_dir}/r/f.bin", data)
+    assert ffs.cat_file(f"{ffs_dir}/r/f.bin") == data
+    version_before = ffs.client.routing.version
+    cluster.cluster.kill("storage-1")
+    cluster.cluster.up()
+    assert ffs.cat_file(f"{ffs_dir}/r/f.bin") == data
+    assert ffs.client.routing.version > version_before, "the client refreshed its routing"
+    ffs.pipe_file(f"{ffs_dir}/r/g.bin", data[::-1])
+    assert ffs.cat_file(f"{ffs_dir}/r/g.bin") == data[::-1]
+    cluster.cluster.kill("meta")
+    cluster.cluster.up()
+    assert ffs.cat_file(f"{ffs_dir}/r/f.bin") == data
