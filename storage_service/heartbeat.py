@@ -63,7 +63,7 @@ class MgmtdLink:
             targets=self._target_infos(), hostname=socket.gethostname(), pid=os.getpid())
         with rpc_errors_mapped():
             reply = self._stub.RegisterNode(request, timeout=self._rpc_timeout_s)
-        self.routing.update(reply.routing)
+        self.routing.update(reply.routing, force=True)
         if not self.registered.is_set():
             log.info("node %d registered with mgmtd as %s", self.node_id, self.address)
         self.registered.set()

@@ -50,12 +50,16 @@ class RoutingView:
     def version(self) -> int | None:
         return self._version
 
-    def update(self, routing) -> bool:
-        """Install a RoutingInfo message unless it is older than ours; True if installed."""
+    def update(self, routing, *, force: bool = False) -> bool:
+        """Install a RoutingInfo message unless it is older than ours; True if installed.
+
+        force: install even an older version (a registration reply is authoritative:
+        mgmtd may have lost its state and restarted its version count).
+        """
         chains = {chain.id: ChainRoute(chain.id, chain.version, tuple(chain.targets))
                   for chain in routing.chains}
         with self._lock:
-            if self._version is not None and routing.version < self._version:
+            if not force and self._version is not None and routing.version < self._version:
                 return False
             old_version, self._version, self._chains = self._version, routing.version, chains
         if old_version != routing.version:

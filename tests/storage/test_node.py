@@ -150,3 +150,81 @@ def test_storage_process_serves_stops_and_restarts(tmp_path, mgmtd):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_with_real_meta_service_survives_sigkill(tmp_path):
+    """Real meta + storage processes: chain table, write, SIGKILL the storage node, restart, read."""
+    import grpc
+
+    from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
+
+    meta_address = f"127.0.0.1:{free_port()}"
+    meta = subprocess.Popen([sys.executable, "-m", "fireflyfs.meta_service", "--data-dir",
+                             str(tmp_path / "meta"), "--listen", meta_address, "--log-file",
+                             str(tmp_path / "meta.log")], stdin=subprocess.DEVNULL)
+    storage_command = [sys.executable, "-m", "fireflyfs.storage_service", "--node-id", "1", "--data-dir",
+                       str(tmp_path / "storage"), "--listen", "127.0.0.1:0", "--mgmtd", meta_address,
+                       "--targets", "2", "--log-file", str(tmp_path / "storage.log"),
+                       "--heartbeat-interval-ms", "100"]
+    storage = subprocess.Popen(storage_command, stdin=subprocess.DEVNULL)
+    channel = make_channel(meta_address)
+    try:
+        mgmtd_stub = mgmtd_pb2_grpc.MgmtdStub(channel)
+
+        def storage_node(pid: int):
+            try:
+                routing = mgmtd_stub.GetRoutingInfo(mgmtd_pb2.GetRoutingInfoRequest(), timeout=2).routing
+            except grpc.RpcError:
+                return None
+            assert meta.poll() is None and storage.poll() is None, "a process exited"
+            return next((n for n in routing.nodes if n.type == types_pb2.NODE_STORAGE and n.pid == pid
+                         and n.status == types_pb2.HEARTBEAT_CONNECTED), None)
+
+        node = wait_for(lambda: storage_node(storage.pid), timeout_s=20, what="storage registration")
+        with rpc_errors_mapped():
+            mgmtd_stub.CreateChainTable(mgmtd_pb2.CreateChainTableRequest(replicas=1, only_if_missing=True),
+                                        timeout=10)
+        routing = mgmtd_stub.GetRoutingInfo(mgmtd_pb2.GetRoutingInfoRequest(), timeout=5).routing
+        chain = routing.chains[0]
+        request = write_request(chain, b"survives a kill")
+
+        def write_when_routed(address: str):
+            # The node learns of the new chain table through its next heartbeat.
+            with make_channel(address) as storage_channel:
+                stub = storage_pb2_grpc.StorageStub(storage_channel)
+                try:
+                    return stub.Write(request, timeout=5)
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.ABORTED:
+                        return None
+                    raise
+
+        reply = wait_for(lambda: write_when_routed(node.address), what="a routed write")
+        assert reply.commit_version == 1
+
+        storage.send_signal(signal.SIGKILL)
+        storage.wait()
+        storage = subprocess.Popen(storage_command, stdin=subprocess.DEVNULL)
+        node = wait_for(lambda: storage_node(storage.pid), timeout_s=20, what="re-registration")
+        with make_channel(node.address) as storage_channel, rpc_errors_mapped():
+            read = storage_pb2_grpc.StorageStub(storage_channel).BatchRead(
+                storage_pb2.BatchReadRequest(verify_checksum=True, ios=[storage_pb2.ReadIO(
+                    chain_id=chain.id, chain_version=chain.version,
+                    chunk=types_pb2.ChunkId(inode=5, index=0), offset=0, length=CHUNK)]), timeout=10)
+        assert read.results[0].status.error == ""
+        assert read.results[0].data == b"survives a kill"
+        assert read.results[0].checksum == crc32c.crc32c(b"survives a kill")
+    finally:
+        channel.close()
+        for process in (storage, meta):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
