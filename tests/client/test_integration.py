@@ -311,3 +311,41 @@ def test_client_survives_storage_and_meta_restarts(cluster, ffs, ffs_dir):
     cluster.cluster.kill("meta")
     cluster.cluster.up()
     assert ffs.cat_file(f"{ffs_dir}/r/f.bin") == data
+
+
+def test_ffs_client_api(ffs, ffs_dir):
+    client: FfsClient = ffs.client
+    path = f"{ffs_dir}/api/file.bin"
+    data = pattern(3 * SMALL_CHUNK + 10)
+    client.mkdir(f"{ffs_dir}/api", chunk_size=SMALL_CHUNK)
+    inode = client.write_file(path, data)
+    assert inode.length == len(data)
+    assert client.read_file(path, 5, 15) == data[5:15]
+    assert client.truncate(path, SMALL_CHUNK + 7).length == SMALL_CHUNK + 7
+    assert client.read_file(path) == data[:SMALL_CHUNK + 7]
+    assert client.truncate(path, 2 * SMALL_CHUNK).length == 2 * SMALL_CHUNK   # grows with zeros
+    assert client.read_file(path) == data[:SMALL_CHUNK + 7] + bytes(SMALL_CHUNK - 7)
+    client.symlink(f"{ffs_dir}/api/link", path)
+    assert client.readlink(f"{ffs_dir}/api/link") == path
+    assert ffs.cat_file(f"{ffs_dir}/api/link") == client.read_file(path)
+    assert ffs.info(f"{ffs_dir}/api/link")["type"] == "file"   # info follows symlinks
+    linked = client.link(path, f"{ffs_dir}/api/hard")
+    assert linked.nlink == 2 and linked.id == client.stat(path).id
+    assert client.setattr(path, mode=0o600).mode & 0o777 == 0o600
+    names = [entry.name for entry in client.listdir(f"{ffs_dir}/api")]
+    assert names == ["file.bin", "hard", "link"]
+    assert client.statfs().inodes > 0
+    handle = client.open(path, write=True)
+    client.pwrite(handle, 2 * SMALL_CHUNK, b"more")
+    assert client.close(handle, 2 * SMALL_CHUNK + 4).length == 2 * SMALL_CHUNK + 4
+
+
+def test_listing_and_find_page_through_the_server(ffs, ffs_dir):
+    client: FfsClient = ffs.client
+    for i in range(7):
+        ffs.pipe_file(f"{ffs_dir}/d{i % 2}/f{i}", b"x")
+    names = [entry.name for entry in client.listdir(f"{ffs_dir}/d0", page_entries=2)]
+    assert names == ["f0", "f2", "f4", "f6"]
+    found = [entry.path for entry in client.find(ffs_dir, withdirs=True, page_entries=3)]
+    assert sorted(found) == ffs.find(ffs_dir, withdirs=True)[1:]   # find adds the top itself
+    assert len(found) == 9
