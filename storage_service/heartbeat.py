@@ -83,7 +83,8 @@ class MgmtdLink:
             reply = self._stub.GetRoutingInfo(mgmtd_pb2.GetRoutingInfoRequest(known_version=known),
                                               timeout=self._rpc_timeout_s)
         if reply.changed:
-            self.routing.update(reply.routing)
+            # One thread asks, one reply at a time: mgmtd's answer is authoritative even if older.
+            self.routing.update(reply.routing, force=True)
 
     # ------------------------------------------------------------------ the loop
 
