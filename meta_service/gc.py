@@ -43,11 +43,14 @@ class GarbageCollector:
         self._thread: threading.Thread | None = None
 
     def pending(self) -> list[types_pb2.Inode]:
+        """Up to GC_BATCH_INODES_MAX queued files without open write sessions."""
         with self.store.read() as txn:
             out = []
             for _key, value in txn.scan("gc"):
                 inode = types_pb2.Inode()
                 inode.ParseFromString(value)
+                if inode.open_write_sessions:
+                    continue  # deferred until its sessions close
                 out.append(inode)
                 if len(out) == GC_BATCH_INODES_MAX:
                     break
@@ -58,8 +61,6 @@ class GarbageCollector:
         now_ns = self.clock_ns() if now_ns is None else now_ns
         reclaimed = 0
         for inode in self.pending():
-            if inode.open_write_sessions:
-                continue
             if now_ns - inode.ctime_ns < self.delay_ms * 1_000_000:
                 continue
             retry_at_ns, backoff_ms = self._retry_at_ns.get(inode.id, (0, 0))

@@ -39,12 +39,14 @@ from typing import Iterator
 
 import lmdb
 
+from fireflyfs.common.errors import NoSpace
 from fireflyfs.proto import meta_pb2, types_pb2
 
 DB_NAMES = ("inodes", "dentries", "sessions", "gc", "counters",
             "nodes", "targets", "chains", "chain_tables")
 
-MAP_SIZE_BYTES_DEFAULT = 1 << 30
+# Address space reserved for the map, not disk: data.mdb grows only as pages are used.
+MAP_SIZE_BYTES_DEFAULT = 16 << 30
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -184,8 +186,12 @@ class Store:
     def write(self) -> Iterator[Txn]:
         """One write transaction: committed when the block ends, aborted on any exception."""
         with self._write_lock:
-            with self.env.begin(write=True) as txn:
-                yield Txn(txn, self.dbs)
+            try:
+                with self.env.begin(write=True) as txn:
+                    yield Txn(txn, self.dbs)
+            except lmdb.MapFullError as exc:
+                raise NoSpace(f"metadata store full ({self.env.info()['map_size']} bytes mapped); "
+                              "restart with a larger map size") from exc
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Txn]:
