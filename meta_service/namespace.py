@@ -22,7 +22,7 @@ from .chunk_store import ChunkStore
 from .files import FileOps
 from .layouts import root_layout
 from .records import check_mode, make_dirs, new_inode, release_link, touch_dir
-from .resolve import DIR, FILE, ROOT_ID, SYMLINK, as_path, load_inode, resolve, resolve_parent, walk
+from .resolve import DIR, FILE, ROOT_ID, SYMLINK, as_path, load_inode, resolve, resolve_parent
 from .store import Store, Txn
 
 
