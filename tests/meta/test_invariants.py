@@ -125,3 +125,32 @@ def test_random_operations_keep_invariants(tmp_path, seed):
             assert dump(store) == before, f"failed {op} changed the store (seed {seed})"
         check_invariants(store)
     store.close()
+
+
+def test_concurrent_mutations_serialize(ns, store):
+    """Threads creating and renaming in shared directories: no lost or duplicated entries."""
+    import threading
+
+    ns.mkdirs("/in", 1)
+    ns.mkdirs("/out", 1)
+    errors_seen: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        try:
+            for i in range(50):
+                ns.create(f"/in/t{index}-{i}", 2, exclusive=True)
+                if i % 2:
+                    ns.rename(f"/in/t{index}-{i}", f"/out/t{index}-{i}", 3)
+        except BaseException as exc:  # surfaced below
+            errors_seen.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors_seen == []
+    assert len(ns.list("/in")[0]) == len(ns.list("/out")[0]) == 100
+    ids = [e.inode_id for d in ("/in", "/out") for e in ns.list(d)[0]]
+    assert len(set(ids)) == 200
+    check_invariants(store)
