@@ -18,11 +18,11 @@ from typing import Callable, TypeVar
 
 import grpc
 
-from ..common import rpc
+from ..common import limits, rpc
 
 StubT = TypeVar("StubT")
 
-io_threads_default = 16   # parallel chunk IOs per process
+io_threads_default = limits.io_threads_default
 
 
 class ChannelPool:

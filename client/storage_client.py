@@ -40,7 +40,7 @@ retry_time_s_default = 60.0         # give up on a retryable error after this lo
 rpc_timeout_s_default = 60.0        # one storage RPC
 retry_backoff_s_first = 0.05
 retry_backoff_s_max = 1.0
-batch_read_bytes_max = 32 * limits.MiB   # one BatchRead reply stays well under the gRPC limit
+batch_read_bytes_max = limits.batch_read_request_bytes_target
 copy_window_chunks = 4
 
 

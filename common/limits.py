@@ -19,15 +19,21 @@ chunk_size_default = 4 * MiB
 stripe_size_max = 256
 stripe_size_default = 16
 
-checksum_block_bytes_default = 64 * KiB   # CRC32C block inside a chunk; storage_service measures it
+checksum_block_bytes_default = 16 * KiB   # CRC32C block inside a chunk; measured, see storage_service/chunk_engine.py
+checksum_block_bytes_min = 4 * KiB
 
 list_page_entries_default = 1000
 list_page_entries_max = 10000
 batch_read_ios_max = 4096
 batch_stat_paths_max = 10000
+query_last_chunk_queries_max = batch_read_ios_max
+write_dedup_entries_max = 65536          # remembered (client, channel) write replies per target
+io_threads_default = 16                  # parallel chunk IOs per client process
 
 # gRPC messages carry at most one chunk plus framing.
 grpc_message_bytes_max = chunk_size_max + 4 * MiB
+batch_read_reply_bytes_max = grpc_message_bytes_max - 2 * MiB   # storage rejects a BatchRead asking more
+batch_read_request_bytes_target = 32 * MiB                       # the client splits batches at this size
 
 
 def _check() -> None:
@@ -47,6 +53,12 @@ def _check() -> None:
         raise AssertionError("a gRPC message must carry a whole chunk")
     if not 1 <= stripe_size_default <= stripe_size_max:
         raise AssertionError("stripe_size_default out of range")
+    if not checksum_block_bytes_min <= checksum_block_bytes_default:
+        raise AssertionError("checksum block default below its minimum")
+    if not chunk_size_max <= batch_read_reply_bytes_max:
+        raise AssertionError("a BatchRead reply must carry a whole chunk")
+    if batch_read_request_bytes_target > batch_read_reply_bytes_max:
+        raise AssertionError("client batches must fit what storage accepts")
     if list_page_entries_default > list_page_entries_max:
         raise AssertionError("list page default exceeds its max")
 

@@ -114,8 +114,8 @@ from fireflyfs.common.layout import validate_chunk_size
 log = logging.getLogger(__name__)
 
 KiB = 1024
-CHECKSUM_BLOCK_BYTES_DEFAULT = 16 * KiB   # measured, see the module docstring
-CHECKSUM_BLOCK_BYTES_MIN = 4 * KiB
+CHECKSUM_BLOCK_BYTES_DEFAULT = limits.checksum_block_bytes_default   # measured, see the module docstring
+CHECKSUM_BLOCK_BYTES_MIN = limits.checksum_block_bytes_min
 
 _KEY = struct.Struct(">QI")
 _META_HEADER = struct.Struct("<B3xIIIQQIQ")

@@ -42,8 +42,8 @@ from .target import Target
 log = logging.getLogger(__name__)
 
 # The reply must fit in one gRPC message with room for framing.
-batch_read_bytes_max = limits.grpc_message_bytes_max - 2 * limits.MiB
-query_last_chunk_queries_max = limits.batch_read_ios_max
+batch_read_bytes_max = limits.batch_read_reply_bytes_max
+query_last_chunk_queries_max = limits.query_last_chunk_queries_max
 
 
 class Unimplemented(Internal):

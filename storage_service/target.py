@@ -17,6 +17,7 @@ import os
 import threading
 from pathlib import Path
 
+from fireflyfs.common import limits
 from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.proto import types_pb2
 
@@ -24,7 +25,7 @@ from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT, ChunkEngine, ChunkMeta, 
 
 log = logging.getLogger(__name__)
 
-write_dedup_entries_max = 65536
+write_dedup_entries_max = limits.write_dedup_entries_max
 _CLIENT_LOCK_STRIPES = 64
 
 
