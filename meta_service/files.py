@@ -22,7 +22,8 @@ import dataclasses
 import logging
 import random
 
-from fireflyfs.common.errors import AlreadyExists, InvalidArgument, IsADirectory, NotFound, TooLarge, Unavailable
+from fireflyfs.common.errors import (AlreadyExists, InvalidArgument, IsADirectory, NotADirectory, NotFound,
+                                     TooLarge, Unavailable)
 from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import path_components
 from fireflyfs.proto import types_pb2
@@ -73,8 +74,11 @@ class FileOps:
         name = components[-1]
         with self.store.write() as txn:
             if parents:
-                parent, parent_components = make_dirs(txn, components[:-1], now_ns, 0o755, True, True,
-                                                      None, path)
+                try:
+                    parent, parent_components = make_dirs(txn, components[:-1], now_ns, 0o755, True, True,
+                                                          None, path)
+                except AlreadyExists as exc:  # an ancestor exists but is not a directory
+                    raise NotADirectory(f"{path}: a parent is not a directory") from exc
             else:
                 parent, parent_components, _ = resolve_parent(txn, path, "create")
             if txn.get_dentry(parent.id, name) is not None:
