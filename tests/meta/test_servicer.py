@@ -79,3 +79,18 @@ def test_every_rpc(served):
     with pytest.raises(errors.IsADirectory):
         with errors.rpc_errors_mapped():
             meta.Open(meta_pb2.OpenRequest(path="/", write=True))
+
+
+def test_command_line_flags_build_the_config(tmp_path):
+    from fireflyfs.meta_service.__main__ import parse_args
+
+    config = parse_args(["--data-dir", str(tmp_path), "--listen", "127.0.0.1:0", "--fsync",
+                         "--gc-interval-ms", "50", "--heartbeat-timeout-ms", "3000"])
+    assert (config.fsync, config.gc_interval_ms, config.heartbeat_timeout_ms) == (True, 50, 3000)
+    assert parse_args(["--data-dir", "x"]).fsync is False
+    server = MetaServer(config, chunk_store=FakeChunkStore())  # fsync=True store opens and commits
+    try:
+        server.namespace.mkdirs("/synced", 1)
+        assert server.namespace.stat("/synced")[1] == "/synced"
+    finally:
+        server.stop(0)
