@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import random
 
-from fireflyfs.common.errors import (AlreadyExists, InvalidArgument, IsADirectory, NotADirectory, NotFound,
+from fireflyfs.common.errors import (AlreadyExists, InvalidArgument, IsADirectory, NotFound,
                                      TooLarge, Unavailable)
 from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import path_components
@@ -74,11 +74,10 @@ class FileOps:
         name = components[-1]
         with self.store.write() as txn:
             if parents:
-                try:
-                    parent, parent_components = make_dirs(txn, components[:-1], now_ns, 0o755, True, True,
-                                                          None, path)
-                except AlreadyExists as exc:  # an ancestor exists but is not a directory
-                    raise NotADirectory(f"{path}: a parent is not a directory") from exc
+                # A file where the parent directory must go is AlreadyExists (as os.makedirs
+                # and fsspec's auto_mkdir say); a file higher up is NotADirectory.
+                parent, parent_components = make_dirs(txn, components[:-1], now_ns, 0o755, True, True,
+                                                      None, path)
             else:
                 parent, parent_components, _ = resolve_parent(txn, path, "create")
             if txn.get_dentry(parent.id, name) is not None:
