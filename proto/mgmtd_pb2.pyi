@@ -8,26 +8,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterNodeRequest(_message.Message):
-    __slots__ = ("node_id", "type", "address", "targets", "hostname", "pid")
+    __slots__ = ("node_id", "type", "address", "targets", "hostname", "pid", "incarnation")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     type: _types_pb2.NodeType
     address: str
     targets: _containers.RepeatedCompositeFieldContainer[_types_pb2.TargetInfo]
     hostname: str
     pid: int
-    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[_types_pb2.NodeType, str]] = ..., address: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_types_pb2.TargetInfo, _Mapping]]] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[_types_pb2.NodeType, str]] = ..., address: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_types_pb2.TargetInfo, _Mapping]]] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
-    __slots__ = ("routing",)
+    __slots__ = ("routing", "heartbeat_timeout_ms")
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     routing: _types_pb2.RoutingInfo
-    def __init__(self, routing: _Optional[_Union[_types_pb2.RoutingInfo, _Mapping]] = ...) -> None: ...
+    heartbeat_timeout_ms: int
+    def __init__(self, routing: _Optional[_Union[_types_pb2.RoutingInfo, _Mapping]] = ..., heartbeat_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class TargetHeartbeat(_message.Message):
     __slots__ = ("target_id", "local_state", "used_bytes", "capacity_bytes", "chunk_count")
@@ -44,18 +48,22 @@ class TargetHeartbeat(_message.Message):
     def __init__(self, target_id: _Optional[int] = ..., local_state: _Optional[_Union[_types_pb2.LocalTargetState, str]] = ..., used_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "targets")
+    __slots__ = ("node_id", "targets", "incarnation")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     targets: _containers.RepeatedCompositeFieldContainer[TargetHeartbeat]
-    def __init__(self, node_id: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[TargetHeartbeat, _Mapping]]] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, node_id: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[TargetHeartbeat, _Mapping]]] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("routing_version",)
+    __slots__ = ("routing_version", "heartbeat_timeout_ms")
     ROUTING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     routing_version: int
-    def __init__(self, routing_version: _Optional[int] = ...) -> None: ...
+    heartbeat_timeout_ms: int
+    def __init__(self, routing_version: _Optional[int] = ..., heartbeat_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class GetRoutingInfoRequest(_message.Message):
     __slots__ = ("known_version",)
@@ -64,12 +72,14 @@ class GetRoutingInfoRequest(_message.Message):
     def __init__(self, known_version: _Optional[int] = ...) -> None: ...
 
 class GetRoutingInfoReply(_message.Message):
-    __slots__ = ("changed", "routing")
+    __slots__ = ("changed", "routing", "admin_offline_targets")
     CHANGED_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_OFFLINE_TARGETS_FIELD_NUMBER: _ClassVar[int]
     changed: bool
     routing: _types_pb2.RoutingInfo
-    def __init__(self, changed: _Optional[bool] = ..., routing: _Optional[_Union[_types_pb2.RoutingInfo, _Mapping]] = ...) -> None: ...
+    admin_offline_targets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, changed: _Optional[bool] = ..., routing: _Optional[_Union[_types_pb2.RoutingInfo, _Mapping]] = ..., admin_offline_targets: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class CreateChainTableRequest(_message.Message):
     __slots__ = ("table_id", "replicas", "only_if_missing")
@@ -88,3 +98,21 @@ class CreateChainTableReply(_message.Message):
     table: _types_pb2.ChainTable
     created: bool
     def __init__(self, table: _Optional[_Union[_types_pb2.ChainTable, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class SetTargetStateRequest(_message.Message):
+    __slots__ = ("target_id", "offline")
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    target_id: int
+    offline: bool
+    def __init__(self, target_id: _Optional[int] = ..., offline: _Optional[bool] = ...) -> None: ...
+
+class SetTargetStateReply(_message.Message):
+    __slots__ = ("chain", "target", "routing_version")
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    chain: _types_pb2.ChainInfo
+    target: _types_pb2.TargetInfo
+    routing_version: int
+    def __init__(self, chain: _Optional[_Union[_types_pb2.ChainInfo, _Mapping]] = ..., target: _Optional[_Union[_types_pb2.TargetInfo, _Mapping]] = ..., routing_version: _Optional[int] = ...) -> None: ...

@@ -54,6 +54,11 @@ class MgmtdStub:
                 request_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.CreateChainTableRequest.SerializeToString,
                 response_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.CreateChainTableReply.FromString,
                 _registered_method=True)
+        self.SetTargetState = channel.unary_unary(
+                '/fireflyfs.Mgmtd/SetTargetState',
+                request_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateReply.FromString,
+                _registered_method=True)
 
 
 class MgmtdServicer:
@@ -83,6 +88,12 @@ class MgmtdServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTargetState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MgmtdServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_MgmtdServicer_to_server(servicer, server):
                     servicer.CreateChainTable,
                     request_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.CreateChainTableRequest.FromString,
                     response_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.CreateChainTableReply.SerializeToString,
+            ),
+            'SetTargetState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTargetState,
+                    request_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +231,33 @@ class Mgmtd:
             '/fireflyfs.Mgmtd/CreateChainTable',
             fireflyfs_dot_proto_dot_mgmtd__pb2.CreateChainTableRequest.SerializeToString,
             fireflyfs_dot_proto_dot_mgmtd__pb2.CreateChainTableReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTargetState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Mgmtd/SetTargetState',
+            fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateReply.FromString,
             options,
             channel_credentials,
             insecure,
