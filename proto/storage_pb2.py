@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from fireflyfs.proto import types_pb2 as fireflyfs_dot_proto_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66ireflyfs/proto/storage.proto\x12\tfireflyfs\x1a\x1b\x66ireflyfs/proto/types.proto\"*\n\x08IoStatus\x12\r\n\x05\x65rror\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"t\n\x06ReadIO\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12!\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x12.fireflyfs.ChunkId\x12\x0e\n\x06offset\x18\x04 \x01(\r\x12\x0e\n\x06length\x18\x05 \x01(\r\"K\n\x10\x42\x61tchReadRequest\x12\x1e\n\x03ios\x18\x01 \x03(\x0b\x32\x11.fireflyfs.ReadIO\x12\x17\n\x0fverify_checksum\x18\x02 \x01(\x08\"\x7f\n\nReadResult\x12#\n\x06status\x18\x01 \x01(\x0b\x32\x13.fireflyfs.IoStatus\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\r\x12\x14\n\x0c\x63hunk_length\x18\x04 \x01(\r\x12\x16\n\x0e\x63ommit_version\x18\x05 \x01(\x04\"8\n\x0e\x42\x61tchReadReply\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.fireflyfs.ReadResult\"\xd2\x01\n\x0cWriteRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12!\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x12.fireflyfs.ChunkId\x12\x0e\n\x06offset\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\r\x12\x12\n\nchunk_size\x18\x07 \x01(\r\x12\x11\n\tclient_id\x18\x08 \x01(\t\x12\x0f\n\x07\x63hannel\x18\t \x01(\r\x12\x0e\n\x06seqnum\x18\n \x01(\x04\"R\n\nWriteReply\x12\x16\n\x0e\x63ommit_version\x18\x01 \x01(\x04\x12\x14\n\x0c\x63hunk_length\x18\x02 \x01(\r\x12\x16\n\x0e\x63hunk_checksum\x18\x03 \x01(\r\"\x8d\x01\n\rUpdateRequest\x12&\n\x05write\x18\x01 \x01(\x0b\x32\x17.fireflyfs.WriteRequest\x12\x16\n\x0eupdate_version\x18\x02 \x01(\x04\x12\x14\n\x0c\x66ull_replace\x18\x03 \x01(\x08\x12\x13\n\x0b\x66rom_target\x18\x04 \x01(\x04\x12\x11\n\tto_target\x18\x05 \x01(\x04\"=\n\x0bUpdateReply\x12\x16\n\x0e\x63ommit_version\x18\x01 \x01(\x04\x12\x16\n\x0e\x63hunk_checksum\x18\x02 \x01(\r\"\x86\x01\n\x14TruncateChunkRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12!\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x12.fireflyfs.ChunkId\x12\x0e\n\x06length\x18\x04 \x01(\r\x12\x12\n\nchunk_size\x18\x05 \x01(\r\"B\n\x12TruncateChunkReply\x12\x16\n\x0e\x63ommit_version\x18\x01 \x01(\x04\x12\x14\n\x0c\x63hunk_length\x18\x02 \x01(\r\"u\n\x13RemoveChunksRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12\r\n\x05inode\x18\x03 \x01(\x04\x12\x13\n\x0b\x62\x65gin_index\x18\x04 \x01(\r\x12\x11\n\tend_index\x18\x05 \x01(\r\"$\n\x11RemoveChunksReply\x12\x0f\n\x07removed\x18\x01 \x01(\r\"H\n\x0eLastChunkQuery\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12\r\n\x05inode\x18\x03 \x01(\x04\"\x83\x01\n\x0fLastChunkResult\x12#\n\x06status\x18\x01 \x01(\x0b\x32\x13.fireflyfs.IoStatus\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x12\n\nlast_index\x18\x03 \x01(\r\x12\x13\n\x0blast_length\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\r\"C\n\x15QueryLastChunkRequest\x12*\n\x07queries\x18\x01 \x03(\x0b\x32\x19.fireflyfs.LastChunkQuery\"B\n\x13QueryLastChunkReply\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.fireflyfs.LastChunkResult\"u\n\x0bTargetSpace\x12\x11\n\ttarget_id\x18\x01 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x04\x12\x12\n\nused_bytes\x18\x03 \x01(\x04\x12\x12\n\nfree_bytes\x18\x04 \x01(\x04\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\x04\"9\n\x0eSpaceInfoReply\x12\'\n\x07targets\x18\x01 \x03(\x0b\x32\x16.fireflyfs.TargetSpace2\xf0\x03\n\x07Storage\x12\x43\n\tBatchRead\x12\x1b.fireflyfs.BatchReadRequest\x1a\x19.fireflyfs.BatchReadReply\x12\x37\n\x05Write\x12\x17.fireflyfs.WriteRequest\x1a\x15.fireflyfs.WriteReply\x12:\n\x06Update\x12\x18.fireflyfs.UpdateRequest\x1a\x16.fireflyfs.UpdateReply\x12O\n\rTruncateChunk\x12\x1f.fireflyfs.TruncateChunkRequest\x1a\x1d.fireflyfs.TruncateChunkReply\x12L\n\x0cRemoveChunks\x12\x1e.fireflyfs.RemoveChunksRequest\x1a\x1c.fireflyfs.RemoveChunksReply\x12R\n\x0eQueryLastChunk\x12 .fireflyfs.QueryLastChunkRequest\x1a\x1e.fireflyfs.QueryLastChunkReply\x12\x38\n\tSpaceInfo\x12\x10.fireflyfs.Empty\x1a\x19.fireflyfs.SpaceInfoReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66ireflyfs/proto/storage.proto\x12\tfireflyfs\x1a\x1b\x66ireflyfs/proto/types.proto\"*\n\x08IoStatus\x12\r\n\x05\x65rror\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"t\n\x06ReadIO\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12!\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x12.fireflyfs.ChunkId\x12\x0e\n\x06offset\x18\x04 \x01(\r\x12\x0e\n\x06length\x18\x05 \x01(\r\"K\n\x10\x42\x61tchReadRequest\x12\x1e\n\x03ios\x18\x01 \x03(\x0b\x32\x11.fireflyfs.ReadIO\x12\x17\n\x0fverify_checksum\x18\x02 \x01(\x08\"\x7f\n\nReadResult\x12#\n\x06status\x18\x01 \x01(\x0b\x32\x13.fireflyfs.IoStatus\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\r\x12\x14\n\x0c\x63hunk_length\x18\x04 \x01(\r\x12\x16\n\x0e\x63ommit_version\x18\x05 \x01(\x04\"8\n\x0e\x42\x61tchReadReply\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.fireflyfs.ReadResult\"\xd2\x01\n\x0cWriteRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12!\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x12.fireflyfs.ChunkId\x12\x0e\n\x06offset\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\r\x12\x12\n\nchunk_size\x18\x07 \x01(\r\x12\x11\n\tclient_id\x18\x08 \x01(\t\x12\x0f\n\x07\x63hannel\x18\t \x01(\r\x12\x0e\n\x06seqnum\x18\n \x01(\x04\"R\n\nWriteReply\x12\x16\n\x0e\x63ommit_version\x18\x01 \x01(\x04\x12\x14\n\x0c\x63hunk_length\x18\x02 \x01(\r\x12\x16\n\x0e\x63hunk_checksum\x18\x03 \x01(\r\"\xe8\x01\n\rUpdateRequest\x12&\n\x05write\x18\x01 \x01(\x0b\x32\x17.fireflyfs.WriteRequest\x12\x16\n\x0eupdate_version\x18\x02 \x01(\x04\x12\x14\n\x0c\x66ull_replace\x18\x03 \x01(\x08\x12\x13\n\x0b\x66rom_target\x18\x04 \x01(\x04\x12\x11\n\tto_target\x18\x05 \x01(\x04\x12#\n\x04kind\x18\x06 \x01(\x0e\x32\x15.fireflyfs.UpdateKind\x12\x17\n\x0ftruncate_length\x18\x07 \x01(\r\x12\x1b\n\x13\x63hunk_chain_version\x18\x08 \x01(\r\"S\n\x0bUpdateReply\x12\x16\n\x0e\x63ommit_version\x18\x01 \x01(\x04\x12\x16\n\x0e\x63hunk_checksum\x18\x02 \x01(\r\x12\x14\n\x0c\x63hunk_length\x18\x03 \x01(\r\"\x86\x01\n\x14TruncateChunkRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12!\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x12.fireflyfs.ChunkId\x12\x0e\n\x06length\x18\x04 \x01(\r\x12\x12\n\nchunk_size\x18\x05 \x01(\r\"B\n\x12TruncateChunkReply\x12\x16\n\x0e\x63ommit_version\x18\x01 \x01(\x04\x12\x14\n\x0c\x63hunk_length\x18\x02 \x01(\r\"\x9d\x01\n\x13RemoveChunksRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12\r\n\x05inode\x18\x03 \x01(\x04\x12\x13\n\x0b\x62\x65gin_index\x18\x04 \x01(\r\x12\x11\n\tend_index\x18\x05 \x01(\r\x12\x13\n\x0b\x66rom_target\x18\x06 \x01(\x04\x12\x11\n\tto_target\x18\x07 \x01(\x04\"$\n\x11RemoveChunksReply\x12\x0f\n\x07removed\x18\x01 \x01(\r\"H\n\x0eLastChunkQuery\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12\r\n\x05inode\x18\x03 \x01(\x04\"\x83\x01\n\x0fLastChunkResult\x12#\n\x06status\x18\x01 \x01(\x0b\x32\x13.fireflyfs.IoStatus\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x12\n\nlast_index\x18\x03 \x01(\r\x12\x13\n\x0blast_length\x18\x04 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\r\"C\n\x15QueryLastChunkRequest\x12*\n\x07queries\x18\x01 \x03(\x0b\x32\x19.fireflyfs.LastChunkQuery\"B\n\x13QueryLastChunkReply\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.fireflyfs.LastChunkResult\"u\n\x0bTargetSpace\x12\x11\n\ttarget_id\x18\x01 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x04\x12\x12\n\nused_bytes\x18\x03 \x01(\x04\x12\x12\n\nfree_bytes\x18\x04 \x01(\x04\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\x04\"9\n\x0eSpaceInfoReply\x12\'\n\x07targets\x18\x01 \x03(\x0b\x32\x16.fireflyfs.TargetSpace\"\xa1\x01\n\rChunkMetaInfo\x12!\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x12.fireflyfs.ChunkId\x12\x0e\n\x06length\x18\x02 \x01(\r\x12\x16\n\x0e\x63ommit_version\x18\x03 \x01(\x04\x12\x16\n\x0eupdate_version\x18\x04 \x01(\x04\x12\x15\n\rchain_version\x18\x05 \x01(\r\x12\x16\n\x0e\x63hunk_checksum\x18\x06 \x01(\r\"a\n\x14GetChunkMetasRequest\x12\x11\n\ttarget_id\x18\x01 \x01(\x04\x12\'\n\x0bstart_after\x18\x02 \x01(\x0b\x32\x12.fireflyfs.ChunkId\x12\r\n\x05limit\x18\x03 \x01(\r\"K\n\x12GetChunkMetasReply\x12\'\n\x05metas\x18\x01 \x03(\x0b\x32\x18.fireflyfs.ChunkMetaInfo\x12\x0c\n\x04more\x18\x02 \x01(\x08\"\x86\x01\n\x10SyncStartRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12\x11\n\ttarget_id\x18\x03 \x01(\x04\x12\'\n\x0bstart_after\x18\x04 \x01(\x0b\x32\x12.fireflyfs.ChunkId\x12\r\n\x05limit\x18\x05 \x01(\r\"G\n\x0eSyncStartReply\x12\'\n\x05metas\x18\x01 \x03(\x0b\x32\x18.fireflyfs.ChunkMetaInfo\x12\x0c\n\x04more\x18\x02 \x01(\x08\"M\n\x0fSyncDoneRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12\x11\n\ttarget_id\x18\x03 \x01(\x04\"s\n\x12RemoveChunkRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\r\x12\x11\n\ttarget_id\x18\x03 \x01(\x04\x12!\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x12.fireflyfs.ChunkId*3\n\nUpdateKind\x12\x10\n\x0cUPDATE_WRITE\x10\x00\x12\x13\n\x0fUPDATE_TRUNCATE\x10\x01\x32\x80\x06\n\x07Storage\x12\x43\n\tBatchRead\x12\x1b.fireflyfs.BatchReadRequest\x1a\x19.fireflyfs.BatchReadReply\x12\x37\n\x05Write\x12\x17.fireflyfs.WriteRequest\x1a\x15.fireflyfs.WriteReply\x12:\n\x06Update\x12\x18.fireflyfs.UpdateRequest\x1a\x16.fireflyfs.UpdateReply\x12O\n\rTruncateChunk\x12\x1f.fireflyfs.TruncateChunkRequest\x1a\x1d.fireflyfs.TruncateChunkReply\x12L\n\x0cRemoveChunks\x12\x1e.fireflyfs.RemoveChunksRequest\x1a\x1c.fireflyfs.RemoveChunksReply\x12R\n\x0eQueryLastChunk\x12 .fireflyfs.QueryLastChunkRequest\x1a\x1e.fireflyfs.QueryLastChunkReply\x12\x38\n\tSpaceInfo\x12\x10.fireflyfs.Empty\x1a\x19.fireflyfs.SpaceInfoReply\x12O\n\rGetChunkMetas\x12\x1f.fireflyfs.GetChunkMetasRequest\x1a\x1d.fireflyfs.GetChunkMetasReply\x12\x43\n\tSyncStart\x12\x1b.fireflyfs.SyncStartRequest\x1a\x19.fireflyfs.SyncStartReply\x12\x38\n\x08SyncDone\x12\x1a.fireflyfs.SyncDoneRequest\x1a\x10.fireflyfs.Empty\x12>\n\x0bRemoveChunk\x12\x1d.fireflyfs.RemoveChunkRequest\x1a\x10.fireflyfs.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fireflyfs.proto.storage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_UPDATEKIND']._serialized_start=2788
+  _globals['_UPDATEKIND']._serialized_end=2839
   _globals['_IOSTATUS']._serialized_start=73
   _globals['_IOSTATUS']._serialized_end=115
   _globals['_READIO']._serialized_start=117
@@ -47,29 +49,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WRITEREPLY']._serialized_start=712
   _globals['_WRITEREPLY']._serialized_end=794
   _globals['_UPDATEREQUEST']._serialized_start=797
-  _globals['_UPDATEREQUEST']._serialized_end=938
-  _globals['_UPDATEREPLY']._serialized_start=940
-  _globals['_UPDATEREPLY']._serialized_end=1001
-  _globals['_TRUNCATECHUNKREQUEST']._serialized_start=1004
-  _globals['_TRUNCATECHUNKREQUEST']._serialized_end=1138
-  _globals['_TRUNCATECHUNKREPLY']._serialized_start=1140
-  _globals['_TRUNCATECHUNKREPLY']._serialized_end=1206
-  _globals['_REMOVECHUNKSREQUEST']._serialized_start=1208
-  _globals['_REMOVECHUNKSREQUEST']._serialized_end=1325
-  _globals['_REMOVECHUNKSREPLY']._serialized_start=1327
-  _globals['_REMOVECHUNKSREPLY']._serialized_end=1363
-  _globals['_LASTCHUNKQUERY']._serialized_start=1365
-  _globals['_LASTCHUNKQUERY']._serialized_end=1437
-  _globals['_LASTCHUNKRESULT']._serialized_start=1440
-  _globals['_LASTCHUNKRESULT']._serialized_end=1571
-  _globals['_QUERYLASTCHUNKREQUEST']._serialized_start=1573
-  _globals['_QUERYLASTCHUNKREQUEST']._serialized_end=1640
-  _globals['_QUERYLASTCHUNKREPLY']._serialized_start=1642
-  _globals['_QUERYLASTCHUNKREPLY']._serialized_end=1708
-  _globals['_TARGETSPACE']._serialized_start=1710
-  _globals['_TARGETSPACE']._serialized_end=1827
-  _globals['_SPACEINFOREPLY']._serialized_start=1829
-  _globals['_SPACEINFOREPLY']._serialized_end=1886
-  _globals['_STORAGE']._serialized_start=1889
-  _globals['_STORAGE']._serialized_end=2385
+  _globals['_UPDATEREQUEST']._serialized_end=1029
+  _globals['_UPDATEREPLY']._serialized_start=1031
+  _globals['_UPDATEREPLY']._serialized_end=1114
+  _globals['_TRUNCATECHUNKREQUEST']._serialized_start=1117
+  _globals['_TRUNCATECHUNKREQUEST']._serialized_end=1251
+  _globals['_TRUNCATECHUNKREPLY']._serialized_start=1253
+  _globals['_TRUNCATECHUNKREPLY']._serialized_end=1319
+  _globals['_REMOVECHUNKSREQUEST']._serialized_start=1322
+  _globals['_REMOVECHUNKSREQUEST']._serialized_end=1479
+  _globals['_REMOVECHUNKSREPLY']._serialized_start=1481
+  _globals['_REMOVECHUNKSREPLY']._serialized_end=1517
+  _globals['_LASTCHUNKQUERY']._serialized_start=1519
+  _globals['_LASTCHUNKQUERY']._serialized_end=1591
+  _globals['_LASTCHUNKRESULT']._serialized_start=1594
+  _globals['_LASTCHUNKRESULT']._serialized_end=1725
+  _globals['_QUERYLASTCHUNKREQUEST']._serialized_start=1727
+  _globals['_QUERYLASTCHUNKREQUEST']._serialized_end=1794
+  _globals['_QUERYLASTCHUNKREPLY']._serialized_start=1796
+  _globals['_QUERYLASTCHUNKREPLY']._serialized_end=1862
+  _globals['_TARGETSPACE']._serialized_start=1864
+  _globals['_TARGETSPACE']._serialized_end=1981
+  _globals['_SPACEINFOREPLY']._serialized_start=1983
+  _globals['_SPACEINFOREPLY']._serialized_end=2040
+  _globals['_CHUNKMETAINFO']._serialized_start=2043
+  _globals['_CHUNKMETAINFO']._serialized_end=2204
+  _globals['_GETCHUNKMETASREQUEST']._serialized_start=2206
+  _globals['_GETCHUNKMETASREQUEST']._serialized_end=2303
+  _globals['_GETCHUNKMETASREPLY']._serialized_start=2305
+  _globals['_GETCHUNKMETASREPLY']._serialized_end=2380
+  _globals['_SYNCSTARTREQUEST']._serialized_start=2383
+  _globals['_SYNCSTARTREQUEST']._serialized_end=2517
+  _globals['_SYNCSTARTREPLY']._serialized_start=2519
+  _globals['_SYNCSTARTREPLY']._serialized_end=2590
+  _globals['_SYNCDONEREQUEST']._serialized_start=2592
+  _globals['_SYNCDONEREQUEST']._serialized_end=2669
+  _globals['_REMOVECHUNKREQUEST']._serialized_start=2671
+  _globals['_REMOVECHUNKREQUEST']._serialized_end=2786
+  _globals['_STORAGE']._serialized_start=2842
+  _globals['_STORAGE']._serialized_end=3610
 # @@protoc_insertion_point(module_scope)

@@ -1,11 +1,19 @@
 from fireflyfs.proto import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class UpdateKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UPDATE_WRITE: _ClassVar[UpdateKind]
+    UPDATE_TRUNCATE: _ClassVar[UpdateKind]
+UPDATE_WRITE: UpdateKind
+UPDATE_TRUNCATE: UpdateKind
 
 class IoStatus(_message.Message):
     __slots__ = ("error", "message")
@@ -92,26 +100,34 @@ class WriteReply(_message.Message):
     def __init__(self, commit_version: _Optional[int] = ..., chunk_length: _Optional[int] = ..., chunk_checksum: _Optional[int] = ...) -> None: ...
 
 class UpdateRequest(_message.Message):
-    __slots__ = ("write", "update_version", "full_replace", "from_target", "to_target")
+    __slots__ = ("write", "update_version", "full_replace", "from_target", "to_target", "kind", "truncate_length", "chunk_chain_version")
     WRITE_FIELD_NUMBER: _ClassVar[int]
     UPDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     FULL_REPLACE_FIELD_NUMBER: _ClassVar[int]
     FROM_TARGET_FIELD_NUMBER: _ClassVar[int]
     TO_TARGET_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     write: WriteRequest
     update_version: int
     full_replace: bool
     from_target: int
     to_target: int
-    def __init__(self, write: _Optional[_Union[WriteRequest, _Mapping]] = ..., update_version: _Optional[int] = ..., full_replace: _Optional[bool] = ..., from_target: _Optional[int] = ..., to_target: _Optional[int] = ...) -> None: ...
+    kind: UpdateKind
+    truncate_length: int
+    chunk_chain_version: int
+    def __init__(self, write: _Optional[_Union[WriteRequest, _Mapping]] = ..., update_version: _Optional[int] = ..., full_replace: _Optional[bool] = ..., from_target: _Optional[int] = ..., to_target: _Optional[int] = ..., kind: _Optional[_Union[UpdateKind, str]] = ..., truncate_length: _Optional[int] = ..., chunk_chain_version: _Optional[int] = ...) -> None: ...
 
 class UpdateReply(_message.Message):
-    __slots__ = ("commit_version", "chunk_checksum")
+    __slots__ = ("commit_version", "chunk_checksum", "chunk_length")
     COMMIT_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHUNK_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_LENGTH_FIELD_NUMBER: _ClassVar[int]
     commit_version: int
     chunk_checksum: int
-    def __init__(self, commit_version: _Optional[int] = ..., chunk_checksum: _Optional[int] = ...) -> None: ...
+    chunk_length: int
+    def __init__(self, commit_version: _Optional[int] = ..., chunk_checksum: _Optional[int] = ..., chunk_length: _Optional[int] = ...) -> None: ...
 
 class TruncateChunkRequest(_message.Message):
     __slots__ = ("chain_id", "chain_version", "chunk", "length", "chunk_size")
@@ -136,18 +152,22 @@ class TruncateChunkReply(_message.Message):
     def __init__(self, commit_version: _Optional[int] = ..., chunk_length: _Optional[int] = ...) -> None: ...
 
 class RemoveChunksRequest(_message.Message):
-    __slots__ = ("chain_id", "chain_version", "inode", "begin_index", "end_index")
+    __slots__ = ("chain_id", "chain_version", "inode", "begin_index", "end_index", "from_target", "to_target")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     INODE_FIELD_NUMBER: _ClassVar[int]
     BEGIN_INDEX_FIELD_NUMBER: _ClassVar[int]
     END_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FROM_TARGET_FIELD_NUMBER: _ClassVar[int]
+    TO_TARGET_FIELD_NUMBER: _ClassVar[int]
     chain_id: int
     chain_version: int
     inode: int
     begin_index: int
     end_index: int
-    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., inode: _Optional[int] = ..., begin_index: _Optional[int] = ..., end_index: _Optional[int] = ...) -> None: ...
+    from_target: int
+    to_target: int
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., inode: _Optional[int] = ..., begin_index: _Optional[int] = ..., end_index: _Optional[int] = ..., from_target: _Optional[int] = ..., to_target: _Optional[int] = ...) -> None: ...
 
 class RemoveChunksReply(_message.Message):
     __slots__ = ("removed",)
@@ -210,3 +230,81 @@ class SpaceInfoReply(_message.Message):
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     targets: _containers.RepeatedCompositeFieldContainer[TargetSpace]
     def __init__(self, targets: _Optional[_Iterable[_Union[TargetSpace, _Mapping]]] = ...) -> None: ...
+
+class ChunkMetaInfo(_message.Message):
+    __slots__ = ("chunk", "length", "commit_version", "update_version", "chain_version", "chunk_checksum")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    chunk: _types_pb2.ChunkId
+    length: int
+    commit_version: int
+    update_version: int
+    chain_version: int
+    chunk_checksum: int
+    def __init__(self, chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., length: _Optional[int] = ..., commit_version: _Optional[int] = ..., update_version: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk_checksum: _Optional[int] = ...) -> None: ...
+
+class GetChunkMetasRequest(_message.Message):
+    __slots__ = ("target_id", "start_after", "limit")
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    target_id: int
+    start_after: _types_pb2.ChunkId
+    limit: int
+    def __init__(self, target_id: _Optional[int] = ..., start_after: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class GetChunkMetasReply(_message.Message):
+    __slots__ = ("metas", "more")
+    METAS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    metas: _containers.RepeatedCompositeFieldContainer[ChunkMetaInfo]
+    more: bool
+    def __init__(self, metas: _Optional[_Iterable[_Union[ChunkMetaInfo, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class SyncStartRequest(_message.Message):
+    __slots__ = ("chain_id", "chain_version", "target_id", "start_after", "limit")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    chain_version: int
+    target_id: int
+    start_after: _types_pb2.ChunkId
+    limit: int
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., target_id: _Optional[int] = ..., start_after: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SyncStartReply(_message.Message):
+    __slots__ = ("metas", "more")
+    METAS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    metas: _containers.RepeatedCompositeFieldContainer[ChunkMetaInfo]
+    more: bool
+    def __init__(self, metas: _Optional[_Iterable[_Union[ChunkMetaInfo, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
+
+class SyncDoneRequest(_message.Message):
+    __slots__ = ("chain_id", "chain_version", "target_id")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    chain_version: int
+    target_id: int
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., target_id: _Optional[int] = ...) -> None: ...
+
+class RemoveChunkRequest(_message.Message):
+    __slots__ = ("chain_id", "chain_version", "target_id", "chunk")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    chain_version: int
+    target_id: int
+    chunk: _types_pb2.ChunkId
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., target_id: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ...) -> None: ...

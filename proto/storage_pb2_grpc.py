@@ -70,6 +70,26 @@ class StorageStub:
                 request_serializer=fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
                 response_deserializer=fireflyfs_dot_proto_dot_storage__pb2.SpaceInfoReply.FromString,
                 _registered_method=True)
+        self.GetChunkMetas = channel.unary_unary(
+                '/fireflyfs.Storage/GetChunkMetas',
+                request_serializer=fireflyfs_dot_proto_dot_storage__pb2.GetChunkMetasRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_storage__pb2.GetChunkMetasReply.FromString,
+                _registered_method=True)
+        self.SyncStart = channel.unary_unary(
+                '/fireflyfs.Storage/SyncStart',
+                request_serializer=fireflyfs_dot_proto_dot_storage__pb2.SyncStartRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_storage__pb2.SyncStartReply.FromString,
+                _registered_method=True)
+        self.SyncDone = channel.unary_unary(
+                '/fireflyfs.Storage/SyncDone',
+                request_serializer=fireflyfs_dot_proto_dot_storage__pb2.SyncDoneRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
+                _registered_method=True)
+        self.RemoveChunk = channel.unary_unary(
+                '/fireflyfs.Storage/RemoveChunk',
+                request_serializer=fireflyfs_dot_proto_dot_storage__pb2.RemoveChunkRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class StorageServicer:
@@ -117,6 +137,30 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetChunkMetas(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncStart(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncDone(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveChunk(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +198,26 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.SpaceInfo,
                     request_deserializer=fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
                     response_serializer=fireflyfs_dot_proto_dot_storage__pb2.SpaceInfoReply.SerializeToString,
+            ),
+            'GetChunkMetas': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChunkMetas,
+                    request_deserializer=fireflyfs_dot_proto_dot_storage__pb2.GetChunkMetasRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_storage__pb2.GetChunkMetasReply.SerializeToString,
+            ),
+            'SyncStart': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncStart,
+                    request_deserializer=fireflyfs_dot_proto_dot_storage__pb2.SyncStartRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_storage__pb2.SyncStartReply.SerializeToString,
+            ),
+            'SyncDone': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncDone,
+                    request_deserializer=fireflyfs_dot_proto_dot_storage__pb2.SyncDoneRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
+            ),
+            'RemoveChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveChunk,
+                    request_deserializer=fireflyfs_dot_proto_dot_storage__pb2.RemoveChunkRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,6 +409,114 @@ class Storage:
             '/fireflyfs.Storage/SpaceInfo',
             fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
             fireflyfs_dot_proto_dot_storage__pb2.SpaceInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChunkMetas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Storage/GetChunkMetas',
+            fireflyfs_dot_proto_dot_storage__pb2.GetChunkMetasRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_storage__pb2.GetChunkMetasReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncStart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Storage/SyncStart',
+            fireflyfs_dot_proto_dot_storage__pb2.SyncStartRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_storage__pb2.SyncStartReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncDone(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Storage/SyncDone',
+            fireflyfs_dot_proto_dot_storage__pb2.SyncDoneRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Storage/RemoveChunk',
+            fireflyfs_dot_proto_dot_storage__pb2.RemoveChunkRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
