@@ -48,21 +48,23 @@ class BatchStatReply(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[StatResult, _Mapping]]] = ...) -> None: ...
 
 class MkdirsRequest(_message.Message):
-    __slots__ = ("path", "mode", "parents", "exist_ok", "layout")
+    __slots__ = ("path", "mode", "parents", "exist_ok", "layout", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     PARENTS_FIELD_NUMBER: _ClassVar[int]
     EXIST_OK_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     mode: int
     parents: bool
     exist_ok: bool
     layout: _types_pb2.Layout
-    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., parents: _Optional[bool] = ..., exist_ok: _Optional[bool] = ..., layout: _Optional[_Union[_types_pb2.Layout, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., parents: _Optional[bool] = ..., exist_ok: _Optional[bool] = ..., layout: _Optional[_Union[_types_pb2.Layout, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateRequest(_message.Message):
-    __slots__ = ("path", "mode", "exclusive", "truncate", "parents", "open_for_write", "client_id", "layout")
+    __slots__ = ("path", "mode", "exclusive", "truncate", "parents", "open_for_write", "client_id", "layout", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +73,7 @@ class CreateRequest(_message.Message):
     OPEN_FOR_WRITE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     mode: int
     exclusive: bool
@@ -79,19 +82,22 @@ class CreateRequest(_message.Message):
     open_for_write: bool
     client_id: str
     layout: _types_pb2.Layout
-    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., truncate: _Optional[bool] = ..., parents: _Optional[bool] = ..., open_for_write: _Optional[bool] = ..., client_id: _Optional[str] = ..., layout: _Optional[_Union[_types_pb2.Layout, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., truncate: _Optional[bool] = ..., parents: _Optional[bool] = ..., open_for_write: _Optional[bool] = ..., client_id: _Optional[str] = ..., layout: _Optional[_Union[_types_pb2.Layout, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class OpenRequest(_message.Message):
-    __slots__ = ("path", "write", "truncate", "client_id")
+    __slots__ = ("path", "write", "truncate", "client_id", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     WRITE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     write: bool
     truncate: bool
     client_id: str
-    def __init__(self, path: _Optional[str] = ..., write: _Optional[bool] = ..., truncate: _Optional[bool] = ..., client_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, path: _Optional[str] = ..., write: _Optional[bool] = ..., truncate: _Optional[bool] = ..., client_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class OpenReply(_message.Message):
     __slots__ = ("inode", "session_id", "path")
@@ -104,26 +110,30 @@ class OpenReply(_message.Message):
     def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., session_id: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
 
 class CloseRequest(_message.Message):
-    __slots__ = ("inode_id", "session_id", "length_hint", "update_mtime")
+    __slots__ = ("inode_id", "session_id", "length_hint", "update_mtime", "request_id")
     INODE_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     LENGTH_HINT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MTIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     inode_id: int
     session_id: int
     length_hint: int
     update_mtime: bool
-    def __init__(self, inode_id: _Optional[int] = ..., session_id: _Optional[int] = ..., length_hint: _Optional[int] = ..., update_mtime: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, inode_id: _Optional[int] = ..., session_id: _Optional[int] = ..., length_hint: _Optional[int] = ..., update_mtime: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SyncRequest(_message.Message):
-    __slots__ = ("inode_id", "length_hint", "update_mtime")
+    __slots__ = ("inode_id", "length_hint", "update_mtime", "truncate_version")
     INODE_ID_FIELD_NUMBER: _ClassVar[int]
     LENGTH_HINT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MTIME_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     inode_id: int
     length_hint: int
     update_mtime: bool
-    def __init__(self, inode_id: _Optional[int] = ..., length_hint: _Optional[int] = ..., update_mtime: _Optional[bool] = ...) -> None: ...
+    truncate_version: int
+    def __init__(self, inode_id: _Optional[int] = ..., length_hint: _Optional[int] = ..., update_mtime: _Optional[bool] = ..., truncate_version: _Optional[int] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("path", "start_after", "limit", "with_attrs")
@@ -188,34 +198,40 @@ class FindReply(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[FoundEntry, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class RenameRequest(_message.Message):
-    __slots__ = ("src", "dst", "no_replace")
+    __slots__ = ("src", "dst", "no_replace", "request_id")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     NO_REPLACE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     src: str
     dst: str
     no_replace: bool
-    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., no_replace: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., no_replace: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RemoveRequest(_message.Message):
-    __slots__ = ("path", "recursive", "directory_only", "file_only")
+    __slots__ = ("path", "recursive", "directory_only", "file_only", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     RECURSIVE_FIELD_NUMBER: _ClassVar[int]
     DIRECTORY_ONLY_FIELD_NUMBER: _ClassVar[int]
     FILE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     recursive: bool
     directory_only: bool
     file_only: bool
-    def __init__(self, path: _Optional[str] = ..., recursive: _Optional[bool] = ..., directory_only: _Optional[bool] = ..., file_only: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, path: _Optional[str] = ..., recursive: _Optional[bool] = ..., directory_only: _Optional[bool] = ..., file_only: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SymlinkRequest(_message.Message):
-    __slots__ = ("path", "target")
+    __slots__ = ("path", "target", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     target: str
-    def __init__(self, path: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, path: _Optional[str] = ..., target: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ReadLinkRequest(_message.Message):
     __slots__ = ("path",)
@@ -230,15 +246,17 @@ class ReadLinkReply(_message.Message):
     def __init__(self, target: _Optional[str] = ...) -> None: ...
 
 class HardLinkRequest(_message.Message):
-    __slots__ = ("src", "dst")
+    __slots__ = ("src", "dst", "request_id")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     src: str
     dst: str
-    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SetAttrRequest(_message.Message):
-    __slots__ = ("path", "follow_symlinks", "mode", "uid", "gid", "mtime_ns", "atime_ns")
+    __slots__ = ("path", "follow_symlinks", "mode", "uid", "gid", "mtime_ns", "atime_ns", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +264,7 @@ class SetAttrRequest(_message.Message):
     GID_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     ATIME_NS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     follow_symlinks: bool
     mode: int
@@ -253,15 +272,18 @@ class SetAttrRequest(_message.Message):
     gid: int
     mtime_ns: int
     atime_ns: int
-    def __init__(self, path: _Optional[str] = ..., follow_symlinks: _Optional[bool] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., atime_ns: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, path: _Optional[str] = ..., follow_symlinks: _Optional[bool] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., atime_ns: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class TruncateRequest(_message.Message):
-    __slots__ = ("path", "length")
+    __slots__ = ("path", "length", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     length: int
-    def __init__(self, path: _Optional[str] = ..., length: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, path: _Optional[str] = ..., length: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class StatFsReply(_message.Message):
     __slots__ = ("capacity_bytes", "used_bytes", "free_bytes", "inodes", "gc_pending")
@@ -278,14 +300,16 @@ class StatFsReply(_message.Message):
     def __init__(self, capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., inodes: _Optional[int] = ..., gc_pending: _Optional[int] = ...) -> None: ...
 
 class CopyFileRequest(_message.Message):
-    __slots__ = ("src", "dst", "parents")
+    __slots__ = ("src", "dst", "parents", "request_id")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     PARENTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     src: str
     dst: str
     parents: bool
-    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., parents: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., parents: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class FileSession(_message.Message):
     __slots__ = ("inode_id", "session_id", "client_id", "created_ns", "truncate_version")
@@ -300,3 +324,39 @@ class FileSession(_message.Message):
     created_ns: int
     truncate_version: int
     def __init__(self, inode_id: _Optional[int] = ..., session_id: _Optional[int] = ..., client_id: _Optional[str] = ..., created_ns: _Optional[int] = ..., truncate_version: _Optional[int] = ...) -> None: ...
+
+class StatInodesRequest(_message.Message):
+    __slots__ = ("inode_ids",)
+    INODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    inode_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, inode_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class InodeState(_message.Message):
+    __slots__ = ("inode_id", "exists", "gc_pending")
+    INODE_ID_FIELD_NUMBER: _ClassVar[int]
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    GC_PENDING_FIELD_NUMBER: _ClassVar[int]
+    inode_id: int
+    exists: bool
+    gc_pending: bool
+    def __init__(self, inode_id: _Optional[int] = ..., exists: _Optional[bool] = ..., gc_pending: _Optional[bool] = ...) -> None: ...
+
+class StatInodesReply(_message.Message):
+    __slots__ = ("states",)
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedCompositeFieldContainer[InodeState]
+    def __init__(self, states: _Optional[_Iterable[_Union[InodeState, _Mapping]]] = ...) -> None: ...
+
+class IdemRecord(_message.Message):
+    __slots__ = ("method", "created_ns", "reply", "error", "message")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    CREATED_NS_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    created_ns: int
+    reply: bytes
+    error: str
+    message: str
+    def __init__(self, method: _Optional[str] = ..., created_ns: _Optional[int] = ..., reply: _Optional[bytes] = ..., error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...

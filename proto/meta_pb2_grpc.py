@@ -125,6 +125,11 @@ class MetaStub:
                 request_serializer=fireflyfs_dot_proto_dot_meta__pb2.CopyFileRequest.SerializeToString,
                 response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.InodeReply.FromString,
                 _registered_method=True)
+        self.StatInodes = channel.unary_unary(
+                '/fireflyfs.Meta/StatInodes',
+                request_serializer=fireflyfs_dot_proto_dot_meta__pb2.StatInodesRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.StatInodesReply.FromString,
+                _registered_method=True)
 
 
 class MetaServicer:
@@ -238,6 +243,12 @@ class MetaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StatInodes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -330,6 +341,11 @@ def add_MetaServicer_to_server(servicer, server):
                     servicer.CopyFile,
                     request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.CopyFileRequest.FromString,
                     response_serializer=fireflyfs_dot_proto_dot_meta__pb2.InodeReply.SerializeToString,
+            ),
+            'StatInodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatInodes,
+                    request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.StatInodesRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_meta__pb2.StatInodesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -818,6 +834,33 @@ class Meta:
             '/fireflyfs.Meta/CopyFile',
             fireflyfs_dot_proto_dot_meta__pb2.CopyFileRequest.SerializeToString,
             fireflyfs_dot_proto_dot_meta__pb2.InodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatInodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Meta/StatInodes',
+            fireflyfs_dot_proto_dot_meta__pb2.StatInodesRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_meta__pb2.StatInodesReply.FromString,
             options,
             channel_credentials,
             insecure,
