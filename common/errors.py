@@ -15,6 +15,7 @@
     │   ├── StaleChainVersion
     │   ├── ChunkNotCommitted
     │   ├── NotHead
+    │   ├── MissingUpdate   (a chain successor lacks the update before this one)
     │   └── Unavailable     (a service could not be reached)
     ├── NoSpace             (OSError ENOSPC)
     ├── NoChainTable        (OSError): the cluster has no chain table yet
@@ -120,6 +121,12 @@ class NotHead(Retryable):
     grpc_code = grpc.StatusCode.ABORTED
 
 
+class MissingUpdate(Retryable):
+    """CRAQ: an update's version is more than one past the successor's chunk version."""
+
+    grpc_code = grpc.StatusCode.ABORTED
+
+
 class Unavailable(Retryable):
     grpc_code = grpc.StatusCode.UNAVAILABLE
 
@@ -143,7 +150,7 @@ ERRORS_BY_NAME: dict[str, type[FfsError]] = {
     cls.__name__: cls
     for cls in (NotFound, AlreadyExists, NotADirectory, IsADirectory, DirectoryNotEmpty,
                 PermissionDenied, InvalidArgument, InvalidPath, TooLarge, ChecksumMismatch,
-                Retryable, StaleChainVersion, ChunkNotCommitted, NotHead, Unavailable, NoSpace,
+                Retryable, StaleChainVersion, ChunkNotCommitted, NotHead, MissingUpdate, Unavailable, NoSpace,
                 NoChainTable, Internal)
 }
 

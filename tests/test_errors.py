@@ -18,7 +18,7 @@ BUILTIN_OF = {
     "DirectoryNotEmpty": OSError, "PermissionDenied": PermissionError,
     "InvalidArgument": ValueError, "InvalidPath": ValueError, "TooLarge": ValueError,
     "ChecksumMismatch": OSError, "Retryable": OSError, "StaleChainVersion": OSError,
-    "ChunkNotCommitted": OSError, "NotHead": OSError, "Unavailable": OSError,
+    "ChunkNotCommitted": OSError, "NotHead": OSError, "MissingUpdate": OSError, "Unavailable": OSError,
     "NoSpace": OSError, "NoChainTable": OSError, "Internal": OSError,
 }
 
@@ -64,7 +64,7 @@ def test_every_error_is_named_and_has_its_builtin():
 
 
 def test_retryable_family():
-    for name in ("StaleChainVersion", "ChunkNotCommitted", "NotHead", "Unavailable"):
+    for name in ("StaleChainVersion", "ChunkNotCommitted", "NotHead", "MissingUpdate", "Unavailable"):
         assert issubclass(ERRORS_BY_NAME[name], errors.Retryable)
     assert not issubclass(errors.NotFound, errors.Retryable)
     assert issubclass(errors.InvalidPath, errors.InvalidArgument)
