@@ -26,6 +26,7 @@ list_page_entries_default = 1000
 list_page_entries_max = 10000
 batch_read_ios_max = 4096
 batch_stat_paths_max = 10000
+stat_inodes_ids_max = 10000              # inode ids in one Meta.StatInodes (fsck)
 query_last_chunk_queries_max = batch_read_ios_max
 write_dedup_entries_max = 65536          # remembered (client, channel) write replies per target
 io_threads_default = 16                  # parallel chunk IOs per client process

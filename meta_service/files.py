@@ -14,6 +14,11 @@ O_TRUNC on a file with nlink == 1 and no write session replaces the inode
 (new id under the same dentry, old inode to the GC queue) in one transaction,
 so it is O(1) whatever the file size; otherwise storage is truncated first and
 the open retried.
+
+Operations that talk to storage span several transactions; each checks for a
+recorded outcome of its ``request_id`` first and records its own in the last
+transaction (``_once``, idempotency.py), so the storage steps of a retried
+call are not repeated once the call has completed.
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from typing import Callable, TypeVar
 
-from fireflyfs.common.errors import (AlreadyExists, InvalidArgument, IsADirectory, NotFound,
+from fireflyfs.common.errors import (AlreadyExists, FfsError, InvalidArgument, IsADirectory, NotFound,
                                      TooLarge, Unavailable)
 from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import path_components
 from fireflyfs.proto import types_pb2
 
 from .chunk_store import ChunkStore
+from .copy import CopyOps
+from .idempotency import IdemKey, IdemTable, Replayed, replay
 from .layouts import allocate_file_layout
 from .records import (check_mode, close_session, get_session, load_file_any, make_dirs, new_inode,
                       open_session, release_link, store_file_any, touch_dir)
@@ -40,6 +48,8 @@ log = logging.getLogger(__name__)
 LENGTH_SETTLE_ATTEMPTS_MAX = 3
 CHUNK_INDEX_MAX = (1 << 32) - 1
 
+T = TypeVar("T")
+
 
 @dataclasses.dataclass(frozen=True)
 class _NeedsTruncate:
@@ -50,29 +60,60 @@ def layout_of(inode: types_pb2.Inode) -> Layout:
     return Layout.from_proto(inode.layout)
 
 
-class FileOps:
+class FileOps(CopyOps):
     store: Store
     chunk_store: ChunkStore
     rng: random.Random
+    idem: IdemTable
+
+    # -- idempotency -----------------------------------------------------------
+    def _once(self, key: IdemKey | None, run: Callable[[], T]) -> T:
+        """Run a mutation unless key's request already ran; record a failure that would repeat."""
+        if key is None:
+            return run()
+        with self.store.read() as txn:
+            record = self.idem.lookup(txn, key)
+        if record is not None:
+            return replay(record)
+        try:
+            return run()
+        except Replayed as done:   # a concurrent duplicate committed first
+            return replay(done.record)
+        except FfsError as exc:
+            self.idem.record_failure(self.store, key, exc)
+            raise
+
+    def _recorded(self, txn: Txn, key: IdemKey | None, result: T) -> T:
+        """Record result in txn (the mutation's own) and return it."""
+        self.idem.record(txn, key, result)
+        return result
 
     # -- create / open -------------------------------------------------------
     def create(self, path: str, now_ns: int, mode: int = 0, exclusive: bool = False, truncate: bool = False,
                parents: bool = False, open_for_write: bool = False, client_id: str = "",
-               layout: types_pb2.Layout | None = None) -> tuple[types_pb2.Inode, int, str]:
+               layout: types_pb2.Layout | None = None, request_id: str = "") -> tuple[types_pb2.Inode, int, str]:
         """Create (or open an existing) file; (inode, write session id or 0, canonical path)."""
-        args = (path, now_ns, check_mode(mode or 0o644), exclusive, parents, open_for_write, client_id, layout)
-        result = self._create_txn(*args, truncate)
-        if isinstance(result, _NeedsTruncate):
-            self._truncate_inode(result.inode_id, 0, now_ns)
-            result = self._create_txn(*args, False)
-        return result
+        key = self.idem.key("Create", request_id, now_ns)
+        args = (path, now_ns, check_mode(mode or 0o644), exclusive, parents, open_for_write, client_id, layout,
+                key)
 
-    def _create_txn(self, path, now_ns, mode, exclusive, parents, open_for_write, client_id, layout, truncate):
+        def run():
+            result = self._create_txn(*args, truncate)
+            if isinstance(result, _NeedsTruncate):
+                self._truncate_inode(result.inode_id, 0, now_ns)
+                result = self._create_txn(*args, False)
+            return result
+
+        return self._once(key, run)
+
+    def _create_txn(self, path, now_ns, mode, exclusive, parents, open_for_write, client_id, layout, key,
+                    truncate):
         components = path_components(path)
         if not components:
             raise IsADirectory("/ is a directory")
         name = components[-1]
         with self.store.write() as txn:
+            self.idem.check(txn, key)
             if parents:
                 # A file where the parent directory must go is AlreadyExists (as os.makedirs
                 # and fsspec's auto_mkdir say); a file higher up is NotADirectory.
@@ -84,34 +125,42 @@ class FileOps:
                 if exclusive:
                     raise AlreadyExists(f"{path} already exists")
                 inode, resolved = walk(txn, parent_components + [name], True, path)
-                return self._open_existing(txn, inode, resolved, open_for_write, truncate, client_id,
-                                           now_ns, path)
+                result = self._open_existing(txn, inode, resolved, open_for_write, truncate, client_id,
+                                             now_ns, path)
+                return result if isinstance(result, _NeedsTruncate) else self._recorded(txn, key, result)
             inode = new_inode(txn, FILE, mode, now_ns,
                               layout=allocate_file_layout(txn, parent.layout, layout, self.rng))
             session_id = open_session(txn, inode, client_id, now_ns) if open_for_write else 0
             txn.put_inode(inode)
             txn.put_dentry(parent.id, name, inode.id, FILE)
             touch_dir(txn, parent, now_ns)
-            return inode, session_id, as_path(parent_components + [name])
+            return self._recorded(txn, key, (inode, session_id, as_path(parent_components + [name])))
 
     def open(self, path: str, now_ns: int, write: bool = False, truncate: bool = False,
-             client_id: str = "") -> tuple[types_pb2.Inode, int, str]:
+             client_id: str = "", request_id: str = "") -> tuple[types_pb2.Inode, int, str]:
         """Open a file; a write open records a session. (inode, session id or 0, path)."""
-        result = self._open_txn(path, now_ns, write, truncate, client_id)
-        if isinstance(result, _NeedsTruncate):
-            self._truncate_inode(result.inode_id, 0, now_ns)
-            result = self._open_txn(path, now_ns, write, False, client_id)
-        return result
+        key = self.idem.key("Open", request_id, now_ns) if (write or truncate) else None
 
-    def _open_txn(self, path, now_ns, write, truncate, client_id):
+        def run():
+            result = self._open_txn(path, now_ns, write, truncate, client_id, key)
+            if isinstance(result, _NeedsTruncate):
+                self._truncate_inode(result.inode_id, 0, now_ns)
+                result = self._open_txn(path, now_ns, write, False, client_id, key)
+            return result
+
+        return self._once(key, run)
+
+    def _open_txn(self, path, now_ns, write, truncate, client_id, key):
         if not (write or truncate):
             with self.store.read() as txn:
                 inode, components = resolve(txn, path, True)
                 self._check_file(inode, path)
                 return inode, 0, as_path(components)
         with self.store.write() as txn:
+            self.idem.check(txn, key)
             inode, components = resolve(txn, path, True)
-            return self._open_existing(txn, inode, components, write, truncate, client_id, now_ns, path)
+            result = self._open_existing(txn, inode, components, write, truncate, client_id, now_ns, path)
+            return result if isinstance(result, _NeedsTruncate) else self._recorded(txn, key, result)
 
     def _open_existing(self, txn: Txn, inode, components, write, truncate, client_id, now_ns, path):
         self._check_file(inode, path)
@@ -151,18 +200,30 @@ class FileOps:
 
     # -- close / sync ------------------------------------------------------
     def close(self, inode_id: int, session_id: int, now_ns: int, length_hint: int = 0,
-              update_mtime: bool = False) -> types_pb2.Inode:
+              update_mtime: bool = False, request_id: str = "") -> types_pb2.Inode:
         """End a write session; the last one makes the length exact (asks storage)."""
+        key = self.idem.key("Close", request_id, now_ns)
         if session_id == 0:
             raise InvalidArgument("close needs the write session id (read-only opens are not tracked)")
-        return self._settle_length(inode_id, now_ns, length_hint, update_mtime, session_id)
+        return self._once(key, lambda: self._settle_length(inode_id, now_ns, length_hint, update_mtime,
+                                                           session_id, None, key))
 
-    def sync(self, inode_id: int, now_ns: int, length_hint: int = 0,
-             update_mtime: bool = False) -> types_pb2.Inode:
-        """fsync: make the stored length exact from storage, keep sessions open."""
-        return self._settle_length(inode_id, now_ns, length_hint, update_mtime, None)
+    def sync(self, inode_id: int, now_ns: int, length_hint: int = 0, update_mtime: bool = False,
+             truncate_version: int | None = None) -> types_pb2.Inode:
+        """fsync: make the stored length exact from storage, keep sessions open.
 
-    def _settle_length(self, inode_id, now_ns, length_hint, update_mtime, session_id) -> types_pb2.Inode:
+        truncate_version: the file's truncate version the hint was measured
+        against; a hint from before a truncate is ignored (it may describe bytes
+        the truncate cut). None (unknown) trusts the hint only on a file that was
+        never truncated.
+        """
+        return self._settle_length(inode_id, now_ns, length_hint, update_mtime, None,
+                                   truncate_version if truncate_version is not None else 0, None)
+
+    def _settle_length(self, inode_id, now_ns, length_hint, update_mtime, session_id, hint_truncate_version,
+                       key) -> types_pb2.Inode:
+        """The hint counts when it was measured at the inode's current truncate version: the
+        session's (close) or hint_truncate_version's (sync)."""
         for _ in range(LENGTH_SETTLE_ATTEMPTS_MAX):
             with self.store.read() as txn:
                 seen, _ = load_file_any(txn, inode_id)
@@ -173,28 +234,36 @@ class FileOps:
             last_writer = session_id is None or seen.open_write_sessions <= 1
             extent = self.chunk_store.file_length_from_chunks(inode_id, layout_of(seen)) if last_writer else 0
             with self.store.write() as txn:
+                self.idem.check(txn, key)
                 inode, where = load_file_any(txn, inode_id)
                 if inode.truncate_version != seen.truncate_version:
                     continue  # a truncate raced with the storage query: ask again
-                hint_valid = True
                 if session_id is not None:
-                    hint_valid = get_session(txn, inode_id, session_id).truncate_version == inode.truncate_version
+                    hint_truncate_version = get_session(txn, inode_id, session_id).truncate_version
                     close_session(txn, inode, session_id)
+                hint_valid = hint_truncate_version == inode.truncate_version
                 inode.length = max(inode.length, extent, length_hint if hint_valid else 0)
                 if update_mtime:
                     inode.mtime_ns = inode.ctime_ns = now_ns
                 store_file_any(txn, inode, where)
-                return inode
+                return self._recorded(txn, key, inode)
         raise Unavailable(f"inode {inode_id} was truncated concurrently; retry")
 
     # -- truncate / copy ---------------------------------------------------
-    def truncate(self, path: str, length: int, now_ns: int) -> tuple[types_pb2.Inode, str]:
-        with self.store.read() as txn:
-            inode, components = resolve(txn, path, True)
-            self._check_file(inode, path)
-        return self._truncate_inode(inode.id, length, now_ns), as_path(components)
+    def truncate(self, path: str, length: int, now_ns: int, request_id: str = "") -> tuple[types_pb2.Inode, str]:
+        key = self.idem.key("Truncate", request_id, now_ns)
 
-    def _truncate_inode(self, inode_id: int, length: int, now_ns: int) -> types_pb2.Inode:
+        def run():
+            with self.store.read() as txn:
+                inode, components = resolve(txn, path, True)
+                self._check_file(inode, path)
+            path_shown = as_path(components)
+            return self._truncate_inode(inode.id, length, now_ns, key, lambda i: (i, path_shown))
+
+        return self._once(key, run)
+
+    def _truncate_inode(self, inode_id: int, length: int, now_ns: int, key: IdemKey | None = None,
+                        result_of=lambda inode: inode):
         """Storage first (cut the chunk at length, drop later ones), then the inode."""
         with self.store.read() as txn:
             inode, _ = load_file_any(txn, inode_id)
@@ -204,35 +273,10 @@ class FileOps:
             raise TooLarge(f"length {length} exceeds the largest file of this layout")
         self.chunk_store.truncate(inode_id, layout_of(inode), length)
         with self.store.write() as txn:
+            self.idem.check(txn, key)
             inode, where = load_file_any(txn, inode_id)
             inode.length = length
             inode.truncate_version += 1
             inode.mtime_ns = inode.ctime_ns = now_ns
             store_file_any(txn, inode, where)
-            return inode
-
-    def copy_file(self, src: str, dst: str, now_ns: int, parents: bool = False) -> tuple[types_pb2.Inode, str]:
-        """Server-side copy: create dst (replacing a file there), copy chunks, close with src's length."""
-        with self.store.read() as txn:
-            source, _ = resolve(txn, src, True)
-            self._check_file(source, src)
-            try:
-                existing, _ = resolve(txn, dst, True)
-            except NotFound:
-                existing = None
-            if existing is not None and existing.id == source.id:
-                raise InvalidArgument(f"{src} and {dst} are the same file")
-        target, session_id, dst_path = self.create(dst, now_ns, mode=source.mode, truncate=True,
-                                                   parents=parents, open_for_write=True,
-                                                   client_id="meta-copy")
-        try:
-            self.chunk_store.copy_file_chunks(source.id, layout_of(source), source.length,
-                                              target.id, layout_of(target))
-        except BaseException:
-            try:
-                self.close(target.id, session_id, now_ns)
-            except Exception:  # the copy error is the one to report
-                log.exception("closing %s after a failed copy", dst_path)
-            raise
-        return self.close(target.id, session_id, now_ns, length_hint=source.length, update_mtime=True), dst_path
-
+            return self._recorded(txn, key, result_of(inode))

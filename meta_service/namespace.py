@@ -5,6 +5,9 @@ operation runs in one write transaction, so any error (raised before the
 commit) leaves the store exactly as it was. File data operations that need
 storage (open/close/sync/truncate/copy) live in ``files.FileOps``; this class
 adds the tree operations and the constructor.
+
+Every mutation takes an optional ``request_id``: the first outcome is recorded
+with the mutation (idempotency.py) and a retry with the same id gets it back.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from fireflyfs.proto import meta_pb2, types_pb2
 
 from .chunk_store import ChunkStore
 from .files import FileOps
+from .idempotency import IdemTable
 from .layouts import root_layout
 from .records import check_mode, make_dirs, new_inode, release_link, touch_dir
 from .resolve import DIR, FILE, ROOT_ID, SYMLINK, as_path, load_inode, resolve, resolve_parent
@@ -28,11 +32,13 @@ from .store import Store, Txn
 
 class Namespace(FileOps):
     def __init__(self, store: Store, chunk_store: ChunkStore, rng: random.Random | None = None,
-                 now_ns: int = 0) -> None:
+                 now_ns: int = 0, idem: IdemTable | None = None) -> None:
         self.store = store
         self.chunk_store = chunk_store
         self.rng = rng or random.Random()
+        self.idem = idem or IdemTable()
         self._ensure_root(now_ns)
+        self._end_orphaned_copies(now_ns)
 
     def _ensure_root(self, now_ns: int) -> None:
         with self.store.write() as txn:
@@ -59,6 +65,14 @@ class Namespace(FileOps):
                 except FfsError as exc:
                     results.append(meta_pb2.StatResult(error=error_name(exc), message=str(exc)))
         return results
+
+    def stat_inodes(self, inode_ids: list[int]) -> list[meta_pb2.InodeState]:
+        """Per id: linked in the namespace, or unlinked with chunks still due to GC (fsck asks)."""
+        if len(inode_ids) > limits.stat_inodes_ids_max:
+            raise TooLarge(f"{len(inode_ids)} ids in one StatInodes; at most {limits.stat_inodes_ids_max}")
+        with self.store.read() as txn:
+            return [meta_pb2.InodeState(inode_id=i, exists=txn.get_inode(i) is not None,
+                                        gc_pending=txn.get_gc(i) is not None) for i in inode_ids]
 
     def readlink(self, path: str) -> str:
         with self.store.read() as txn:
@@ -138,19 +152,31 @@ class Namespace(FileOps):
 
     # -- directory entries -------------------------------------------------
     def mkdirs(self, path: str, now_ns: int, mode: int = 0, parents: bool = False, exist_ok: bool = False,
-               layout: types_pb2.Layout | None = None) -> tuple[types_pb2.Inode, str]:
-        components = path_components(path)
-        mode = check_mode(mode or 0o755)
-        with self.store.write() as txn:
-            inode, done = make_dirs(txn, components, now_ns, mode, parents, exist_ok, layout, path)
-            return inode, as_path(done)
+               layout: types_pb2.Layout | None = None, request_id: str = "") -> tuple[types_pb2.Inode, str]:
+        key = self.idem.key("Mkdirs", request_id, now_ns)
 
-    def symlink(self, path: str, target: str, now_ns: int) -> tuple[types_pb2.Inode, str]:
+        def run():
+            components = path_components(path)
+            with self.store.write() as txn:
+                self.idem.check(txn, key)
+                inode, done = make_dirs(txn, components, now_ns, check_mode(mode or 0o755), parents,
+                                        exist_ok, layout, path)
+                return self._recorded(txn, key, (inode, as_path(done)))
+
+        return self._once(key, run)
+
+    def symlink(self, path: str, target: str, now_ns: int,
+                request_id: str = "") -> tuple[types_pb2.Inode, str]:
+        key = self.idem.key("Symlink", request_id, now_ns)
+        return self._once(key, lambda: self._symlink(path, target, now_ns, key))
+
+    def _symlink(self, path, target, now_ns, key) -> tuple[types_pb2.Inode, str]:
         if not target or "\x00" in target:
             raise InvalidArgument(f"invalid symlink target {target!r}")
         if len(target.encode("utf-8", "surrogatepass")) > limits.symlink_target_bytes_max:
             raise InvalidArgument(f"symlink target longer than {limits.symlink_target_bytes_max} bytes")
         with self.store.write() as txn:
+            self.idem.check(txn, key)
             parent, parent_components, name = resolve_parent(txn, path, "create a symlink at")
             if txn.get_dentry(parent.id, name) is not None:
                 raise AlreadyExists(f"{path} already exists")
@@ -159,10 +185,15 @@ class Namespace(FileOps):
             txn.put_inode(inode)
             txn.put_dentry(parent.id, name, inode.id, SYMLINK)
             touch_dir(txn, parent, now_ns)
-            return inode, as_path(parent_components + [name])
+            return self._recorded(txn, key, (inode, as_path(parent_components + [name])))
 
-    def hardlink(self, src: str, dst: str, now_ns: int) -> tuple[types_pb2.Inode, str]:
+    def hardlink(self, src: str, dst: str, now_ns: int, request_id: str = "") -> tuple[types_pb2.Inode, str]:
+        key = self.idem.key("HardLink", request_id, now_ns)
+        return self._once(key, lambda: self._hardlink(src, dst, now_ns, key))
+
+    def _hardlink(self, src, dst, now_ns, key) -> tuple[types_pb2.Inode, str]:
         with self.store.write() as txn:
+            self.idem.check(txn, key)
             inode, _ = resolve(txn, src, follow_last=False)
             if inode.type == DIR:
                 raise PermissionDenied(f"{src} is a directory; hard links to directories are not allowed")
@@ -174,12 +205,17 @@ class Namespace(FileOps):
             txn.put_inode(inode)
             txn.put_dentry(parent.id, name, inode.id, inode.type)
             touch_dir(txn, parent, now_ns)
-            return inode, as_path(parent_components + [name])
+            return self._recorded(txn, key, (inode, as_path(parent_components + [name])))
 
     def remove(self, path: str, now_ns: int, recursive: bool = False, directory_only: bool = False,
-               file_only: bool = False) -> None:
+               file_only: bool = False, request_id: str = "") -> None:
         """unlink / rmdir / rm -r, each one transaction; unlinked files go to the GC queue."""
+        key = self.idem.key("Remove", request_id, now_ns)
+        return self._once(key, lambda: self._remove(path, now_ns, recursive, directory_only, file_only, key))
+
+    def _remove(self, path, now_ns, recursive, directory_only, file_only, key) -> None:
         with self.store.write() as txn:
+            self.idem.check(txn, key)
             parent, _, name = resolve_parent(txn, path, "remove")
             entry = txn.get_dentry(parent.id, name)
             if entry is None:
@@ -199,6 +235,7 @@ class Namespace(FileOps):
                 release_link(txn, inode, now_ns)
             txn.delete_dentry(parent.id, name)
             touch_dir(txn, parent, now_ns)
+            self.idem.record(txn, key, None)
 
     def _remove_tree(self, txn: Txn, top_id: int, now_ns: int) -> None:
         """Delete everything below directory top_id (not top itself)."""
@@ -214,9 +251,14 @@ class Namespace(FileOps):
                 else:
                     release_link(txn, child, now_ns)
 
-    def rename(self, src: str, dst: str, now_ns: int, no_replace: bool = False) -> None:
+    def rename(self, src: str, dst: str, now_ns: int, no_replace: bool = False, request_id: str = "") -> None:
         """Atomic rename, POSIX rules for an existing target; one transaction."""
+        key = self.idem.key("Rename", request_id, now_ns)
+        return self._once(key, lambda: self._rename(src, dst, now_ns, no_replace, key))
+
+    def _rename(self, src, dst, now_ns, no_replace, key) -> None:
         with self.store.write() as txn:
+            self.idem.check(txn, key)
             src_parent, _, src_name = resolve_parent(txn, src, "rename")
             dst_parent, _, dst_name = resolve_parent(txn, dst, "rename onto")
             entry = txn.get_dentry(src_parent.id, src_name)
@@ -228,6 +270,7 @@ class Namespace(FileOps):
             target_entry = txn.get_dentry(dst_parent.id, dst_name)
             if target_entry is not None:
                 if target_entry.inode_id == moved.id:
+                    self.idem.record(txn, key, None)
                     return  # same file (or hard links to it): POSIX says do nothing
                 if no_replace:
                     raise AlreadyExists(f"{dst} already exists")
@@ -253,6 +296,7 @@ class Namespace(FileOps):
             else:
                 touch_dir(txn, load_inode(txn, src_parent.id), now_ns)
                 touch_dir(txn, load_inode(txn, dst_parent.id), now_ns)
+            self.idem.record(txn, key, None)
 
     @staticmethod
     def _check_not_descendant(txn: Txn, dir_id: int, dst_parent: types_pb2.Inode, src: str, dst: str) -> None:
@@ -268,8 +312,15 @@ class Namespace(FileOps):
 
     def setattr(self, path: str, now_ns: int, follow_symlinks: bool = True, mode: int | None = None,
                 uid: int | None = None, gid: int | None = None, mtime_ns: int | None = None,
-                atime_ns: int | None = None) -> tuple[types_pb2.Inode, str]:
+                atime_ns: int | None = None, request_id: str = "") -> tuple[types_pb2.Inode, str]:
+        key = self.idem.key("SetAttr", request_id, now_ns)
+        return self._once(key, lambda: self._setattr(path, now_ns, follow_symlinks, mode, uid, gid,
+                                                     mtime_ns, atime_ns, key))
+
+    def _setattr(self, path, now_ns, follow_symlinks, mode, uid, gid, mtime_ns, atime_ns,
+                 key) -> tuple[types_pb2.Inode, str]:
         with self.store.write() as txn:
+            self.idem.check(txn, key)
             inode, components = resolve(txn, path, follow_symlinks)
             if mode is not None:
                 inode.mode = check_mode(mode)
@@ -283,7 +334,7 @@ class Namespace(FileOps):
                 inode.atime_ns = atime_ns
             inode.ctime_ns = now_ns
             txn.put_inode(inode)
-            return inode, as_path(components)
+            return self._recorded(txn, key, (inode, as_path(components)))
 
 
 __all__ = ["Namespace", "FILE", "DIR", "SYMLINK", "ROOT_ID"]

@@ -1,4 +1,9 @@
-"""Thin gRPC shell over Namespace (service ``Meta``): parse, call, wrap the reply."""
+"""Thin gRPC shell over Namespace (service ``Meta``): parse, call, wrap the reply.
+
+Mutations pass the request's ``request_id`` through: Namespace records the
+outcome with the mutation, so a client retrying after a lost reply (or a meta
+restart) gets the first answer back (idempotency.py).
+"""
 
 from __future__ import annotations
 
@@ -40,26 +45,29 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
     def Mkdirs(self, request, context):
         return self._inode_reply(self.ns.mkdirs(
             request.path, time.time_ns(), mode=request.mode, parents=request.parents,
-            exist_ok=request.exist_ok, layout=_optional(request, "layout")))
+            exist_ok=request.exist_ok, layout=_optional(request, "layout"), request_id=request.request_id))
 
     def Create(self, request, context):
         return self._open_reply(self.ns.create(
             request.path, time.time_ns(), mode=request.mode, exclusive=request.exclusive,
             truncate=request.truncate, parents=request.parents, open_for_write=request.open_for_write,
-            client_id=request.client_id, layout=_optional(request, "layout")))
+            client_id=request.client_id, layout=_optional(request, "layout"), request_id=request.request_id))
 
     def Open(self, request, context):
         return self._open_reply(self.ns.open(request.path, time.time_ns(), write=request.write,
-                                             truncate=request.truncate, client_id=request.client_id))
+                                             truncate=request.truncate, client_id=request.client_id,
+                                             request_id=request.request_id))
 
     def Close(self, request, context):
         inode = self.ns.close(request.inode_id, request.session_id, time.time_ns(),
-                              length_hint=request.length_hint, update_mtime=request.update_mtime)
+                              length_hint=request.length_hint, update_mtime=request.update_mtime,
+                              request_id=request.request_id)
         return meta_pb2.InodeReply(inode=inode)
 
     def Sync(self, request, context):
         inode = self.ns.sync(request.inode_id, time.time_ns(), length_hint=request.length_hint,
-                             update_mtime=request.update_mtime)
+                             update_mtime=request.update_mtime,
+                             truncate_version=_optional(request, "truncate_version"))
         return meta_pb2.InodeReply(inode=inode)
 
     def List(self, request, context):
@@ -72,31 +80,37 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
         return meta_pb2.FindReply(entries=entries, more=more)
 
     def Rename(self, request, context):
-        self.ns.rename(request.src, request.dst, time.time_ns(), no_replace=request.no_replace)
+        self.ns.rename(request.src, request.dst, time.time_ns(), no_replace=request.no_replace,
+                       request_id=request.request_id)
         return types_pb2.Empty()
 
     def Remove(self, request, context):
         self.ns.remove(request.path, time.time_ns(), recursive=request.recursive,
-                       directory_only=request.directory_only, file_only=request.file_only)
+                       directory_only=request.directory_only, file_only=request.file_only,
+                       request_id=request.request_id)
         return types_pb2.Empty()
 
     def Symlink(self, request, context):
-        return self._inode_reply(self.ns.symlink(request.path, request.target, time.time_ns()))
+        return self._inode_reply(self.ns.symlink(request.path, request.target, time.time_ns(),
+                                                 request_id=request.request_id))
 
     def ReadLink(self, request, context):
         return meta_pb2.ReadLinkReply(target=self.ns.readlink(request.path))
 
     def HardLink(self, request, context):
-        return self._inode_reply(self.ns.hardlink(request.src, request.dst, time.time_ns()))
+        return self._inode_reply(self.ns.hardlink(request.src, request.dst, time.time_ns(),
+                                                  request_id=request.request_id))
 
     def SetAttr(self, request, context):
         return self._inode_reply(self.ns.setattr(
             request.path, time.time_ns(), follow_symlinks=request.follow_symlinks,
             mode=_optional(request, "mode"), uid=_optional(request, "uid"), gid=_optional(request, "gid"),
-            mtime_ns=_optional(request, "mtime_ns"), atime_ns=_optional(request, "atime_ns")))
+            mtime_ns=_optional(request, "mtime_ns"), atime_ns=_optional(request, "atime_ns"),
+            request_id=request.request_id))
 
     def Truncate(self, request, context):
-        return self._inode_reply(self.ns.truncate(request.path, request.length, time.time_ns()))
+        return self._inode_reply(self.ns.truncate(request.path, request.length, time.time_ns(),
+                                                  request_id=request.request_id))
 
     def StatFs(self, request, context):
         reply = self.ns.statfs()
@@ -107,4 +121,7 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
 
     def CopyFile(self, request, context):
         return self._inode_reply(self.ns.copy_file(request.src, request.dst, time.time_ns(),
-                                                   parents=request.parents))
+                                                   parents=request.parents, request_id=request.request_id))
+
+    def StatInodes(self, request, context):
+        return meta_pb2.StatInodesReply(states=self.ns.stat_inodes(list(request.inode_ids)))

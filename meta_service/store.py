@@ -12,6 +12,8 @@ record lives in its own named DB instead):
     targets       target id (8 B BE)                  -> types.TargetInfo
     chains        chain id (4 B BE)                   -> types.ChainInfo
     chain_tables  table id (4 B BE)                   -> types.ChainTable
+    idem          request id (utf-8)                  -> meta.IdemRecord (idempotency.py)
+    idem_expiry   created_ns (8 B BE) + request id    -> empty (TTL index of idem)
 
 Big-endian ids keep a directory's entries (and an inode's sessions) in one
 contiguous key range, so a listing is one prefix range scan.
@@ -43,7 +45,7 @@ from fireflyfs.common.errors import NoSpace
 from fireflyfs.proto import meta_pb2, types_pb2
 
 DB_NAMES = ("inodes", "dentries", "sessions", "gc", "counters",
-            "nodes", "targets", "chains", "chain_tables")
+            "nodes", "targets", "chains", "chain_tables", "idem", "idem_expiry")
 
 # Address space reserved for the map, not disk: data.mdb grows only as pages are used.
 MAP_SIZE_BYTES_DEFAULT = 16 << 30

@@ -94,3 +94,23 @@ def test_command_line_flags_build_the_config(tmp_path):
         assert server.namespace.stat("/synced")[1] == "/synced"
     finally:
         server.stop(0)
+
+
+def test_request_ids_replay_and_stat_inodes_over_grpc(served):
+    meta, mgmtd, _chunks = served
+    mgmtd.RegisterNode(mgmtd_pb2.RegisterNodeRequest(
+        node_id=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:5",
+        targets=[types_pb2.TargetInfo(id=101, capacity_bytes=1000)]))
+    mgmtd.CreateChainTable(mgmtd_pb2.CreateChainTableRequest(replicas=1))
+    create = meta_pb2.CreateRequest(path="/f", exclusive=True, request_id="req-1")
+    first = meta.Create(create)
+    assert meta.Create(create) == first, "a retried exclusive create answers as the first did"
+    rename = meta_pb2.RenameRequest(src="/f", dst="/g", request_id="req-2")
+    meta.Rename(rename)
+    meta.Rename(rename)   # no NotFound for the client's own first attempt
+    with pytest.raises(errors.NotFound):
+        with errors.rpc_errors_mapped():
+            meta.Rename(meta_pb2.RenameRequest(src="/f", dst="/g", request_id="req-3"))
+    meta.Remove(meta_pb2.RemoveRequest(path="/g"))
+    states = meta.StatInodes(meta_pb2.StatInodesRequest(inode_ids=[first.inode.id, 1, 424242])).states
+    assert [(s.exists, s.gc_pending) for s in states] == [(False, True), (True, False), (False, False)]
