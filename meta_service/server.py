@@ -17,6 +17,7 @@ from .chunk_store import ChunkStore, LazyStorageClient
 from .gc import GarbageCollector
 from .mgmtd.cluster import HEARTBEAT_TIMEOUT_MS_DEFAULT, ClusterState
 from .mgmtd.servicer import MgmtdServicer
+from .mgmtd.ticker import ClusterTicker
 from .namespace import Namespace
 from .servicer import MetaServicer
 from .store import MAP_SIZE_BYTES_DEFAULT, Store
@@ -50,6 +51,7 @@ class MetaServer:
         self.chunk_store = chunk_store or LazyStorageClient(self.address, f"meta-{os.getpid()}")
         now_ns = time.time_ns()
         self.cluster = ClusterState(self.store, config.heartbeat_timeout_ms, now_ns // 1_000_000)
+        self.ticker = ClusterTicker(self.cluster)  # times out silent nodes, advances chains (1 s)
         self.namespace = Namespace(self.store, self.chunk_store, random.Random(os.urandom(16)), now_ns)
         self.gc = GarbageCollector(self.store, self.chunk_store, config.gc_interval_ms, config.gc_delay_ms)
         meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster), self.server)
@@ -59,6 +61,7 @@ class MetaServer:
     def start(self) -> None:
         self.server.start()
         self.gc.start()
+        self.ticker.start()
         log.info("meta service listening on %s (data %s, fsync=%s)", self.address, self.config.data_dir,
                  self.config.fsync)
 
@@ -68,6 +71,7 @@ class MetaServer:
         self._stopped.set()
         log.info("meta service stopping")
         self.server.stop(grace_s).wait()
+        self.ticker.stop()
         self.gc.stop()
         if hasattr(self.chunk_store, "close"):
             self.chunk_store.close()

@@ -1,16 +1,25 @@
 """Cluster manager state: nodes, targets, chains, chain tables and the routing version.
 
-Registration, chain tables and status changes are persisted in the meta
-LMDB (nodes/targets/chains/chain_tables DBs) in one transaction each, and each
-one bumps the persisted routing version. Heartbeat-fed figures that change all
-the time (last heartbeat time, used bytes, chunk counts) stay in memory and are
-merged into every routing snapshot without a version bump; a change of node
-status (HEARTBEAT_CONNECTED <-> HEARTBEAT_FAILED, derived from heartbeat age
-against ``now_ms``) or of a target's local state is persisted and bumps it.
-After a restart every known node gets a fresh grace period (its last
-heartbeat counts as "now"), so a restart of this process fails nobody.
+Registration, chain tables, status and state changes are persisted in the meta
+LMDB (nodes/targets/chains/chain_tables DBs; node incarnations and admin
+offline flags as named counters) in one transaction each, and each change bumps
+the persisted routing version. Heartbeat figures that change all the time
+(last heartbeat time, used bytes, chunk counts) stay in memory and are merged
+into every routing snapshot without a version bump.
 
-Target public state is SERVING for now; the state machine comes with CRAQ.
+What feeds the target-state machine (target_states.py), and why:
+  * the local state a storage node reports for each target in its heartbeat;
+  * LOCAL_OFFLINE inferred for every target of a node whose last heartbeat is
+    older than the heartbeat timeout (the node is presumed dead; storage fences
+    itself at half that, so it stopped serving before we move its chains on);
+  * LOCAL_OFFLINE for every target of a node that registers with a NEW
+    incarnation (process start time): a restarted process may have missed
+    writes, so it must resync instead of resuming SERVING;
+  * LOCAL_OFFLINE for targets an operator set offline (SetTargetState).
+Each of these, and a periodic ``tick``, runs one round of chain recomputation
+(chain_updater.py) in the same transaction. After a restart of this process
+every known node gets a fresh grace period (its last heartbeat counts as
+"now"), so restarting mgmtd fails nobody.
 """
 
 from __future__ import annotations
@@ -22,11 +31,14 @@ from fireflyfs.common.errors import AlreadyExists, InvalidArgument, NotFound
 from fireflyfs.proto import mgmtd_pb2, types_pb2
 
 from ..store import Store, Txn, u32_key, u64_key
-from .chain_table import DEFAULT_REPLICAS, generate_chains
+from .chain_table import default_replicas, generate_chains
+from .chain_updater import update_chains
+from .target_states import LocalState
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT_MS_DEFAULT = 10_000
+_ADMIN_OFFLINE_PREFIX = "mgmtd.admin_offline."
 
 
 def _records(txn: Txn, db: str, message_cls) -> list:
@@ -38,9 +50,15 @@ def _records(txn: Txn, db: str, message_cls) -> list:
     return out
 
 
+def _incarnation_key(node_id: int) -> str:
+    return f"mgmtd.incarnation.{node_id}"
+
+
 class ClusterState:
     def __init__(self, store: Store, heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT,
                  now_ms: int = 0) -> None:
+        if heartbeat_timeout_ms <= 0:
+            raise InvalidArgument(f"heartbeat timeout must be positive, got {heartbeat_timeout_ms} ms")
         self.store = store
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self._lock = threading.RLock()
@@ -49,12 +67,15 @@ class ClusterState:
             if txn.get_counter("routing_version", 0) == 0:
                 txn.set_counter("routing_version", 1)
             nodes = _records(txn, "nodes", types_pb2.NodeInfo)
+            self._admin_offline = {int(key.decode()[len(_ADMIN_OFFLINE_PREFIX):])
+                                   for key, _ in txn.scan("counters", _ADMIN_OFFLINE_PREFIX.encode())}
         self._last_heartbeat_ms = {node.id: now_ms for node in nodes}
         self._status = {node.id: node.status for node in nodes}
 
     # -- writes ------------------------------------------------------------
     def register_node(self, node_id: int, node_type: int, address: str, targets: list[types_pb2.TargetInfo],
-                      now_ms: int, hostname: str = "", pid: int = 0) -> types_pb2.RoutingInfo:
+                      now_ms: int, hostname: str = "", pid: int = 0,
+                      incarnation: int = 0) -> types_pb2.RoutingInfo:
         if node_id <= 0:
             raise InvalidArgument(f"node id must be positive, got {node_id}")
         if node_type == types_pb2.NODE_TYPE_UNSPECIFIED:
@@ -68,23 +89,33 @@ class ClusterState:
         if targets and node_type != types_pb2.NODE_STORAGE:
             raise InvalidArgument("only storage nodes have targets")
         with self._lock, self.store.write() as txn:
+            for target in targets:
+                old = txn.get_msg("targets", u64_key(target.id), types_pb2.TargetInfo)
+                if old is not None and old.node_id != node_id:
+                    raise InvalidArgument(f"target {target.id} belongs to node {old.node_id}, not {node_id}")
+            known = txn.get_counter(_incarnation_key(node_id), 0)
+            if incarnation and incarnation < known:
+                raise InvalidArgument(f"node {node_id}: incarnation {incarnation} is older than the "
+                                      f"registered {known}; a newer process of this node registered")
             changed = False
             for target in targets:
                 key = u64_key(target.id)
                 old = txn.get_msg("targets", key, types_pb2.TargetInfo)
-                if old is not None and old.node_id != node_id:
-                    raise InvalidArgument(f"target {target.id} belongs to node {old.node_id}, not {node_id}")
                 record = types_pb2.TargetInfo()
                 if old is not None:
                     record.CopyFrom(old)
                 else:
                     record.id, record.node_id = target.id, node_id
                     record.public_state = types_pb2.SERVING
-                    record.local_state = types_pb2.UPTODATE
+                    record.local_state = types_pb2.ONLINE
                 record.path, record.capacity_bytes = target.path, target.capacity_bytes
                 if record != old:
                     txn.put_msg("targets", key, record)
                     changed = True
+            if incarnation and incarnation != known:
+                txn.set_counter(_incarnation_key(node_id), incarnation)
+                if known:
+                    changed |= self._restarted(txn, node_id, known, incarnation)
             node = types_pb2.NodeInfo(id=node_id, type=node_type, address=address,
                                       status=types_pb2.HEARTBEAT_CONNECTED, hostname=hostname, pid=pid)
             old_node = txn.get_msg("nodes", u32_key(node_id), types_pb2.NodeInfo)
@@ -93,63 +124,120 @@ class ClusterState:
                 changed = True
                 log.info("node %d registered at %s (was %s)", node_id, address,
                          old_node.address if old_node else "unknown")
-            if changed:
-                self._bump(txn)
             self._last_heartbeat_ms[node_id] = now_ms
             self._status[node_id] = types_pb2.HEARTBEAT_CONNECTED
+            changed |= self._update_chains(txn, f"node {node_id} registered")
+            if changed:
+                self._bump(txn)
         return self.routing(now_ms)
 
-    def heartbeat(self, node_id: int, targets: list[mgmtd_pb2.TargetHeartbeat], now_ms: int) -> int:
-        """Record a heartbeat; returns the routing version the node should hold."""
+    def heartbeat(self, node_id: int, targets: list[mgmtd_pb2.TargetHeartbeat], now_ms: int,
+                  incarnation: int = 0) -> int:
+        """Record a heartbeat, advance the chains; returns the routing version the node should hold."""
         with self._lock:
             if node_id not in self._last_heartbeat_ms:
                 raise NotFound(f"node {node_id} is not registered; call RegisterNode first")
-            with self.store.read() as txn:
-                records = {t.id: t for t in _records(txn, "targets", types_pb2.TargetInfo)}
-            moved = []
-            for beat in targets:
-                record = records.get(beat.target_id)
-                if record is None or record.node_id != node_id:
-                    raise InvalidArgument(f"target {beat.target_id} is not registered on node {node_id}")
-                self._usage[beat.target_id] = beat
-                if beat.local_state and beat.local_state != record.local_state:
-                    log.info("target %d local state %s -> %s (heartbeat)", record.id,
-                             types_pb2.LocalTargetState.Name(record.local_state),
-                             types_pb2.LocalTargetState.Name(beat.local_state))
-                    record.local_state = beat.local_state
-                    moved.append(record)
-            if moved:
-                with self.store.write() as txn:
-                    for record in moved:
+            with self.store.write() as txn:
+                known = txn.get_counter(_incarnation_key(node_id), 0)
+                if incarnation and known and incarnation != known:
+                    if incarnation < known:
+                        raise InvalidArgument(f"node {node_id}: heartbeat from incarnation {incarnation}, "
+                                              f"but incarnation {known} registered since")
+                    raise NotFound(f"node {node_id}: incarnation {incarnation} never registered; "
+                                   "call RegisterNode first")
+                records = {}
+                for beat in targets:
+                    record = txn.get_msg("targets", u64_key(beat.target_id), types_pb2.TargetInfo)
+                    if record is None or record.node_id != node_id:
+                        raise InvalidArgument(f"target {beat.target_id} is not registered on node {node_id}")
+                    records[beat.target_id] = record
+                changed = False
+                for beat in targets:
+                    self._usage[beat.target_id] = beat
+                    record = records[beat.target_id]
+                    # A beat without a state still proves the node is alive: at least ONLINE.
+                    reported = beat.local_state or types_pb2.ONLINE
+                    if reported != record.local_state:
+                        log.info("target %d local state %s -> %s (heartbeat)", record.id,
+                                 types_pb2.LocalTargetState.Name(record.local_state),
+                                 types_pb2.LocalTargetState.Name(reported))
+                        record.local_state = reported
                         txn.put_msg("targets", u64_key(record.id), record)
+                        changed = True
+                self._last_heartbeat_ms[node_id] = now_ms
+                changed |= self._refresh_status(txn, now_ms)
+                changed |= self._update_chains(txn, f"heartbeat of node {node_id}")
+                if changed:
                     self._bump(txn)
-            self._last_heartbeat_ms[node_id] = now_ms
-            self.refresh_status(now_ms)
-            return self.routing_version()
+                return txn.get_counter("routing_version", 1)
+
+    def tick(self, now_ms: int) -> bool:
+        """The periodic round: time out silent nodes, advance every chain; True when routing moved."""
+        with self._lock, self.store.write() as txn:
+            changed = self._refresh_status(txn, now_ms)
+            changed |= self._update_chains(txn, "periodic update")
+            if changed:
+                self._bump(txn)
+            return changed
 
     def refresh_status(self, now_ms: int) -> bool:
-        """Persist node status changes implied by heartbeat age; True when the version moved."""
+        """Apply node timeouts due by now_ms (no write when none is); True when routing moved."""
         with self._lock:
-            wanted = {node_id: self._status_at(node_id, now_ms) for node_id in self._last_heartbeat_ms}
-            if all(self._status.get(node_id) == status for node_id, status in wanted.items()):
+            if all(self._status.get(n) == self._status_at(n, now_ms) for n in self._last_heartbeat_ms):
                 return False
+            return self.tick(now_ms)
+
+    def set_target_state(self, target_id: int, offline: bool,
+                         now_ms: int) -> tuple[types_pb2.ChainInfo | None, types_pb2.TargetInfo, int]:
+        """Administrative offline/online of one target; (its chain, the target, routing version).
+
+        Offline holds the target OFFLINE until set online. Taking the last
+        SERVING target of a chain offline is refused: it would stop the chain.
+        """
+        with self._lock:
+            self.refresh_status(now_ms)
             with self.store.write() as txn:
-                for node_id, status in wanted.items():
-                    if self._status.get(node_id) == status:
-                        continue
-                    node = txn.get_msg("nodes", u32_key(node_id), types_pb2.NodeInfo)
-                    log.warning("node %d status %s -> %s (last heartbeat %d ms ago)", node_id,
-                                types_pb2.NodeStatus.Name(node.status), types_pb2.NodeStatus.Name(status),
-                                now_ms - self._last_heartbeat_ms[node_id])
-                    node.status = status
-                    txn.put_msg("nodes", u32_key(node_id), node)
-                    self._status[node_id] = status
-                self._bump(txn)
-            return True
+                record = txn.get_msg("targets", u64_key(target_id), types_pb2.TargetInfo)
+                if record is None:
+                    raise NotFound(f"target {target_id} does not exist")
+                chain = (txn.get_msg("chains", u32_key(record.chain_id), types_pb2.ChainInfo)
+                         if record.chain_id else None)
+                admin = set(self._admin_offline)
+                if offline and target_id not in admin and chain is not None:
+                    others = [txn.get_msg("targets", u64_key(t), types_pb2.TargetInfo)
+                              for t in chain.targets if t != target_id]
+                    if (record.public_state == types_pb2.SERVING
+                            and not any(o.public_state == types_pb2.SERVING for o in others)):
+                        raise InvalidArgument(f"target {target_id} is the last SERVING target of chain "
+                                              f"{chain.id}; taking it offline would stop the chain")
+                flag = _ADMIN_OFFLINE_PREFIX + str(target_id)
+                changed = (target_id in admin) != offline
+                if changed:
+                    log.warning("target %d administratively %s", target_id, "offline" if offline else "online")
+                if offline:
+                    admin.add(target_id)
+                    txn.set_counter(flag, 1)
+                else:
+                    admin.discard(target_id)
+                    txn.delete("counters", flag.encode())
+                changed |= self._update_chains(txn, f"admin set target {target_id} "
+                                                    f"{'offline' if offline else 'online'}", admin)
+                if changed:
+                    self._bump(txn)
+                self._admin_offline = admin
+                record = txn.get_msg("targets", u64_key(target_id), types_pb2.TargetInfo)
+                chain = (txn.get_msg("chains", u32_key(record.chain_id), types_pb2.ChainInfo)
+                         if record.chain_id else None)
+                return chain, record, txn.get_counter("routing_version", 1)
 
     def create_chain_table(self, table_id: int = 0, replicas: int = 0,
                            only_if_missing: bool = False) -> tuple[types_pb2.ChainTable, bool]:
-        """Build a chain table over the targets not yet in a chain; (table, created)."""
+        """Build a chain table over the targets not yet in a chain; (table, created).
+
+        replicas 0 picks the default (3 with at least 3 storage nodes, else 1).
+        Every member starts SERVING at chain version 1: the targets are empty,
+        so there is nothing to sync.
+        """
         with self._lock, self.store.write() as txn:
             tables = {t.id: t for t in _records(txn, "chain_tables", types_pb2.ChainTable)}
             if only_if_missing and tables:
@@ -157,13 +245,13 @@ class ClusterState:
             if table_id in tables:
                 raise AlreadyExists(f"chain table {table_id} already exists")
             table_id = table_id or max(tables, default=0) + 1
-            replicas = replicas or DEFAULT_REPLICAS
             by_node: dict[int, list[int]] = {}
             for target in _records(txn, "targets", types_pb2.TargetInfo):
                 if target.chain_id == 0:
                     by_node.setdefault(target.node_id, []).append(target.id)
             if not by_node:
                 raise InvalidArgument("no storage targets outside a chain; register storage nodes first")
+            replicas = replicas or default_replicas(len(by_node))
             chain_targets = generate_chains(by_node, replicas)
             first_chain_id = max((c.id for c in _records(txn, "chains", types_pb2.ChainInfo)), default=0) + 1
             chain_ids = []
@@ -174,6 +262,7 @@ class ClusterState:
                 for target_id in members:
                     target = txn.get_msg("targets", u64_key(target_id), types_pb2.TargetInfo)
                     target.chain_id = chain.id
+                    target.public_state = types_pb2.SERVING
                     txn.put_msg("targets", u64_key(target_id), target)
             table = types_pb2.ChainTable(id=table_id, version=1, chains=chain_ids, replicas=replicas)
             txn.put_msg("chain_tables", u32_key(table_id), table)
@@ -185,6 +274,9 @@ class ClusterState:
     def routing_version(self) -> int:
         with self.store.read() as txn:
             return txn.get_counter("routing_version", 1)
+
+    def admin_offline_targets(self) -> list[int]:
+        return sorted(self._admin_offline)
 
     def routing(self, now_ms: int) -> types_pb2.RoutingInfo:
         """A consistent snapshot (one read txn) with live heartbeat figures merged in."""
@@ -211,6 +303,54 @@ class ClusterState:
         return sum(t.capacity_bytes for t in targets), sum(t.used_bytes for t in targets)
 
     # -- helpers -----------------------------------------------------------
+    def _restarted(self, txn: Txn, node_id: int, old: int, new: int) -> bool:
+        """A new process of a known node: its targets are offline until they resync."""
+        changed = False
+        for record in _records(txn, "targets", types_pb2.TargetInfo):
+            if record.node_id == node_id and record.local_state != types_pb2.LOCAL_OFFLINE:
+                log.warning("target %d local state %s -> LOCAL_OFFLINE (node %d restarted: incarnation "
+                            "%d -> %d; must resync)", record.id,
+                            types_pb2.LocalTargetState.Name(record.local_state), node_id, old, new)
+                record.local_state = types_pb2.LOCAL_OFFLINE
+                txn.put_msg("targets", u64_key(record.id), record)
+                changed = True
+        return changed
+
+    def _refresh_status(self, txn: Txn, now_ms: int) -> bool:
+        """Persist node status changes implied by heartbeat age; a failed node's targets go LOCAL_OFFLINE."""
+        changed = False
+        for node_id in self._last_heartbeat_ms:
+            status = self._status_at(node_id, now_ms)
+            if self._status.get(node_id) == status:
+                continue
+            node = txn.get_msg("nodes", u32_key(node_id), types_pb2.NodeInfo)
+            log.warning("node %d status %s -> %s (last heartbeat %d ms ago, timeout %d ms)", node_id,
+                        types_pb2.NodeStatus.Name(node.status), types_pb2.NodeStatus.Name(status),
+                        now_ms - self._last_heartbeat_ms[node_id], self.heartbeat_timeout_ms)
+            node.status = status
+            txn.put_msg("nodes", u32_key(node_id), node)
+            self._status[node_id] = status
+            changed = True
+            if status != types_pb2.HEARTBEAT_FAILED:
+                continue
+            for record in _records(txn, "targets", types_pb2.TargetInfo):
+                if record.node_id == node_id and record.local_state != types_pb2.LOCAL_OFFLINE:
+                    log.warning("target %d local state %s -> LOCAL_OFFLINE (node %d heartbeat timed out)",
+                                record.id, types_pb2.LocalTargetState.Name(record.local_state), node_id)
+                    record.local_state = types_pb2.LOCAL_OFFLINE
+                    txn.put_msg("targets", u64_key(record.id), record)
+        return changed
+
+    def _update_chains(self, txn: Txn, why: str, admin_offline: set[int] | None = None) -> bool:
+        admin = self._admin_offline if admin_offline is None else admin_offline
+
+        def effective_local(record: types_pb2.TargetInfo) -> LocalState:
+            if record.id in admin or self._status.get(record.node_id) == types_pb2.HEARTBEAT_FAILED:
+                return LocalState.OFFLINE
+            return LocalState(record.local_state) if record.local_state else LocalState.ONLINE
+
+        return bool(update_chains(txn, effective_local, why))
+
     def _status_at(self, node_id: int, now_ms: int) -> int:
         age_ms = now_ms - self._last_heartbeat_ms[node_id]
         return types_pb2.HEARTBEAT_CONNECTED if age_ms <= self.heartbeat_timeout_ms else types_pb2.HEARTBEAT_FAILED

@@ -1,4 +1,4 @@
-"""Cluster manager: chain-table generator rules and ClusterState with an injected clock."""
+"""Cluster manager: chain-table generator rules and ClusterState basics with an injected clock."""
 
 from __future__ import annotations
 
@@ -47,6 +47,26 @@ def test_r3_distinct_nodes_all_targets_used_peers_spread(nodes, per_node):
         assert max(pairs.values()) - min(pairs.values()) <= 3
     heads = collections.Counter(chain[0] // 100 for chain in chains)
     assert max(heads.values()) - min(heads.values()) <= 1 or len(chains) < nodes
+
+
+@pytest.mark.parametrize("replicas,nodes,per_node", [(3, 4, 6), (3, 5, 6), (3, 6, 6), (3, 8, 6), (3, 10, 10),
+                                                     (3, 12, 6), (3, 20, 6), (2, 6, 6), (2, 8, 4)])
+def test_a_failed_nodes_load_spreads_over_many_peers(replicas, nodes, per_node):
+    """For each node: its chains reach as many distinct peers as they can, and no single peer
+    shares more of them than the even split ceil(c * (R-1) / (N-1)) of its c chains."""
+    layout = targets(nodes, per_node)
+    chains = generate_chains(layout, replicas)
+    check_chains(chains, layout, replicas)
+    for node in layout:
+        mine = [[t // 100 for t in chain] for chain in chains if any(t // 100 == node for t in chain)]
+        peers = collections.Counter(peer for members in mine for peer in members if peer != node)
+        assert len(peers) == min(nodes - 1, len(mine) * (replicas - 1)), (node, peers)
+        even_split = -(-len(mine) * (replicas - 1) // (nodes - 1))
+        assert max(peers.values()) <= even_split, (node, peers, len(mine))
+
+
+def test_generator_is_deterministic():
+    assert generate_chains(targets(6, 6), 3) == generate_chains(targets(6, 6), 3)
 
 
 def test_generator_rejects_too_few_nodes_and_bad_replicas():
@@ -99,11 +119,12 @@ def test_heartbeat_usage_and_local_state(cluster):
     version = cluster.routing(0).version
     beat = mgmtd_pb2.TargetHeartbeat(target_id=101, local_state=types_pb2.UPTODATE, used_bytes=55,
                                      capacity_bytes=1000, chunk_count=3)
-    assert cluster.heartbeat(1, [beat], 10) == version  # usage only: no routing change
+    assert cluster.heartbeat(1, [beat], 10) == version + 1  # new targets start ONLINE: a change
+    assert cluster.heartbeat(1, [beat], 15) == version + 1  # usage only: no routing change
     target = {t.id: t for t in cluster.routing(10).targets}[101]
     assert (target.used_bytes, target.chunk_count) == (55, 3)
     beat.local_state = types_pb2.LOCAL_OFFLINE
-    assert cluster.heartbeat(1, [beat], 20) == version + 1
+    assert cluster.heartbeat(1, [beat], 20) == version + 2
     assert {t.id: t for t in cluster.routing(20).targets}[101].local_state == types_pb2.LOCAL_OFFLINE
     assert cluster.capacity(20) == (2000, 55)
 
