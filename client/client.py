@@ -23,6 +23,7 @@ from ..common.errors import IsADirectory, NotADirectory, error_from_name
 from ..common.layout import Layout
 from ..common.paths import canonical_path
 from ..proto import meta_pb2, types_pb2
+from .config import ClientConfig
 from .meta_client import MetaClient
 from .routing import RoutingCache
 from .storage_client import ReadRequest, StorageClient
@@ -64,24 +65,28 @@ def _layout_defaults(chunk_size: int, stripe_size: int,
 class _Connections:
     """The per-process half of a client: rebuilt whole when the pid changes."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, config: ClientConfig) -> None:
         self.pid = os.getpid()
         self.client_id = new_client_id()
-        self.meta = MetaClient(address)
-        self.routing = RoutingCache.for_mgmtd(address)
-        self.storage = StorageClient(self.routing, self.client_id)
+        self.meta = MetaClient(address, config=config)
+        self.routing = RoutingCache.for_mgmtd(address, timeout_s=config.mgmtd_timeout_s)
+        self.storage = StorageClient(self.routing, self.client_id, config=config)
 
 
 class FfsClient:
-    """A FireflyFS client for the cluster whose metadata service listens at address."""
+    """A FireflyFS client for the cluster whose metadata service listens at address.
 
-    def __init__(self, address: str) -> None:
+    config: deadlines and retry budgets (default: ClientConfig.from_env()).
+    """
+
+    def __init__(self, address: str, config: ClientConfig | None = None) -> None:
         self.address = address
+        self.config = config or ClientConfig.from_env()
         self._connections: _Connections | None = None
         self._lock = threading.Lock()
 
     def __reduce__(self):
-        return (type(self), (self.address,))
+        return (type(self), (self.address, self.config))
 
     def __repr__(self) -> str:
         return f"FfsClient({self.address!r})"
@@ -94,7 +99,7 @@ class FfsClient:
             with self._lock:
                 connections = self._connections
                 if connections is None or connections.pid != os.getpid():
-                    connections = _Connections(self.address)
+                    connections = _Connections(self.address, self.config)
                     self._connections = connections
         return connections
 
@@ -258,6 +263,15 @@ class FfsClient:
         if not handle.writable:
             return handle.inode
         return self.meta.close(handle.inode_id, handle.session_id, length_hint).inode
+
+    def sync(self, handle: FileHandle, length_hint: int = 0) -> types_pb2.Inode:
+        """fsync: make the stored length cover what this handle wrote (session stays open).
+
+        The hint is tied to the truncate version seen at open, so a truncate
+        since then wins over it.
+        """
+        return self.meta.sync(handle.inode_id, length_hint,
+                              truncate_version=handle.inode.truncate_version).inode
 
     def pread(self, handle: FileHandle, offset: int, length: int) -> bytes:
         """Read from an open file, clamped at its length when opened."""

@@ -1,55 +1,69 @@
 """A thin wrapper over the Meta stub: one call path for errors and retries.
 
 Every RPC goes through ``_call``, which maps gRPC failures to FfsError (the
-built-ins users catch) and retries ``Unavailable`` with bounded backoff, so a
-metadata service restart looks like a pause rather than an error.
+built-ins users catch) and retries ``Unavailable`` (and deadlines) with
+bounded backoff, so a metadata service restart looks like a pause rather than
+an error.
+
+Retrying a mutation is safe because every mutation carries a ``request_id``
+chosen here once per call and kept across its retries: the service records
+each mutation's outcome under it, so a retry whose first attempt did commit
+(the reply was lost to a crash) gets that outcome back instead of
+AlreadyExists or NotFound.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+import uuid
 from typing import Callable
 
 from ..common.errors import Unavailable, rpc_errors_mapped
 from ..proto import meta_pb2, meta_pb2_grpc, types_pb2
 from .channels import ChannelPool, shared_pool
+from .config import ClientConfig
+from .retry import RetryBudget
 
 log = logging.getLogger(__name__)
 
-unavailable_retry_s_default = 30.0
-rpc_timeout_s_default = 120.0       # recursive removes and copies run server side
+
+def new_request_id() -> str:
+    """A fresh idempotency key: unique across clients and restarts."""
+    return uuid.uuid4().hex
 
 
 class MetaClient:
     """Calls the Meta service at address; methods take and return protobuf messages."""
 
     def __init__(self, address: str, pool: ChannelPool | None = None,
-                 unavailable_retry_s: float = unavailable_retry_s_default,
-                 rpc_timeout_s: float = rpc_timeout_s_default,
+                 config: ClientConfig | None = None, unavailable_retry_s: float | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        config = config or ClientConfig.from_env()
+        if unavailable_retry_s is not None:
+            config = dataclasses.replace(config, meta_retry_time_s=unavailable_retry_s)
         self.address = address
+        self.config = config
         self._pool = pool or shared_pool()
-        self._unavailable_retry_s = unavailable_retry_s
-        self._rpc_timeout_s = rpc_timeout_s
         self._sleep = sleep
         self._clock = clock
 
     def _call(self, method: str, request):
-        deadline = self._clock() + self._unavailable_retry_s
-        backoff = 0.05
+        """One Meta RPC, retried while the service is unreachable (same request, same request_id)."""
+        if hasattr(request, "request_id") and not request.request_id:
+            request.request_id = new_request_id()
+        budget = RetryBudget(f"Meta.{method} at {self.address}", self.config,
+                             total_s=self.config.meta_retry_time_s, clock=self._clock, sleep=self._sleep)
         while True:
             stub = self._pool.stub(self.address, meta_pb2_grpc.MetaStub)
             try:
                 with rpc_errors_mapped():
-                    return getattr(stub, method)(request, timeout=self._rpc_timeout_s)
+                    return getattr(stub, method)(request, timeout=self.config.meta_timeout_s)
             except Unavailable as exc:
-                if self._clock() >= deadline:
-                    raise Unavailable(f"Meta.{method} at {self.address}: {exc}") from exc
                 log.info("Meta.%s: %s; retrying", method, exc)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                budget.backoff(exc)
 
     def stat(self, path: str, follow_symlinks: bool = True) -> meta_pb2.InodeReply:
         return self._call("Stat", meta_pb2.StatRequest(path=path, follow_symlinks=follow_symlinks))
@@ -77,9 +91,15 @@ class MetaClient:
             inode_id=inode_id, session_id=session_id, length_hint=length_hint,
             update_mtime=update_mtime))
 
-    def sync(self, inode_id: int, length_hint: int, update_mtime: bool = True) -> meta_pb2.InodeReply:
+    def sync(self, inode_id: int, length_hint: int, update_mtime: bool = True,
+             truncate_version: int | None = None) -> meta_pb2.InodeReply:
+        """truncate_version: the file's, as seen when the hint's bytes were written."""
         return self._call("Sync", meta_pb2.SyncRequest(
-            inode_id=inode_id, length_hint=length_hint, update_mtime=update_mtime))
+            inode_id=inode_id, length_hint=length_hint, update_mtime=update_mtime,
+            truncate_version=truncate_version))
+
+    def stat_inodes(self, inode_ids: list[int]) -> list[meta_pb2.InodeState]:
+        return list(self._call("StatInodes", meta_pb2.StatInodesRequest(inode_ids=inode_ids)).states)
 
     def list_page(self, path: str, start_after: str = "", limit: int = 0,
                   with_attrs: bool = True) -> meta_pb2.ListReply:

@@ -5,6 +5,10 @@ Resolving where a byte lives is local math (common/layout.py) over a cached
 refreshed through Mgmtd.GetRoutingInfo(known_version) when a storage node
 says our view is stale (StaleChainVersion, NotHead) or cannot be reached.
 The fetch is a plain callable so unit tests drive the cache with no server.
+
+Replicas (CRAQ): writes go to the chain's head, its first SERVING target
+(mgmtd keeps serving targets first in chain order); reads may go to any
+SERVING target, and ``serving_routes`` lists them head first, tail last.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ class RoutingCache:
         self._snapshot: _Snapshot | None = None
 
     @classmethod
-    def for_mgmtd(cls, mgmtd_address: str, pool: ChannelPool | None = None) -> "RoutingCache":
+    def for_mgmtd(cls, mgmtd_address: str, pool: ChannelPool | None = None,
+                  timeout_s: float = 5.0) -> "RoutingCache":
         """A cache fed by the Mgmtd service at mgmtd_address."""
         pool = pool or shared_pool()
 
@@ -68,7 +73,7 @@ class RoutingCache:
             stub = pool.stub(mgmtd_address, mgmtd_pb2_grpc.MgmtdStub)
             with rpc_errors_mapped():
                 reply = stub.GetRoutingInfo(
-                    mgmtd_pb2.GetRoutingInfoRequest(known_version=known_version), timeout=10)
+                    mgmtd_pb2.GetRoutingInfoRequest(known_version=known_version), timeout=timeout_s)
             return reply.routing if reply.changed else None
 
         return cls(fetch)
@@ -126,12 +131,7 @@ class RoutingCache:
         table = self.chain_table(layout.chain_table_id)
         return [table.chains[i - 1] for i in layout.stripe_chain_indices(len(table.chains))]
 
-    def route(self, chain_id: int, for_write: bool = True, spread: int = 0) -> Route:
-        """Where to send an IO on chain_id: the head for writes, a serving replica for reads.
-
-        spread picks among serving replicas for reads (e.g. the chunk index),
-        so a file's reads fan out over a chain's replicas deterministically.
-        """
+    def _chain(self, chain_id: int) -> tuple[_Snapshot, types_pb2.ChainInfo]:
         snapshot = self._current()
         chain = snapshot.chains.get(chain_id)
         if chain is None or not chain.targets:
@@ -139,19 +139,54 @@ class RoutingCache:
             chain = snapshot.chains.get(chain_id)
         if chain is None or not chain.targets:
             raise Unavailable(f"chain {chain_id} has no targets in routing v{snapshot.version}")
-        target_ids = list(chain.targets)
-        if not for_write:
-            serving = [t for t in target_ids
-                       if t in snapshot.targets and _is_serving(snapshot.targets[t])]
-            if serving:
-                target_ids = [serving[spread % len(serving)]]
-        target = snapshot.targets.get(target_ids[0])
-        if target is None:
-            raise Unavailable(f"target {target_ids[0]} of chain {chain_id} is not in routing")
+        return snapshot, chain
+
+    @staticmethod
+    def _route(snapshot: _Snapshot, chain: types_pb2.ChainInfo, target_id: int) -> Route:
+        target = snapshot.targets[target_id]
         node = snapshot.nodes.get(target.node_id)
         if node is None or not node.address:
-            raise Unavailable(f"node {target.node_id} of target {target.id} has no address")
+            raise Unavailable(f"chain {chain.id} v{chain.version}: node {target.node_id} of target "
+                              f"{target.id} has no address in routing v{snapshot.version}")
         return Route(chain.id, chain.version, target.id, node.id, node.address)
+
+    @staticmethod
+    def _states(snapshot: _Snapshot, chain: types_pb2.ChainInfo) -> str:
+        def state(target_id: int) -> str:
+            target = snapshot.targets.get(target_id)
+            return types_pb2.PublicTargetState.Name(target.public_state) if target else "MISSING"
+        return ", ".join(f"{t}:{state(t)}" for t in chain.targets)
+
+    def serving_routes(self, chain_id: int) -> list[Route]:
+        """Routes to every SERVING target of the chain with an address, head first, tail last."""
+        snapshot, chain = self._chain(chain_id)
+        routes = []
+        for target_id in chain.targets:
+            target = snapshot.targets.get(target_id)
+            node = snapshot.nodes.get(target.node_id) if target else None
+            if target is not None and _is_serving(target) and node is not None and node.address:
+                routes.append(self._route(snapshot, chain, target_id))
+        if not routes:
+            raise Unavailable(f"chain {chain_id} v{chain.version} has no serving target "
+                              f"({self._states(snapshot, chain)}; routing v{snapshot.version})")
+        return routes
+
+    def head_route(self, chain_id: int) -> Route:
+        """Where writes go: the chain's first SERVING target."""
+        snapshot, chain = self._chain(chain_id)
+        for target_id in chain.targets:
+            target = snapshot.targets.get(target_id)
+            if target is not None and _is_serving(target):
+                return self._route(snapshot, chain, target_id)
+        raise Unavailable(f"chain {chain_id} v{chain.version} has no serving head "
+                          f"({self._states(snapshot, chain)}; routing v{snapshot.version})")
+
+    def route(self, chain_id: int, for_write: bool = True, spread: int = 0) -> Route:
+        """The head for writes; for reads the serving replica number spread (modulo their count)."""
+        if for_write:
+            return self.head_route(chain_id)
+        routes = self.serving_routes(chain_id)
+        return routes[spread % len(routes)]
 
     def chain_for(self, layout: Layout, chunk_index: int, for_write: bool = True) -> Route:
         """Route for chunk chunk_index of a file with this layout."""

@@ -3,10 +3,20 @@
 A file range is split into chunk pieces by the layout math, each piece routed
 to its chain (RoutingCache), and the pieces for one node travel in one
 Storage.BatchRead; nodes are asked in parallel. Writes go to the chain head,
-one Storage.Write per chunk piece with its CRC32C, in parallel across chunks.
+one Storage.Write per chunk piece with its CRC32C, in parallel across chunks;
+the head answers only after every replica of the chain committed, and only
+that answer acknowledges the write.
 
-Retryable errors (stale routing, a node that moved or restarted) refresh the
-routing and retry with backoff until ``retry_time_s`` has passed, then raise.
+Failover (CRAQ, 3FS's client rules):
+- reads pick, per piece, the SERVING replica whose node has the fewest of our
+  requests outstanding (ReplicaSelector); a node that just failed is skipped
+  while another serves;
+- a chunk mid-write answers ChunkNotCommitted: a short pause and the read is
+  asked again, from the tail (which commits first) after a couple of tries;
+- StaleChainVersion, NotHead, Unavailable and deadlines refresh the routing
+  and retry with exponential backoff until ``retry_time_s`` has passed, then
+  raise an error naming the chain, target and node that failed last.
+
 Writes carry (client_id, channel, seqnum) so a retried write is applied at
 most once: each in-flight write holds a channel, and a channel's seqnum only
 grows. This class is also used by the metadata service (truncate, remove,
@@ -26,20 +36,19 @@ import crc32c
 import grpc
 
 from ..common import errors, limits
-from ..common.errors import ChecksumMismatch, Retryable, rpc_errors_mapped
+from ..common.errors import ChecksumMismatch, ChunkNotCommitted, Retryable, Unavailable, rpc_errors_mapped
 from ..common.layout import Layout
 from ..proto import storage_pb2, storage_pb2_grpc, types_pb2
 from .channels import ChannelPool, shared_pool
+from .config import ClientConfig
+from .replica_select import ReplicaSelector
+from .retry import RetryBudget
 from .routing import Route, RoutingCache
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-retry_time_s_default = 60.0         # give up on a retryable error after this long
-rpc_timeout_s_default = 60.0        # one storage RPC
-retry_backoff_s_first = 0.05
-retry_backoff_s_max = 1.0
 batch_read_bytes_max = limits.batch_read_request_bytes_target
 copy_window_chunks = 4
 
@@ -64,6 +73,7 @@ class _Piece:
     chunk_index: int
     offset: int           # within the chunk
     length: int
+    not_committed: int = 0   # ChunkNotCommitted answers so far
 
 
 class _WriteChannels:
@@ -86,64 +96,77 @@ class _WriteChannels:
             self._free.append(channel)
 
 
+def _where(route: Route) -> str:
+    return (f"chain {route.chain_id} v{route.chain_version}, target {route.target_id} "
+            f"on node {route.node_id} ({route.address})")
+
+
 class StorageClient:
     """Reads and writes file chunks directly on storage nodes."""
 
     def __init__(self, routing: RoutingCache, client_id: str, pool: ChannelPool | None = None,
-                 retry_time_s: float = retry_time_s_default,
-                 rpc_timeout_s: float = rpc_timeout_s_default,
+                 config: ClientConfig | None = None, retry_time_s: float | None = None,
                  verify_checksums: bool = True,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 selector: ReplicaSelector | None = None) -> None:
+        config = config or ClientConfig.from_env()
+        if retry_time_s is not None:
+            config = dataclasses.replace(config, retry_time_s=retry_time_s)
         self.routing = routing
         self.client_id = client_id
+        self.config = config
         self._pool = pool or shared_pool()
-        self._retry_time_s = retry_time_s
-        self._rpc_timeout_s = rpc_timeout_s
         self._verify_checksums = verify_checksums
         self._sleep = sleep
         self._clock = clock
+        self.selector = selector or ReplicaSelector(config.failed_node_avoid_s, clock)
         self._channels = _WriteChannels()
 
     @classmethod
     def for_mgmtd(cls, mgmtd_address: str, client_id: str, **kwargs) -> "StorageClient":
         pool = kwargs.get("pool") or shared_pool()
-        return cls(RoutingCache.for_mgmtd(mgmtd_address, pool), client_id, **kwargs)
+        config = kwargs.get("config") or ClientConfig.from_env()
+        kwargs["config"] = config
+        return cls(RoutingCache.for_mgmtd(mgmtd_address, pool, config.mgmtd_timeout_s), client_id, **kwargs)
 
     # ---- plumbing -------------------------------------------------------
 
     def _stub(self, address: str) -> storage_pb2_grpc.StorageStub:
         return self._pool.stub(address, storage_pb2_grpc.StorageStub)
 
-    def _call(self, address: str, method: str, request):
-        stub = self._stub(address)
-        with rpc_errors_mapped():
-            try:
-                return getattr(stub, method)(request, timeout=self._rpc_timeout_s)
-            except grpc.RpcError as rpc_error:
-                if rpc_error.code() == grpc.StatusCode.UNAVAILABLE:
-                    # The node may have restarted elsewhere: reconnect next time.
-                    self._pool.forget(address)
-                raise
+    def call(self, route: Route, method: str, request, timeout_s: float | None = None):
+        """One Storage RPC to route's node; a Retryable failure names the chain, target and node."""
+        stub = self._stub(route.address)
+        try:
+            with rpc_errors_mapped():
+                return getattr(stub, method)(request, timeout=timeout_s or self.config.storage_other_timeout_s)
+        except Retryable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, grpc.RpcError) and cause.code() == grpc.StatusCode.UNAVAILABLE:
+                self._pool.forget(route.address)   # it may have restarted elsewhere: reconnect
+            if isinstance(exc, Unavailable):
+                self.selector.mark_failed(route.node_id)
+            raise type(exc)(f"{method} on {_where(route)}: {exc}") from exc
+
+    def _refresh_routing(self) -> None:
+        try:
+            self.routing.refresh()
+        except Retryable:
+            pass  # mgmtd unreachable too: keep the old routing, try again
 
     def _retrying(self, operation: Callable[[], T], what: str) -> T:
-        """Run operation, refreshing routing and backing off on Retryable errors."""
-        deadline = self._clock() + self._retry_time_s
-        backoff = retry_backoff_s_first
+        """Run operation until it succeeds, a non-retryable error, or the retry budget is spent."""
+        budget = RetryBudget(what, self.config, clock=self._clock, sleep=self._sleep)
         while True:
             try:
                 return operation()
+            except ChunkNotCommitted as exc:
+                budget.pause(exc)
             except Retryable as exc:
-                if self._clock() >= deadline:
-                    raise type(exc)(f"{what}: gave up after {self._retry_time_s:.0f}s: {exc}") from exc
-                log.info("%s: %s: %s; refreshing routing and retrying",
-                         what, type(exc).__name__, exc)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, retry_backoff_s_max)
-                try:
-                    self.routing.refresh()
-                except Retryable:
-                    pass  # mgmtd unreachable too: keep the old routing, try again
+                log.info("%s: %s: %s; refreshing routing and retrying", what, type(exc).__name__, exc)
+                budget.backoff(exc)
+                self._refresh_routing()
 
     def _parallel(self, calls: list[Callable[[], T]]) -> list[T]:
         """Run calls in the IO pool (inline when there is only one); first error wins."""
@@ -163,7 +186,7 @@ class StorageClient:
         return results
 
     def _stripe_routes(self, layout: Layout) -> list[Route]:
-        return [self.routing.route(chain_id) for chain_id in self.routing.stripe_chain_ids(layout)]
+        return [self.routing.head_route(chain_id) for chain_id in self.routing.stripe_chain_ids(layout)]
 
     # ---- reads ----------------------------------------------------------
 
@@ -197,61 +220,100 @@ class StorageClient:
 
         def attempt() -> None:
             nonlocal pending
-            if not pending:
-                return
-            by_address: dict[str, list[tuple[_Piece, Route]]] = {}
-            for piece in pending:
-                chain_id = self.routing.chain_id_for(piece.layout, piece.chunk_index)
-                route = self.routing.route(chain_id, for_write=False, spread=piece.chunk_index)
-                by_address.setdefault(route.address, []).append((piece, route))
-            batches = [(address, batch) for address, items in by_address.items()
-                       for batch in _split_batches(items)]
-            outcomes = self._parallel([lambda a=address, b=batch: self._batch_read(a, b, buffers)
-                                       for address, batch in batches])
-            pending = [piece for failed, _ in outcomes for piece in failed]
-            retry_errors = [error for _, error in outcomes if error is not None]
             if pending:
-                raise retry_errors[0] if retry_errors else errors.Unavailable("reads left over")
+                pending, error = self._read_round(pending, buffers)
+                if pending:
+                    raise error
 
-        self._retrying(attempt, "read")
+        self._retrying(attempt, f"read of {len(requests)} range(s)")
         return [bytes(buffer) for buffer in buffers]
 
-    def _batch_read(self, address: str, batch: list[tuple[_Piece, Route]],
-                    buffers: list[bytearray]) -> tuple[list[_Piece], Retryable | None]:
-        """One BatchRead; fills buffers; returns (pieces to retry, why)."""
+    def _pick_replica(self, piece: _Piece) -> Route:
+        """The tail after repeated ChunkNotCommitted (it commits first), else the least busy replica."""
+        routes = self.routing.serving_routes(self.routing.chain_id_for(piece.layout, piece.chunk_index))
+        if piece.not_committed >= self.config.not_committed_tries_before_tail:
+            self.selector.hold(routes[-1].node_id)
+            return routes[-1]
+        return self.selector.pick(routes)
+
+    def _read_round(self, pending: list[_Piece], buffers: list[bytearray]
+                    ) -> tuple[list[_Piece], Retryable | None]:
+        """Send every pending piece once; (pieces left, the error to retry them for).
+
+        The error is ChunkNotCommitted only when that is all that went wrong, so
+        the caller pauses briefly instead of backing off and refreshing routing.
+        """
+        by_address: dict[str, list[tuple[_Piece, Route]]] = {}
+        failed: list[_Piece] = []
+        failures: list[Retryable] = []
+        for piece in pending:
+            try:
+                route = self._pick_replica(piece)
+            except Retryable as exc:
+                failed.append(piece)
+                failures.append(exc)
+                continue
+            by_address.setdefault(route.address, []).append((piece, route))
+        batches = [batch for items in by_address.values() for batch in _split_batches(items)]
+        outcomes = self._parallel([lambda b=batch: self._batch_read_counted(b, buffers) for batch in batches])
+        for left, why in outcomes:
+            failed.extend(left)
+            failures.extend(why)
+        if not failed:
+            return [], None
+        others = [exc for exc in failures if not isinstance(exc, ChunkNotCommitted)]
+        return failed, (others or failures or [Unavailable("reads left over")])[-1]
+
+    def _batch_read_counted(self, batch: list[tuple[_Piece, Route]], buffers: list[bytearray]):
+        route = batch[0][1]
+        try:
+            return self._batch_read(route, batch, buffers)
+        finally:
+            self.selector.done(route.node_id, len(batch))
+
+    def _batch_read(self, route: Route, batch: list[tuple[_Piece, Route]],
+                    buffers: list[bytearray]) -> tuple[list[_Piece], list[Retryable]]:
+        """One BatchRead to route's node; fills buffers; returns (pieces to retry, why)."""
         request = storage_pb2.BatchReadRequest(verify_checksum=self._verify_checksums, ios=[
-            storage_pb2.ReadIO(chain_id=route.chain_id, chain_version=route.chain_version,
+            storage_pb2.ReadIO(chain_id=r.chain_id, chain_version=r.chain_version,
                                chunk=types_pb2.ChunkId(inode=piece.inode_id, index=piece.chunk_index),
                                offset=piece.offset, length=piece.length)
-            for piece, route in batch])
+            for piece, r in batch])
         try:
-            reply = self._call(address, "BatchRead", request)
+            reply = self.call(route, "BatchRead", request, self.config.storage_read_timeout_s)
         except Retryable as exc:
-            return [piece for piece, _ in batch], exc
+            return [piece for piece, _ in batch], [exc]
         if len(reply.results) != len(batch):
-            raise errors.Internal(f"BatchRead from {address}: {len(reply.results)} results "
+            raise errors.Internal(f"BatchRead from {route.address}: {len(reply.results)} results "
                                   f"for {len(batch)} reads")
         failed: list[_Piece] = []
-        why: Retryable | None = None
-        for (piece, _route), result in zip(batch, reply.results):
+        why: list[Retryable] = []
+        for (piece, piece_route), result in zip(batch, reply.results):
             if result.status.error:
-                exc = errors.error_from_name(result.status.error, result.status.message)
+                exc = errors.error_from_name(
+                    result.status.error, f"chunk {piece.inode_id}:{piece.chunk_index} on "
+                                         f"{_where(piece_route)}: {result.status.message}")
                 if isinstance(exc, Retryable):
+                    if isinstance(exc, ChunkNotCommitted):
+                        piece.not_committed += 1
                     failed.append(piece)
-                    why = exc
+                    why.append(exc)
                     continue
                 raise exc
             data = result.data[:piece.length]
             if self._verify_checksums and result.checksum != crc32c.crc32c(result.data):
                 raise ChecksumMismatch(f"chunk {piece.inode_id}:{piece.chunk_index} read from "
-                                       f"{address}: CRC32C mismatch")
+                                       f"{_where(piece_route)}: CRC32C mismatch")
             buffers[piece.request][piece.out_offset:piece.out_offset + len(data)] = data
         return failed, why
 
     # ---- writes ---------------------------------------------------------
 
     def write(self, inode_id: int, layout: Layout, offset: int, data: bytes) -> None:
-        """Write data at offset: one Storage.Write per chunk piece, chunks in parallel."""
+        """Write data at offset: one Storage.Write per chunk piece, chunks in parallel.
+
+        Returns once the head of every chain touched answered that the chain committed.
+        """
         view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
         calls, position = [], 0
         for chunk_index, within, piece in layout.chunk_ranges(offset, len(view)):
@@ -275,9 +337,14 @@ class StorageClient:
                     chunk=types_pb2.ChunkId(inode=inode_id, index=chunk_index), offset=offset,
                     data=payload, checksum=checksum, chunk_size=layout.chunk_size,
                     client_id=self.client_id, channel=channel, seqnum=seqnum)
-                return self._call(route.address, "Write", request)
+                with self.selector.holding(route.node_id):
+                    reply = self.call(route, "Write", request, self.config.storage_write_timeout_s)
+                if reply.commit_version == 0:
+                    raise errors.Internal(f"Write of chunk {inode_id}:{chunk_index} on {_where(route)}: "
+                                          "the head answered without a commit version")
+                return reply
 
-            return self._retrying(attempt, f"write {inode_id}:{chunk_index}")
+            return self._retrying(attempt, f"write of chunk {inode_id}:{chunk_index}")
         finally:
             self._channels.release(channel)
 
@@ -289,8 +356,7 @@ class StorageClient:
             by_address: dict[str, list[Route]] = {}
             for route in self._stripe_routes(layout):
                 by_address.setdefault(route.address, []).append(route)
-            calls = [lambda a=address, r=routes: self._query_last(a, r, inode_id)
-                     for address, routes in by_address.items()]
+            calls = [lambda r=routes: self._query_last(r, inode_id) for routes in by_address.values()]
             length = 0
             for results in self._parallel(calls):
                 for result in results:
@@ -301,13 +367,15 @@ class StorageClient:
 
         return self._retrying(attempt, f"query length of {inode_id}")
 
-    def _query_last(self, address: str, routes: list[Route], inode_id: int):
+    def _query_last(self, routes: list[Route], inode_id: int):
         request = storage_pb2.QueryLastChunkRequest(queries=[
             storage_pb2.LastChunkQuery(chain_id=r.chain_id, chain_version=r.chain_version,
                                        inode=inode_id) for r in routes])
-        reply = self._call(address, "QueryLastChunk", request)
-        for result in reply.results:
-            _raise_status(result.status)
+        reply = self.call(routes[0], "QueryLastChunk", request)
+        for route, result in zip(routes, reply.results):
+            if result.status.error:
+                raise errors.error_from_name(result.status.error,
+                                             f"QueryLastChunk on {_where(route)}: {result.status.message}")
         return list(reply.results)
 
     def truncate(self, inode_id: int, layout: Layout, new_length: int) -> None:
@@ -325,7 +393,7 @@ class StorageClient:
                     chunk=types_pb2.ChunkId(inode=inode_id, index=last_index), length=tail,
                     chunk_size=layout.chunk_size)
                 try:
-                    self._call(route.address, "TruncateChunk", request)
+                    self.call(route, "TruncateChunk", request)
                 except errors.NotFound:
                     pass   # no such chunk: it is a hole, nothing to cut
 
@@ -337,12 +405,9 @@ class StorageClient:
 
     def _remove_from(self, inode_id: int, layout: Layout, begin_index: int) -> int:
         def attempt() -> int:
-            calls = [lambda r=route: self._call(r.address, "RemoveChunks",
-                                                storage_pb2.RemoveChunksRequest(
-                                                    chain_id=r.chain_id,
-                                                    chain_version=r.chain_version,
-                                                    inode=inode_id, begin_index=begin_index,
-                                                    end_index=0)).removed
+            calls = [lambda r=route: self.call(r, "RemoveChunks", storage_pb2.RemoveChunksRequest(
+                         chain_id=r.chain_id, chain_version=r.chain_version, inode=inode_id,
+                         begin_index=begin_index, end_index=0)).removed
                      for route in self._stripe_routes(layout)]
             return sum(self._parallel(calls))
 
@@ -356,11 +421,6 @@ class StorageClient:
             data = self.read(src_inode, src_layout, length, offset, window)
             if data != bytes(len(data)):
                 self.write(dst_inode, dst_layout, offset, data)
-
-
-def _raise_status(status: storage_pb2.IoStatus) -> None:
-    if status.error:
-        raise errors.error_from_name(status.error, status.message)
 
 
 def _split_batches(items: list[tuple[_Piece, Route]]) -> Iterable[list[tuple[_Piece, Route]]]:

@@ -17,17 +17,21 @@ from fireflyfs.proto import storage_pb2, types_pb2
 
 
 def make_routing(version: int = 1, nodes: int = 3, chains: int = 6,
-                 chain_version: int = 1) -> types_pb2.RoutingInfo:
+                 chain_version: int = 1, replicas: int = 1) -> types_pb2.RoutingInfo:
+    """Chains of `replicas` targets on consecutive nodes (head on node (chain-1) % nodes + 1)."""
     routing = types_pb2.RoutingInfo(version=version)
     for node_id in range(1, nodes + 1):
         routing.nodes.add(id=node_id, type=types_pb2.NODE_STORAGE, address=f"node-{node_id}")
     for chain_id in range(1, chains + 1):
-        node_id = (chain_id - 1) % nodes + 1
-        target_id = node_id * 100 + chain_id
-        routing.targets.add(id=target_id, node_id=node_id, chain_id=chain_id,
-                            public_state=types_pb2.SERVING)
-        routing.chains.add(id=chain_id, version=chain_version, targets=[target_id])
-    routing.chain_tables.add(id=1, version=1, chains=list(range(1, chains + 1)), replicas=1)
+        targets = []
+        for replica in range(replicas):
+            node_id = (chain_id - 1 + replica) % nodes + 1
+            target_id = node_id * 100 + chain_id
+            routing.targets.add(id=target_id, node_id=node_id, chain_id=chain_id,
+                                public_state=types_pb2.SERVING)
+            targets.append(target_id)
+        routing.chains.add(id=chain_id, version=chain_version, targets=targets)
+    routing.chain_tables.add(id=1, version=1, chains=list(range(1, chains + 1)), replicas=replicas)
     return routing
 
 
@@ -40,6 +44,8 @@ class FakeStorageNode:
 
     def _check(self, chain_id: int, chain_version: int) -> None:
         self.cluster.calls[self.address] += 1
+        if self.address in self.cluster.dead:
+            raise errors.Unavailable(f"{self.address} is dead")
         failure = self.cluster.failures.pop(0) if self.cluster.failures else None
         if failure is not None:
             raise failure
@@ -51,6 +57,9 @@ class FakeStorageNode:
         self.cluster.batch_reads.append((self.address, len(request.ios)))
         self._check(request.ios[0].chain_id, request.ios[0].chain_version)
         for io in request.ios:
+            if (io.chunk.inode, io.chunk.index) in self.cluster.uncommitted_on.get(self.address, ()):
+                reply.results.add(status=storage_pb2.IoStatus(error="ChunkNotCommitted", message="pending"))
+                continue
             chunk = self.cluster.chunks.get((io.chunk.inode, io.chunk.index), b"")
             data = bytes(chunk[io.offset:io.offset + io.length])
             reply.results.add(data=data, checksum=crc32c.crc32c(data), chunk_length=len(chunk))
@@ -72,7 +81,8 @@ class FakeStorageNode:
         chunk[request.offset:end] = request.data
         self.cluster.writes.append((request.chain_id, request.chunk.index, request.offset,
                                     len(request.data)))
-        return storage_pb2.WriteReply(commit_version=1, chunk_length=len(chunk))
+        self.cluster.write_addresses.append(self.address)
+        return storage_pb2.WriteReply(commit_version=self.cluster.commit_version, chunk_length=len(chunk))
 
     def _chain_of(self, chain_id: int) -> set[int]:
         return self.cluster.chunks_on_chain(chain_id)
@@ -122,6 +132,10 @@ class FakeCluster:
         self.writes: list[tuple[int, int, int, int]] = []
         self.seqnums: dict[tuple[str, int], int] = {}
         self.chain_chunks: dict[int, set[int]] = {}   # filled by tests that need it
+        self.dead: set[str] = set()                     # addresses that answer Unavailable
+        self.uncommitted_on: dict[str, set[tuple[int, int]]] = {}   # address -> chunks mid-write there
+        self.write_addresses: list[str] = []
+        self.commit_version = 1                         # what a Write answers
         self.layout = None
         self.routing = None
 
