@@ -70,9 +70,15 @@ class Namespace(FileOps):
         """Per id: linked in the namespace, or unlinked with chunks still due to GC (fsck asks)."""
         if len(inode_ids) > limits.stat_inodes_ids_max:
             raise TooLarge(f"{len(inode_ids)} ids in one StatInodes; at most {limits.stat_inodes_ids_max}")
+        states = []
         with self.store.read() as txn:
-            return [meta_pb2.InodeState(inode_id=i, exists=txn.get_inode(i) is not None,
-                                        gc_pending=txn.get_gc(i) is not None) for i in inode_ids]
+            for inode_id in inode_ids:
+                live, queued = txn.get_inode(inode_id), txn.get_gc(inode_id)
+                inode = live or queued
+                states.append(meta_pb2.InodeState(
+                    inode_id=inode_id, exists=live is not None, gc_pending=queued is not None,
+                    chunk_size=inode.layout.chunk_size if inode is not None else 0))
+        return states
 
     def readlink(self, path: str) -> str:
         with self.store.read() as txn:

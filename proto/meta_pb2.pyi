@@ -332,14 +332,16 @@ class StatInodesRequest(_message.Message):
     def __init__(self, inode_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class InodeState(_message.Message):
-    __slots__ = ("inode_id", "exists", "gc_pending")
+    __slots__ = ("inode_id", "exists", "gc_pending", "chunk_size")
     INODE_ID_FIELD_NUMBER: _ClassVar[int]
     EXISTS_FIELD_NUMBER: _ClassVar[int]
     GC_PENDING_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     inode_id: int
     exists: bool
     gc_pending: bool
-    def __init__(self, inode_id: _Optional[int] = ..., exists: _Optional[bool] = ..., gc_pending: _Optional[bool] = ...) -> None: ...
+    chunk_size: int
+    def __init__(self, inode_id: _Optional[int] = ..., exists: _Optional[bool] = ..., gc_pending: _Optional[bool] = ..., chunk_size: _Optional[int] = ...) -> None: ...
 
 class StatInodesReply(_message.Message):
     __slots__ = ("states",)

@@ -209,5 +209,6 @@ def test_stat_inodes(ns, store):
     states = ns.stat_inodes([live.id, gone.id, 999_999])
     assert [(s.inode_id, s.exists, s.gc_pending) for s in states] == [
         (live.id, True, False), (gone.id, False, True), (999_999, False, False)]
+    assert [s.chunk_size for s in states] == [live.layout.chunk_size, gone.layout.chunk_size, 0]
     with pytest.raises(errors.TooLarge):
         ns.stat_inodes(list(range(20_000)))
