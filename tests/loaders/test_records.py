@@ -1,0 +1,138 @@
+"""Record files: writer/reader round trips on FireflyFS and local disk, loud corruption.
+
+Goal: any records written come back byte for byte, a batch of indices across
+files is one batched read, and every kind of damage (a record's bytes, the
+index, the header, not a record file at all) raises an error naming the file
+(and the record index for record damage). Method: real files on the session
+cluster and in tmp_path; damage is made by rewriting a file with bytes flipped.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fireflyfs.loaders import (CorruptRecord, CorruptRecordFile, RecordReader, RecordWriter,
+                               _io)
+from fireflyfs.loaders.record_format import HEADER_BYTES, data_start
+from fireflyfs.loaders.records import read_records, reader_for, write_records
+
+
+def sample_records(count: int, seed: int = 0) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.choice([0, 1, 7, 100, 1024, 8192])) for _ in range(count)]
+
+
+@pytest.fixture
+def ffs_url(cluster, ffs_dir):
+    return f"{cluster.url}{ffs_dir}"
+
+
+@pytest.mark.parametrize("where", ["ffs", "local"])
+def test_round_trip_any_order(where, ffs_url, tmp_path):
+    base = ffs_url if where == "ffs" else str(tmp_path)
+    records = sample_records(500)
+    url = f"{base}/data/a.rec"
+    assert write_records(url, records) == 500
+    reader = RecordReader(url)
+    assert len(reader) == 500
+    wanted = random.Random(1).sample(range(500), 200) + [0, 499, 0]
+    assert reader.read(wanted) == [records[i] for i in wanted]
+    assert list(reader) == records
+    assert reader[499] == records[499]
+    with pytest.raises(IndexError):
+        reader[500]
+
+
+def test_empty_file_and_empty_records(ffs_url):
+    write_records(f"{ffs_url}/empty.rec", [])
+    assert len(RecordReader(f"{ffs_url}/empty.rec")) == 0
+    write_records(f"{ffs_url}/blanks.rec", [b"", b"", b"x"])
+    assert RecordReader(f"{ffs_url}/blanks.rec").read([2, 0, 1]) == [b"x", b"", b""]
+
+
+def test_writer_streams_and_discards_on_error(ffs, ffs_url, ffs_dir):
+    url = f"{ffs_url}/stream.rec"
+    with RecordWriter(url) as writer:
+        for number in range(1000):
+            assert writer.write(number.to_bytes(4, "little") * 3) == number
+    assert len(writer) == 1000
+    before = ffs.cat_file(f"{ffs_dir}/stream.rec")
+    with pytest.raises(RuntimeError):
+        with RecordWriter(url) as writer:
+            writer.write(b"replacement")
+            raise RuntimeError("the producer failed")
+    assert ffs.cat_file(f"{ffs_dir}/stream.rec") == before      # old file untouched
+    assert sorted(ffs.ls(ffs_dir, detail=False)) == [f"{ffs_dir}/stream.rec"]  # no temp left
+
+
+def test_batch_across_files_is_one_batched_read(ffs_url, monkeypatch):
+    first, second = sample_records(50, 1), sample_records(60, 2)
+    write_records(f"{ffs_url}/x.rec", first)
+    write_records(f"{ffs_url}/y.rec", second)
+    readers = reader_for(f"{ffs_url}/x.rec"), reader_for(f"{ffs_url}/y.rec")
+    len(readers[0]), len(readers[1])            # header and index loaded before counting
+    calls = []
+    real = _io.read_ranges
+    monkeypatch.setattr(_io, "read_ranges", lambda reads: calls.append(len(reads)) or real(reads))
+    wanted = [(readers[1], 59), (readers[0], 3), (readers[1], 0), (readers[0], 49)]
+    assert read_records(wanted) == [second[59], first[3], second[0], first[49]]
+    assert calls == [4]
+
+
+def rewrite_with_flip(fs, path: str, position: int) -> None:
+    data = bytearray(fs.cat_file(path))
+    data[position] ^= 0x40
+    fs.pipe_file(path, bytes(data))
+    _io.clear_cache()
+
+
+def test_corrupt_record_names_index_and_file(ffs, ffs_url, ffs_dir):
+    records = [bytes([n]) * 100 for n in range(20)]
+    url = f"{ffs_url}/bad.rec"
+    write_records(url, records)
+    rewrite_with_flip(ffs, f"{ffs_dir}/bad.rec", data_start(20) + 13 * 100 + 42)
+    reader = RecordReader(url)
+    assert reader.read([12, 14]) == [records[12], records[14]]   # neighbours are fine
+    with pytest.raises(CorruptRecord) as failure:
+        reader.read([1, 13])
+    assert failure.value.index == 13
+    assert "record 13" in str(failure.value) and url in str(failure.value)
+    assert isinstance(failure.value, OSError)            # a ChecksumMismatch, errno EIO
+    assert RecordReader(url, verify=False).read([13])[0] != records[13]
+
+
+@pytest.mark.parametrize("position, message", [
+    (0, "not a FireflyFS record file"),            # magic
+    (17, "header CRC32C"),                         # record count
+    (HEADER_BYTES + 8, "index CRC32C"),            # second offset
+])
+def test_damaged_header_or_index_fails_at_open(ffs, ffs_url, ffs_dir, position, message):
+    url = f"{ffs_url}/hdr.rec"
+    write_records(url, [b"abc"] * 5)
+    rewrite_with_flip(ffs, f"{ffs_dir}/hdr.rec", position)
+    with pytest.raises(CorruptRecordFile, match=message) as failure:
+        len(RecordReader(url))
+    assert url in str(failure.value)
+
+
+def test_truncated_or_foreign_file(ffs, ffs_url, ffs_dir):
+    ffs.pipe_file(f"{ffs_dir}/short.rec", b"FFLY")
+    with pytest.raises(CorruptRecordFile, match="too short"):
+        len(RecordReader(f"{ffs_url}/short.rec"))
+    write_records(f"{ffs_url}/cut.rec", [b"x" * 100] * 3)
+    data = ffs.cat_file(f"{ffs_dir}/cut.rec")
+    ffs.pipe_file(f"{ffs_dir}/cut.rec", data[:-10])
+    with pytest.raises(CorruptRecordFile, match="index covers"):
+        len(RecordReader(f"{ffs_url}/cut.rec"))
+
+
+def test_large_index_needs_a_second_read(tmp_path):
+    count = 100_000            # index of 1.2 MB: more than the first speculative read
+    url = str(tmp_path / "many.rec")
+    write_records(url, (n.to_bytes(3, "little") for n in range(count)))
+    reader = RecordReader(url)
+    assert len(reader) == count
+    assert reader.read([count - 1, 0, 77_777]) == [
+        n.to_bytes(3, "little") for n in (count - 1, 0, 77_777)]
