@@ -155,7 +155,7 @@ class StorageClient:
         except Retryable:
             pass  # mgmtd unreachable too: keep the old routing, try again
 
-    def _retrying(self, operation: Callable[[], T], what: str) -> T:
+    def retrying(self, operation: Callable[[], T], what: str) -> T:
         """Run operation until it succeeds, a non-retryable error, or the retry budget is spent."""
         budget = RetryBudget(what, self.config, clock=self._clock, sleep=self._sleep)
         while True:
@@ -225,7 +225,7 @@ class StorageClient:
                 if pending:
                     raise error
 
-        self._retrying(attempt, f"read of {len(requests)} range(s)")
+        self.retrying(attempt, f"read of {len(requests)} range(s)")
         return [bytes(buffer) for buffer in buffers]
 
     def _pick_replica(self, piece: _Piece) -> Route:
@@ -344,7 +344,7 @@ class StorageClient:
                                           "the head answered without a commit version")
                 return reply
 
-            return self._retrying(attempt, f"write of chunk {inode_id}:{chunk_index}")
+            return self.retrying(attempt, f"write of chunk {inode_id}:{chunk_index}")
         finally:
             self._channels.release(channel)
 
@@ -365,7 +365,7 @@ class StorageClient:
                                      + result.last_length)
             return length
 
-        return self._retrying(attempt, f"query length of {inode_id}")
+        return self.retrying(attempt, f"query length of {inode_id}")
 
     def _query_last(self, routes: list[Route], inode_id: int):
         request = storage_pb2.QueryLastChunkRequest(queries=[
@@ -397,7 +397,7 @@ class StorageClient:
                 except errors.NotFound:
                     pass   # no such chunk: it is a hole, nothing to cut
 
-            self._retrying(attempt, f"truncate {inode_id}:{last_index}")
+            self.retrying(attempt, f"truncate {inode_id}:{last_index}")
 
     def remove_file_chunks(self, inode_id: int, layout: Layout) -> int:
         """Remove every chunk of the file; returns how many were removed."""
@@ -411,7 +411,7 @@ class StorageClient:
                      for route in self._stripe_routes(layout)]
             return sum(self._parallel(calls))
 
-        return self._retrying(attempt, f"remove chunks of {inode_id} from {begin_index}")
+        return self.retrying(attempt, f"remove chunks of {inode_id} from {begin_index}")
 
     def copy_file_chunks(self, src_inode: int, src_layout: Layout, length: int,
                          dst_inode: int, dst_layout: Layout) -> None:

@@ -3,6 +3,7 @@
     ffs cluster up|down|status --dir DIR      a local cluster (deploy/local_cluster.py)
     ffs ls|stat|cat|put|get|rm|mkdir|mv URL   files, through fsspec
     ffs admin nodes|targets|chains URL        cluster manager views
+    ffs admin fsck URL [--repair]             compare chunk replicas, find orphans
 
 Every command takes ``--json`` (also accepted before the command). Exit codes:
 0 ok, 1 operation failure (message on stderr; a JSON error object with
@@ -18,7 +19,7 @@ import sys
 import click
 import grpc
 
-from . import admin, cluster, fs
+from . import admin, cluster, fs, fsck
 from ._output import EXIT_FAILURE, json_option, report_failure
 
 
@@ -56,6 +57,7 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(cluster.cluster)
+admin.admin.add_command(fsck.fsck)   # ffs admin fsck (its own module: admin.py has other owners)
 cli.add_command(admin.admin)
 for command in fs.COMMANDS:
     cli.add_command(command)
