@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
@@ -23,6 +24,7 @@ from ..common import limits, rpc
 StubT = TypeVar("StubT")
 
 io_threads_default = limits.io_threads_default
+retired_channel_close_s = 60.0   # a forgotten channel is closed this long after, not at once
 
 
 class ChannelPool:
@@ -41,6 +43,7 @@ class ChannelPool:
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, type], object] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._retired: list[tuple[float, grpc.Channel]] = []
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():
@@ -81,14 +84,23 @@ class ChannelPool:
             return self._executor
 
     def forget(self, address: str) -> None:
-        """Drop (and close) the channel to address, e.g. after its node moved."""
+        """Drop the channel to address (e.g. after its node restarted elsewhere); the next call reconnects.
+
+        The old channel is closed only ``retired_channel_close_s`` later: other
+        threads may have calls in flight on it, and closing would cancel them.
+        """
         self._check_pid()
+        now = time.monotonic()
         with self._lock:
             channel = self._channels.pop(address, None)
             for key in [k for k in self._stubs if k[0] == address]:
                 del self._stubs[key]
-        if channel is not None:
-            channel.close()
+            if channel is not None:
+                self._retired.append((now + retired_channel_close_s, channel))
+            expired = [c for deadline, c in self._retired if deadline <= now]
+            self._retired = [(d, c) for d, c in self._retired if d > now]
+        for old in expired:
+            old.close()
 
     def close(self) -> None:
         """Close everything this process opened (never the parent's)."""
@@ -97,7 +109,8 @@ class ChannelPool:
             return
         with self._lock:
             channels, executor = list(self._channels.values()), self._executor
-            self._channels, self._stubs, self._executor = {}, {}, None
+            channels += [channel for _, channel in self._retired]
+            self._channels, self._stubs, self._executor, self._retired = {}, {}, None, []
         for channel in channels:
             channel.close()
         if executor is not None:

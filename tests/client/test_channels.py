@@ -53,13 +53,23 @@ def test_pid_change_drops_references_without_closing_them(monkeypatch):
     parent_executor.shutdown()
 
 
-def test_forget_closes_and_rebuilds():
+def test_forget_rebuilds_and_closes_the_old_channel_later(monkeypatch):
+    """Other threads may have calls in flight on a forgotten channel: it is closed later, not at once."""
+    now = [1000.0]
+    monkeypatch.setattr(channels.time, "monotonic", lambda: now[0])
     pool = channels.ChannelPool(make_channel=FakeChannel)
     channel = pool.channel("a:1")
     stub = pool.stub("a:1", FakeStub)
     pool.forget("a:1")
-    assert channel.closed
+    assert not channel.closed
     assert pool.stub("a:1", FakeStub) is not stub
+    now[0] += channels.retired_channel_close_s + 1
+    pool.forget("b:2")
+    assert channel.closed
+    newer = pool.channel("a:1")
+    pool.forget("a:1")
+    pool.close()
+    assert newer.closed, "close() closes retired channels too"
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
