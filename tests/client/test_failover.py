@@ -105,10 +105,12 @@ def test_not_committed_pauses_briefly_then_asks_the_tail(env):
     cluster, client, versions, clock = env
     client.write(INODE, ONE_CHAIN, 0, b"committed bytes")
     cluster.uncommitted_on = {"node-1": {(INODE, 0)}, "node-2": {(INODE, 0)}}
+    client.selector.hold(3, 5)   # the tail looks busy: only repeated not-committed sends the read there
     fetches = versions["fetches"]
     cluster.batch_reads.clear()
     assert client.read(INODE, ONE_CHAIN, 15, 0, 15) == b"committed bytes"
-    assert cluster.batch_reads[-1][0] == "node-3"
+    assert [address for address, _ in cluster.batch_reads][-1] == "node-3"
+    assert len(cluster.batch_reads) == 1 + client.config.not_committed_tries_before_tail
     assert versions["fetches"] == fetches, "not-committed is no reason to refresh routing"
     assert clock.sleeps and max(clock.sleeps) <= client.config.not_committed_backoff_s
 
