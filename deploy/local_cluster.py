@@ -5,7 +5,8 @@ manager, mgmtd) and N storage processes, each detached in its own session so
 they outlive the process that started them (``ffs cluster up`` returns at once).
 Everything the cluster owns lives under DIR::
 
-    DIR/cluster.json        port, node and target counts, pids (restarts reuse the port)
+    DIR/cluster.json        port, node/target counts, replicas, heartbeat timeout, pids
+                            (restarts reuse them)
     DIR/run/<role>.pid      one pid file per process (meta, storage-1, ...)
     DIR/logs/<role>.log     stdout+stderr of each process
     DIR/meta/               metadata LMDB
@@ -44,6 +45,7 @@ CHILD_ENV = {
 }
 
 startup_timeout_s_default = 60.0
+heartbeat_interval_ms_max = 1000         # the storage default; shorter when the timeout is short
 stop_timeout_s_default = 10.0
 log_tail_lines = 30
 
@@ -62,6 +64,16 @@ def pick_free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
+def default_replicas(storage_nodes: int) -> int:
+    """As mgmtd's default: 3 replicas with at least 3 storage nodes, else 1."""
+    return 3 if storage_nodes >= 3 else 1
+
+
+def heartbeat_interval_ms_for(heartbeat_timeout_ms: int) -> int:
+    """A tenth of the timeout (storage fences itself after half of it: five missed beats)."""
+    return max(20, min(heartbeat_interval_ms_max, heartbeat_timeout_ms // 10))
+
+
 def log_tail(path: pathlib.Path, lines: int = log_tail_lines) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -75,12 +87,19 @@ class LocalCluster:
 
     Arguments left as None come from DIR/cluster.json when it exists (so
     ``LocalCluster(DIR).down()`` works without repeating the sizes), else from
-    the defaults: 3 storage nodes of 2 targets, a free port.
+    the defaults: 3 storage nodes of 2 targets, a free port, 3 replicas per
+    chain with at least 3 storage nodes (else 1), the services' own heartbeat
+    timeout. A short ``heartbeat_timeout_ms`` (fault tests: ~2000) goes to the
+    meta process (mgmtd marks silent nodes offline after it) and to storage
+    (which fences itself after half of it), with heartbeats every tenth of it.
+    ``chain_table=False`` leaves the chain table to the operator
+    (``ffs admin chain-table create``); up() then only waits for registration.
     """
 
     def __init__(self, base_dir: str | os.PathLike, storage_nodes: int | None = None,
                  targets_per_node: int | None = None, port: int | None = None,
-                 python: str = sys.executable,
+                 replicas: int | None = None, heartbeat_timeout_ms: int | None = None,
+                 chain_table: bool = True, python: str = sys.executable,
                  startup_timeout_s: float = startup_timeout_s_default,
                  stop_timeout_s: float = stop_timeout_s_default,
                  extra_env: dict[str, str] | None = None) -> None:
@@ -92,14 +111,23 @@ class LocalCluster:
                                     else saved.get("targets_per_node", 2))
         # port 0 / None: reuse the persisted port, else pick one at the first up().
         self.port = int(port or saved.get("port", 0))
+        self.replicas = int(replicas or saved.get("replicas") or default_replicas(self.storage_nodes))
+        timeout = heartbeat_timeout_ms if heartbeat_timeout_ms is not None else saved.get("heartbeat_timeout_ms")
+        self.heartbeat_timeout_ms = int(timeout) if timeout else None
         if self.storage_nodes < 1 or self.targets_per_node < 1:
             raise ValueError("a cluster needs at least one storage node with one target")
+        if not 1 <= self.replicas <= self.storage_nodes:
+            raise ValueError(f"{self.replicas} replicas need as many storage nodes; "
+                             f"the cluster has {self.storage_nodes}")
+        if self.heartbeat_timeout_ms is not None and self.heartbeat_timeout_ms < 100:
+            raise ValueError(f"heartbeat timeout {self.heartbeat_timeout_ms} ms is below 100 ms")
         if not 0 <= self.port < 65536:
             raise ValueError(f"bad port {self.port}")
         self.python = python
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.extra_env = dict(extra_env or {})
+        self.chain_table = chain_table
         self._children: dict[int, subprocess.Popen] = {}   # pid -> Popen, to reap our own children
 
     # ---- paths and names ------------------------------------------------------------------
@@ -133,13 +161,20 @@ class LocalCluster:
         return self.base_dir / "logs" / f"{role}.log"
 
     def command(self, role: str) -> list[str]:
+        timeout = self.heartbeat_timeout_ms
         if role == META:
             return [self.python, "-m", "fireflyfs.meta_service",
-                    "--data-dir", str(self.data_dir(role)), "--listen", self.meta_address]
+                    "--data-dir", str(self.data_dir(role)), "--listen", self.meta_address,
+                    *(["--heartbeat-timeout-ms", str(timeout)] if timeout else [])]
         node_id = self._node_id(role)
-        return [self.python, "-m", "fireflyfs.storage_service", "--node-id", str(node_id),
-                "--data-dir", str(self.data_dir(role)), "--listen", f"{HOST}:0",
-                "--mgmtd", self.meta_address, "--targets", str(self.targets_per_node)]
+        command = [self.python, "-m", "fireflyfs.storage_service", "--node-id", str(node_id),
+                   "--data-dir", str(self.data_dir(role)), "--listen", f"{HOST}:0",
+                   "--mgmtd", self.meta_address, "--targets", str(self.targets_per_node)]
+        if timeout:
+            command += ["--heartbeat-interval-ms", str(heartbeat_interval_ms_for(timeout))]
+            if _storage_takes_heartbeat_timeout():
+                command += ["--heartbeat-timeout-ms", str(timeout)]
+        return command
 
     def _node_id(self, role: str) -> int:
         if not role.startswith("storage-"):
@@ -176,6 +211,8 @@ class LocalCluster:
             "port": self.port,
             "storage_nodes": self.storage_nodes,
             "targets_per_node": self.targets_per_node,
+            "replicas": self.replicas,
+            "heartbeat_timeout_ms": self.heartbeat_timeout_ms,
             "pids": {role: self.pid(role) for role in self.roles()},
         }
         tmp = self.state_file.with_suffix(".json.tmp")
@@ -232,7 +269,10 @@ class LocalCluster:
                 self._start(role)
         self._save_state()
         self._wait_storage(deadline)
-        self._create_chain_table()
+        if self.chain_table:
+            self._create_chain_table()
+            self.wait_chains(lambda states: "SERVING" in states, self._left(deadline),
+                             "a SERVING target in every chain")
         log.info("cluster %s up at %s", self.base_dir, self.url)
         return self.url
 
@@ -325,9 +365,43 @@ class LocalCluster:
         with make_channel(self.meta_address) as channel, rpc_errors_mapped():
             stub = mgmtd_pb2_grpc.MgmtdStub(channel)
             reply = stub.CreateChainTable(
-                mgmtd_pb2.CreateChainTableRequest(replicas=1, only_if_missing=True), timeout=10.0)
+                mgmtd_pb2.CreateChainTableRequest(replicas=self.replicas, only_if_missing=True),
+                timeout=10.0)
         if reply.created:
             log.info("created chain table %d with %d chains", reply.table.id, len(reply.table.chains))
+
+    def chain_states(self) -> dict[int, list[tuple[int, str]]]:
+        """{chain id: [(target id, public state name), ...] head first} from mgmtd."""
+        from fireflyfs.proto import types_pb2
+
+        routing = self.routing()
+        states = {t.id: types_pb2.PublicTargetState.Name(t.public_state) for t in routing.targets}
+        return {c.id: [(t, states.get(t, "UNKNOWN")) for t in c.targets] for c in routing.chains}
+
+    def wait_chains(self, predicate, timeout_s: float, what: str) -> dict[int, list[tuple[int, str]]]:
+        """Poll routing until predicate(list of a chain's state names) holds for every chain."""
+        import grpc
+
+        deadline = time.monotonic() + timeout_s
+        chains: dict = {}
+        while True:
+            try:
+                chains = self.chain_states()
+                if chains and all(predicate([s for _, s in members]) for members in chains.values()):
+                    return chains
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterError(f"timed out after {timeout_s:.0f}s waiting for {what}; chains: {chains}")
+            time.sleep(0.1)
+
+    def wait_all_serving(self, timeout_s: float = 60.0) -> dict[int, list[tuple[int, str]]]:
+        """Until every target of every chain is SERVING (after restarts: resync finished)."""
+        return self.wait_chains(lambda states: set(states) == {"SERVING"}, timeout_s, "every target SERVING")
+
+    @staticmethod
+    def _left(deadline: float) -> float:
+        return max(0.0, deadline - time.monotonic())
 
     def down(self) -> list[str]:
         """Stop every process of this cluster: SIGTERM, then SIGKILL after stop_timeout_s.
@@ -412,3 +486,23 @@ class LocalCluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.down()
+
+
+_storage_flag_cache: dict[str, bool] = {}
+
+
+def _storage_takes_heartbeat_timeout() -> bool:
+    """Whether this storage build has --heartbeat-timeout-ms (its fencing); older ones take it from
+    mgmtd's RegisterNode/Heartbeat replies only. Asked once, of the argument parser in-process."""
+    if "timeout" not in _storage_flag_cache:
+        import io
+
+        try:
+            from fireflyfs.storage_service.server import parse_args
+            with contextlib.redirect_stderr(io.StringIO()):
+                parse_args(["--node-id", "1", "--data-dir", "/nonexistent", "--mgmtd", "127.0.0.1:1",
+                            "--heartbeat-timeout-ms", "1000"])
+            _storage_flag_cache["timeout"] = True
+        except (SystemExit, Exception):
+            _storage_flag_cache["timeout"] = False
+    return _storage_flag_cache["timeout"]

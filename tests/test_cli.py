@@ -129,15 +129,62 @@ def test_admin_views(cluster):
     assert sorted(t["id"] for t in targets) == [101, 102, 201, 202, 301, 302]
     assert all(t["chain_id"] for t in targets)
 
+    assert all(t["public_state"] == "SERVING" and not t["admin_offline"] for t in targets)
+
     chains = json.loads(run("--json", "admin", "chains", cluster.url).stdout)
-    assert len(chains["chains"]) == 6
-    assert chains["chain_tables"] and chains["chain_tables"][0]["replicas"] == 1
+    replicas = cluster.cluster.replicas
+    assert len(chains["chains"]) == 6 // replicas
+    assert chains["chain_tables"] and chains["chain_tables"][0]["replicas"] == replicas
     assert sorted(t for c in chains["chains"] for t in c["targets"]) == sorted(t["id"] for t in targets)
+    assert all(c["version"] >= 1 and len(c["local_states"]) == replicas for c in chains["chains"])
 
     for view in ("nodes", "targets", "chains"):
         result = run("admin", view, cluster.url)
         assert result.exit_code == 0 and "routing version" in result.stdout
     assert "101" in run("admin", "targets", cluster.url).stdout
+
+
+def test_admin_chain_table_create_and_target_offline_online(make_cluster):
+    local = make_cluster(storage_nodes=3, targets_per_node=2, replicas=None, heartbeat_timeout_ms=None,
+                         chain_table=False)
+    url = local.url
+    empty = json.loads(run("--json", "admin", "chains", url).stdout)
+    assert empty["chains"] == [] and empty["chain_tables"] == []
+
+    result = run("--json", "admin", "chain-table", "create", url, "--replicas", "2")
+    assert result.exit_code == 0, result.stderr
+    table = json.loads(result.stdout)
+    assert (table["created"], table["id"], table["replicas"], len(table["chains"])) == (True, 1, 2, 3)
+    result = run("admin", "chain-table", "create", url)                  # every target is in a chain
+    assert result.exit_code == 1 and "InvalidArgument" in result.stderr
+    result = run("admin", "chain-table", "create", url, "--if-missing")
+    assert result.exit_code == 0 and "exists" in result.stdout
+    chains = json.loads(run("--json", "admin", "chains", url).stdout)["chains"]
+    assert all(len({t // 100 for t in c["targets"]}) == 2 for c in chains)   # distinct nodes
+    assert all(c["version"] == 1 and c["target_states"] == ["SERVING"] * 2 for c in chains)
+
+    head, tail = chains[0]["targets"]
+    result = run("--json", "admin", "target", "offline", str(head), url)
+    assert result.exit_code == 0, result.stderr
+    moved = json.loads(result.stdout)
+    assert moved["public_state"] == "OFFLINE" and moved["admin_offline"]
+    assert moved["chain"] == {"id": chains[0]["id"], "version": 2, "targets": [tail, head]}
+    targets = {t["id"]: t for t in json.loads(run("--json", "admin", "targets", url).stdout)["targets"]}
+    assert targets[head]["admin_offline"] and targets[head]["public_state"] == "OFFLINE"
+    assert targets[head]["local_state"] != "LOCAL_OFFLINE"          # the node is fine; the operator holds it
+    assert "offline" in run("admin", "targets", url).stdout
+    assert "local states" in run("admin", "chains", url).stdout
+
+    result = run("admin", "target", "offline", str(tail), url)       # would stop the chain
+    assert result.exit_code == 1 and "last SERVING" in result.stderr
+    assert run("admin", "target", "offline", "999", url).exit_code == 1
+    assert run("admin", "target", "offline", "0", url).exit_code == 2
+
+    result = run("admin", "target", "online", str(head), url)
+    assert result.exit_code == 0 and f"target {head} released" in result.stdout
+    targets = {t["id"]: t for t in json.loads(run("--json", "admin", "targets", url).stdout)["targets"]}
+    assert not targets[head]["admin_offline"]
+    assert targets[head]["public_state"] in ("WAITING", "SYNCING", "SERVING")   # on its way back: resync
 
 
 def _alive(pid: int) -> bool:
@@ -160,14 +207,20 @@ def _ffs(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def test_cluster_commands_in_a_subprocess(tmp_path):
     base_dir = tmp_path / "c"
     try:
+        assert _ffs("cluster", "up", "--dir", str(base_dir), "--storage-nodes", "1", "--replicas", "3",
+                    check=False).returncode == 2               # 3 replicas need 3 nodes
         up = _ffs("cluster", "up", "--dir", str(base_dir), "--storage-nodes", "1",
-                  "--targets-per-node", "1")
+                  "--targets-per-node", "1", "--replicas", "1", "--heartbeat-timeout-ms", "5000")
         url = up.stdout.strip()
         assert url.startswith("ffs://127.0.0.1:")
         rows = json.loads(_ffs("cluster", "status", "--dir", str(base_dir), "--json").stdout)
         assert [(r["role"], r["node_id"], r["state"]) for r in rows] == [
             ("meta", None, "running"), ("storage", 1, "running")]
         assert rows[0]["address"] == url.removeprefix("ffs://")
+        state = json.loads((base_dir / "cluster.json").read_text())
+        assert (state["replicas"], state["heartbeat_timeout_ms"]) == (1, 5000)
+        meta_cmdline = pathlib.Path(f"/proc/{rows[0]['pid']}/cmdline").read_bytes().split(b"\0")
+        assert b"--heartbeat-timeout-ms" in meta_cmdline and b"5000" in meta_cmdline
         pids = [r["pid"] for r in rows]
         table = _ffs("cluster", "status", "--dir", str(base_dir)).stdout
         assert "storage" in table and "running" in table

@@ -42,6 +42,22 @@ def test_command_lines_follow_the_contract(tmp_path):
         local.command("storage-3")
 
 
+def test_replicas_and_heartbeat_timeout_reach_the_processes(tmp_path):
+    local = LocalCluster(tmp_path, storage_nodes=4, targets_per_node=1, port=4321, python="py",
+                         heartbeat_timeout_ms=2000)
+    assert local.replicas == 3                              # default with >= 3 storage nodes
+    assert local.command("meta")[-2:] == ["--heartbeat-timeout-ms", "2000"]
+    storage = local.command("storage-1")
+    assert storage[storage.index("--heartbeat-interval-ms") + 1] == "200"   # a tenth: fence after 5
+    assert LocalCluster(tmp_path / "a", storage_nodes=2).replicas == 1
+    assert LocalCluster(tmp_path / "b", storage_nodes=5, replicas=2).replicas == 2
+    assert "--heartbeat-interval-ms" not in LocalCluster(tmp_path / "c", storage_nodes=1).command("storage-1")
+    with pytest.raises(ValueError, match="3 replicas"):
+        LocalCluster(tmp_path / "d", storage_nodes=2, replicas=3)
+    with pytest.raises(ValueError):
+        LocalCluster(tmp_path / "e", heartbeat_timeout_ms=10)
+
+
 def test_sizes_and_port_come_back_from_cluster_json(tmp_path):
     (tmp_path / "cluster.json").write_text(json.dumps(
         {"port": 23456, "storage_nodes": 5, "targets_per_node": 4, "pids": {}}))
@@ -49,6 +65,12 @@ def test_sizes_and_port_come_back_from_cluster_json(tmp_path):
     assert (local.port, local.storage_nodes, local.targets_per_node) == (23456, 5, 4)
     assert LocalCluster(tmp_path, port=0).port == 23456         # 0: keep the persisted port
     assert LocalCluster(tmp_path, storage_nodes=2).storage_nodes == 2
+    (tmp_path / "cluster.json").write_text(json.dumps(
+        {"port": 23456, "storage_nodes": 5, "targets_per_node": 4, "replicas": 2,
+         "heartbeat_timeout_ms": 3000, "pids": {}}))
+    local = LocalCluster(tmp_path)
+    assert (local.replicas, local.heartbeat_timeout_ms) == (2, 3000)
+    assert LocalCluster(tmp_path, replicas=3).replicas == 3
 
 
 def test_stale_pid_files_never_touch_strangers(tmp_path):
@@ -88,12 +110,16 @@ def test_session_cluster_is_up_with_its_environment(cluster):
     assert sorted(n.id for n in storage) == [1, 2, 3]
     assert len(routing.targets) == 6
     assert routing.chain_tables, "the launcher creates the chain table"
+    replicas = cluster.cluster.replicas
+    assert routing.chain_tables[0].replicas == replicas and len(routing.chains) == 6 // replicas
+    assert all(t.public_state == types_pb2.SERVING for t in routing.targets)
     environ = pathlib.Path(f"/proc/{rows[1]['pid']}/environ").read_bytes().split(b"\0")
     assert b"MALLOC_MMAP_THRESHOLD_=67108864" in environ
     assert b"MALLOC_TRIM_THRESHOLD_=268435456" in environ
     state = json.loads((pathlib.Path(cluster.cluster.base_dir) / "cluster.json").read_text())
     assert state["port"] == cluster.port
     assert state["pids"]["meta"] == rows[0]["pid"]
+    assert state["replicas"] == replicas
 
 
 def test_kill_restart_and_isolation(tmp_path, cluster):

@@ -1,7 +1,14 @@
-"""``ffs admin nodes|targets|chains URL``: what the cluster manager knows (Mgmtd.GetRoutingInfo).
+"""``ffs admin ...``: what the cluster manager knows, and the operator's levers.
 
-Verbs mirror 3FS's admin_cli list-nodes / list-targets / list-chains; unlike
-it, every view also prints as JSON with stable field names.
+    ffs admin nodes|targets|chains URL             views (Mgmtd.GetRoutingInfo)
+    ffs admin target offline|online ID URL         Mgmtd.SetTargetState
+    ffs admin chain-table create URL --replicas R  Mgmtd.CreateChainTable
+
+Verbs mirror 3FS's admin_cli list-nodes / list-targets / list-chains /
+offline-target; unlike it, every command also prints JSON with stable field
+names. Targets show both states: public (routing: serving, syncing, waiting,
+lastsrv, offline) and local (what the node reports: uptodate, online, offline),
+plus whether an operator holds the target offline.
 """
 
 from __future__ import annotations
@@ -17,16 +24,25 @@ from .fs import _url_arg, parse_url
 rpc_timeout_s = 10.0
 
 
-def fetch_routing(url: str):
+def _call(url: str, method: str, request):
+    """One Mgmtd RPC to the cluster at url, errors mapped to FfsError."""
     from fireflyfs.common.errors import rpc_errors_mapped
     from fireflyfs.common.rpc import make_channel
-    from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
+    from fireflyfs.proto import mgmtd_pb2_grpc
 
     host, port, _ = parse_url(url)
     with make_channel(f"{host}:{port}") as channel, rpc_errors_mapped():
-        reply = mgmtd_pb2_grpc.MgmtdStub(channel).GetRoutingInfo(
-            mgmtd_pb2.GetRoutingInfoRequest(), timeout=rpc_timeout_s)
-    return reply.routing
+        return getattr(mgmtd_pb2_grpc.MgmtdStub(channel), method)(request, timeout=rpc_timeout_s)
+
+
+def fetch_routing_reply(url: str):
+    from fireflyfs.proto import mgmtd_pb2
+
+    return _call(url, "GetRoutingInfo", mgmtd_pb2.GetRoutingInfoRequest())
+
+
+def fetch_routing(url: str):
+    return fetch_routing_reply(url).routing
 
 
 def _enum(enum_type, value: int) -> str:
@@ -48,13 +64,15 @@ def node_rows(routing) -> list[dict[str, Any]]:
     } for n in sorted(routing.nodes, key=lambda n: (n.type, n.id))]
 
 
-def target_rows(routing) -> list[dict[str, Any]]:
+def target_rows(routing, admin_offline=()) -> list[dict[str, Any]]:
     from fireflyfs.proto import types_pb2
 
+    held = set(admin_offline)
     return [{
         "id": t.id, "node_id": t.node_id, "chain_id": t.chain_id or None,
         "public_state": _enum(types_pb2.PublicTargetState, t.public_state),
         "local_state": _enum(types_pb2.LocalTargetState, t.local_state),
+        "admin_offline": t.id in held,
         "used_bytes": t.used_bytes, "capacity_bytes": t.capacity_bytes,
         "chunk_count": t.chunk_count, "path": t.path,
     } for t in sorted(routing.targets, key=lambda t: t.id)]
@@ -64,6 +82,7 @@ def chain_rows(routing) -> list[dict[str, Any]]:
     from fireflyfs.proto import types_pb2
 
     states = {t.id: _enum(types_pb2.PublicTargetState, t.public_state) for t in routing.targets}
+    local = {t.id: _enum(types_pb2.LocalTargetState, t.local_state) for t in routing.targets}
     tables: dict[int, list[int]] = {}
     for table in routing.chain_tables:
         for chain_id in table.chains:
@@ -71,13 +90,14 @@ def chain_rows(routing) -> list[dict[str, Any]]:
     return [{
         "id": c.id, "version": c.version, "targets": list(c.targets),
         "target_states": [states.get(t, "UNKNOWN") for t in c.targets],
+        "local_states": [local.get(t, "UNKNOWN") for t in c.targets],
         "chain_tables": tables.get(c.id, []),
     } for c in sorted(routing.chains, key=lambda c: c.id)]
 
 
 @click.group()
 def admin() -> None:
-    """Cluster manager views: nodes, targets, chains."""
+    """Cluster manager: nodes, targets, chains; target offline/online; chain tables."""
 
 
 @admin.command("nodes")
@@ -100,25 +120,26 @@ def nodes(url: str) -> None:
 @click.argument("url", callback=_url_arg)
 @json_option
 def targets(url: str) -> None:
-    """List storage targets with state and space."""
-    routing = fetch_routing(url)
-    rows = target_rows(routing)
+    """List storage targets: public and local state, admin hold, space."""
+    reply = fetch_routing_reply(url)
+    routing = reply.routing
+    rows = target_rows(routing, reply.admin_offline_targets)
     if json_mode():
         emit_json({"routing_version": routing.version, "targets": rows})
         return
     print_table(f"targets (routing version {routing.version})",
-                ["id", "node", "chain", "public state", "local state", "used", "capacity",
+                ["id", "node", "chain", "public state", "local state", "admin", "used", "capacity",
                  "chunks", "path"],
                 [(r["id"], r["node_id"], r["chain_id"], r["public_state"], r["local_state"],
-                  human_bytes(r["used_bytes"]), human_bytes(r["capacity_bytes"]), r["chunk_count"],
-                  r["path"]) for r in rows])
+                  "offline" if r["admin_offline"] else "", human_bytes(r["used_bytes"]),
+                  human_bytes(r["capacity_bytes"]), r["chunk_count"], r["path"]) for r in rows])
 
 
 @admin.command("chains")
 @click.argument("url", callback=_url_arg)
 @json_option
 def chains(url: str) -> None:
-    """List chains (head first) and the chain tables using them."""
+    """List chains (head first) with their versions, states and the chain tables using them."""
     routing = fetch_routing(url)
     rows = chain_rows(routing)
     if json_mode():
@@ -128,7 +149,72 @@ def chains(url: str) -> None:
                    "chains": rows})
         return
     print_table(f"chains (routing version {routing.version})",
-                ["id", "version", "targets", "states", "tables"],
+                ["id", "version", "targets", "public states", "local states", "tables"],
                 [(r["id"], r["version"], ",".join(map(str, r["targets"])),
-                  ",".join(r["target_states"]), ",".join(map(str, r["chain_tables"])))
-                 for r in rows])
+                  ",".join(r["target_states"]), ",".join(r["local_states"]),
+                  ",".join(map(str, r["chain_tables"]))) for r in rows])
+
+
+@admin.group("target")
+def target() -> None:
+    """Take a target offline (held there until set online) or back online."""
+
+
+def _set_target_state(target_id: int, url: str, offline: bool) -> None:
+    from fireflyfs.proto import mgmtd_pb2, types_pb2
+
+    reply = _call(url, "SetTargetState", mgmtd_pb2.SetTargetStateRequest(target_id=target_id, offline=offline))
+    state = _enum(types_pb2.PublicTargetState, reply.target.public_state)
+    chain = {"id": reply.chain.id, "version": reply.chain.version, "targets": list(reply.chain.targets)} \
+        if reply.HasField("chain") else None
+    if json_mode():
+        emit_json({"target_id": target_id, "admin_offline": offline, "public_state": state,
+                   "chain": chain, "routing_version": reply.routing_version})
+        return
+    where = f"; chain {chain['id']} v{chain['version']}: {','.join(map(str, chain['targets']))}" if chain else ""
+    click.echo(f"target {target_id} {'held offline' if offline else 'released'}: now {state}{where}")
+
+
+@target.command("offline")
+@click.argument("target_id", type=click.IntRange(1))
+@click.argument("url", callback=_url_arg)
+@json_option
+def target_offline(target_id: int, url: str) -> None:
+    """Hold target ID OFFLINE (it moves to its chain's end) until `target online`."""
+    _set_target_state(target_id, url, True)
+
+
+@target.command("online")
+@click.argument("target_id", type=click.IntRange(1))
+@click.argument("url", callback=_url_arg)
+@json_option
+def target_online(target_id: int, url: str) -> None:
+    """Release target ID: it resyncs (waiting, syncing) and serves again."""
+    _set_target_state(target_id, url, False)
+
+
+@admin.group("chain-table")
+def chain_table() -> None:
+    """Chain tables: ordered lists of chains that file layouts stripe over."""
+
+
+@chain_table.command("create")
+@click.argument("url", callback=_url_arg)
+@click.option("--replicas", type=click.IntRange(1, 8), default=None,
+              help="Targets per chain, on distinct nodes  [default: 3 with >= 3 storage nodes, else 1]")
+@click.option("--table-id", type=click.IntRange(1), default=None, help="[default: the next free id]")
+@click.option("--if-missing", is_flag=True, help="Succeed without change when a chain table exists.")
+@json_option
+def chain_table_create(url: str, replicas: int | None, table_id: int | None, if_missing: bool) -> None:
+    """Build a chain table over the targets not yet in a chain."""
+    from fireflyfs.proto import mgmtd_pb2
+
+    reply = _call(url, "CreateChainTable", mgmtd_pb2.CreateChainTableRequest(
+        table_id=table_id or 0, replicas=replicas or 0, only_if_missing=if_missing))
+    table = reply.table
+    if json_mode():
+        emit_json({"created": reply.created, "id": table.id, "version": table.version,
+                   "replicas": table.replicas, "chains": list(table.chains)})
+        return
+    click.echo(f"chain table {table.id} {'created' if reply.created else 'exists'}: "
+               f"{len(table.chains)} chains of {table.replicas} replicas")

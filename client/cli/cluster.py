@@ -33,13 +33,26 @@ def cluster() -> None:
               help="Targets per storage node  [default: 2, or as in DIR/cluster.json]")
 @click.option("--port", type=click.IntRange(0, 65535), default=0,
               help="Meta/mgmtd port; 0 picks a free one once and keeps it  [default: 0]")
+@click.option("--replicas", type=click.IntRange(1, 8), default=None,
+              help="Targets per chain, on distinct nodes  [default: 3 with >= 3 storage nodes, else 1, "
+                   "or as in DIR/cluster.json]")
+@click.option("--heartbeat-timeout-ms", type=click.IntRange(100), default=None,
+              help="mgmtd marks a silent storage node offline after this; storage fences at half  "
+                   "[default: the services' 10000, or as in DIR/cluster.json]")
+@click.option("--chain-table/--no-chain-table", default=True, show_default=True,
+              help="Create the chain table once the storage nodes registered.")
 @click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the cluster to serve.")
 @json_option
-def up(base_dir, storage_nodes, targets_per_node, port, timeout_s) -> None:
+def up(base_dir, storage_nodes, targets_per_node, port, replicas, heartbeat_timeout_ms, chain_table,
+       timeout_s) -> None:
     """Start what is not running in DIR and print the cluster URL."""
-    local = _cluster(base_dir, storage_nodes=storage_nodes, targets_per_node=targets_per_node,
-                     port=port, startup_timeout_s=timeout_s)
+    try:
+        local = _cluster(base_dir, storage_nodes=storage_nodes, targets_per_node=targets_per_node,
+                         port=port, replicas=replicas, heartbeat_timeout_ms=heartbeat_timeout_ms,
+                         chain_table=chain_table, startup_timeout_s=timeout_s)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     url = local.up()
     if json_mode():
         emit_json({"url": url, "dir": str(local.base_dir), "processes": local.status()})

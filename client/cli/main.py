@@ -4,6 +4,8 @@
     ffs ls|stat|cat|put|get|rm|mkdir|mv URL   files, through fsspec
     ffs admin nodes|targets|chains URL        cluster manager views
     ffs admin fsck URL [--repair]             compare chunk replicas, find orphans
+    ffs admin target offline|online ID URL    hold a target offline / release it
+    ffs admin chain-table create URL          a chain table (--replicas R)
 
 Every command takes ``--json`` (also accepted before the command). Exit codes:
 0 ok, 1 operation failure (message on stderr; a JSON error object with

@@ -1,0 +1,87 @@
+"""Real processes: a SIGKILLed storage node goes offline in routing, and comes back through resync.
+
+Method: a dedicated local cluster (4 storage nodes of 3 targets, replication 3,
+heartbeat timeout 2 s) watched through Mgmtd.GetRoutingInfo. Kill one storage
+node: within the timeout plus a tick its targets must be OFFLINE at the end of
+their chains, those chains' versions bumped, the other chains untouched.
+Restart it: a new incarnation, so its targets must never serve again without
+passing WAITING/SYNCING (we poll routing and record every state seen), and with
+the storage side's resync they end SERVING.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from fireflyfs.deploy.local_cluster import ClusterError
+
+DETECT_S_MAX = 15.0
+RECOVER_S_MAX = 60.0
+
+
+def storage_resyncs() -> bool:
+    """Whether this storage build runs the resync (SyncStart/SyncDone) the last step needs."""
+    from fireflyfs.storage_service.servicer import StorageServicer
+
+    return "SyncStart" in vars(StorageServicer) and "SyncDone" in vars(StorageServicer)
+
+
+def versions(routing) -> dict[int, int]:
+    return {c.id: c.version for c in routing.chains}
+
+
+def node_targets(chains, node_id: int) -> dict[int, int]:
+    """{target id: chain id} for the targets of node_id."""
+    return {t: cid for cid, members in chains.items() for t, _ in members if t // 100 == node_id}
+
+
+def test_killed_node_goes_offline_then_resyncs_back(make_cluster):
+    local = make_cluster(storage_nodes=4, targets_per_node=3, replicas=3, heartbeat_timeout_ms=2000)
+    chains = local.wait_all_serving(timeout_s=10)
+    assert len(chains) == 4 and all(len(members) == 3 for members in chains.values())
+    before = versions(local.routing())
+    mine = node_targets(chains, 2)
+    assert len(mine) == 3                         # node 2 is in three of the four chains
+
+    local.kill(2, signal.SIGKILL)
+    chains = local.chain_states()
+    deadline = time.monotonic() + DETECT_S_MAX
+    while not all(dict(chains[cid])[t] == "OFFLINE" for t, cid in mine.items()):
+        assert time.monotonic() < deadline, f"node 2's targets not offline: {chains}"
+        time.sleep(0.2)
+        chains = local.chain_states()
+    after = versions(local.routing())
+    for cid, members in chains.items():
+        if cid in mine.values():
+            assert members[-1][0] // 100 == 2 and members[-1][1] == "OFFLINE", members
+            assert [s for _, s in members[:-1]] == ["SERVING", "SERVING"], members
+            assert after[cid] > before[cid]
+        else:
+            assert after[cid] == before[cid] and [s for _, s in members] == ["SERVING"] * 3
+    routing = local.routing()
+    assert {t.id: t.local_state for t in routing.targets if t.node_id == 2} == {t: 3 for t in mine}  # LOCAL_OFFLINE
+
+    local.up()                                     # restarts storage-2 only: a new incarnation
+    seen: dict[int, set[str]] = {t: set() for t in mine}
+    deadline = time.monotonic() + (RECOVER_S_MAX if storage_resyncs() else 10.0)
+    while time.monotonic() < deadline:
+        chains = local.chain_states()
+        for t, cid in mine.items():
+            seen[t].add(dict(chains[cid])[t])
+        if all(dict(chains[cid])[t] == "SERVING" for t, cid in mine.items()):
+            break
+        time.sleep(0.05)
+    # It came back through the resync states, never straight from OFFLINE to SERVING unseen.
+    for t in mine:
+        assert seen[t] & {"WAITING", "SYNCING"}, (t, seen[t])
+    if not storage_resyncs():
+        # Until the storage side resyncs, the returning targets wait (mgmtd's part ends here).
+        assert all(dict(chains[cid])[t] in ("WAITING", "SYNCING") for t, cid in mine.items()), chains
+        return
+    try:
+        chains = local.wait_all_serving(timeout_s=5)
+    except ClusterError as exc:
+        raise AssertionError(f"node 2 did not resync back to SERVING: {exc}") from None
+    for t, cid in mine.items():
+        assert dict(chains[cid])[t] == "SERVING" and versions(local.routing())[cid] > after[cid]
