@@ -69,6 +69,7 @@ class ClusterState:
             nodes = _records(txn, "nodes", types_pb2.NodeInfo)
             self._admin_offline = {int(key.decode()[len(_ADMIN_OFFLINE_PREFIX):])
                                    for key, _ in txn.scan("counters", _ADMIN_OFFLINE_PREFIX.encode())}
+        self._settled = False          # the last chain round changed nothing (skip the next)
         self._last_heartbeat_ms = {node.id: now_ms for node in nodes}
         self._status = {node.id: node.status for node in nodes}
 
@@ -133,38 +134,32 @@ class ClusterState:
 
     def heartbeat(self, node_id: int, targets: list[mgmtd_pb2.TargetHeartbeat], now_ms: int,
                   incarnation: int = 0) -> int:
-        """Record a heartbeat, advance the chains; returns the routing version the node should hold."""
+        """Record a heartbeat, advance the chains; returns the routing version the node should hold.
+
+        The common case (same local states, no node timed out, chains settled)
+        takes only a read transaction: heartbeats never queue behind metadata
+        writes for nothing.
+        """
         with self._lock:
             if node_id not in self._last_heartbeat_ms:
                 raise NotFound(f"node {node_id} is not registered; call RegisterNode first")
+            with self.store.read() as txn:
+                moved = self._check_heartbeat(txn, node_id, targets, incarnation)
+                version = txn.get_counter("routing_version", 1)
+            for beat in targets:
+                self._usage[beat.target_id] = beat
+            self._last_heartbeat_ms[node_id] = now_ms
+            if not moved and self._settled and not self._status_due(now_ms):
+                return version
             with self.store.write() as txn:
-                known = txn.get_counter(_incarnation_key(node_id), 0)
-                if incarnation and known and incarnation != known:
-                    if incarnation < known:
-                        raise InvalidArgument(f"node {node_id}: heartbeat from incarnation {incarnation}, "
-                                              f"but incarnation {known} registered since")
-                    raise NotFound(f"node {node_id}: incarnation {incarnation} never registered; "
-                                   "call RegisterNode first")
-                records = {}
-                for beat in targets:
-                    record = txn.get_msg("targets", u64_key(beat.target_id), types_pb2.TargetInfo)
-                    if record is None or record.node_id != node_id:
-                        raise InvalidArgument(f"target {beat.target_id} is not registered on node {node_id}")
-                    records[beat.target_id] = record
                 changed = False
-                for beat in targets:
-                    self._usage[beat.target_id] = beat
-                    record = records[beat.target_id]
-                    # A beat without a state still proves the node is alive: at least ONLINE.
-                    reported = beat.local_state or types_pb2.ONLINE
-                    if reported != record.local_state:
-                        log.info("target %d local state %s -> %s (heartbeat)", record.id,
-                                 types_pb2.LocalTargetState.Name(record.local_state),
-                                 types_pb2.LocalTargetState.Name(reported))
-                        record.local_state = reported
-                        txn.put_msg("targets", u64_key(record.id), record)
-                        changed = True
-                self._last_heartbeat_ms[node_id] = now_ms
+                for record, reported in self._check_heartbeat(txn, node_id, targets, incarnation):
+                    log.info("target %d local state %s -> %s (heartbeat)", record.id,
+                             types_pb2.LocalTargetState.Name(record.local_state),
+                             types_pb2.LocalTargetState.Name(reported))
+                    record.local_state = reported
+                    txn.put_msg("targets", u64_key(record.id), record)
+                    changed = True
                 changed |= self._refresh_status(txn, now_ms)
                 changed |= self._update_chains(txn, f"heartbeat of node {node_id}")
                 if changed:
@@ -173,6 +168,12 @@ class ClusterState:
 
     def tick(self, now_ms: int) -> bool:
         """The periodic round: time out silent nodes, advance every chain; True when routing moved."""
+        with self._lock:
+            if self._settled and not self._status_due(now_ms):
+                return False
+            return self._tick(now_ms)
+
+    def _tick(self, now_ms: int) -> bool:
         with self._lock, self.store.write() as txn:
             changed = self._refresh_status(txn, now_ms)
             changed |= self._update_chains(txn, "periodic update")
@@ -183,9 +184,9 @@ class ClusterState:
     def refresh_status(self, now_ms: int) -> bool:
         """Apply node timeouts due by now_ms (no write when none is); True when routing moved."""
         with self._lock:
-            if all(self._status.get(n) == self._status_at(n, now_ms) for n in self._last_heartbeat_ms):
+            if not self._status_due(now_ms):
                 return False
-            return self.tick(now_ms)
+            return self._tick(now_ms)
 
     def set_target_state(self, target_id: int, offline: bool,
                          now_ms: int) -> tuple[types_pb2.ChainInfo | None, types_pb2.TargetInfo, int]:
@@ -267,6 +268,7 @@ class ClusterState:
             table = types_pb2.ChainTable(id=table_id, version=1, chains=chain_ids, replicas=replicas)
             txn.put_msg("chain_tables", u32_key(table_id), table)
             self._bump(txn)
+            self._settled = False      # new chains: the next round checks their members' states
             log.info("chain table %d created: %d chains of %d replicas", table_id, len(chain_ids), replicas)
             return table, True
 
@@ -303,6 +305,31 @@ class ClusterState:
         return sum(t.capacity_bytes for t in targets), sum(t.used_bytes for t in targets)
 
     # -- helpers -----------------------------------------------------------
+    def _check_heartbeat(self, txn: Txn, node_id: int, targets: list[mgmtd_pb2.TargetHeartbeat],
+                         incarnation: int) -> list[tuple[types_pb2.TargetInfo, int]]:
+        """Validate a heartbeat (raises before anything changes); (target, reported local state) for
+        each target whose local state moved."""
+        known = txn.get_counter(_incarnation_key(node_id), 0)
+        if incarnation and known and incarnation != known:
+            if incarnation < known:
+                raise InvalidArgument(f"node {node_id}: heartbeat from incarnation {incarnation}, "
+                                      f"but incarnation {known} registered since")
+            raise NotFound(f"node {node_id}: incarnation {incarnation} never registered; "
+                           "call RegisterNode first")
+        moved = []
+        for beat in targets:
+            record = txn.get_msg("targets", u64_key(beat.target_id), types_pb2.TargetInfo)
+            if record is None or record.node_id != node_id:
+                raise InvalidArgument(f"target {beat.target_id} is not registered on node {node_id}")
+            # A beat without a state still proves the node is alive: at least ONLINE.
+            reported = beat.local_state or types_pb2.ONLINE
+            if reported != record.local_state:
+                moved.append((record, reported))
+        return moved
+
+    def _status_due(self, now_ms: int) -> bool:
+        return any(self._status.get(n) != self._status_at(n, now_ms) for n in self._last_heartbeat_ms)
+
     def _restarted(self, txn: Txn, node_id: int, old: int, new: int) -> bool:
         """A new process of a known node: its targets are offline until they resync."""
         changed = False
@@ -349,7 +376,10 @@ class ClusterState:
                 return LocalState.OFFLINE
             return LocalState(record.local_state) if record.local_state else LocalState.ONLINE
 
-        return bool(update_chains(txn, effective_local, why))
+        changed = bool(update_chains(txn, effective_local, why))
+        # Nothing moved: until an input changes, another round would not move anything either.
+        self._settled = not changed
+        return changed
 
     def _status_at(self, node_id: int, now_ms: int) -> int:
         age_ms = now_ms - self._last_heartbeat_ms[node_id]

@@ -217,3 +217,21 @@ def test_ticker_uses_its_clock(cluster):
         assert states == [types_pb2.LASTSRV, types_pb2.OFFLINE, types_pb2.OFFLINE]
     with pytest.raises(ValueError):
         ClusterTicker(cluster, interval_ms=0)
+
+
+def test_quiet_heartbeats_and_ticks_take_no_write_transaction(cluster, store, monkeypatch):
+    """Heartbeats share the meta LMDB writer with every namespace mutation: when nothing moves
+    they must not queue behind it."""
+    for node in (1, 2, 3, 4):
+        beat(cluster, node, 100)
+    cluster.tick(100)
+    writes = []
+    real_write = store.write
+    monkeypatch.setattr(store, "write", lambda: writes.append(1) or real_write())
+    for now in (200, 300):
+        for node in (1, 2, 3, 4):
+            beat(cluster, node, now)
+        assert cluster.tick(now) is False
+    assert writes == []
+    beat(cluster, 1, 400, local=ONLINE)        # a state moved: written, and routing moves
+    assert writes
