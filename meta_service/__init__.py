@@ -5,7 +5,9 @@
     layouts.py      directory default layouts, chain range + seed for new files
     records.py      inode/dentry/session helpers shared by operations
     namespace.py    Namespace: stat, list, find, mkdirs, symlink, link, rename, remove, setattr
-    files.py        create/open/close/sync (sessions, length rule), truncate, copy
+    files.py        create/open/close/sync (sessions, length rule), truncate
+    copy.py         server-side copy into an unlinked inode, linked at dst only when complete
+    idempotency.py  request_id -> recorded outcome, written in the mutation's own transaction
     gc.py           background reclamation of unlinked files' chunks
     chunk_store.py  the storage interface meta needs, and the lazy real one
     mgmtd/          cluster manager: ClusterState, chain table generator, servicer
