@@ -80,12 +80,17 @@ writer (file unlinked, or bytes changed under its older meta) sees a missing
 file or a CRC mismatch, re-reads the meta, and retries when the meta changed;
 only a mismatch under an unchanged meta is reported as corruption.
 
-Versions (for CRAQ, next issue): each chunk carries commit_version v,
-update_version u and chain_version. A write stages u = v + 1 and commits
-v = u in the same meta transaction today; ``Update`` (chain forwarding) will
-pass an explicit update version through ``write(update_version=...)`` and may
-persist the staged (u = v + 1, not committed) state between the two steps, in
-which case reads answer ChunkNotCommitted (already checked below).
+Versions (CRAQ): each chunk carries commit_version v, update_version u and
+chain_version. ``stage`` applies a chain update as version u and persists it
+*pending* (u != v; the chain version stays that of the last commit) unless
+the caller is the tail, which commits in the same meta transaction;
+``commit`` later flips v := u and sets the chain version. A pending chunk's
+bytes are the staged ones (the crash rules above apply unchanged) and reads
+answer ChunkNotCommitted, so a crash between stage and commit leaves a pending
+chunk that the chain logic rolls forward (storage_service/craq.py); it is
+never half-visible. ``read(..., allow_pending=True)`` reads the staged bytes
+for a full-chunk replace. ``write``/``truncate`` are the one-replica shortcut
+(stage and commit at once).
 """
 
 from __future__ import annotations
@@ -206,6 +211,17 @@ class ChunkMeta:
             raise Internal(f"chunk meta holds {len(meta.block_crcs) // 4} block CRCs for "
                            f"{meta.block_count} blocks")
         return meta
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Versions:
+    commit_version: int
+    update_version: int
+    chain_version: int
+
+    def as_fields(self) -> dict[str, int]:
+        return {"commit_version": self.commit_version, "update_version": self.update_version,
+                "chain_version": self.chain_version}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -432,6 +448,33 @@ class ChunkEngine:
             raise InvalidArgument(f"{describe_key(key)} has chunk size {old.chunk_size}, "
                                   f"request says {chunk_size}")
 
+    def _check_write(self, key: bytes, offset: int, view: memoryview, chunk_size: int,
+                     checksum: int | None) -> None:
+        if offset < 0:
+            raise InvalidArgument(f"{describe_key(key)}: negative offset {offset}")
+        validate_chunk_size(chunk_size)
+        if offset + len(view) > chunk_size:
+            raise InvalidArgument(f"{describe_key(key)}: write [{offset}, {offset + len(view)}) "
+                                  f"exceeds chunk size {chunk_size}")
+        if checksum is not None:
+            computed = crc32c.crc32c(view)
+            if computed != checksum:
+                raise ChecksumMismatch(f"{describe_key(key)}: write data crc32c {computed:#010x} "
+                                       f"!= sent {checksum:#010x} ({len(view)} bytes at {offset})")
+
+    @staticmethod
+    def _versions(old: ChunkMeta | None, version: int, chain_version: int, commit: bool) -> _Versions:
+        """Metadata versions after staging `version`: committed at once, or pending over the old commit.
+
+        A pending stage keeps the chunk's chain version: it is set by the commit (as 3FS's chainVer),
+        so resync can tell a stale pending chunk from one committed in a newer chain.
+        """
+        if not 0 <= chain_version < 1 << 32:
+            raise InvalidArgument(f"chain version {chain_version} out of range")
+        if commit:
+            return _Versions(version, version, chain_version)
+        return _Versions(old.commit_version if old else 0, version, old.chain_version if old else 0)
+
     def _next_update_version(self, key: bytes, old: ChunkMeta | None,
                              update_version: int | None) -> int:
         committed = old.commit_version if old else 0
@@ -446,52 +489,163 @@ class ChunkEngine:
     def write(self, key: bytes, offset: int, data: bytes | memoryview, chunk_size: int,
               chain_version: int, checksum: int | None = None,
               update_version: int | None = None) -> ChunkMeta:
-        """Write data at offset of the chunk; returns the committed meta.
+        """Write data at offset of the chunk and commit it (a chain of one); returns the meta.
 
         checksum, when given, is the sender's CRC32C of data: checked before
         anything is stored. A gap between the chunk's end and offset reads as
         zeros. An empty write changes nothing and returns the current meta
-        (None when the chunk does not exist).
+        (None when the chunk does not exist). A pending chunk is refused
+        (ChunkNotCommitted): chain writes go through ``stage``/``commit``.
         """
         view = memoryview(data).cast("B")
-        if offset < 0:
-            raise InvalidArgument(f"{describe_key(key)}: negative offset {offset}")
-        validate_chunk_size(chunk_size)
-        if offset + len(view) > chunk_size:
-            raise InvalidArgument(f"{describe_key(key)}: write [{offset}, {offset + len(view)}) "
-                                  f"exceeds chunk size {chunk_size}")
-        if checksum is not None:
-            computed = crc32c.crc32c(view)
-            if computed != checksum:
-                raise ChecksumMismatch(f"{describe_key(key)}: write data crc32c {computed:#010x} "
-                                       f"!= sent {checksum:#010x} ({len(view)} bytes at {offset})")
-        if not 0 <= chain_version < 1 << 32:
-            raise InvalidArgument(f"chain version {chain_version} out of range")
+        self._check_write(key, offset, view, chunk_size, checksum)
+        self._versions(None, 0, chain_version, True)
         with self._lock_for(key):
             old = self.get_meta(key)
             self._check_chunk_size(key, chunk_size, old)
             if not view:
                 return old  # type: ignore[return-value]
             version = self._next_update_version(key, old, update_version)
-            try:
-                if old is None:
-                    meta = self._write_new(key, offset, view, chunk_size, chain_version, version)
-                elif offset >= old.length:
-                    meta = self._write_append(key, old, offset, view, chain_version, version)
-                else:
-                    meta = self._write_cow(key, old, offset, view, chain_version, version)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise NoSpace(f"{describe_key(key)}: no space on {self.target_dir}") from exc
-                raise
-            self._adjust_stats(meta.length - (old.length if old else 0), 0 if old else 1)
+            return self._apply_write(key, old, offset, view, self._versions(old, version, chain_version, True),
+                                     chunk_size)
+
+    def stage(self, key: bytes, kind: str, version: int, chain_version: int, chunk_size: int, *,
+              commit: bool, offset: int = 0, data: bytes | memoryview = b"", length: int = 0,
+              checksum: int | None = None) -> ChunkMeta:
+        """Apply one chain update as update version `version` (CRAQ staging); returns the meta.
+
+        kind "write" (data at offset), "truncate" (to length) or "replace" (data is the whole
+        chunk). With commit=False the chunk becomes pending (update_version = version,
+        commit_version unchanged): reads answer ChunkNotCommitted until ``commit``. With
+        commit=True (the tail) it is committed in the same meta transaction. Which versions
+        are acceptable is the chain logic's decision (storage_service.craq); the engine only
+        refuses to go backwards within a pending update.
+        """
+        view = memoryview(data).cast("B")
+        if kind == "write":
+            self._check_write(key, offset, view, chunk_size, checksum)
+        elif kind == "replace":
+            self._check_write(key, 0, view, chunk_size, checksum)
+        elif kind == "truncate":
+            validate_chunk_size(chunk_size)
+            if not 0 <= length <= chunk_size:
+                raise InvalidArgument(f"{describe_key(key)}: truncate length {length} not in 0..{chunk_size}")
+        else:
+            raise InvalidArgument(f"unknown update kind {kind!r}")
+        if version < 1:
+            raise InvalidArgument(f"{describe_key(key)}: update version {version} < 1")
+        with self._lock_for(key):
+            old = self.get_meta(key)
+            if kind != "replace":
+                self._check_chunk_size(key, chunk_size, old)
+            if old is not None and not old.committed and version < old.update_version:
+                raise Internal(f"{describe_key(key)}: staging update {version} below pending "
+                               f"update {old.update_version}")
+            versions = self._versions(old, version, chain_version, commit)
+            if kind == "write":
+                return self._apply_write(key, old, offset, view, versions, chunk_size)
+            if kind == "truncate":
+                return self._apply_truncate(key, old, length, chunk_size, versions)
+            return self._apply_replace(key, old, view, chunk_size, versions)
+
+    def commit(self, key: bytes, version: int, chain_version: int) -> ChunkMeta:
+        """Commit pending update `version` (v := u, chain version set); a repeat is a no-op."""
+        with self._lock_for(key):
+            old = self.get_meta(key)
+            if old is None:
+                raise Internal(f"{describe_key(key)}: commit of update {version} to a missing chunk")
+            if old.committed and old.commit_version >= version:
+                return old
+            if old.update_version != version:
+                raise Internal(f"{describe_key(key)}: commit of update {version}, chunk has "
+                               f"commit {old.commit_version} / update {old.update_version}")
+            meta = dataclasses.replace(old, commit_version=version, chain_version=chain_version)
+            self._put_meta(key, meta)
             return meta
 
+    def remove(self, key: bytes) -> bool:
+        """Remove one chunk (resync of a remote-only chunk, fsck repair); True if it existed."""
+        with self._lock_for(key):
+            with self._env.begin(write=True) as txn:
+                raw = txn.get(key)
+                if raw is None:
+                    return False
+                meta = ChunkMeta.decode(raw)
+                txn.delete(key)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(key, meta.file_version))
+        self._adjust_stats(-meta.length, -1)
+        return True
+
+    @contextlib.contextmanager
+    def _space_errors(self, key: bytes) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(f"{describe_key(key)}: no space on {self.target_dir}") from exc
+            raise
+
+    def _apply_write(self, key: bytes, old: ChunkMeta | None, offset: int, view: memoryview,
+                     versions: _Versions, chunk_size: int = 0) -> ChunkMeta:
+        with self._space_errors(key):
+            if old is None:
+                meta = self._write_new(key, offset, view, chunk_size, versions)
+            elif offset >= old.length:
+                meta = self._write_append(key, old, offset, view, versions)
+            else:
+                meta = self._write_cow(key, old, offset, view, versions)
+        self._adjust_stats(meta.length - (old.length if old else 0), 0 if old else 1)
+        return meta
+
+    def _apply_truncate(self, key: bytes, old: ChunkMeta | None, length: int, chunk_size: int,
+                        versions: _Versions) -> ChunkMeta:
+        empty = memoryview(b"")
+        with self._space_errors(key):
+            if old is None:
+                meta = self._write_new(key, length, empty, chunk_size, versions)
+            elif length >= old.length:
+                meta = self._write_append(key, old, length, empty, versions)
+            else:
+                meta = self._shrink(key, old, length, versions)
+        self._adjust_stats(meta.length - (old.length if old else 0), 0 if old else 1)
+        return meta
+
+    def _apply_replace(self, key: bytes, old: ChunkMeta | None, view: memoryview, chunk_size: int,
+                       versions: _Versions) -> ChunkMeta:
+        """The whole chunk replaced: a new file (never the old one's name), then the meta flip."""
+        file_version = max(versions.update_version, old.file_version + 1) if old else versions.update_version
+        length = len(view)
+        crcs = self._new_crcs(key, None, None, 0, view, length, self.block_size)
+        path = self._path(key, file_version)
+        with self._space_errors(key):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                try:
+                    self._pwrite_all(fd, view, 0)
+                    self._sync_file(fd)
+                finally:
+                    os.close(fd)
+                self._sync_dir()
+                meta = ChunkMeta(length, chunk_size, self.block_size, versions.commit_version,
+                                 versions.update_version, versions.chain_version, file_version, crcs)
+                self._put_meta(key, meta)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise
+        if old is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(key, old.file_version))
+        self._adjust_stats(length - (old.length if old else 0), 0 if old else 1)
+        return meta
+
     def _write_new(self, key: bytes, offset: int, view: memoryview, chunk_size: int,
-                   chain_version: int, version: int) -> ChunkMeta:
+                   versions: _Versions) -> ChunkMeta:
         length = offset + len(view)
         crcs = self._new_crcs(key, None, None, offset, view, length, self.block_size)
-        path = self._path(key, version)
+        file_version = versions.update_version
+        path = self._path(key, file_version)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             try:
@@ -502,8 +656,8 @@ class ChunkEngine:
             finally:
                 os.close(fd)
             self._sync_dir()
-            meta = ChunkMeta(length, chunk_size, self.block_size, version, version, chain_version,
-                             version, crcs)
+            meta = ChunkMeta(length, chunk_size, self.block_size, versions.commit_version,
+                             versions.update_version, versions.chain_version, file_version, crcs)
             self._put_meta(key, meta)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -513,7 +667,7 @@ class ChunkEngine:
         return meta
 
     def _write_append(self, key: bytes, old: ChunkMeta, offset: int, view: memoryview,
-                      chain_version: int, version: int) -> ChunkMeta:
+                      versions: _Versions) -> ChunkMeta:
         length = offset + len(view)
         crcs = self._new_crcs(key, old, None, offset, view, length, old.block_size)
         fd = os.open(self._path(key, old.file_version), os.O_WRONLY)
@@ -526,18 +680,18 @@ class ChunkEngine:
             self._sync_file(fd)
         finally:
             os.close(fd)
-        meta = dataclasses.replace(old, length=length, commit_version=version, update_version=version,
-                                   chain_version=chain_version, block_crcs=crcs)
+        meta = dataclasses.replace(old, length=length, block_crcs=crcs, **versions.as_fields())
         self._put_meta(key, meta)
         self.counters.append_writes += 1
         return meta
 
     def _write_cow(self, key: bytes, old: ChunkMeta, offset: int, view: memoryview,
-                   chain_version: int, version: int) -> ChunkMeta:
+                   versions: _Versions) -> ChunkMeta:
         end = offset + len(view)
         length = max(old.length, end)
+        file_version = max(versions.update_version, old.file_version + 1)
         old_path = self._path(key, old.file_version)
-        new_path = self._path(key, version)
+        new_path = self._path(key, file_version)
         old_fd = os.open(old_path, os.O_RDONLY)
         try:
             crcs = self._new_crcs(key, old, old_fd, offset, view, length, old.block_size)
@@ -553,9 +707,8 @@ class ChunkEngine:
                 finally:
                     os.close(new_fd)
                 self._sync_dir()
-                meta = dataclasses.replace(old, length=length, commit_version=version,
-                                           update_version=version, chain_version=chain_version,
-                                           file_version=version, block_crcs=crcs)
+                meta = dataclasses.replace(old, length=length, file_version=file_version,
+                                           block_crcs=crcs, **versions.as_fields())
                 self._put_meta(key, meta)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -569,7 +722,7 @@ class ChunkEngine:
         return meta
 
     def truncate(self, key: bytes, length: int, chunk_size: int, chain_version: int) -> ChunkMeta | None:
-        """Set the chunk's length: shorter drops bytes, longer appends zeros.
+        """Set the chunk's length and commit (a chain of one): shorter drops bytes, longer appends zeros.
 
         A missing chunk truncated to 0 stays missing (returns None); to a
         positive length it is created with zeros. An unchanged length is a
@@ -586,23 +739,10 @@ class ChunkEngine:
             if old is not None and old.length == length:
                 return old
             version = self._next_update_version(key, old, None)
-            empty = memoryview(b"")
-            try:
-                if old is None:
-                    meta = self._write_new(key, length, empty, chunk_size, chain_version, version)
-                elif length > old.length:
-                    meta = self._write_append(key, old, length, empty, chain_version, version)
-                else:
-                    meta = self._shrink(key, old, length, chain_version, version)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise NoSpace(f"{describe_key(key)}: no space on {self.target_dir}") from exc
-                raise
-            self._adjust_stats(meta.length - (old.length if old else 0), 0 if old else 1)
-            return meta
+            return self._apply_truncate(key, old, length, chunk_size,
+                                        self._versions(old, version, chain_version, True))
 
-    def _shrink(self, key: bytes, old: ChunkMeta, length: int, chain_version: int,
-                version: int) -> ChunkMeta:
+    def _shrink(self, key: bytes, old: ChunkMeta, length: int, versions: _Versions) -> ChunkMeta:
         block_size = old.block_size
         blocks = -(-length // block_size)
         crcs = old.crcs()[:blocks]
@@ -614,8 +754,8 @@ class ChunkEngine:
             finally:
                 os.close(fd)
             crcs[blocks - 1] = crc32c.crc32c(memoryview(last)[:length - (blocks - 1) * block_size])
-        meta = dataclasses.replace(old, length=length, commit_version=version, update_version=version,
-                                   chain_version=chain_version, block_crcs=_crcs_to_bytes(crcs))
+        meta = dataclasses.replace(old, length=length, block_crcs=_crcs_to_bytes(crcs),
+                                   **versions.as_fields())
         self._put_meta(key, meta)
         with contextlib.suppress(FileNotFoundError):
             os.truncate(path, length)  # after the commit: a kill in between leaves only dead bytes
@@ -659,12 +799,14 @@ class ChunkEngine:
 
     # ------------------------------------------------------------------ read path
 
-    def read(self, key: bytes, offset: int, length: int) -> tuple[bytes, ChunkMeta | None]:
+    def read(self, key: bytes, offset: int, length: int,
+             allow_pending: bool = False) -> tuple[bytes, ChunkMeta | None]:
         """(data, meta): the committed bytes [offset, offset+length) of the chunk, verified.
 
         Shorter (possibly empty) when the chunk ends before offset+length; a
         missing chunk gives (b"", None). Only the blocks touched are read and
         verified; a CRC mismatch raises ChecksumMismatch naming chunk and block.
+        A pending chunk raises ChunkNotCommitted unless allow_pending (full replace).
         """
         if offset < 0 or length < 0:
             raise InvalidArgument(f"{describe_key(key)}: negative read offset/length ({offset}, {length})")
@@ -675,7 +817,7 @@ class ChunkEngine:
         for _ in range(_READ_RETRIES_MAX):
             if meta is None:
                 return b"", None
-            if not meta.committed:
+            if not meta.committed and not allow_pending:
                 raise ChunkNotCommitted(f"{describe_key(key)} has pending update {meta.update_version}")
             end = min(offset + length, meta.length)
             if end <= offset:
@@ -739,6 +881,22 @@ class ChunkEngine:
                 return None
             meta = ChunkMeta.decode(txn.get(last_key))
         return LastChunk(split_key(last_key)[1], meta.length, count)
+
+    def metas_after(self, start_after: bytes | None, limit: int) -> list[tuple[bytes, ChunkMeta]]:
+        """Up to limit (key, meta) pairs after start_after (None: from the first), in key order."""
+        out: list[tuple[bytes, ChunkMeta]] = []
+        with self._env.begin() as txn:
+            cursor = txn.cursor()
+            found = cursor.set_range(start_after) if start_after is not None else cursor.first()
+            if not found:
+                return out
+            for key, raw in cursor:
+                if start_after is not None and bytes(key) == start_after:
+                    continue
+                out.append((bytes(key), ChunkMeta.decode(raw)))
+                if len(out) >= limit:
+                    break
+        return out
 
     def iter_metas(self) -> Iterator[tuple[int, int, ChunkMeta]]:
         """Every chunk as (inode, index, meta), in key order (for resync and checks)."""
