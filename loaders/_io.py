@@ -24,6 +24,7 @@ import os
 import posixpath
 import threading
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterable, Sequence
 
 import fsspec
@@ -35,7 +36,13 @@ from ..common import limits
 
 log = logging.getLogger(__name__)
 
-write_window_chunks = limits.io_threads_default   # chunks per pwrite: one per IO thread
+# Writes: windows of whole chunks, each one pwrite (its chunks in parallel), several windows in
+# flight so the client's IO threads always have work queued (256-512 MiB files on this VM:
+# ~410 MiB/s with one 16-chunk window at a time, ~600-690 MiB/s with 3 of 8 chunks).
+write_window_chunks = limits.io_threads_default // 2
+write_windows_in_flight = 3
+bulk_request_bytes = limits.chunk_size_default    # one concurrent request of a bulk read
+bulk_requests_in_flight = 8                       # measured best on this VM (4-16 are close)
 generic_write_block_bytes = 8 * limits.MiB
 
 
@@ -134,14 +141,63 @@ def read_ranges(reads: Sequence[tuple[OpenFile, int, int]]) -> list[bytes]:
     return out  # type: ignore[return-value]
 
 
+def _bulk_pool() -> ThreadPoolExecutor:
+    """This process's threads for bulk transfers (made on first use, again after fork)."""
+    global _bulk
+    with _cache_lock:
+        if _bulk is None or _bulk[0] != os.getpid():
+            _bulk = (os.getpid(), ThreadPoolExecutor(bulk_requests_in_flight,
+                                                     thread_name_prefix="ffs-loaders"))
+        return _bulk[1]
+
+
+_bulk: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _bulk_groups(reads: Sequence[tuple[OpenFile, int, int]], buffers: Sequence[memoryview]):
+    """Cut ranges into pieces of at most bulk_request_bytes and pack them into requests
+    of about that size, each a list of (file, offset, length, buffer)."""
+    groups, group, group_bytes = [], [], 0
+    for (opened, offset, length), buffer in zip(reads, buffers):
+        if len(buffer) != length:
+            raise ValueError(f"buffer of {len(buffer)} bytes for a {length}-byte range")
+        for start in range(0, length, bulk_request_bytes):
+            piece = min(bulk_request_bytes, length - start)
+            if group and group_bytes + piece > bulk_request_bytes:
+                groups.append(group)
+                group, group_bytes = [], 0
+            group.append((opened, offset + start, piece, buffer[start:start + piece]))
+            group_bytes += piece
+    if group:
+        groups.append(group)
+    return groups
+
+
+def _fill(group) -> None:
+    for (opened, offset, length, buffer), data in zip(
+            group, read_ranges([(opened, offset, length) for opened, offset, length, _ in group])):
+        if len(data) != length:
+            raise EOFError(f"{opened.url}: wanted {length} bytes at {offset}, got {len(data)}")
+        buffer[:] = data
+
+
 def read_ranges_into(reads: Sequence[tuple[OpenFile, int, int]],
                      buffers: Sequence[memoryview]) -> None:
     """Fill each buffer with its range (the shape the client's read_batch will serve
-    without a copy); raises EOFError if a range ends beyond its file."""
-    for (opened, offset, length), buffer, data in zip(reads, buffers, read_ranges(reads)):
-        if len(data) != length or len(buffer) != length:
-            raise EOFError(f"{opened.url}: wanted {length} bytes at {offset}, got {len(data)}")
-        buffer[:] = data
+    without a copy); raises EOFError if a range ends beyond its file.
+
+    Bulk data goes as several concurrent requests of about one chunk: a single
+    batched read puts all of a node's share in one BatchRead, which the node
+    serves serially, while ~8 chunk-sized requests in flight keep every node
+    busy (256 MiB on this VM: ~190 MiB/s as one batch, ~600-760 MiB/s so).
+    """
+    groups = _bulk_groups(reads, buffers)
+    if len(groups) <= 1:
+        for group in groups:
+            _fill(group)
+        return
+    for _ in _bulk_pool().map(_fill, groups):
+        pass
 
 
 # ---- writing ---------------------------------------------------------------
@@ -194,29 +250,49 @@ def _write_generic(fs, path: str, blocks: Iterable[bytes | memoryview]) -> int:
 
 def _write_ffs(client: FfsClient, path: str, blocks: Iterable[bytes | memoryview]) -> int:
     """Gather blocks into chunk-aligned windows, each one parallel pwrite (one
-    Storage.Write per whole chunk, chunks in parallel)."""
+    Storage.Write per whole chunk, chunks in parallel); the next window is filled
+    while the previous ones are written, so the storage nodes never wait on us."""
     handle = client.create(path, exclusive=True, parents=True)
     window_bytes = handle.layout.chunk_size * write_window_chunks
-    window = bytearray(window_bytes)
-    view = memoryview(window)
-    window_offset = filled = 0
+    windows = [memoryview(bytearray(window_bytes)) for _ in range(write_windows_in_flight)]
+    in_flight: list[Future | None] = [None] * write_windows_in_flight
+    pool = _bulk_pool()
+    number = window_offset = filled = 0
+
+    def submit(length: int) -> None:
+        nonlocal number, window_offset, filled
+        slot = number % write_windows_in_flight
+        in_flight[slot] = pool.submit(client.pwrite, handle, window_offset, windows[slot][:length])
+        number, window_offset, filled = number + 1, window_offset + length, 0
+        following = in_flight[number % write_windows_in_flight]
+        if following is not None:
+            following.result()         # that buffer is about to be refilled
+
     try:
         for block in blocks:
             source = memoryview(block).cast("B")
             while len(source):
+                view = windows[number % write_windows_in_flight]
                 take = min(len(source), window_bytes - filled)
                 view[filled:filled + take] = source[:take]
                 filled += take
                 source = source[take:]
                 if filled == window_bytes:
-                    client.pwrite(handle, window_offset, view)
-                    window_offset += filled
-                    filled = 0
+                    submit(filled)
         if filled:
-            client.pwrite(handle, window_offset, view[:filled])
+            submit(filled)
+        for future in in_flight:
+            if future is not None:
+                future.result()
     except BaseException:
-        client.close(handle, window_offset)
+        for future in in_flight:
+            if future is not None:
+                future.cancel()
+                try:
+                    future.result()
+                except BaseException:  # noqa: BLE001 - the first error is re-raised below
+                    pass
+        client.close(handle, 0)
         raise
-    length = window_offset + filled
-    client.close(handle, length)
-    return length
+    client.close(handle, window_offset)
+    return window_offset

@@ -48,8 +48,6 @@ HEADER = struct.Struct("<8sII")
 FOOTER = struct.Struct("<QQIQQI8s")
 TORCH_ZIP_MAGIC = b"PK\x03\x04"
 tensor_alignment_bytes = 64
-read_slice_bytes_max = 64 * 1024 * 1024     # one range of a large tensor
-read_call_bytes_max = 256 * 1024 * 1024     # ranges per batched read: bounds the extra memory
 pickle_protocol = 4
 
 assert HEADER.size == 16 and FOOTER.size == 48
@@ -198,18 +196,8 @@ def _read_tensors(opened: _io.OpenFile, entries: list[_Entry]) -> list[torch.Ten
         if views[-1].nbytes != entry.nbytes:
             raise CorruptCheckpoint(f"{opened.url}: tensor of {entry.dtype} {entry.shape} "
                                     f"should be {views[-1].nbytes} bytes, table says {entry.nbytes}")
-    reads, buffers, pending = [], [], 0
-    for entry, view in zip(entries, views):
-        for start in range(0, entry.nbytes, read_slice_bytes_max):
-            length = min(read_slice_bytes_max, entry.nbytes - start)
-            reads.append((opened, entry.offset + start, length))
-            buffers.append(view[start:start + length])
-            pending += length
-            if pending >= read_call_bytes_max:
-                _io.read_ranges_into(reads, buffers)
-                reads, buffers, pending = [], [], 0
-    if reads:
-        _io.read_ranges_into(reads, buffers)
+    _io.read_ranges_into([(opened, entry.offset, entry.nbytes) for entry in entries if entry.nbytes],
+                         [view for entry, view in zip(entries, views) if entry.nbytes])
     tensors = []
     for number, (entry, flat, view) in enumerate(zip(entries, flats, views)):
         if crc32c.crc32c(view) != entry.crc32c:

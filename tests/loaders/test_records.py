@@ -136,3 +136,20 @@ def test_large_index_needs_a_second_read(tmp_path):
     assert len(reader) == count
     assert reader.read([count - 1, 0, 77_777]) == [
         n.to_bytes(3, "little") for n in (count - 1, 0, 77_777)]
+
+
+def test_bulk_reads_are_cut_into_concurrent_requests(ffs, ffs_dir, ffs_url, monkeypatch):
+    """read_ranges_into splits big ranges into ~bulk_request_bytes requests and fills every
+    buffer exactly, whatever the cut."""
+    data = random.Random(3).randbytes(1_000_003)
+    ffs.pipe_file(f"{ffs_dir}/bulk.bin", data)
+    monkeypatch.setattr(_io, "bulk_request_bytes", 100_000)
+    opened = _io.open_file(f"{ffs_url}/bulk.bin", cached=False)
+    ranges = [(opened, 5, 450_000), (opened, 0, 1), (opened, 600_000, 400_003), (opened, 7, 0)]
+    groups = _io._bulk_groups(ranges, [memoryview(bytearray(n)) for _, _, n in ranges])
+    assert len(groups) == 10 and all(sum(p[2] for p in g) <= 100_000 for g in groups)
+    buffers = [bytearray(n) for _, _, n in ranges]
+    _io.read_ranges_into(ranges, [memoryview(b) for b in buffers])
+    assert [bytes(b) for b in buffers] == [data[5:450_005], data[:1], data[600_000:], b""]
+    with pytest.raises(EOFError):
+        _io.read_ranges_into([(opened, 999_000, 5000)], [memoryview(bytearray(5000))])
