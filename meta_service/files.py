@@ -28,7 +28,7 @@ import logging
 import random
 from typing import Callable, TypeVar
 
-from fireflyfs.common.errors import (AlreadyExists, FfsError, InvalidArgument, IsADirectory, NotFound,
+from fireflyfs.common.errors import (AlreadyExists, FfsError, InvalidArgument, IsADirectory,
                                      TooLarge, Unavailable)
 from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import path_components
