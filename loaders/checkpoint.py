@@ -138,7 +138,9 @@ def _blocks(tensors: list[torch.Tensor], entries: list[_Entry], skeleton: bytes)
         entry.crc32c = crc32c.crc32c(data)
         yield data
         position = entry.offset + entry.nbytes
-    table = json.dumps({"tensors": [dataclasses.asdict(e) for e in entries]}).encode()
+    fields = [field.name for field in dataclasses.fields(_Entry)]
+    table = json.dumps({"tensors": [{name: getattr(entry, name) for name in fields}
+                                    for entry in entries]}).encode()
     yield skeleton
     yield table
     yield FOOTER.pack(position, len(skeleton), crc32c.crc32c(skeleton),

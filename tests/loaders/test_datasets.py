@@ -119,6 +119,32 @@ def test_stateful_dataloader_resumes_at_the_exact_next_batch(two_files, workers)
     assert head + [batch.tolist() for batch in resumed] == expected
 
 
+@pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")
+def test_stateful_dataloader_elastic_resume_on_more_ranks(two_files):
+    """Two ranks run 5 batches; rank 0's loader state resumes three ranks: nothing lost."""
+    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+    dataset = RecordDataset(two_files, decode_index)
+
+    def loader(rank, world):
+        sampler = ShuffledShardSampler(dataset, rank=rank, world_size=world, seed=21)
+        return stateful.StatefulDataLoader(dataset, batch_size=6, sampler=sampler)
+
+    before, states = [], []
+    for rank in range(2):
+        old = loader(rank, 2)
+        iterator = iter(old)
+        before += flatten(next(iterator) for _ in range(5))
+        states.append(old.state_dict())
+    after = []
+    for rank in range(3):
+        new = loader(rank, 3)
+        new.load_state_dict(states[0])
+        after += flatten(new)
+    assert len(set(before)) == len(before) == 60
+    assert sorted(set(before + after)) == list(range(300))
+    assert len(before) + len(after) - 300 < 3 * 6          # only the tail is padded
+
+
 def test_plain_dataloader_resume_with_samples_seen(two_files):
     """A prefetching DataLoader is ahead of the loop: the loop's own count is the truth."""
     dataset = RecordDataset(two_files, decode_index)

@@ -10,6 +10,8 @@ cluster and in tmp_path; damage is made by rewriting a file with bytes flipped.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -153,3 +155,15 @@ def test_bulk_reads_are_cut_into_concurrent_requests(ffs, ffs_dir, ffs_url, monk
     assert [bytes(b) for b in buffers] == [data[5:450_005], data[:1], data[600_000:], b""]
     with pytest.raises(EOFError):
         _io.read_ranges_into([(opened, 999_000, 5000)], [memoryview(bytearray(5000))])
+
+
+def test_record_format_needs_neither_torch_nor_numpy(tmp_path):
+    script = (
+        "import sys\n"
+        "from fireflyfs.loaders import RecordReader, RecordWriter\n"
+        f"url = {str(tmp_path / 'x.rec')!r}\n"
+        "with RecordWriter(url) as w:\n"
+        "    w.write_all([b'a', b'bc'])\n"
+        "assert RecordReader(url).read([1, 0]) == [b'bc', b'a']\n"
+        "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
