@@ -761,23 +761,28 @@ class ChunkEngine:
             os.truncate(path, length)  # after the commit: a kill in between leaves only dead bytes
         return meta
 
-    def remove_range(self, inode: int, begin_index: int, end_index: int | None) -> int:
-        """Remove chunks [begin_index, end_index) of inode (None: no upper bound); returns the count."""
+    def keys_in_range(self, inode: int, begin_index: int, end_index: int | None) -> list[bytes]:
+        """Keys of chunks [begin_index, end_index) of inode held here (None: no upper bound)."""
         start = chunk_key(inode, begin_index)
         if end_index is not None:
             if end_index <= begin_index:
-                return 0
+                return []
             stop = _KEY.pack(inode, end_index) if end_index < 1 << 32 else _KEY.pack(inode, 0xFFFFFFFF) + b"\x00"
         else:
             stop = _KEY.pack(inode, 0xFFFFFFFF) + b"\x00"
+        keys = []
         with self._env.begin() as txn:
             cursor = txn.cursor()
-            keys = []
             if cursor.set_range(start):
                 for key in cursor.iternext(keys=True, values=False):
                     if key >= stop:
                         break
                     keys.append(bytes(key))
+        return keys
+
+    def remove_range(self, inode: int, begin_index: int, end_index: int | None) -> int:
+        """Remove chunks [begin_index, end_index) of inode (None: no upper bound); returns the count."""
+        keys = self.keys_in_range(inode, begin_index, end_index)
         if not keys:
             return 0
         stripes = sorted({hash(key) % _LOCK_STRIPES for key in keys})

@@ -3,7 +3,10 @@
 Sequence: RegisterNode (retried with capped exponential backoff and jitter
 until mgmtd answers; the node serves nothing until then, since RoutingView is
 not ready), then Heartbeat every interval with each target's local state and
-space. When HeartbeatReply.routing_version differs from the routing we hold,
+space, and its incarnation (process start time; a new one tells mgmtd this is
+a restarted process whose targets must resync). Each successful reply
+re-arms the fence (fencing.py), with mgmtd's heartbeat timeout when it sends
+one. When HeartbeatReply.routing_version differs from the routing we hold,
 or a request saw a newer chain version (RoutingView.refresh_wanted), the
 thread fetches GetRoutingInfo. A heartbeat answered NotFound (mgmtd forgot
 us, e.g. its store was reset) sends the node back to registration.
@@ -19,11 +22,13 @@ import os
 import random
 import socket
 import threading
+import time
 from typing import Callable
 
 from fireflyfs.common.errors import FfsError, NotFound, rpc_errors_mapped
 from fireflyfs.proto import mgmtd_pb2, types_pb2
 
+from .fencing import Fence
 from .routing_view import RoutingView
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,11 @@ register_backoff_s_initial = 0.05
 register_backoff_s_max = 2.0
 
 
+def _has_field(message, name: str) -> bool:
+    """Feature check: fields added to mgmtd.proto by another change may not be generated yet."""
+    return name in message.DESCRIPTOR.fields_by_name
+
+
 class MgmtdLink:
     """Keeps one storage node registered with mgmtd and its routing fresh."""
 
@@ -40,7 +50,8 @@ class MgmtdLink:
                  target_infos: Callable[[], list[types_pb2.TargetInfo]],
                  target_heartbeats: Callable[[], list[mgmtd_pb2.TargetHeartbeat]],
                  routing: RoutingView, interval_s: float, *, rng: random.Random | None = None,
-                 rpc_timeout_s: float = rpc_timeout_s_default) -> None:
+                 rpc_timeout_s: float = rpc_timeout_s_default, fence: Fence | None = None,
+                 incarnation: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self._stub = stub
         self.node_id = node_id
         self.address = address
@@ -54,6 +65,18 @@ class MgmtdLink:
         self._thread: threading.Thread | None = None
         self.registered = threading.Event()
         self.heartbeats_sent = 0
+        self.fence = fence
+        self.incarnation = incarnation     # process start time (ns): mgmtd sees a restart by it
+        self._clock = clock
+
+    def _contact_ok(self, started: float, reply) -> None:
+        """A reply from mgmtd: the fence opens from the time the request was sent."""
+        if self.fence is None:
+            return
+        timeout_ms = getattr(reply, "heartbeat_timeout_ms", 0)
+        if timeout_ms:
+            self.fence.set_timeout(timeout_ms)
+        self.fence.contact_ok(started)
 
     # ------------------------------------------------------------------ single steps
 
@@ -61,8 +84,12 @@ class MgmtdLink:
         request = mgmtd_pb2.RegisterNodeRequest(
             node_id=self.node_id, type=types_pb2.NODE_STORAGE, address=self.address,
             targets=self._target_infos(), hostname=socket.gethostname(), pid=os.getpid())
+        if _has_field(request, "incarnation"):
+            request.incarnation = self.incarnation
+        started = self._clock()
         with rpc_errors_mapped():
             reply = self._stub.RegisterNode(request, timeout=self._rpc_timeout_s)
+        self._contact_ok(started, reply)
         self.routing.update(reply.routing, force=True)
         if not self.registered.is_set():
             log.info("node %d registered with mgmtd as %s", self.node_id, self.address)
@@ -70,8 +97,12 @@ class MgmtdLink:
 
     def heartbeat_once(self) -> None:
         request = mgmtd_pb2.HeartbeatRequest(node_id=self.node_id, targets=self._target_heartbeats())
+        if _has_field(request, "incarnation"):
+            request.incarnation = self.incarnation
+        started = self._clock()
         with rpc_errors_mapped():
             reply = self._stub.Heartbeat(request, timeout=self._rpc_timeout_s)
+        self._contact_ok(started, reply)
         self.heartbeats_sent += 1
         if reply.routing_version != self.routing.version or self.routing.refresh_wanted.is_set():
             self.refresh_routing()

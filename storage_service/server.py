@@ -2,15 +2,22 @@
 
 ``python -m fireflyfs.storage_service --node-id N --data-dir DIR --listen 127.0.0.1:0
 --mgmtd 127.0.0.1:PORT --targets T [--log-file F] [--heartbeat-interval-ms MS]
-[--fsync] [--block-size BYTES]``
+[--heartbeat-timeout-ms MS] [--fsync] [--block-size BYTES]``
 
 Targets are DIR/target-<id>/ with id = N*100 + i + 1. The server binds first
-(port 0 = ephemeral), then registers "127.0.0.1:<bound port>" with mgmtd; until
-registration succeeds every request answers Unavailable. SIGTERM/SIGINT stop
-it gracefully: stop heartbeating, drain calls (grace period), close LMDB.
+(port 0 = ephemeral), then registers "127.0.0.1:<bound port>" with mgmtd (with
+this process's incarnation); until registration succeeds every request answers
+Unavailable, and so does every request after half the heartbeat timeout
+without a heartbeat reply (fencing.py). SIGTERM/SIGINT stop it gracefully: stop
+heartbeating and resync, drain calls (grace period), close LMDB.
 
-Environment overrides (flags win): FFS_HEARTBEAT_INTERVAL_MS, FFS_STORAGE_FSYNC=1,
-FFS_CHECKSUM_BLOCK_BYTES.
+Chain replication: Write/TruncateChunk/RemoveChunks at the head and Update
+from predecessors run through chain_driver.py (CRAQ, craq.py); resync.py
+copies data to a SYNCING successor. Every target starts ONLINE and reports
+UPTODATE per local_state.py.
+
+Environment overrides (flags win): FFS_HEARTBEAT_INTERVAL_MS, FFS_HEARTBEAT_TIMEOUT_MS,
+FFS_STORAGE_FSYNC=1, FFS_CHECKSUM_BLOCK_BYTES.
 
 ``fsync`` (default off): a process kill keeps the page cache, so acknowledged
 writes survive SIGKILL without it; turn it on for power-loss durability.
@@ -24,13 +31,18 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 from fireflyfs.common.rpc import make_channel, make_server
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
+from .chain_driver import ChainDriver
 from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT
+from .fencing import Fence, heartbeat_timeout_ms_default
 from .heartbeat import MgmtdLink
+from .peers import Peers
+from .resync import ResyncManager
 from .routing_view import RoutingView
 from .servicer import StorageServicer
 from .target import Target, target_ids
@@ -38,7 +50,9 @@ from .target import Target, target_ids
 log = logging.getLogger(__name__)
 
 heartbeat_interval_ms_default = 1000
-server_workers_default = 16
+# Request threads block while an update travels the chain (each replica holds
+# one per in-flight update), so the pool is sized for chains, not for CPUs.
+server_workers_default = 64
 stop_grace_s = 2.0
 
 
@@ -51,6 +65,7 @@ class StorageConfig:
     targets: int = 1
     log_file: Path | None = None
     heartbeat_interval_ms: int = heartbeat_interval_ms_default
+    heartbeat_timeout_ms: int = heartbeat_timeout_ms_default
     fsync: bool = False
     block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT
     server_workers: int = server_workers_default
@@ -68,18 +83,32 @@ class StorageNode:
         self.targets = {tid: Target(tid, config.target_dir(tid), block_size=config.block_size,
                                     fsync=config.fsync)
                         for tid in target_ids(config.node_id, config.targets)}
-        self.routing = RoutingView(config.node_id, list(self.targets))
+        self.incarnation = time.time_ns()   # mgmtd tells a restarted process by it
+        self.fence = Fence(config.node_id, config.heartbeat_timeout_ms)
+        self.routing = RoutingView(config.node_id, list(self.targets), self.fence)
+        self.peers = Peers(self.routing)
+        self.driver = ChainDriver(self.routing, self.peers)
+        self.resync = ResyncManager(self.targets, self.routing, self.peers, self.driver)
+        self.routing.add_listener(self._observe_routing)
         self.server, self.port = make_server(config.listen, config.server_workers)
         storage_pb2_grpc.add_StorageServicer_to_server(
-            StorageServicer(config.node_id, self.targets, self.routing), self.server)
+            StorageServicer(config.node_id, self.targets, self.routing, self.driver), self.server)
         host = config.listen.rsplit(":", 1)[0] or "127.0.0.1"
         self.address = f"{host}:{self.port}"
         self._channel = make_channel(config.mgmtd)
         self.link = MgmtdLink(mgmtd_pb2_grpc.MgmtdStub(self._channel), config.node_id, self.address,
                               self._target_infos, self._target_heartbeats, self.routing,
-                              config.heartbeat_interval_ms / 1000.0)
+                              config.heartbeat_interval_ms / 1000.0, fence=self.fence,
+                              incarnation=self.incarnation)
         self._stopped = threading.Event()
         self._closed = threading.Event()
+
+    def _observe_routing(self, routing: RoutingView) -> None:
+        """Every routing install: local states follow the public ones; resync starts or stops."""
+        for target_id, target in self.targets.items():
+            chain = routing.chain_of_target(target_id)
+            target.local.observe(chain is not None, chain.state_of(target_id) if chain else 0)
+        self.resync.on_routing(routing)
 
     def _target_infos(self):
         return [target.info(self.config.node_id) for target in self.targets.values()]
@@ -105,8 +134,10 @@ class StorageNode:
         self._stopped.set()
         log.info("storage node %d stopping", self.config.node_id)
         self.link.stop()
+        self.resync.close()
         self.server.stop(stop_grace_s).wait()
         self._channel.close()
+        self.peers.close()
         for target in self.targets.values():
             target.close()
         self._closed.set()
@@ -132,6 +163,10 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
     parser.add_argument("--log-file", type=Path)
     parser.add_argument("--heartbeat-interval-ms", type=int,
                         default=_env_int("FFS_HEARTBEAT_INTERVAL_MS", heartbeat_interval_ms_default))
+    parser.add_argument("--heartbeat-timeout-ms", type=int,
+                        default=_env_int("FFS_HEARTBEAT_TIMEOUT_MS", heartbeat_timeout_ms_default),
+                        help="mgmtd's heartbeat timeout; the node fences itself after half of it "
+                             "without a heartbeat reply (mgmtd's replies override it)")
     parser.add_argument("--fsync", action=argparse.BooleanOptionalAction,
                         default=os.environ.get("FFS_STORAGE_FSYNC", "") == "1")
     parser.add_argument("--block-size", type=int,
@@ -142,9 +177,12 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
         parser.error("--node-id must be >= 1")
     if args.heartbeat_interval_ms < 1:
         parser.error("--heartbeat-interval-ms must be >= 1")
+    if args.heartbeat_timeout_ms < 2:
+        parser.error("--heartbeat-timeout-ms must be >= 2")
     return StorageConfig(node_id=args.node_id, data_dir=args.data_dir, listen=args.listen,
                          mgmtd=args.mgmtd, targets=args.targets, log_file=args.log_file,
-                         heartbeat_interval_ms=args.heartbeat_interval_ms, fsync=args.fsync,
+                         heartbeat_interval_ms=args.heartbeat_interval_ms,
+                         heartbeat_timeout_ms=args.heartbeat_timeout_ms, fsync=args.fsync,
                          block_size=args.block_size)
 
 

@@ -1,26 +1,34 @@
-"""The Storage gRPC servicer: a thin shell over routing fences and the targets' engines.
+"""The Storage gRPC servicer: a thin shell over routing fences, the chain driver and the engines.
 
 Behaviour other components rely on:
 
-* Every request is fenced by RoutingView.resolve (see routing_view.py):
-  Unavailable before registration, StaleChainVersion, NotHead.
+* Every request is fenced by RoutingView (see routing_view.py): Unavailable
+  before registration or when the node has not reached mgmtd for half the
+  heartbeat timeout, StaleChainVersion, NotHead. Reads need a SERVING target;
+  chain writes accept SERVING (head) or SYNCING (successors) targets.
 * BatchRead: at most limits.batch_read_ios_max IOs and at most
   ``batch_read_bytes_max`` bytes asked in total, else TooLarge for the whole
   call; otherwise one ReadResult per IO, in order, each with its own IoStatus
   (error name + message; empty on success). A read past the chunk's committed
   end returns the shorter data (possibly empty); a chunk that does not exist
   reads as empty data with chunk_length 0 and commit_version 0 (a hole: the
-  client zero-fills up to the file length). ``checksum`` is the CRC32C of the
-  returned data when verify_checksum is set. Stored bytes that fail their
-  block CRC give ChecksumMismatch for that IO, never data.
+  client zero-fills up to the file length). A chunk with a pending update
+  answers ChunkNotCommitted (retryable: ask again or ask the tail).
+  ``checksum`` is the CRC32C of the returned data when verify_checksum is set.
+  Stored bytes that fail their block CRC give ChecksumMismatch for that IO.
 * Write: chain head only; client CRC32C checked before storing; offset + len
-  must fit in chunk_size; exactly-once per (client_id, channel, seqnum).
-* TruncateChunk: see ChunkEngine.truncate (missing chunk + length 0 stays missing).
-* RemoveChunks: end_index 0 means no upper bound; answers the count removed.
+  must fit in chunk_size; exactly-once per (client_id, channel, seqnum); the
+  reply comes after every replica of the chain committed (CRAQ, chain_driver).
+* Update: chain-internal, from the predecessor (craq.py has the version rules).
+* TruncateChunk: through the chain like a write (missing chunk + length 0 stays
+  missing; an unchanged length is a no-op).
+* RemoveChunks: end_index 0 means no upper bound; removed on every replica in
+  chain order; answers the count removed on the head.
 * QueryLastChunk: per query, found=False when the chain's target holds no chunk
-  of the inode; else last_index (highest chunk index held), last_length (its
-  committed length) and chunk_count (chunks of the inode on this target).
-* Update: UNIMPLEMENTED until chain replication lands.
+  of the inode; else last_index, last_length and chunk_count on that target.
+* GetChunkMetas: one target's chunk metadata, paged (fsck); not fenced.
+* SyncStart / SyncDone / RemoveChunk: resync of a SYNCING target (RemoveChunk
+  also serves fsck --repair on a SERVING target).
 """
 
 from __future__ import annotations
@@ -28,13 +36,14 @@ from __future__ import annotations
 import logging
 
 import crc32c
-import grpc
 
 from fireflyfs.common import limits
-from fireflyfs.common.errors import FfsError, Internal, InvalidArgument, TooLarge, error_name
+from fireflyfs.common.errors import (FfsError, InvalidArgument, NotFound, StaleChainVersion, TooLarge,
+                                     error_name)
 from fireflyfs.common.rpc import map_servicer_errors
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 
+from .chain_driver import ChainDriver, meta_info
 from .chunk_engine import chunk_key
 from .routing_view import RoutingView
 from .target import Target
@@ -44,12 +53,8 @@ log = logging.getLogger(__name__)
 # The reply must fit in one gRPC message with room for framing.
 batch_read_bytes_max = limits.batch_read_reply_bytes_max
 query_last_chunk_queries_max = limits.query_last_chunk_queries_max
-
-
-class Unimplemented(Internal):
-    """An RPC this node does not serve yet."""
-
-    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+chunk_metas_page_default = 1000
+chunk_metas_page_max = 10000
 
 
 def _status(exc: FfsError) -> storage_pb2.IoStatus:
@@ -58,18 +63,35 @@ def _status(exc: FfsError) -> storage_pb2.IoStatus:
 
 @map_servicer_errors
 class StorageServicer(storage_pb2_grpc.StorageServicer):
-    def __init__(self, node_id: int, targets: dict[int, Target], routing: RoutingView) -> None:
+    def __init__(self, node_id: int, targets: dict[int, Target], routing: RoutingView,
+                 driver: ChainDriver) -> None:
         self._node_id = node_id
         self._targets = targets
         self._routing = routing
+        self._driver = driver
 
     def _target(self, chain_id: int, chain_version: int, *, write: bool) -> Target:
-        target_id = self._routing.resolve(chain_id, chain_version, write=write)
+        return self._local(self._routing.resolve(chain_id, chain_version, write=write))
+
+    def _local(self, target_id: int) -> Target:
         target = self._targets.get(target_id)
         if target is None:
-            raise Internal(f"routing names target {target_id} local to node {self._node_id}, "
-                           f"but the node has no such target")
+            raise NotFound(f"target {target_id} is not on storage node {self._node_id}")
         return target
+
+    def _member(self, chain_id: int, chain_version: int, target_id: int, states: tuple[int, ...]) -> Target:
+        """A local target of the chain at this version, in one of states."""
+        chain = self._routing.checked_chain(chain_id, chain_version)
+        target = self._local(target_id)
+        state = chain.state_of(target_id)
+        if state not in states:
+            raise StaleChainVersion(
+                f"chain {chain_id} version {chain_version}: target {target_id} is "
+                f"{types_pb2.PublicTargetState.Name(state or 0)}, expected "
+                f"{'/'.join(types_pb2.PublicTargetState.Name(s) for s in states)}")
+        return target
+
+    # ------------------------------------------------------------------ reads
 
     def BatchRead(self, request: storage_pb2.BatchReadRequest, context) -> storage_pb2.BatchReadReply:
         ios = request.ios
@@ -96,39 +118,6 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
                 result.commit_version = meta.commit_version
         return reply
 
-    def Write(self, request: storage_pb2.WriteRequest, context) -> storage_pb2.WriteReply:
-        target = self._target(request.chain_id, request.chain_version, write=True)
-        outcome = target.write(chunk_key(request.chunk.inode, request.chunk.index), request.offset,
-                               request.data, request.chunk_size, request.chain_version,
-                               request.checksum, request.client_id, request.channel, request.seqnum)
-        return storage_pb2.WriteReply(commit_version=outcome.commit_version,
-                                      chunk_length=outcome.chunk_length,
-                                      chunk_checksum=outcome.chunk_checksum)
-
-    def Update(self, request: storage_pb2.UpdateRequest, context) -> storage_pb2.UpdateReply:
-        raise Unimplemented("Storage.Update (chain forwarding) is not implemented yet: "
-                            "chains have one replica")
-
-    def TruncateChunk(self, request: storage_pb2.TruncateChunkRequest,
-                      context) -> storage_pb2.TruncateChunkReply:
-        target = self._target(request.chain_id, request.chain_version, write=True)
-        meta = target.engine.truncate(chunk_key(request.chunk.inode, request.chunk.index),
-                                      request.length, request.chunk_size, request.chain_version)
-        if meta is None:
-            return storage_pb2.TruncateChunkReply()
-        return storage_pb2.TruncateChunkReply(commit_version=meta.commit_version,
-                                              chunk_length=meta.length)
-
-    def RemoveChunks(self, request: storage_pb2.RemoveChunksRequest,
-                     context) -> storage_pb2.RemoveChunksReply:
-        target = self._target(request.chain_id, request.chain_version, write=True)
-        end = request.end_index or None
-        if end is not None and end < request.begin_index:
-            raise InvalidArgument(f"remove chunks [{request.begin_index}, {end}) of inode "
-                                  f"{request.inode}: end before begin")
-        removed = target.engine.remove_range(request.inode, request.begin_index, end)
-        return storage_pb2.RemoveChunksReply(removed=removed)
-
     def QueryLastChunk(self, request: storage_pb2.QueryLastChunkRequest,
                        context) -> storage_pb2.QueryLastChunkReply:
         if len(request.queries) > query_last_chunk_queries_max:
@@ -150,6 +139,86 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
                 result.chunk_count = last.chunk_count
         return reply
 
+    # ------------------------------------------------------------------ chain writes
+
+    def Write(self, request: storage_pb2.WriteRequest, context) -> storage_pb2.WriteReply:
+        target = self._target(request.chain_id, request.chain_version, write=True)
+        outcome = self._driver.write(target, request)
+        return storage_pb2.WriteReply(commit_version=outcome.commit_version,
+                                      chunk_length=outcome.chunk_length,
+                                      chunk_checksum=outcome.chunk_checksum)
+
+    def Update(self, request: storage_pb2.UpdateRequest, context) -> storage_pb2.UpdateReply:
+        write = request.write
+        target = self._member(write.chain_id, write.chain_version, request.to_target,
+                              (types_pb2.SERVING, types_pb2.SYNCING))
+        state = self._driver.update(target, request, caller_active=context.is_active)
+        return storage_pb2.UpdateReply(commit_version=state.commit_version,
+                                       chunk_checksum=state.checksum, chunk_length=state.length)
+
+    def TruncateChunk(self, request: storage_pb2.TruncateChunkRequest,
+                      context) -> storage_pb2.TruncateChunkReply:
+        target = self._target(request.chain_id, request.chain_version, write=True)
+        state = self._driver.truncate(target, request)
+        if state is None:
+            return storage_pb2.TruncateChunkReply()
+        return storage_pb2.TruncateChunkReply(commit_version=state.commit_version,
+                                              chunk_length=state.length)
+
+    def RemoveChunks(self, request: storage_pb2.RemoveChunksRequest,
+                     context) -> storage_pb2.RemoveChunksReply:
+        if request.from_target:
+            target = self._member(request.chain_id, request.chain_version, request.to_target,
+                                  (types_pb2.SERVING, types_pb2.SYNCING))
+        else:
+            target = self._target(request.chain_id, request.chain_version, write=True)
+        end = request.end_index or None
+        if end is not None and end < request.begin_index:
+            raise InvalidArgument(f"remove chunks [{request.begin_index}, {end}) of inode "
+                                  f"{request.inode}: end before begin")
+        return storage_pb2.RemoveChunksReply(removed=self._driver.remove_chunks(target, request))
+
+    # ------------------------------------------------------------------ fsck and resync
+
+    def GetChunkMetas(self, request: storage_pb2.GetChunkMetasRequest,
+                      context) -> storage_pb2.GetChunkMetasReply:
+        target = self._local(request.target_id)
+        return self._metas_page(target, request.start_after if request.HasField("start_after") else None,
+                                request.limit, storage_pb2.GetChunkMetasReply)
+
+    def SyncStart(self, request: storage_pb2.SyncStartRequest, context) -> storage_pb2.SyncStartReply:
+        target = self._member(request.chain_id, request.chain_version, request.target_id,
+                              (types_pb2.SYNCING,))
+        return self._metas_page(target, request.start_after if request.HasField("start_after") else None,
+                                request.limit, storage_pb2.SyncStartReply)
+
+    def SyncDone(self, request: storage_pb2.SyncDoneRequest, context) -> types_pb2.Empty:
+        target = self._member(request.chain_id, request.chain_version, request.target_id,
+                              (types_pb2.SYNCING,))
+        target.local.sync_done()
+        self._routing.refresh_wanted.set()   # heartbeat soon: mgmtd promotes it to SERVING
+        return types_pb2.Empty()
+
+    def RemoveChunk(self, request: storage_pb2.RemoveChunkRequest, context) -> types_pb2.Empty:
+        target = self._member(request.chain_id, request.chain_version, request.target_id,
+                              (types_pb2.SERVING, types_pb2.SYNCING))
+        removed = self._driver.remove_one(target, chunk_key(request.chunk.inode, request.chunk.index))
+        log.info("target %d: removed chunk %d:%d on request (%s)", target.id, request.chunk.inode,
+                 request.chunk.index, "existed" if removed else "absent")
+        return types_pb2.Empty()
+
+    @staticmethod
+    def _metas_page(target: Target, start_after, limit: int, reply_type):
+        if limit > chunk_metas_page_max:
+            raise TooLarge(f"chunk metas page of {limit} exceeds {chunk_metas_page_max}")
+        limit = limit or chunk_metas_page_default
+        start = chunk_key(start_after.inode, start_after.index) if start_after is not None else None
+        page = target.engine.metas_after(start, limit + 1)
+        reply = reply_type(more=len(page) > limit)
+        for key, meta in page[:limit]:
+            reply.metas.append(meta_info(key, meta))
+        return reply
+
     def SpaceInfo(self, request: types_pb2.Empty, context) -> storage_pb2.SpaceInfoReply:
         reply = storage_pb2.SpaceInfoReply()
         for target_id in sorted(self._targets):
@@ -158,3 +227,4 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
                               used_bytes=space.used_bytes, free_bytes=space.free_bytes,
                               chunk_count=space.chunk_count)
         return reply
+

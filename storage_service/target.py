@@ -1,4 +1,4 @@
-"""One storage target: a directory, its chunk engine, its id, and its local state.
+"""One storage target: a directory, its chunk engine, its id, its local state, its write dedup.
 
 The target also owns the exactly-once cache of client writes: the last
 (client_id, channel) -> (seqnum, reply) it answered, so a retried write with
@@ -16,12 +16,15 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Callable
 
 from fireflyfs.common import limits
 from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.proto import types_pb2
 
 from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT, ChunkEngine, ChunkMeta, SpaceStats, describe_key
+from .chunk_locks import ChunkLocks, InFlight
+from .local_state import LocalStateTracker
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +94,24 @@ class Target:
         self.path = Path(path)
         self.engine = ChunkEngine(self.path, block_size=block_size, fsync=fsync)
         self.capacity_bytes = capacity_bytes  # 0: the file system's size
-        self.local_state = types_pb2.UPTODATE
+        self.local = LocalStateTracker(target_id)
+        self.locks = ChunkLocks(target_id)
+        self.in_flight = InFlight()
         self.dedup = WriteDedup()
         self._client_locks = [threading.Lock() for _ in range(_CLIENT_LOCK_STRIPES)]
 
-    def write(self, key: bytes, offset: int, data: bytes, chunk_size: int, chain_version: int,
-              checksum: int, client_id: str = "", channel: int = 0, seqnum: int = 0) -> WriteOutcome:
-        """A client write, applied at most once per (client_id, channel, seqnum) while cached.
+    @property
+    def local_state(self) -> int:
+        return self.local.state
+
+    def deduplicated(self, client_id: str, channel: int, seqnum: int, key: bytes,
+                     apply: Callable[[], WriteOutcome]) -> WriteOutcome:
+        """Run a client write at most once per (client_id, channel, seqnum) while cached.
 
         An empty client_id or seqnum 0 opts out of deduplication.
         """
         if not client_id or seqnum == 0:
-            return WriteOutcome.from_meta(
-                self.engine.write(key, offset, data, chunk_size, chain_version, checksum=checksum))
+            return apply()
         # One lock per client channel: a retry racing its original waits and reads the cache.
         with self._client_locks[hash((client_id, channel)) % _CLIENT_LOCK_STRIPES]:
             cached = self.dedup.lookup(client_id, channel, seqnum, key)
@@ -111,10 +119,15 @@ class Target:
                 log.info("target %d: duplicate write client %s channel %d seqnum %d answered from cache",
                          self.id, client_id, channel, seqnum)
                 return cached
-            outcome = WriteOutcome.from_meta(
-                self.engine.write(key, offset, data, chunk_size, chain_version, checksum=checksum))
+            outcome = apply()
             self.dedup.record(client_id, channel, seqnum, key, outcome)
             return outcome
+
+    def write(self, key: bytes, offset: int, data: bytes, chunk_size: int, chain_version: int,
+              checksum: int, client_id: str = "", channel: int = 0, seqnum: int = 0) -> WriteOutcome:
+        """A write on this target alone (no chain), applied at most once per client channel seqnum."""
+        return self.deduplicated(client_id, channel, seqnum, key, lambda: WriteOutcome.from_meta(
+            self.engine.write(key, offset, data, chunk_size, chain_version, checksum=checksum)))
 
     def space(self) -> SpaceStats:
         return self.engine.space(self.capacity_bytes or None)

@@ -214,11 +214,20 @@ def test_with_real_meta_service_survives_sigkill(tmp_path):
         storage.wait()
         storage = subprocess.Popen(storage_command, stdin=subprocess.DEVNULL)
         node = wait_for(lambda: storage_node(storage.pid), timeout_s=20, what="re-registration")
-        with make_channel(node.address) as storage_channel, rpc_errors_mapped():
-            read = storage_pb2_grpc.StorageStub(storage_channel).BatchRead(
-                storage_pb2.BatchReadRequest(verify_checksum=True, ios=[storage_pb2.ReadIO(
-                    chain_id=chain.id, chain_version=chain.version,
-                    chunk=types_pb2.ChunkId(inode=5, index=0), offset=0, length=CHUNK)]), timeout=10)
+
+        def read_when_serving():
+            # The restart (new incarnation) takes the one-replica chain through LASTSRV back to
+            # SERVING with a new chain version; the node answers once it has that routing.
+            current = mgmtd_stub.GetRoutingInfo(mgmtd_pb2.GetRoutingInfoRequest(), timeout=5).routing
+            now = next(c for c in current.chains if c.id == chain.id)
+            with make_channel(node.address) as storage_channel, rpc_errors_mapped():
+                read = storage_pb2_grpc.StorageStub(storage_channel).BatchRead(
+                    storage_pb2.BatchReadRequest(verify_checksum=True, ios=[storage_pb2.ReadIO(
+                        chain_id=chain.id, chain_version=now.version,
+                        chunk=types_pb2.ChunkId(inode=5, index=0), offset=0, length=CHUNK)]), timeout=10)
+            return read if read.results[0].status.error == "" else None
+
+        read = wait_for(read_when_serving, timeout_s=20, what="a read after the restart")
         assert read.results[0].status.error == ""
         assert read.results[0].data == b"survives a kill"
         assert read.results[0].checksum == crc32c.crc32c(b"survives a kill")

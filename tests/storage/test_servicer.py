@@ -1,4 +1,5 @@
-"""The Storage servicer over a real gRPC server on 127.0.0.1, routing filled directly.
+"""The Storage servicer over a real gRPC server on 127.0.0.1, routing filled directly (one-replica
+chains; replication across nodes is tested in test_replication.py).
 
 Method: two local targets (101, 102) serve chains 1 and 2; chain 3 lives on a
 remote target. Every call goes through a real channel, and errors come back
@@ -13,11 +14,14 @@ import grpc
 import pytest
 
 from fireflyfs.common import limits
-from fireflyfs.common.errors import (ChecksumMismatch, InvalidArgument, NotHead, StaleChainVersion,
-                                     TooLarge, Unavailable, rpc_errors_mapped)
+from fireflyfs.common.errors import (ChecksumMismatch, InvalidArgument, NotFound, NotHead,
+                                     StaleChainVersion, TooLarge, Unavailable, rpc_errors_mapped)
 from fireflyfs.common.rpc import make_channel, make_server
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
+from fireflyfs.storage_service.chain_driver import ChainDriver
 from fireflyfs.storage_service.chunk_engine import chunk_key
+from fireflyfs.storage_service.fencing import Fence
+from fireflyfs.storage_service.peers import Peers
 from fireflyfs.storage_service.routing_view import RoutingView
 from fireflyfs.storage_service.servicer import StorageServicer
 from fireflyfs.storage_service.target import Target
@@ -30,23 +34,29 @@ def routing_info(version: int = 5, chain1_version: int = 1) -> types_pb2.Routing
         types_pb2.ChainInfo(id=1, version=chain1_version, targets=[101]),
         types_pb2.ChainInfo(id=2, version=1, targets=[102]),
         types_pb2.ChainInfo(id=3, version=1, targets=[201]),
-    ])
+    ], targets=[types_pb2.TargetInfo(id=t, node_id=t // 100, chain_id=c, public_state=types_pb2.SERVING)
+                for t, c in ((101, 1), (102, 2), (201, 3))])
 
 
 class Node:
     def __init__(self, tmp_path, register: bool = True) -> None:
         self.targets = {tid: Target(tid, tmp_path / f"target-{tid}", block_size=4096) for tid in (101, 102)}
-        self.routing = RoutingView(1, list(self.targets))
+        self.fence = Fence(1, heartbeat_timeout_ms=10_000)
+        self.clock = [1000.0]
+        self.routing = RoutingView(1, list(self.targets), self.fence, clock=lambda: self.clock[0])
         if register:
+            self.fence.contact_ok(self.clock[0])
             self.routing.update(routing_info())
+        self.peers = Peers(self.routing)
         self.server, port = make_server("127.0.0.1:0", max_workers=4)
         storage_pb2_grpc.add_StorageServicer_to_server(
-            StorageServicer(1, self.targets, self.routing), self.server)
+            StorageServicer(1, self.targets, self.routing, ChainDriver(self.routing, self.peers)), self.server)
         self.server.start()
         self.channel = make_channel(f"127.0.0.1:{port}")
         self.stub = storage_pb2_grpc.StorageStub(self.channel)
 
     def close(self) -> None:
+        self.peers.close()
         self.channel.close()
         self.server.stop(0).wait()
         for target in self.targets.values():
@@ -182,16 +192,49 @@ def test_truncate_remove_and_last_chunk(node):
             chunk_size=CHUNK), timeout=10)
 
 
-def test_space_info_and_update_unimplemented(node):
+def test_space_info(node):
     node.write(b"q" * 3000)
     targets = node.stub.SpaceInfo(types_pb2.Empty(), timeout=10).targets
     assert [t.target_id for t in targets] == [101, 102]
     assert (targets[0].used_bytes, targets[0].chunk_count) == (3000, 1)
     assert targets[0].capacity_bytes >= targets[0].free_bytes > 0
-    with pytest.raises(grpc.RpcError) as caught:
-        node.stub.Update(storage_pb2.UpdateRequest(), timeout=10)
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "not implemented" in caught.value.details()
+
+
+def test_fenced_node_refuses_reads_and_writes(node):
+    """Half the heartbeat timeout without a heartbeat reply: nothing is served; a reply reopens."""
+    node.write(b"before")
+    node.clock[0] += 5.1
+    with pytest.raises(Unavailable, match="fenced"):
+        node.write(b"x")
+    assert node.read((1, 1, 9, 0, 0, 10))[0].status.error == "Unavailable"
+    node.fence.contact_ok(node.clock[0])
+    assert node.read((1, 1, 9, 0, 0, 10))[0].data == b"before"
+
+
+def test_update_to_a_single_replica_chain_is_refused(node):
+    """Chain 1 has only target 101: an Update from a 'predecessor' names no member relation."""
+    write = storage_pb2.WriteRequest(chain_id=1, chain_version=1, chunk=types_pb2.ChunkId(inode=9),
+                                     data=b"x", checksum=crc32c.crc32c(b"x"), chunk_size=CHUNK)
+    with pytest.raises(StaleChainVersion), rpc_errors_mapped():
+        node.stub.Update(storage_pb2.UpdateRequest(write=write, update_version=1, from_target=201,
+                                                   to_target=101), timeout=10)
+    assert node.read((1, 1, 9, 0, 0, 10))[0].data == b""
+
+
+def test_chunk_metas_paged(node):
+    for index in range(5):
+        node.write(b"m" * (index + 1), index=index, inode=70)
+    request = storage_pb2.GetChunkMetasRequest(target_id=101, limit=2)
+    seen = []
+    while True:
+        reply = node.stub.GetChunkMetas(request, timeout=10)
+        seen += [(m.chunk.inode, m.chunk.index, m.length, m.commit_version, m.update_version) for m in reply.metas]
+        if not reply.more:
+            break
+        request.start_after.CopyFrom(reply.metas[-1].chunk)
+    assert seen == [(70, i, i + 1, 1, 1) for i in range(5)]
+    with pytest.raises(NotFound), rpc_errors_mapped():
+        node.stub.GetChunkMetas(storage_pb2.GetChunkMetasRequest(target_id=555), timeout=10)
 
 
 def test_routing_update_fences_old_versions(node):

@@ -1,0 +1,269 @@
+"""Runs CRAQ chain updates on a storage node: craq.ChainOp decides, this module does the I/O.
+
+One request thread drives one ChainOp under the chunk's lock: STAGE and COMMIT
+go to the target's chunk engine, FORWARD is a blocking Storage.Update to the
+successor's node, WAIT sleeps with capped exponential backoff and retries with
+the routing the node holds by then (so a dead successor's removal from the
+chain, a new successor, or becoming the tail all take effect), REPLY/FAIL end
+the call. The op gives up after ``op_deadline_s`` with Unavailable: the chunk
+stays pending, and the next head write or a resync rolls it forward.
+
+RemoveChunks is not versioned: each replica removes its own chunks in the
+range under their locks and forwards the request to its successor (retrying
+until routing changes), so a replica that missed it is fixed by the next
+retry of the caller or by resync (remote-only chunks are removed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import crc32c
+
+from fireflyfs.common.errors import FfsError, Retryable, StaleChainVersion, Unavailable
+from fireflyfs.proto import storage_pb2, types_pb2
+
+from .chunk_engine import ChunkMeta, chunk_key, split_key
+from .craq import Action, ChainOp, ChainView, ChunkState, Do, Kind, Mutation
+from .peers import Peers
+from .routing_view import RoutingView
+from .target import Target, WriteOutcome
+
+log = logging.getLogger(__name__)
+
+op_deadline_s_default = 30.0
+backoff_s_first = 0.05
+backoff_s_max = 1.0
+
+
+def state_of(meta: ChunkMeta | None) -> ChunkState | None:
+    if meta is None:
+        return None
+    return ChunkState(meta.commit_version, meta.update_version, meta.chain_version, meta.length,
+                      meta.chunk_checksum)
+
+
+def meta_info(key: bytes, meta: ChunkMeta) -> storage_pb2.ChunkMetaInfo:
+    inode, index = split_key(key)
+    return storage_pb2.ChunkMetaInfo(
+        chunk=types_pb2.ChunkId(inode=inode, index=index), length=meta.length,
+        commit_version=meta.commit_version, update_version=meta.update_version,
+        chain_version=meta.chain_version, chunk_checksum=meta.chunk_checksum)
+
+
+class ChainDriver:
+    def __init__(self, routing: RoutingView, peers: Peers, *, op_deadline_s: float = op_deadline_s_default,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+                 ) -> None:
+        self.routing = routing
+        self.peers = peers
+        self.op_deadline_s = op_deadline_s
+        self._clock = clock
+        self._sleep = sleep
+
+    # ------------------------------------------------------------------ client requests at the head
+
+    def write(self, target: Target, request: storage_pb2.WriteRequest) -> WriteOutcome:
+        key = chunk_key(request.chunk.inode, request.chunk.index)
+        mutation = Mutation(Kind.WRITE, request.chunk_size, offset=request.offset, data=request.data)
+
+        def apply() -> WriteOutcome:
+            state = self._run(target, key, request.chain_id, request.chain_version, mutation,
+                              checksum=request.checksum)
+            assert state is not None
+            return WriteOutcome(state.commit_version, state.length, state.checksum)
+
+        return target.deduplicated(request.client_id, request.channel, request.seqnum, key, apply)
+
+    def truncate(self, target: Target, request: storage_pb2.TruncateChunkRequest) -> ChunkState | None:
+        """A missing chunk cut to 0, or a committed one already at that length, is left alone."""
+        key = chunk_key(request.chunk.inode, request.chunk.index)
+        mutation = Mutation(Kind.TRUNCATE, request.chunk_size, length=request.length)
+
+        def noop(meta: ChunkMeta | None) -> bool:
+            if meta is None:
+                return request.length == 0
+            return meta.committed and meta.length == request.length and meta.chunk_size == request.chunk_size
+
+        return self._run(target, key, request.chain_id, request.chain_version, mutation, noop=noop)
+
+    # ------------------------------------------------------------------ chain-internal requests
+
+    def update(self, target: Target, request: storage_pb2.UpdateRequest,
+               caller_active: Callable[[], bool] | None = None) -> ChunkState:
+        write = request.write
+        key = chunk_key(write.chunk.inode, write.chunk.index)
+        if request.full_replace:
+            mutation = Mutation(Kind.REPLACE, write.chunk_size, data=write.data)
+        elif request.kind == storage_pb2.UPDATE_TRUNCATE:
+            mutation = Mutation(Kind.TRUNCATE, write.chunk_size, length=request.truncate_length)
+        else:
+            mutation = Mutation(Kind.WRITE, write.chunk_size, offset=write.offset, data=write.data)
+        state = self._run(target, key, write.chain_id, write.chain_version, mutation,
+                          update_version=request.update_version, full_replace=request.full_replace,
+                          from_target=request.from_target, checksum=write.checksum,
+                          caller_active=caller_active)
+        assert state is not None
+        return state
+
+    def push(self, target: Target, key: bytes, chain_id: int, syncing_target: int) -> None:
+        """Resync: make the syncing successor's copy of key equal ours (or remove it), under the lock."""
+        deadline = self._clock() + self.op_deadline_s
+        slot = target.in_flight.enter()
+        try:
+            with target.locks.hold(key, self.op_deadline_s):
+                chain = self._chain(chain_id)
+                target.in_flight.set_version(slot, chain.version)
+                meta = target.engine.get_meta(key)
+                if meta is None:
+                    inode, index = split_key(key)
+                    self.peers.call(syncing_target, "RemoveChunk", storage_pb2.RemoveChunkRequest(
+                        chain_id=chain_id, chain_version=chain.version, target_id=syncing_target,
+                        chunk=types_pb2.ChunkId(inode=inode, index=index)))
+                    return
+                op = ChainOp(target.id, chain, chain.version, None, push=True)
+                action = op.admit(state_of(meta))
+                if action.do is Do.FORWARD and action.to_target != syncing_target:
+                    raise StaleChainVersion(f"chain {chain_id}: successor of {target.id} is "
+                                            f"{action.to_target}, not the syncing {syncing_target}")
+                self._drive(target, op, key, action, deadline, slot, checksum=None)
+        finally:
+            target.in_flight.leave(slot)
+
+    def remove_one(self, target: Target, key: bytes) -> bool:
+        with target.locks.hold(key, self.op_deadline_s):
+            return target.engine.remove(key)
+
+    def remove_chunks(self, target: Target, request: storage_pb2.RemoveChunksRequest) -> int:
+        """Remove the range here, then have the successor do the same (the whole chain, in order)."""
+        end = request.end_index or None
+        removed = 0
+        for key in target.engine.keys_in_range(request.inode, request.begin_index, end):
+            removed += self.remove_one(target, key)
+        deadline = self._clock() + self.op_deadline_s
+        backoff = backoff_s_first
+        while True:
+            chain = self._chain(request.chain_id)
+            successor = chain.successor(target.id)
+            if target.id not in chain.members:
+                raise StaleChainVersion(f"chain {chain.chain_id} version {chain.version}: target "
+                                        f"{target.id} left the chain while removing chunks")
+            if successor is None:
+                return removed
+            forward = storage_pb2.RemoveChunksRequest()
+            forward.CopyFrom(request)
+            forward.chain_version, forward.from_target, forward.to_target = chain.version, target.id, successor
+            try:
+                self.peers.call(successor, "RemoveChunks", forward, timeout_s=self._remaining(deadline))
+                return removed
+            except Retryable as exc:
+                backoff = self._backoff(deadline, backoff, exc, f"remove chunks of {request.inode}")
+
+    # ------------------------------------------------------------------ the op loop
+
+    def _chain(self, chain_id: int) -> ChainView:
+        self.routing.check_fence()
+        chain = self.routing.chain(chain_id)
+        if chain is None:
+            self.routing.refresh_wanted.set()
+            raise StaleChainVersion(f"chain {chain_id} is not in routing of node {self.routing.node_id}")
+        return chain
+
+    def _remaining(self, deadline: float) -> float:
+        return max(deadline - self._clock(), 0.1)
+
+    def _backoff(self, deadline: float, backoff: float, error: FfsError, what: str) -> float:
+        if self._clock() >= deadline:
+            raise Unavailable(f"{what}: gave up after {self.op_deadline_s:.0f}s: {error}") from error
+        self._sleep(backoff)
+        return min(backoff * 2, backoff_s_max)
+
+    def _run(self, target: Target, key: bytes, chain_id: int, request_chain_version: int,
+             mutation: Mutation, *, update_version: int | None = None, full_replace: bool = False,
+             from_target: int = 0, checksum: int | None = None,
+             noop: Callable[[ChunkMeta | None], bool] | None = None,
+             caller_active: Callable[[], bool] | None = None) -> ChunkState | None:
+        deadline = self._clock() + self.op_deadline_s
+        slot = target.in_flight.enter()   # before reading routing: see resync's drain
+        try:
+            with target.locks.hold(key, self.op_deadline_s):
+                if caller_active is not None and not caller_active():
+                    raise Unavailable("the predecessor gave up on this update before it got the chunk lock")
+                chain = self._chain(chain_id)
+                target.in_flight.set_version(slot, chain.version)
+                meta = target.engine.get_meta(key)
+                if noop is not None and noop(meta):
+                    return state_of(meta)
+                op = ChainOp(target.id, chain, request_chain_version, mutation, update_version=update_version,
+                             full_replace=full_replace, from_target=from_target)
+                action = op.admit(state_of(meta))
+                return self._drive(target, op, key, action, deadline, slot, checksum)
+        finally:
+            target.in_flight.leave(slot)
+
+    def _drive(self, target: Target, op: ChainOp, key: bytes, action: Action, deadline: float, slot: int,
+               checksum: int | None) -> ChunkState:
+        engine = target.engine
+        backoff = backoff_s_first
+        while True:
+            if action.do is Do.STAGE:
+                mutation = op.mutation
+                assert mutation is not None
+                meta = engine.stage(key, mutation.kind.value, action.version, action.chain_version,
+                                    mutation.chunk_size, commit=action.commit, offset=mutation.offset,
+                                    data=mutation.data, length=mutation.length,
+                                    checksum=checksum if mutation.kind is not Kind.TRUNCATE else None)
+                action = op.staged(state_of(meta))
+            elif action.do is Do.COMMIT:
+                action = op.committed(state_of(engine.commit(key, action.version, action.chain_version)))
+            elif action.do is Do.FORWARD:
+                request = self._update_request(target, op, key, action)
+                try:
+                    reply = self.peers.call(action.to_target, "Update", request,
+                                            timeout_s=min(self.peers.rpc_timeout_s, self._remaining(deadline)))
+                    action = op.replied(reply.commit_version, reply.chunk_checksum)
+                except FfsError as exc:
+                    log.info("target %d: update %d of %s to target %d failed: %s: %s", target.id,
+                             action.version, key.hex(), action.to_target, type(exc).__name__, exc)
+                    action = op.failed(exc)
+            elif action.do is Do.WAIT:
+                assert action.error is not None
+                backoff = self._backoff(deadline, backoff, action.error,
+                                        f"target {target.id} chain {op.chain.chain_id} update of {key.hex()}")
+                chain = self._chain(op.chain.chain_id)
+                target.in_flight.set_version(slot, chain.version)
+                action = op.retry(chain)
+            elif action.do is Do.REPLY:
+                assert action.state is not None
+                return action.state
+            else:
+                assert action.error is not None
+                raise action.error
+
+    def _update_request(self, target: Target, op: ChainOp, key: bytes, action: Action
+                        ) -> storage_pb2.UpdateRequest:
+        inode, index = split_key(key)
+        chunk = types_pb2.ChunkId(inode=inode, index=index)
+        request = storage_pb2.UpdateRequest(update_version=action.version, full_replace=action.full_replace,
+                                            from_target=target.id, to_target=action.to_target)
+        write = request.write
+        write.chain_id, write.chain_version = op.chain.chain_id, action.chain_version
+        write.chunk.CopyFrom(chunk)
+        mutation = op.mutation
+        if action.full_replace:
+            meta = target.engine.get_meta(key)
+            assert meta is not None
+            data, _ = target.engine.read(key, 0, meta.length, allow_pending=True)
+            write.data, write.chunk_size, write.checksum = data, meta.chunk_size, crc32c.crc32c(data)
+            request.chunk_chain_version = meta.chain_version
+        else:
+            assert mutation is not None
+            write.chunk_size = mutation.chunk_size
+            if mutation.kind is Kind.TRUNCATE:
+                request.kind, request.truncate_length = storage_pb2.UPDATE_TRUNCATE, mutation.length
+            else:
+                write.offset, write.data, write.checksum = mutation.offset, mutation.data, \
+                    crc32c.crc32c(mutation.data)
+        return request

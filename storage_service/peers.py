@@ -1,0 +1,66 @@
+"""gRPC stubs to the other storage nodes of this node's chains (successors, syncing targets).
+
+One channel per peer address, reopened when routing moves a target to a new
+address (a restarted node binds a new port). Calls map gRPC failures to
+FfsError (Unavailable for a dead or unreachable peer), so the chain logic sees
+the same errors it sees in the simulation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import grpc
+
+from fireflyfs.common.errors import Unavailable, rpc_errors_mapped
+from fireflyfs.common.rpc import make_channel
+from fireflyfs.proto import storage_pb2_grpc
+
+from .routing_view import RoutingView
+
+log = logging.getLogger(__name__)
+
+peer_rpc_timeout_s_default = 10.0
+
+
+class Peers:
+    def __init__(self, routing: RoutingView, rpc_timeout_s: float = peer_rpc_timeout_s_default) -> None:
+        self._routing = routing
+        self.rpc_timeout_s = rpc_timeout_s
+        self._lock = threading.Lock()
+        self._channels: dict[str, tuple[grpc.Channel, storage_pb2_grpc.StorageStub]] = {}
+
+    def _stub(self, target_id: int) -> tuple[str, storage_pb2_grpc.StorageStub]:
+        address = self._routing.address_of_target(target_id)
+        if not address:
+            raise Unavailable(f"target {target_id} has no node address in routing")
+        with self._lock:
+            entry = self._channels.get(address)
+            if entry is None:
+                channel = make_channel(address)
+                entry = (channel, storage_pb2_grpc.StorageStub(channel))
+                self._channels[address] = entry
+        return address, entry[1]
+
+    def call(self, target_id: int, method: str, request, timeout_s: float | None = None):
+        """Storage.<method>(request) on the node holding target_id; FfsError on failure."""
+        address, stub = self._stub(target_id)
+        with rpc_errors_mapped():
+            try:
+                return getattr(stub, method)(request, timeout=timeout_s or self.rpc_timeout_s)
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.UNAVAILABLE:
+                    self._forget(address)
+                raise
+
+    def _forget(self, address: str) -> None:
+        """Reconnect next time. Not closed here: other threads may have calls in flight on it."""
+        with self._lock:
+            self._channels.pop(address, None)
+
+    def close(self) -> None:
+        with self._lock:
+            entries, self._channels = list(self._channels.values()), {}
+        for channel, _ in entries:
+            channel.close()
