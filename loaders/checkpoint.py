@@ -187,7 +187,8 @@ class _SkeletonUnpickler(pickle.Unpickler):
                                      "pass weights_only=False for a checkpoint you trust")
 
 
-def _read_tensors(opened: _io.OpenFile, entries: list[_Entry]) -> list[torch.Tensor]:
+def _read_tensors(opened: _io.OpenFile, entries: list[_Entry],
+                  map_location: str | torch.device | None) -> list[torch.Tensor]:
     """Allocate every tensor and fill it with batched reads, then check its CRC32C."""
     flats, views = [], []
     for entry in entries:
@@ -206,6 +207,8 @@ def _read_tensors(opened: _io.OpenFile, entries: list[_Entry]) -> list[torch.Ten
             raise CorruptCheckpoint(f"{opened.url}: tensor {number} ({entry.dtype} {entry.shape} "
                                     f"at offset {entry.offset}) CRC32C mismatch")
         tensor = flat.reshape(entry.shape)
+        if map_location is not None:
+            tensor = tensor.to(map_location)      # before wrapping: a Parameter stays one
         if entry.parameter:
             tensor = torch.nn.Parameter(tensor, requires_grad=entry.requires_grad)
         elif entry.requires_grad:
@@ -248,7 +251,5 @@ def load_checkpoint(url: str, *, storage_options: dict | None = None,
     for entry in entries:
         if entry.offset + entry.nbytes > skeleton_offset:
             raise CorruptCheckpoint(f"{url}: tensor table points past the tensor data")
-    tensors = _read_tensors(opened, entries)
-    if map_location is not None:
-        tensors = [t.to(map_location) for t in tensors]
+    tensors = _read_tensors(opened, entries, map_location)
     return _SkeletonUnpickler(io.BytesIO(skeleton), tensors, weights_only).load()

@@ -93,6 +93,9 @@ def test_round_trip_on_local_disk(tmp_path):
     save_checkpoint(state(2), url)
     assert_same(load_checkpoint(url), state(2))
     assert os.listdir(tmp_path / "sub") == ["model.ckpt"]
+    moved = load_checkpoint(url, map_location="meta")
+    assert moved["model"]["weight"].is_meta and isinstance(moved["model"]["param"],
+                                                           torch.nn.Parameter)
 
 
 def test_writes_are_whole_chunk_windows_and_reads_are_batched(small_chunks, monkeypatch):
