@@ -45,7 +45,7 @@ def test_fsck_finds_and_repairs_missing_and_orphaned_chunks(make_cluster):
     local = make_cluster(storage_nodes=3, replicas=3, targets_per_node=1, heartbeat_timeout_ms=None)
     client = FfsClient(local.meta_address)
     client.mkdir("/f", chunk_size=CHUNK)
-    files = {f"/f/{i}": os.urandom(CHUNK * 2 + i) for i in range(3)}
+    files = {f"/f/{i}": os.urandom(CHUNK * 2 + 1 + i) for i in range(3)}
     for path, data in files.items():
         client.write_file(path, data)
     if len(set(replica_bytes(client, "/f/0"))) != 1:
