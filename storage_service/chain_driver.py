@@ -8,6 +8,13 @@ chain, a new successor, or becoming the tail all take effect), REPLY/FAIL end
 the call. The op gives up after ``op_deadline_s`` with Unavailable: the chunk
 stays pending, and the next head write or a resync rolls it forward.
 
+Client-originated updates (Write, TruncateChunk, RemoveChunks at the head)
+are admitted up to ``client_ops_max`` at a time; more answer Unavailable
+(retryable). Every update holds a request thread on each replica while it
+travels the chain, so without a bound two nodes heading chains through each
+other could fill both thread pools with heads waiting on Updates that have no
+thread left to run on.
+
 RemoveChunks is not versioned: each replica removes its own chunks in the
 range under their locks and forwards the request to its successor (retrying
 until routing changes), so a replica that missed it is fixed by the next
@@ -16,9 +23,11 @@ retry of the caller or by resync (remote-only chunks are removed).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import crc32c
 
@@ -34,6 +43,7 @@ from .target import Target, WriteOutcome
 log = logging.getLogger(__name__)
 
 op_deadline_s_default = 30.0
+client_ops_max_default = 32          # half the default request thread pool (server.py)
 backoff_s_first = 0.05
 backoff_s_max = 1.0
 
@@ -55,13 +65,26 @@ def meta_info(key: bytes, meta: ChunkMeta) -> storage_pb2.ChunkMetaInfo:
 
 class ChainDriver:
     def __init__(self, routing: RoutingView, peers: Peers, *, op_deadline_s: float = op_deadline_s_default,
+                 client_ops_max: int = client_ops_max_default,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
                  ) -> None:
         self.routing = routing
         self.peers = peers
         self.op_deadline_s = op_deadline_s
+        self.client_ops_max = client_ops_max
+        self._client_ops = threading.BoundedSemaphore(client_ops_max)
         self._clock = clock
         self._sleep = sleep
+
+    @contextlib.contextmanager
+    def _client_op(self) -> Iterator[None]:
+        if not self._client_ops.acquire(blocking=False):
+            raise Unavailable(f"storage node {self.routing.node_id} is busy: {self.client_ops_max} client "
+                              f"updates in flight; retry")
+        try:
+            yield
+        finally:
+            self._client_ops.release()
 
     # ------------------------------------------------------------------ client requests at the head
 
@@ -75,7 +98,8 @@ class ChainDriver:
             assert state is not None
             return WriteOutcome(state.commit_version, state.length, state.checksum)
 
-        return target.deduplicated(request.client_id, request.channel, request.seqnum, key, apply)
+        with self._client_op():
+            return target.deduplicated(request.client_id, request.channel, request.seqnum, key, apply)
 
     def truncate(self, target: Target, request: storage_pb2.TruncateChunkRequest) -> ChunkState | None:
         """A missing chunk cut to 0, or a committed one already at that length, is left alone."""
@@ -87,7 +111,8 @@ class ChainDriver:
                 return request.length == 0
             return meta.committed and meta.length == request.length and meta.chunk_size == request.chunk_size
 
-        return self._run(target, key, request.chain_id, request.chain_version, mutation, noop=noop)
+        with self._client_op():
+            return self._run(target, key, request.chain_id, request.chain_version, mutation, noop=noop)
 
     # ------------------------------------------------------------------ chain-internal requests
 
@@ -138,6 +163,12 @@ class ChainDriver:
 
     def remove_chunks(self, target: Target, request: storage_pb2.RemoveChunksRequest) -> int:
         """Remove the range here, then have the successor do the same (the whole chain, in order)."""
+        if request.from_target:
+            return self._remove_chunks(target, request)
+        with self._client_op():
+            return self._remove_chunks(target, request)
+
+    def _remove_chunks(self, target: Target, request: storage_pb2.RemoveChunksRequest) -> int:
         end = request.end_index or None
         removed = 0
         for key in target.engine.keys_in_range(request.inode, request.begin_index, end):

@@ -519,7 +519,8 @@ class ChunkEngine:
         commit_version unchanged): reads answer ChunkNotCommitted until ``commit``. With
         commit=True (the tail) it is committed in the same meta transaction. Which versions
         are acceptable is the chain logic's decision (storage_service.craq); the engine only
-        refuses to go backwards within a pending update.
+        refuses to go backwards within a pending update, except for a full replace, which
+        sets whatever versions it carries (resync of a target holding stale versions).
         """
         view = memoryview(data).cast("B")
         if kind == "write":
@@ -538,7 +539,7 @@ class ChunkEngine:
             old = self.get_meta(key)
             if kind != "replace":
                 self._check_chunk_size(key, chunk_size, old)
-            if old is not None and not old.committed and version < old.update_version:
+            if kind != "replace" and old is not None and not old.committed and version < old.update_version:
                 raise Internal(f"{describe_key(key)}: staging update {version} below pending "
                                f"update {old.update_version}")
             versions = self._versions(old, version, chain_version, commit)

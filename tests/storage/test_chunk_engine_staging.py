@@ -102,6 +102,9 @@ def test_stage_refuses_to_go_below_a_pending_update(engine):
     with pytest.raises(InvalidArgument):
         engine.stage(KEY, "bogus", 4, 1, CHUNK, commit=True)
     assert engine.get_meta(KEY).update_version == 3
+    # A full replace sets the versions it carries (the sender's chunk is the truth).
+    meta = engine.stage(KEY, "replace", 2, 9, CHUNK, commit=True, data=b"r")
+    assert (meta.commit_version, meta.update_version, meta.chain_version) == (2, 2, 9)
 
 
 def test_remove_one_chunk_and_page_metas(engine):
