@@ -133,27 +133,37 @@ class ChainDriver:
         assert state is not None
         return state
 
-    def push(self, target: Target, key: bytes, chain_id: int, syncing_target: int) -> None:
-        """Resync: make the syncing successor's copy of key equal ours (or remove it), under the lock."""
+    def push(self, target: Target, key: bytes, chain_id: int, syncing_target: int | None,
+             lock_timeout_s: float | None = None) -> bool:
+        """Make the successor's copy of key equal ours, under the chunk lock; False if not needed.
+
+        Resync (syncing_target set): the chunk as it is, or a RemoveChunk when we have none.
+        Roll-forward (syncing_target None): only a pending leftover, pushed down the chain and
+        committed here, so no replica keeps answering ChunkNotCommitted for it.
+        """
         deadline = self._clock() + self.op_deadline_s
         slot = target.in_flight.enter()
         try:
-            with target.locks.hold(key, self.op_deadline_s):
+            with target.locks.hold(key, self.op_deadline_s if lock_timeout_s is None else lock_timeout_s):
                 chain = self._chain(chain_id)
                 target.in_flight.set_version(slot, chain.version)
                 meta = target.engine.get_meta(key)
+                if syncing_target is None and (meta is None or meta.committed):
+                    return False
                 if meta is None:
+                    assert syncing_target is not None
                     inode, index = split_key(key)
                     self.peers.call(syncing_target, "RemoveChunk", storage_pb2.RemoveChunkRequest(
                         chain_id=chain_id, chain_version=chain.version, target_id=syncing_target,
                         chunk=types_pb2.ChunkId(inode=inode, index=index)))
-                    return
+                    return True
                 op = ChainOp(target.id, chain, chain.version, None, push=True)
                 action = op.admit(state_of(meta))
-                if action.do is Do.FORWARD and action.to_target != syncing_target:
+                if syncing_target is not None and action.do is Do.FORWARD and action.to_target != syncing_target:
                     raise StaleChainVersion(f"chain {chain_id}: successor of {target.id} is "
                                             f"{action.to_target}, not the syncing {syncing_target}")
                 self._drive(target, op, key, action, deadline, slot, checksum=None)
+                return True
         finally:
             target.in_flight.leave(slot)
 

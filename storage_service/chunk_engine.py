@@ -271,6 +271,7 @@ class ChunkEngine:
         self.counters = EngineCounters()
         self._used_bytes = 0
         self._chunk_count = 0
+        self._pending: set[bytes] = set()    # chunks with a staged, uncommitted update
         self._closed = False
         self._recover()
 
@@ -285,6 +286,8 @@ class ChunkEngine:
                 live.add(self._file_name(key, meta.file_version))
                 self._used_bytes += meta.length
                 self._chunk_count += 1
+                if not meta.committed:
+                    self._pending.add(bytes(key))
         removed = 0
         for entry in os.scandir(self.chunks_dir):
             if entry.name not in live:
@@ -328,11 +331,22 @@ class ChunkEngine:
                 txn.put(key, meta.encode())
         except lmdb.MapFullError as exc:
             raise NoSpace(f"{describe_key(key)}: chunk metadata store of {self.target_dir} is full") from exc
+        with self._stats_lock:
+            if meta.committed:
+                self._pending.discard(key)
+            else:
+                self._pending.add(key)
 
-    def _adjust_stats(self, used_delta: int, count_delta: int) -> None:
+    def pending_keys(self) -> list[bytes]:
+        """Chunks holding a staged update not committed yet (in flight, or left by a failure)."""
+        with self._stats_lock:
+            return sorted(self._pending)
+
+    def _adjust_stats(self, used_delta: int, count_delta: int, removed: list[bytes] = ()) -> None:
         with self._stats_lock:
             self._used_bytes += used_delta
             self._chunk_count += count_delta
+            self._pending.difference_update(removed)
 
     def _sync_file(self, fd: int) -> None:
         if self.fsync:
@@ -575,7 +589,7 @@ class ChunkEngine:
                 txn.delete(key)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path(key, meta.file_version))
-        self._adjust_stats(-meta.length, -1)
+        self._adjust_stats(-meta.length, -1, [key])
         return True
 
     @contextlib.contextmanager
@@ -800,7 +814,8 @@ class ChunkEngine:
             for key, meta in removed:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._path(key, meta.file_version))
-        self._adjust_stats(-sum(meta.length for _, meta in removed), -len(removed))
+        self._adjust_stats(-sum(meta.length for _, meta in removed), -len(removed),
+                           [key for key, _ in removed])
         return len(removed)
 
     # ------------------------------------------------------------------ read path

@@ -13,7 +13,8 @@ heartbeating and resync, drain calls (grace period), close LMDB.
 
 Chain replication: Write/TruncateChunk/RemoveChunks at the head and Update
 from predecessors run through chain_driver.py (CRAQ, craq.py); resync.py
-copies data to a SYNCING successor. Every target starts ONLINE and reports
+copies data to a SYNCING successor; rollforward.py completes updates a
+failure left pending. Every target starts ONLINE and reports
 UPTODATE per local_state.py.
 
 Environment overrides (flags win): FFS_HEARTBEAT_INTERVAL_MS, FFS_HEARTBEAT_TIMEOUT_MS,
@@ -43,6 +44,7 @@ from .fencing import Fence, heartbeat_timeout_ms_default
 from .heartbeat import MgmtdLink
 from .peers import Peers
 from .resync import ResyncManager
+from .rollforward import RollForwardSweeper
 from .routing_view import RoutingView
 from .servicer import StorageServicer
 from .target import Target, target_ids
@@ -89,6 +91,7 @@ class StorageNode:
         self.peers = Peers(self.routing)
         self.driver = ChainDriver(self.routing, self.peers)
         self.resync = ResyncManager(self.targets, self.routing, self.peers, self.driver)
+        self.sweeper = RollForwardSweeper(self.targets, self.routing, self.driver)
         self.routing.add_listener(self._observe_routing)
         self.server, self.port = make_server(config.listen, config.server_workers)
         storage_pb2_grpc.add_StorageServicer_to_server(
@@ -127,6 +130,7 @@ class StorageNode:
         log.info("storage node %d serving on %s with targets %s", self.config.node_id, self.address,
                  sorted(self.targets))
         self.link.start()
+        self.sweeper.start()
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -134,6 +138,7 @@ class StorageNode:
         self._stopped.set()
         log.info("storage node %d stopping", self.config.node_id)
         self.link.stop()
+        self.sweeper.stop()
         self.resync.close()
         self.server.stop(stop_grace_s).wait()
         self._channel.close()

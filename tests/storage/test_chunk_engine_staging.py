@@ -50,13 +50,16 @@ def test_pending_state_survives_a_restart(tmp_path):
     with ChunkEngine(tmp_path / "t", block_size=BLOCK) as eng:
         eng.stage(KEY, "write", 1, 1, CHUNK, commit=True, data=b"x" * 100)
         eng.stage(KEY, "write", 2, 1, CHUNK, commit=False, offset=50, data=b"y" * 100)
+        assert eng.pending_keys() == [KEY]
     with ChunkEngine(tmp_path / "t", block_size=BLOCK) as eng:
+        assert eng.pending_keys() == [KEY], "found again on open"
         meta = eng.get_meta(KEY)
         assert (meta.commit_version, meta.update_version) == (1, 2)
         with pytest.raises(ChunkNotCommitted):
             eng.read(KEY, 0, 10)
         assert eng.read(KEY, 0, 1000, allow_pending=True)[0] == b"x" * 50 + b"y" * 100
         eng.commit(KEY, 2, 1)
+        assert eng.pending_keys() == []
         assert eng.read(KEY, 0, 1000)[0] == b"x" * 50 + b"y" * 100
         assert len(os.listdir(eng.chunks_dir)) == 1
 

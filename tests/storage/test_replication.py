@@ -28,6 +28,7 @@ from fireflyfs.storage_service.chunk_engine import chunk_key
 from fireflyfs.storage_service.fencing import Fence
 from fireflyfs.storage_service.peers import Peers
 from fireflyfs.storage_service.resync import ResyncManager
+from fireflyfs.storage_service.rollforward import RollForwardSweeper
 from fireflyfs.storage_service.routing_view import RoutingView
 from fireflyfs.storage_service.servicer import StorageServicer
 from fireflyfs.storage_service.target import Target
@@ -211,6 +212,27 @@ def test_syncing_target_gets_everything_then_reports_uptodate(cluster):
     assert cluster.read(301, index=3).data == b""
     assert cluster.read(301, index=7).data == b"fresh"
     wait_for(lambda: not worker.thread.is_alive(), what="the resync worker to stop once 301 serves")
+
+
+def test_head_rolls_forward_an_update_a_failure_left_pending(cluster):
+    """Head and middle hold update 2 staged (their op died); the tail never saw it."""
+    cluster.write(b"v1")
+    key = chunk_key(5, 0)
+    for target in (101, 201):
+        cluster.node(target).target.engine.stage(key, "write", 2, cluster.chain_version, CHUNK,
+                                                 commit=False, offset=2, data=b"+v2")
+    assert cluster.read(201).status.error == "ChunkNotCommitted"
+    assert cluster.read(301).data == b"v1"
+    sweeper = RollForwardSweeper(cluster.node(101).targets, cluster.node(101).routing,
+                                 cluster.node(101).driver)
+    assert RollForwardSweeper(cluster.node(201).targets, cluster.node(201).routing,
+                              cluster.node(201).driver).sweep_once() == 0, "only heads roll forward"
+    assert sweeper.sweep_once() == 1
+    assert sweeper.sweep_once() == 0
+    for target in (101, 201, 301):
+        result = cluster.read(target)
+        assert (result.data, result.commit_version) == (b"v1+v2", 2)
+    assert cluster.metas(101) == cluster.metas(201) == cluster.metas(301)
 
 
 def test_reads_need_a_serving_target(cluster):
