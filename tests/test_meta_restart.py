@@ -1,7 +1,7 @@
 """The metadata service SIGKILLed and restarted mid-workload: clients retry and carry on.
 
-Method: a dedicated local cluster (meta + two storage nodes, one replica) in a
-tmp dir. A writer thread runs a seeded workload through FfsClient, each step a
+Method: a dedicated local cluster (meta + three storage nodes, replication 3)
+in a tmp dir. A writer thread runs a seeded workload through FfsClient, each step a
 call that would fail if it ran twice (exclusive creates, no-replace renames,
 removes, mkdirs) and logs what it acknowledged. Meanwhile the main thread
 SIGKILLs the meta process at random moments and restarts it with
@@ -37,8 +37,8 @@ OPS_AFTER_LAST_KILL = 30
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    local = LocalCluster(tmp_path_factory.mktemp("meta-restart"), storage_nodes=2, targets_per_node=1,
-                         python=sys.executable)
+    local = LocalCluster(tmp_path_factory.mktemp("meta-restart"), storage_nodes=3, targets_per_node=1,
+                         replicas=3, python=sys.executable)
     try:
         local.up()
         yield local
