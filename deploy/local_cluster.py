@@ -171,9 +171,8 @@ class LocalCluster:
                    "--data-dir", str(self.data_dir(role)), "--listen", f"{HOST}:0",
                    "--mgmtd", self.meta_address, "--targets", str(self.targets_per_node)]
         if timeout:
-            command += ["--heartbeat-interval-ms", str(heartbeat_interval_ms_for(timeout))]
-            if _storage_takes_heartbeat_timeout():
-                command += ["--heartbeat-timeout-ms", str(timeout)]
+            command += ["--heartbeat-interval-ms", str(heartbeat_interval_ms_for(timeout)),
+                        "--heartbeat-timeout-ms", str(timeout)]
         return command
 
     def _node_id(self, role: str) -> int:
@@ -486,23 +485,3 @@ class LocalCluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.down()
-
-
-_storage_flag_cache: dict[str, bool] = {}
-
-
-def _storage_takes_heartbeat_timeout() -> bool:
-    """Whether this storage build has --heartbeat-timeout-ms (its fencing); older ones take it from
-    mgmtd's RegisterNode/Heartbeat replies only. Asked once, of the argument parser in-process."""
-    if "timeout" not in _storage_flag_cache:
-        import io
-
-        try:
-            from fireflyfs.storage_service.server import parse_args
-            with contextlib.redirect_stderr(io.StringIO()):
-                parse_args(["--node-id", "1", "--data-dir", "/nonexistent", "--mgmtd", "127.0.0.1:1",
-                            "--heartbeat-timeout-ms", "1000"])
-            _storage_flag_cache["timeout"] = True
-        except (SystemExit, Exception):
-            _storage_flag_cache["timeout"] = False
-    return _storage_flag_cache["timeout"]

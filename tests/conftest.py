@@ -31,9 +31,8 @@ class RunningCluster:
     cluster: LocalCluster
 
 
-# Replicas of the session cluster: FFS_TEST_REPLICAS (0: the launcher's default, 3 with 3 nodes).
-# 1 until storage forwards writes along the chain (CRAQ): the client already reads any replica.
-SESSION_REPLICAS = int(os.environ.get("FFS_TEST_REPLICAS", "1")) or None
+# Replicas of the session cluster: FFS_TEST_REPLICAS, else the launcher's default (3 with 3 nodes).
+SESSION_REPLICAS = int(os.environ.get("FFS_TEST_REPLICAS", "0")) or None
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,7 @@ def test_replicas_and_heartbeat_timeout_reach_the_processes(tmp_path):
     assert local.command("meta")[-2:] == ["--heartbeat-timeout-ms", "2000"]
     storage = local.command("storage-1")
     assert storage[storage.index("--heartbeat-interval-ms") + 1] == "200"   # a tenth: fence after 5
+    assert storage[storage.index("--heartbeat-timeout-ms") + 1] == "2000"
     assert LocalCluster(tmp_path / "a", storage_nodes=2).replicas == 1
     assert LocalCluster(tmp_path / "b", storage_nodes=5, replicas=2).replicas == 2
     assert "--heartbeat-interval-ms" not in LocalCluster(tmp_path / "c", storage_nodes=1).command("storage-1")
