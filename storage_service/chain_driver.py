@@ -75,6 +75,11 @@ class ChainDriver:
         self._client_ops = threading.BoundedSemaphore(client_ops_max)
         self._clock = clock
         self._sleep = sleep
+        self._closing = threading.Event()
+
+    def close(self) -> None:
+        """Stopping: updates waiting to retry give up now instead of outliving the engines."""
+        self._closing.set()
 
     @contextlib.contextmanager
     def _client_op(self) -> Iterator[None]:
@@ -218,6 +223,8 @@ class ChainDriver:
     def _backoff(self, deadline: float, backoff: float, error: FfsError, what: str) -> float:
         if self._clock() >= deadline:
             raise Unavailable(f"{what}: gave up after {self.op_deadline_s:.0f}s: {error}") from error
+        if self._closing.is_set():
+            raise Unavailable(f"{what}: storage node {self.routing.node_id} is stopping") from error
         self._sleep(backoff)
         return min(backoff * 2, backoff_s_max)
 

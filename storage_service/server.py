@@ -138,6 +138,7 @@ class StorageNode:
         self._stopped.set()
         log.info("storage node %d stopping", self.config.node_id)
         self.link.stop()
+        self.driver.close()
         self.sweeper.stop()
         self.resync.close()
         self.server.stop(stop_grace_s).wait()
