@@ -1,30 +1,30 @@
-"""Real processes: a SIGKILLed storage node goes offline in routing, and comes back through resync.
+"""Real processes: SIGKILLed storage nodes go offline in routing and come back through resync.
 
 Method: a dedicated local cluster (4 storage nodes of 3 targets, replication 3,
 heartbeat timeout 2 s) watched through Mgmtd.GetRoutingInfo. Kill one storage
 node: within the timeout plus a tick its targets must be OFFLINE at the end of
 their chains, those chains' versions bumped, the other chains untouched.
 Restart it: a new incarnation, so its targets must never serve again without
-passing WAITING/SYNCING (we poll routing and record every state seen), and with
-the storage side's resync they end SERVING.
+passing WAITING/SYNCING (we poll routing and record every state seen), and
+with the storage side's resync they end SERVING. Then two nodes at once (each
+chain keeps a SERVING target), then every storage node at once (each chain
+keeps exactly one LASTSRV, which serves first when it is back); a file written
+before reads back after each round.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
+
+import fsspec
+import pytest
 
 from fireflyfs.deploy.local_cluster import ClusterError
 
 DETECT_S_MAX = 15.0
 RECOVER_S_MAX = 60.0
-
-
-def storage_resyncs() -> bool:
-    """Whether this storage build runs the resync (SyncStart/SyncDone) the last step needs."""
-    from fireflyfs.storage_service.servicer import StorageServicer
-
-    return "SyncStart" in vars(StorageServicer) and "SyncDone" in vars(StorageServicer)
 
 
 def versions(routing) -> dict[int, int]:
@@ -64,7 +64,7 @@ def test_killed_node_goes_offline_then_resyncs_back(make_cluster):
 
     local.up()                                     # restarts storage-2 only: a new incarnation
     seen: dict[int, set[str]] = {t: set() for t in mine}
-    deadline = time.monotonic() + (RECOVER_S_MAX if storage_resyncs() else 10.0)
+    deadline = time.monotonic() + RECOVER_S_MAX
     while time.monotonic() < deadline:
         chains = local.chain_states()
         for t, cid in mine.items():
@@ -75,13 +75,52 @@ def test_killed_node_goes_offline_then_resyncs_back(make_cluster):
     # It came back through the resync states, never straight from OFFLINE to SERVING unseen.
     for t in mine:
         assert seen[t] & {"WAITING", "SYNCING"}, (t, seen[t])
-    if not storage_resyncs():
-        # Until the storage side resyncs, the returning targets wait (mgmtd's part ends here).
-        assert all(dict(chains[cid])[t] in ("WAITING", "SYNCING") for t, cid in mine.items()), chains
-        return
     try:
         chains = local.wait_all_serving(timeout_s=5)
     except ClusterError as exc:
         raise AssertionError(f"node 2 did not resync back to SERVING: {exc}") from None
     for t, cid in mine.items():
         assert dict(chains[cid])[t] == "SERVING" and versions(local.routing())[cid] > after[cid]
+        assert chains[cid][-1][0] == t             # it rejoined as the tail
+
+
+def wait_states(local, predicate, what: str):
+    deadline = time.monotonic() + DETECT_S_MAX
+    while True:
+        chains = local.chain_states()
+        if predicate(chains):
+            return chains
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {chains}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow   # ~17 s; the single-node test above is the CI version
+def test_two_nodes_then_every_node_down_at_once(make_cluster):
+    local = make_cluster(storage_nodes=4, targets_per_node=3, replicas=3, heartbeat_timeout_ms=2000)
+    local.wait_all_serving(timeout_s=10)
+    fs = fsspec.filesystem("ffs", host=local.host, port=local.port, skip_instance_cache=True)
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    fs.pipe_file("/kept.bin", payload)
+
+    for node in (1, 3):
+        local.kill(node, signal.SIGKILL)
+    chains = wait_states(local, lambda chains: all(
+        dict(members)[t] == "OFFLINE" for members in chains.values() for t, _ in members if t // 100 in (1, 3)),
+        "nodes 1 and 3 offline")
+    for members in chains.values():
+        states = [s for _, s in members]
+        assert states[0] == "SERVING" and "LASTSRV" not in states, members   # a survivor serves
+    assert fs.cat_file("/kept.bin") == payload
+    local.up()
+    local.wait_all_serving(timeout_s=RECOVER_S_MAX)
+
+    for node in (1, 2, 3, 4):
+        local.kill(node, signal.SIGKILL)
+    chains = wait_states(local, lambda chains: all(
+        "SERVING" not in [s for _, s in members] for members in chains.values()), "every chain down")
+    for members in chains.values():
+        assert [s for _, s in members].count("LASTSRV") == 1, members       # who holds the last writes
+        assert members[0][1] == "LASTSRV"
+    local.up()
+    local.wait_all_serving(timeout_s=RECOVER_S_MAX)
+    assert fs.cat_file("/kept.bin") == payload
