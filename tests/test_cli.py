@@ -185,6 +185,8 @@ def test_admin_chain_table_create_and_target_offline_online(make_cluster):
     targets = {t["id"]: t for t in json.loads(run("--json", "admin", "targets", url).stdout)["targets"]}
     assert not targets[head]["admin_offline"]
     assert targets[head]["public_state"] in ("WAITING", "SYNCING", "SERVING")   # on its way back: resync
+    chains = local.wait_all_serving(timeout_s=30)
+    assert chains[moved["chain"]["id"]] == [(tail, "SERVING"), (head, "SERVING")]   # back, as the tail
 
 
 def _alive(pid: int) -> bool:
