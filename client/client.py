@@ -19,14 +19,15 @@ import time
 import uuid
 from typing import Iterator
 
-from ..common.errors import IsADirectory, NotADirectory, error_from_name
+from ..common.errors import FfsError, InvalidArgument, IsADirectory, NotADirectory, error_from_name
 from ..common.layout import Layout
 from ..common.paths import canonical_path
 from ..proto import meta_pb2, types_pb2
+from .batch_read import BatchReadResult, byte_view, check_requests
 from .config import ClientConfig
 from .meta_client import MetaClient
 from .routing import RoutingCache
-from .storage_client import ReadRequest, StorageClient
+from .storage_client import ReadRequest, StorageClient, request_size
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -285,6 +286,56 @@ class FfsClient:
                     for h, offset, length in reads if h.layout is not None]
         results = iter(self.storage.read_many(requests))
         return [next(results) if h.layout is not None else b"" for h, _, _ in reads]
+
+    def read_batch(self, requests, into=None) -> BatchReadResult:
+        """Many (path or FileHandle, offset, length) reads into one buffer, batched per storage node.
+
+        into: a writable C-contiguous buffer (bytearray, memoryview, numpy array,
+        torch CPU tensor) of at least sum(lengths) bytes, or None (a bytearray is
+        allocated). Request i's bytes land at byte offset sum(lengths[:i]).
+        Distinct paths are opened with one Meta.BatchStat; handles cost no
+        metadata RPC (their length is the one known at open). Per request:
+        nbytes (short at EOF, holes read as zeros) and an error (NotFound,
+        IsADirectory, ChecksumMismatch, ...). Raises only InvalidArgument, for
+        bad arguments.
+        """
+        files, offsets, lengths, slots, total = check_requests(requests)
+        buffer = byte_view(into, total)
+        count = len(files)
+        failures: list[FfsError | None] = [None] * count
+        nbytes = [0] * count
+        paths = sorted({f for f in files if not isinstance(f, FileHandle)}, key=str)
+        opened: dict[str, FileHandle | Exception] = {}
+        if paths:
+            for path in paths:
+                if not isinstance(path, str):
+                    raise InvalidArgument(f"read_batch file {path!r} is neither a path nor a FileHandle")
+            opened = dict(zip(paths, self.open_many(paths)))
+        reads: list[ReadRequest] = []
+        outs: list[memoryview] = []
+        numbers: list[int] = []
+        for number, file in enumerate(files):
+            handle = file if isinstance(file, FileHandle) else opened[file]
+            if isinstance(handle, Exception):
+                failures[number] = handle if isinstance(handle, FfsError) else FfsError(str(handle))
+                continue
+            if handle.layout is None or lengths[number] == 0:
+                continue
+            request = ReadRequest(handle.inode_id, handle.layout, handle.length, offsets[number],
+                                  lengths[number])
+            size = request_size(request)
+            if size == 0:
+                continue
+            nbytes[number] = size
+            reads.append(request)
+            outs.append(buffer[slots[number]:slots[number] + size])
+            numbers.append(number)
+        if reads:
+            for number, failure in zip(numbers, self.storage.read_into(reads, outs)):
+                if failure is not None:
+                    failures[number] = failure
+                    nbytes[number] = 0
+        return BatchReadResult(buffer, slots, nbytes, failures)
 
     def pwrite(self, handle: FileHandle, offset: int, data: bytes) -> int:
         """Write data at offset of a file open for writing; returns len(data)."""

@@ -101,6 +101,23 @@ def _where(route: Route) -> str:
             f"on node {route.node_id} ({route.address})")
 
 
+_ZEROS = memoryview(bytes(1 << 20))
+
+
+def zero_fill(view: memoryview) -> None:
+    """Write zeros over view (holes, chunks shorter than the file)."""
+    position, total = 0, len(view)
+    while position < total:
+        count = min(total - position, len(_ZEROS))
+        view[position:position + count] = _ZEROS[:count]
+        position += count
+
+
+def request_size(request: ReadRequest) -> int:
+    """Bytes a read request returns: its length clamped at the file's end (0 past it)."""
+    return max(0, min(request.offset + request.length, request.file_length) - request.offset)
+
+
 class StorageClient:
     """Reads and writes file chunks directly on storage nodes."""
 
@@ -202,16 +219,36 @@ class StorageClient:
                                for offset, length in ranges])
 
     def read_many(self, requests: list[ReadRequest]) -> list[bytes]:
-        """Ranges of any files: one BatchRead per node (split by size), nodes in parallel."""
-        buffers: list[bytearray] = []
+        """Ranges of any files: one BatchRead per node (split by size), nodes in parallel.
+
+        Raises the first request's error (see ``read_into`` for per-request errors).
+        """
+        buffers = [bytearray(request_size(request)) for request in requests]
+        failures = self.read_into(requests, [memoryview(buffer) for buffer in buffers])
+        for failure in failures:
+            if failure is not None:
+                raise failure
+        return [bytes(buffer) for buffer in buffers]
+
+    def read_into(self, requests: list[ReadRequest], outs: list[memoryview]
+                  ) -> list[errors.FfsError | None]:
+        """Read each request into its out view (at least ``request_size`` bytes long).
+
+        Every byte of out[:request_size(request)] is written: stored data, or
+        zeros for holes and for chunks shorter than the file. Returns one error
+        (or None) per request: a non-retryable failure of any of its pieces, or
+        the last retryable one when the retry budget ran out.
+        """
+        failures: list[errors.FfsError | None] = [None] * len(requests)
         pending: list[_Piece] = []
         for number, request in enumerate(requests):
             if request.offset < 0 or request.length < 0:
                 raise errors.InvalidArgument(
                     f"negative offset or length ({request.offset}, {request.length})")
-            end = min(request.offset + request.length, request.file_length)
-            size = max(0, end - request.offset)
-            buffers.append(bytearray(size))   # zeros: holes need no work
+            size = request_size(request)
+            if len(outs[number]) < size:
+                raise errors.InvalidArgument(f"request {number}: out buffer of {len(outs[number])} "
+                                             f"bytes for {size} bytes")
             out = 0
             for chunk_index, within, piece in request.layout.chunk_ranges(request.offset, size):
                 pending.append(_Piece(number, out, request.inode_id, request.layout,
@@ -221,12 +258,17 @@ class StorageClient:
         def attempt() -> None:
             nonlocal pending
             if pending:
-                pending, error = self._read_round(pending, buffers)
+                pending, error = self._read_round(pending, outs, failures)
                 if pending:
                     raise error
 
-        self.retrying(attempt, f"read of {len(requests)} range(s)")
-        return [bytes(buffer) for buffer in buffers]
+        try:
+            self.retrying(attempt, f"read of {len(requests)} range(s)")
+        except Retryable as exc:
+            for piece in pending:
+                if failures[piece.request] is None:
+                    failures[piece.request] = exc
+        return failures
 
     def _pick_replica(self, piece: _Piece) -> Route:
         """The tail after repeated ChunkNotCommitted (it commits first), else the least busy replica."""
@@ -236,8 +278,8 @@ class StorageClient:
             return routes[-1]
         return self.selector.pick(routes)
 
-    def _read_round(self, pending: list[_Piece], buffers: list[bytearray]
-                    ) -> tuple[list[_Piece], Retryable | None]:
+    def _read_round(self, pending: list[_Piece], outs: list[memoryview],
+                    failures: list[errors.FfsError | None]) -> tuple[list[_Piece], Retryable | None]:
         """Send every pending piece once; (pieces left, the error to retry them for).
 
         The error is ChunkNotCommitted only when that is all that went wrong, so
@@ -255,7 +297,8 @@ class StorageClient:
                 continue
             by_address.setdefault(route.address, []).append((piece, route))
         batches = [batch for items in by_address.values() for batch in _split_batches(items)]
-        outcomes = self._parallel([lambda b=batch: self._batch_read_counted(b, buffers) for batch in batches])
+        outcomes = self._parallel([lambda b=batch: self._batch_read_counted(b, outs, failures)
+                                   for batch in batches])
         for left, why in outcomes:
             failed.extend(left)
             failures.extend(why)
@@ -264,16 +307,20 @@ class StorageClient:
         others = [exc for exc in failures if not isinstance(exc, ChunkNotCommitted)]
         return failed, (others or failures or [Unavailable("reads left over")])[-1]
 
-    def _batch_read_counted(self, batch: list[tuple[_Piece, Route]], buffers: list[bytearray]):
+    def _batch_read_counted(self, batch: list[tuple[_Piece, Route]], outs: list[memoryview],
+                            failures: list[errors.FfsError | None]):
         route = batch[0][1]
         try:
-            return self._batch_read(route, batch, buffers)
+            return self._batch_read(route, batch, outs, failures)
         finally:
             self.selector.done(route.node_id, len(batch))
 
-    def _batch_read(self, route: Route, batch: list[tuple[_Piece, Route]],
-                    buffers: list[bytearray]) -> tuple[list[_Piece], list[Retryable]]:
-        """One BatchRead to route's node; fills buffers; returns (pieces to retry, why)."""
+    def _batch_read(self, route: Route, batch: list[tuple[_Piece, Route]], outs: list[memoryview],
+                    failures: list[errors.FfsError | None]) -> tuple[list[_Piece], list[Retryable]]:
+        """One BatchRead to route's node; fills outs; returns (pieces to retry, why).
+
+        A non-retryable failure of a piece goes into failures[its request].
+        """
         request = storage_pb2.BatchReadRequest(verify_checksum=self._verify_checksums, ios=[
             storage_pb2.ReadIO(chain_id=r.chain_id, chain_version=r.chain_version,
                                chunk=types_pb2.ChunkId(inode=piece.inode_id, index=piece.chunk_index),
@@ -299,12 +346,18 @@ class StorageClient:
                     failed.append(piece)
                     why.append(exc)
                     continue
-                raise exc
-            data = result.data[:piece.length]
-            if self._verify_checksums and result.checksum != crc32c.crc32c(result.data):
-                raise ChecksumMismatch(f"chunk {piece.inode_id}:{piece.chunk_index} read from "
-                                       f"{_where(piece_route)}: CRC32C mismatch")
-            buffers[piece.request][piece.out_offset:piece.out_offset + len(data)] = data
+                failures[piece.request] = failures[piece.request] or exc
+                continue
+            data = result.data
+            if self._verify_checksums and result.checksum != crc32c.crc32c(data):
+                failures[piece.request] = failures[piece.request] or ChecksumMismatch(
+                    f"chunk {piece.inode_id}:{piece.chunk_index} read from {_where(piece_route)}: "
+                    "CRC32C mismatch in transit")
+                continue
+            count = min(len(data), piece.length)
+            out = outs[piece.request]
+            out[piece.out_offset:piece.out_offset + count] = memoryview(data)[:count]
+            zero_fill(out[piece.out_offset + count:piece.out_offset + piece.length])
         return failed, why
 
     # ---- writes ---------------------------------------------------------
