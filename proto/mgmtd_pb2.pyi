@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterNodeRequest(_message.Message):
-    __slots__ = ("node_id", "type", "address", "targets", "hostname", "pid", "incarnation")
+    __slots__ = ("node_id", "type", "address", "targets", "hostname", "pid", "incarnation", "bulk_address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class RegisterNodeRequest(_message.Message):
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    BULK_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     type: _types_pb2.NodeType
     address: str
@@ -23,7 +24,8 @@ class RegisterNodeRequest(_message.Message):
     hostname: str
     pid: int
     incarnation: int
-    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[_types_pb2.NodeType, str]] = ..., address: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_types_pb2.TargetInfo, _Mapping]]] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    bulk_address: str
+    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[_types_pb2.NodeType, str]] = ..., address: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_types_pb2.TargetInfo, _Mapping]]] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ..., bulk_address: _Optional[str] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
     __slots__ = ("routing", "heartbeat_timeout_ms")

@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66ireflyfs/proto/types.proto\x12\tfireflyfs\"\x88\x01\n\x06Layout\x12\x12\n\nchunk_size\x18\x01 \x01(\r\x12\x13\n\x0bstripe_size\x18\x02 \x01(\r\x12\x16\n\x0e\x63hain_table_id\x18\x03 \x01(\r\x12\x1b\n\x13\x63hain_table_version\x18\x04 \x01(\r\x12\x12\n\nchain_base\x18\x05 \x01(\r\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"\xc9\x02\n\x05Inode\x12\n\n\x02id\x18\x01 \x01(\x04\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.fireflyfs.InodeType\x12\x0c\n\x04mode\x18\x03 \x01(\r\x12\x0b\n\x03uid\x18\x04 \x01(\r\x12\x0b\n\x03gid\x18\x05 \x01(\r\x12\r\n\x05nlink\x18\x06 \x01(\r\x12\x0e\n\x06length\x18\x07 \x01(\x04\x12\x10\n\x08\x61time_ns\x18\x08 \x01(\x03\x12\x10\n\x08mtime_ns\x18\t \x01(\x03\x12\x10\n\x08\x63time_ns\x18\n \x01(\x03\x12\x11\n\tcrtime_ns\x18\x0b \x01(\x03\x12!\n\x06layout\x18\x0c \x01(\x0b\x32\x11.fireflyfs.Layout\x12\x0e\n\x06parent\x18\r \x01(\x04\x12\x16\n\x0esymlink_target\x18\x0e \x01(\t\x12\x18\n\x10truncate_version\x18\x0f \x01(\x04\x12\x1b\n\x13open_write_sessions\x18\x10 \x01(\r\"\'\n\x07\x43hunkId\x12\r\n\x05inode\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\"\xab\x01\n\x08NodeInfo\x12\n\n\x02id\x18\x01 \x01(\r\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.fireflyfs.NodeType\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12%\n\x06status\x18\x04 \x01(\x0e\x32\x15.fireflyfs.NodeStatus\x12\x19\n\x11last_heartbeat_ms\x18\x05 \x01(\x03\x12\x10\n\x08hostname\x18\x06 \x01(\t\x12\x0b\n\x03pid\x18\x07 \x01(\r\"\xf0\x01\n\nTargetInfo\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\r\x12\x32\n\x0cpublic_state\x18\x04 \x01(\x0e\x32\x1c.fireflyfs.PublicTargetState\x12\x30\n\x0blocal_state\x18\x05 \x01(\x0e\x32\x1b.fireflyfs.LocalTargetState\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x12\n\nused_bytes\x18\x07 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x08 \x01(\x04\x12\x13\n\x0b\x63hunk_count\x18\t \x01(\x04\"9\n\tChainInfo\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0f\n\x07targets\x18\x03 \x03(\x04\"K\n\nChainTable\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06\x63hains\x18\x03 \x03(\r\x12\x10\n\x08replicas\x18\x04 \x01(\r\"\xbd\x01\n\x0bRoutingInfo\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\"\n\x05nodes\x18\x02 \x03(\x0b\x32\x13.fireflyfs.NodeInfo\x12&\n\x07targets\x18\x03 \x03(\x0b\x32\x15.fireflyfs.TargetInfo\x12$\n\x06\x63hains\x18\x04 \x03(\x0b\x32\x14.fireflyfs.ChainInfo\x12+\n\x0c\x63hain_tables\x18\x05 \x03(\x0b\x32\x15.fireflyfs.ChainTable\"\x07\n\x05\x45mpty*_\n\tInodeType\x12\x1a\n\x16INODE_TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nINODE_FILE\x10\x01\x12\x13\n\x0fINODE_DIRECTORY\x10\x02\x12\x11\n\rINODE_SYMLINK\x10\x03*r\n\x11PublicTargetState\x12\x1c\n\x18PUBLIC_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0b\n\x07SYNCING\x10\x02\x12\x0b\n\x07WAITING\x10\x03\x12\x0b\n\x07LASTSRV\x10\x04\x12\x0b\n\x07OFFLINE\x10\x05*\\\n\x10LocalTargetState\x12\x1b\n\x17LOCAL_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08UPTODATE\x10\x01\x12\n\n\x06ONLINE\x10\x02\x12\x11\n\rLOCAL_OFFLINE\x10\x03*W\n\x08NodeType\x12\x19\n\x15NODE_TYPE_UNSPECIFIED\x10\x00\x12\r\n\tNODE_META\x10\x01\x12\x10\n\x0cNODE_STORAGE\x10\x02\x12\x0f\n\x0bNODE_CLIENT\x10\x03*f\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13HEARTBEAT_CONNECTED\x10\x01\x12\x14\n\x10HEARTBEAT_FAILED\x10\x02\x12\x0c\n\x08\x44ISABLED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66ireflyfs/proto/types.proto\x12\tfireflyfs\"\x88\x01\n\x06Layout\x12\x12\n\nchunk_size\x18\x01 \x01(\r\x12\x13\n\x0bstripe_size\x18\x02 \x01(\r\x12\x16\n\x0e\x63hain_table_id\x18\x03 \x01(\r\x12\x1b\n\x13\x63hain_table_version\x18\x04 \x01(\r\x12\x12\n\nchain_base\x18\x05 \x01(\r\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"\xc9\x02\n\x05Inode\x12\n\n\x02id\x18\x01 \x01(\x04\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.fireflyfs.InodeType\x12\x0c\n\x04mode\x18\x03 \x01(\r\x12\x0b\n\x03uid\x18\x04 \x01(\r\x12\x0b\n\x03gid\x18\x05 \x01(\r\x12\r\n\x05nlink\x18\x06 \x01(\r\x12\x0e\n\x06length\x18\x07 \x01(\x04\x12\x10\n\x08\x61time_ns\x18\x08 \x01(\x03\x12\x10\n\x08mtime_ns\x18\t \x01(\x03\x12\x10\n\x08\x63time_ns\x18\n \x01(\x03\x12\x11\n\tcrtime_ns\x18\x0b \x01(\x03\x12!\n\x06layout\x18\x0c \x01(\x0b\x32\x11.fireflyfs.Layout\x12\x0e\n\x06parent\x18\r \x01(\x04\x12\x16\n\x0esymlink_target\x18\x0e \x01(\t\x12\x18\n\x10truncate_version\x18\x0f \x01(\x04\x12\x1b\n\x13open_write_sessions\x18\x10 \x01(\r\"\'\n\x07\x43hunkId\x12\r\n\x05inode\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\"\xc1\x01\n\x08NodeInfo\x12\n\n\x02id\x18\x01 \x01(\r\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.fireflyfs.NodeType\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12%\n\x06status\x18\x04 \x01(\x0e\x32\x15.fireflyfs.NodeStatus\x12\x19\n\x11last_heartbeat_ms\x18\x05 \x01(\x03\x12\x10\n\x08hostname\x18\x06 \x01(\t\x12\x0b\n\x03pid\x18\x07 \x01(\r\x12\x14\n\x0c\x62ulk_address\x18\x08 \x01(\t\"\xf0\x01\n\nTargetInfo\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\r\x12\x32\n\x0cpublic_state\x18\x04 \x01(\x0e\x32\x1c.fireflyfs.PublicTargetState\x12\x30\n\x0blocal_state\x18\x05 \x01(\x0e\x32\x1b.fireflyfs.LocalTargetState\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x12\n\nused_bytes\x18\x07 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x08 \x01(\x04\x12\x13\n\x0b\x63hunk_count\x18\t \x01(\x04\"9\n\tChainInfo\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0f\n\x07targets\x18\x03 \x03(\x04\"K\n\nChainTable\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06\x63hains\x18\x03 \x03(\r\x12\x10\n\x08replicas\x18\x04 \x01(\r\"\xbd\x01\n\x0bRoutingInfo\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\"\n\x05nodes\x18\x02 \x03(\x0b\x32\x13.fireflyfs.NodeInfo\x12&\n\x07targets\x18\x03 \x03(\x0b\x32\x15.fireflyfs.TargetInfo\x12$\n\x06\x63hains\x18\x04 \x03(\x0b\x32\x14.fireflyfs.ChainInfo\x12+\n\x0c\x63hain_tables\x18\x05 \x03(\x0b\x32\x15.fireflyfs.ChainTable\"\x07\n\x05\x45mpty*_\n\tInodeType\x12\x1a\n\x16INODE_TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nINODE_FILE\x10\x01\x12\x13\n\x0fINODE_DIRECTORY\x10\x02\x12\x11\n\rINODE_SYMLINK\x10\x03*r\n\x11PublicTargetState\x12\x1c\n\x18PUBLIC_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0b\n\x07SYNCING\x10\x02\x12\x0b\n\x07WAITING\x10\x03\x12\x0b\n\x07LASTSRV\x10\x04\x12\x0b\n\x07OFFLINE\x10\x05*\\\n\x10LocalTargetState\x12\x1b\n\x17LOCAL_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08UPTODATE\x10\x01\x12\n\n\x06ONLINE\x10\x02\x12\x11\n\rLOCAL_OFFLINE\x10\x03*W\n\x08NodeType\x12\x19\n\x15NODE_TYPE_UNSPECIFIED\x10\x00\x12\r\n\tNODE_META\x10\x01\x12\x10\n\x0cNODE_STORAGE\x10\x02\x12\x0f\n\x0bNODE_CLIENT\x10\x03*f\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13HEARTBEAT_CONNECTED\x10\x01\x12\x14\n\x10HEARTBEAT_FAILED\x10\x02\x12\x0c\n\x08\x44ISABLED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fireflyfs.proto.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INODETYPE']._serialized_start=1308
-  _globals['_INODETYPE']._serialized_end=1403
-  _globals['_PUBLICTARGETSTATE']._serialized_start=1405
-  _globals['_PUBLICTARGETSTATE']._serialized_end=1519
-  _globals['_LOCALTARGETSTATE']._serialized_start=1521
-  _globals['_LOCALTARGETSTATE']._serialized_end=1613
-  _globals['_NODETYPE']._serialized_start=1615
-  _globals['_NODETYPE']._serialized_end=1702
-  _globals['_NODESTATUS']._serialized_start=1704
-  _globals['_NODESTATUS']._serialized_end=1806
+  _globals['_INODETYPE']._serialized_start=1330
+  _globals['_INODETYPE']._serialized_end=1425
+  _globals['_PUBLICTARGETSTATE']._serialized_start=1427
+  _globals['_PUBLICTARGETSTATE']._serialized_end=1541
+  _globals['_LOCALTARGETSTATE']._serialized_start=1543
+  _globals['_LOCALTARGETSTATE']._serialized_end=1635
+  _globals['_NODETYPE']._serialized_start=1637
+  _globals['_NODETYPE']._serialized_end=1724
+  _globals['_NODESTATUS']._serialized_start=1726
+  _globals['_NODESTATUS']._serialized_end=1828
   _globals['_LAYOUT']._serialized_start=43
   _globals['_LAYOUT']._serialized_end=179
   _globals['_INODE']._serialized_start=182
@@ -48,15 +48,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHUNKID']._serialized_start=513
   _globals['_CHUNKID']._serialized_end=552
   _globals['_NODEINFO']._serialized_start=555
-  _globals['_NODEINFO']._serialized_end=726
-  _globals['_TARGETINFO']._serialized_start=729
-  _globals['_TARGETINFO']._serialized_end=969
-  _globals['_CHAININFO']._serialized_start=971
-  _globals['_CHAININFO']._serialized_end=1028
-  _globals['_CHAINTABLE']._serialized_start=1030
-  _globals['_CHAINTABLE']._serialized_end=1105
-  _globals['_ROUTINGINFO']._serialized_start=1108
-  _globals['_ROUTINGINFO']._serialized_end=1297
-  _globals['_EMPTY']._serialized_start=1299
-  _globals['_EMPTY']._serialized_end=1306
+  _globals['_NODEINFO']._serialized_end=748
+  _globals['_TARGETINFO']._serialized_start=751
+  _globals['_TARGETINFO']._serialized_end=991
+  _globals['_CHAININFO']._serialized_start=993
+  _globals['_CHAININFO']._serialized_end=1050
+  _globals['_CHAINTABLE']._serialized_start=1052
+  _globals['_CHAINTABLE']._serialized_end=1127
+  _globals['_ROUTINGINFO']._serialized_start=1130
+  _globals['_ROUTINGINFO']._serialized_end=1319
+  _globals['_EMPTY']._serialized_start=1321
+  _globals['_EMPTY']._serialized_end=1328
 # @@protoc_insertion_point(module_scope)

@@ -127,7 +127,7 @@ class ChunkId(_message.Message):
     def __init__(self, inode: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("id", "type", "address", "status", "last_heartbeat_ms", "hostname", "pid")
+    __slots__ = ("id", "type", "address", "status", "last_heartbeat_ms", "hostname", "pid", "bulk_address")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class NodeInfo(_message.Message):
     LAST_HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    BULK_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     id: int
     type: NodeType
     address: str
@@ -142,7 +143,8 @@ class NodeInfo(_message.Message):
     last_heartbeat_ms: int
     hostname: str
     pid: int
-    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[NodeType, str]] = ..., address: _Optional[str] = ..., status: _Optional[_Union[NodeStatus, str]] = ..., last_heartbeat_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+    bulk_address: str
+    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[NodeType, str]] = ..., address: _Optional[str] = ..., status: _Optional[_Union[NodeStatus, str]] = ..., last_heartbeat_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., bulk_address: _Optional[str] = ...) -> None: ...
 
 class TargetInfo(_message.Message):
     __slots__ = ("id", "node_id", "chain_id", "public_state", "local_state", "path", "used_bytes", "capacity_bytes", "chunk_count")

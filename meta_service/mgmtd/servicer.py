@@ -22,7 +22,7 @@ class MgmtdServicer(mgmtd_pb2_grpc.MgmtdServicer):
     def RegisterNode(self, request, context):
         routing = self.cluster.register_node(request.node_id, request.type, request.address,
                                              list(request.targets), now_ms(), request.hostname, request.pid,
-                                             request.incarnation)
+                                             request.incarnation, request.bulk_address)
         return mgmtd_pb2.RegisterNodeReply(routing=routing,
                                            heartbeat_timeout_ms=self.cluster.heartbeat_timeout_ms)
 
