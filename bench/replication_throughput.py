@@ -1,7 +1,7 @@
 """Write throughput with replication 3 against replication 1, and reads during resync, in one run.
 
-    python bench/replication_throughput.py [--write-size 128MiB] [--read-size 128MiB]
-                                           [--resync-size 256MiB] [--repeats 2] [--json]
+    python bench/replication_throughput.py [--write-size 256MiB] [--read-size 256MiB]
+                                           [--resync-size 768MiB] [--repeats 3] [--json]
 
 One local cluster with two chain tables, so both replication factors run on the
 same machine, processes and code in the same run:
@@ -180,16 +180,16 @@ def throughput(reads: list[tuple[float, float, int]]) -> tuple[float, int, float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write-size", type=parse_size, default=128 * MiB,
-                        help="bytes per table per repeat (default 128MiB)")
-    parser.add_argument("--read-size", type=parse_size, default=128 * MiB,
-                        help="data set read during resync (default 128MiB)")
-    parser.add_argument("--resync-size", type=parse_size, default=256 * MiB,
-                        help="written while a node is down, so it has that much to resync (default 256MiB)")
+    parser.add_argument("--write-size", type=parse_size, default=256 * MiB,
+                        help="bytes per table per repeat (default 256MiB)")
+    parser.add_argument("--read-size", type=parse_size, default=256 * MiB,
+                        help="data set read during resync (default 256MiB)")
+    parser.add_argument("--resync-size", type=parse_size, default=768 * MiB,
+                        help="written while a node is down, so it has that much to resync (default 768MiB)")
     parser.add_argument("--block", type=parse_size, default=16 * MiB,
                         help="bytes per pwrite/pread (default 16MiB: 4 chunks in parallel)")
     parser.add_argument("--files", type=int, default=4, help="files per measurement (default 4)")
-    parser.add_argument("--repeats", type=int, default=2, help="R=1/R=3 write rounds, alternating (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="R=1/R=3 write rounds, alternating (default 3)")
     parser.add_argument("--nodes-per-table", type=int, default=3)
     parser.add_argument("--targets-per-node", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the cluster directory")
@@ -227,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         used = check_tables(client, local, {1: paths[3], 2: paths[1]})
         written_bytes = args.files * (args.write_size // args.files)
         mib_s = {r: [written_bytes / MiB / s for s in write_s[r]] for r in (1, 3)}
-        for path in paths[1] + paths[3]:
-            client.remove(path)
+        # The files stay: removing them would start GC, which would compete with the reads below.
 
         # ---- reads, all SERVING, then while node 1 resyncs -------------------------------------
         progress(f"write the {args.read_size / MiB:.0f} MiB read set into /r3 ...")
@@ -299,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 "written_while_down_mib_s": round(args.resync_size / MiB / down_write_s, 1),
                 "resync_s": round(resync_done_at - restart_at, 2),
                 "reads_during_resync": len(during), "reads_after_restart": len(sync_reads),
+                "syncing_verified": polls_syncing > 0 and bool(during),
                 "polls_in_read_window": len(window), "polls_seeing_syncing": polls_syncing,
                 "syncing_targets_seen": syncing_targets,
             },
