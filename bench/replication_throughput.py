@@ -30,9 +30,10 @@ what was written. Progress goes to stderr; --json prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
-import pathlib
+import re
 import shutil
 import signal
 import statistics
@@ -43,14 +44,36 @@ import time
 
 import crc32c
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from seq_throughput import MiB, parse_size, progress, tune_malloc  # noqa: E402
-
 HEARTBEAT_TIMEOUT_MS = 2000
 SAMPLE_S = 0.05
 DETECT_S_MAX = 30.0
 SYNC_START_S_MAX = 60.0
 RESYNC_S_MAX = 300.0
+MiB = 1024 * 1024
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B?)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 1GiB, 256MiB, 4096)")
+    value = int(match.group(1)) * {"": 1, "K": 1024, "M": MiB, "G": 1024 * MiB, "T": 1024 ** 4}[match.group(2).upper()]
+    if value <= 0:
+        raise argparse.ArgumentTypeError("size must be positive")
+    return value
+
+
+def tune_malloc() -> bool:
+    """Keep big buffers on the heap (glibc), as the cluster processes do (see bench/seq_throughput.py)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 64 * MiB)) and bool(libc.mallopt(m_trim_threshold, 256 * MiB))
+    except (OSError, AttributeError):
+        return False
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def create_table(local, table_id: int, replicas: int):
