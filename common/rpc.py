@@ -4,6 +4,11 @@ Servicers stay thin: ``map_servicer_errors`` wraps each RPC method so an
 FfsError raised by the logic underneath becomes a gRPC status with a message
 (see errors.abort_with), and anything else becomes INTERNAL with the traceback
 logged, never a silent hang.
+
+Every server and channel carries a traffic class (fabric/traffic.py): its
+packets are marked with that class's DSCP so a shared network can queue
+storage data apart from control and from training traffic. The default is
+CONTROL (meta, mgmtd, heartbeats); storage data paths pass STORAGE.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import logging
 from concurrent import futures
 
 import grpc
+
+from fireflyfs.fabric.traffic import TrafficClass, grpc_options
 
 from . import limits
 from .errors import FfsError, Internal, abort_with
@@ -37,18 +44,25 @@ SERVER_OPTIONS = MESSAGE_OPTIONS + [
 ]
 
 
-def make_server(address: str, max_workers: int = 16) -> tuple[grpc.Server, int]:
-    """A thread-pool gRPC server bound to address; returns (server, bound port)."""
+def make_server(address: str, max_workers: int = 16,
+                traffic_class: TrafficClass | str | None = TrafficClass.CONTROL,
+                ) -> tuple[grpc.Server, int]:
+    """A thread-pool gRPC server bound to address; returns (server, bound port).
+
+    Its replies are marked with traffic_class's DSCP (None: unmarked).
+    """
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                         options=SERVER_OPTIONS)
+                         options=SERVER_OPTIONS + grpc_options(traffic_class))
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind gRPC server to {address}")
     return server, port
 
 
-def make_channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+def make_channel(address: str,
+                 traffic_class: TrafficClass | str | None = TrafficClass.CONTROL) -> grpc.Channel:
+    """An insecure channel whose requests are marked with traffic_class's DSCP (None: unmarked)."""
+    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS + grpc_options(traffic_class))
 
 
 def map_servicer_errors(servicer_cls):
