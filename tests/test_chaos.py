@@ -481,6 +481,7 @@ def test_chaos_single_double_and_whole_cluster_kills(tmp_path, monkeypatch):
 
 
 @pytest.mark.chaos
+@pytest.mark.slow            # a -m on the command line replaces addopts' "not chaos"; "not slow" still skips it
 @pytest.mark.timeout(3600)
 def test_chaos_full(tmp_path, monkeypatch):
     """On demand: many rounds (FFS_CHAOS_ROUNDS, default 20) of kinds drawn from the seed."""
