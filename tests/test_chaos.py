@@ -1,7 +1,7 @@
-"""Chaos: storage nodes SIGKILLed and restarted under a streaming writer; nothing acknowledged is lost.
+"""Chaos: storage nodes SIGKILLed and restarted under streaming writers; nothing acknowledged is lost.
 
 Goal (issue 3, process level): on a local cluster of at least 4 storage nodes
-with replication 3 and a 2 s heartbeat timeout, a writer streams files while a
+with replication 3 and a 2 s heartbeat timeout, writers stream files while a
 chaos loop SIGKILLs storage nodes and restarts them later, for several rounds.
 Afterwards every acknowledged byte reads back, ``ffs admin fsck`` finds no
 divergence and every target is SERVING again.
@@ -9,20 +9,23 @@ divergence and every target is SERVING again.
 Method (TigerBeetle's VOPR, on real processes):
 - One ``random.Random(seed)`` draws every parameter and every choice; the seed
   and all parameters are printed first, and a failure prints the command that
-  replays the seed. (The interleaving of real processes is not replayable; the
-  schedule, victims, sizes and offsets are.)
+  replays the seed. (The interleaving of real processes is not replayable;
+  the parameters, schedule, sizes and offsets are, and so are the victims as
+  long as the cluster's states at each kill are the same.)
 - Safety phase, ``rounds`` rounds. Each round lets the writer run, then kills:
   ``single`` one random storage node; ``double`` two nodes sharing a chain
   (that chain keeps one SERVING replica: we wait until mgmtd has moved the
-  victims OFFLINE and then require the writer to acknowledge writes and verify
+  victims OFFLINE and then require the writers to acknowledge writes and verify
   reads while they are down); ``meta`` the metadata service; ``whole`` meta
   and every storage node at once. Killed processes are restarted after a
   random down time, sometimes before mgmtd even noticed (a new incarnation
   must resync anyway); sometimes the next round starts while nodes are still
   resyncing. A storage kill never takes a chain's last SERVING replica (a
   kill is chosen among nodes whose loss leaves every chain a SERVING member
-  on a live node), so writes and reads must never stop for long.
-- The writer (a thread) mixes new files (FfsClient.write_file, fsspec "wb"),
+  on a live node), so writes and reads must never stop for long; after every
+  restart, too, writes and reads must go on.
+- Each writer (one or two threads, each with its own clients and directory)
+  mixes new files (FfsClient.write_file, fsspec "wb"),
   overwrites and appends (FfsClient pwrite at random offsets, possibly past
   the end; fsspec "ab"), truncates and removes, and re-reads random files. It
   records each operation in the model only after the call returned
@@ -32,7 +35,7 @@ Method (TigerBeetle's VOPR, on real processes):
   and the namespace equals the model, the real ``ffs admin fsck URL --json``
   CLI (a subprocess) exits 0 reporting clean, and every target is SERVING.
 
-The CI test runs three rounds (single, double, whole cluster; ~40 s). The full
+The CI test runs three rounds (single, double, whole cluster; 15-30 s). The full
 run is ``FFS_CHAOS_SEED=<n> FFS_CHAOS_ROUNDS=<r> .venv/bin/pytest -m chaos
 tests/test_chaos.py -s``; FFS_CHAOS_NODES sets the storage node count.
 """
@@ -81,7 +84,8 @@ class ChaosParameters:
     write_bytes_max: int               # one overwrite/append
     files_max: int                     # live files kept at most (then new writes replace)
     read_probability: float            # after each write, verify a random file
-    run_s_max: float                   # writer alone before a round's kill
+    writers: int                       # writer threads, each with its own client and directory
+    run_s_max: float                   # writers alone before a round's kill
     down_s_max: float                  # how long victims stay down (0: restart at once)
     settle_probability: float          # wait for every target SERVING before the next round
     client_retry_time_s: float
@@ -105,6 +109,7 @@ class ChaosParameters:
             write_bytes_max=rng.randint(1, 3) * chunk_size_bytes,
             files_max=rng.randint(12, 40),
             read_probability=rng.uniform(0.2, 0.5),
+            writers=rng.choice((1, 2)),
             run_s_max=rng.uniform(0.5, 2.0),
             down_s_max=rng.uniform(1.0, 5.0),
             settle_probability=rng.uniform(0.3, 0.8),
@@ -119,9 +124,9 @@ class ChaosFailure(AssertionError):
 class Writer(threading.Thread):
     """Seeded writes and verifying reads; the model holds exactly what was acknowledged."""
 
-    def __init__(self, params: ChaosParameters, client: FfsClient, fs, rng: random.Random) -> None:
-        super().__init__(name="chaos-writer", daemon=True)
-        self.params, self.client, self.fs, self.rng = params, client, fs, rng
+    def __init__(self, params: ChaosParameters, root: str, client: FfsClient, fs, rng: random.Random) -> None:
+        super().__init__(name=f"chaos-writer-{root}", daemon=True)
+        self.params, self.root, self.client, self.fs, self.rng = params, root, client, fs, rng
         self.files: dict[str, bytearray] = {}          # path -> acknowledged content
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -137,7 +142,7 @@ class Writer(threading.Thread):
 
     def _new_path(self) -> str:
         self._next_name += 1
-        return f"{ROOT}/d{self.rng.randrange(4)}/f{self._next_name}"
+        return f"{self.root}/d{self.rng.randrange(4)}/f{self._next_name}"
 
     def _data(self, size_max: int) -> bytes:
         return self.rng.randbytes(self.rng.randint(1, size_max))
@@ -249,9 +254,60 @@ class Writer(threading.Thread):
 
     def check(self, when: str) -> None:
         if self.error is not None:
-            raise ChaosFailure(f"{when}: the writer failed during {self.current!r}: "
+            raise ChaosFailure(f"{when}: writer {self.root} failed during {self.current!r}: "
                                f"{type(self.error).__name__}: {self.error}\nlast operations: "
                                f"{list(self.recent)[-10:]}") from self.error
+
+
+class Writers:
+    """The writer threads seen as one: summed counters, merged models, the first error."""
+
+    def __init__(self, writers: list[Writer]) -> None:
+        self.all = writers
+
+    @property
+    def writes_acknowledged(self) -> int:
+        return sum(w.writes_acknowledged for w in self.all)
+
+    @property
+    def reads_verified(self) -> int:
+        return sum(w.reads_verified for w in self.all)
+
+    @property
+    def bytes_acknowledged(self) -> int:
+        return sum(w.bytes_acknowledged for w in self.all)
+
+    @property
+    def files(self) -> dict[str, bytearray]:
+        return {path: data for w in self.all for path, data in w.files.items()}
+
+    @property
+    def counts(self) -> collections.Counter[str]:
+        return sum((w.counts for w in self.all), collections.Counter())
+
+    @property
+    def current(self) -> str:
+        return "; ".join(f"{w.root}: {w.current or '-'}" for w in self.all)
+
+    def recent(self) -> list[str]:
+        return [f"{w.root}: {op}" for w in self.all for op in list(w.recent)[-6:]]
+
+    def check(self, when: str) -> None:
+        for w in self.all:
+            w.check(when)
+
+    def start(self) -> None:
+        for w in self.all:
+            w.start()
+
+    def stop(self, timeout_s: float) -> None:
+        for w in self.all:
+            w.stop.set()
+        deadline = time.monotonic() + timeout_s
+        for w in self.all:
+            w.join(timeout=max(0.0, deadline - time.monotonic()))
+        if any(w.is_alive() for w in self.all):
+            raise ChaosFailure(f"the writers did not stop within {timeout_s:.0f}s; in flight: {self.current}")
 
 
 class Chaos:
@@ -305,22 +361,22 @@ class Chaos:
                 raise ChaosFailure(f"nodes {victims} not OFFLINE {DETECT_S_MAX:.0f}s after SIGKILL: {chains}")
             time.sleep(0.1)
 
-    def wait_progress(self, writer: Writer, what: str) -> tuple[int, int]:
+    def wait_progress(self, writers: Writers, what: str) -> tuple[int, int]:
         """Writes and reads go on: at least 2 acknowledged writes and 1 verified read from now."""
-        writes, reads = writer.writes_acknowledged, writer.reads_verified
+        writes, reads = writers.writes_acknowledged, writers.reads_verified
         deadline = time.monotonic() + PROGRESS_S_MAX
-        while writer.writes_acknowledged < writes + 2 or writer.reads_verified < reads + 1:
-            writer.check(what)
+        while writers.writes_acknowledged < writes + 2 or writers.reads_verified < reads + 1:
+            writers.check(what)
             if time.monotonic() > deadline:
                 raise ChaosFailure(f"{what}: no progress in {PROGRESS_S_MAX:.0f}s (writes {writes} -> "
-                                   f"{writer.writes_acknowledged}, reads {reads} -> {writer.reads_verified}; "
-                                   f"in flight: {writer.current!r}); chains {self.cluster.chain_states()}")
+                                   f"{writers.writes_acknowledged}, reads {reads} -> {writers.reads_verified}; "
+                                   f"in flight: {writers.current}); chains {self.cluster.chain_states()}")
             time.sleep(0.05)
-        return writer.writes_acknowledged - writes, writer.reads_verified - reads
+        return writers.writes_acknowledged - writes, writers.reads_verified - reads
 
-    def round(self, number: int, kind: str, writer: Writer) -> None:
+    def round(self, number: int, kind: str, writers: Writers) -> None:
         time.sleep(self.rng.uniform(0.1, self.params.run_s_max))
-        writer.check(f"round {number}")
+        writers.check(f"round {number}")
         down_s = self.rng.uniform(0.0, self.params.down_s_max)
         settle = self.rng.random() < self.params.settle_probability
         if kind in ("single", "double"):
@@ -336,29 +392,29 @@ class Chaos:
         else:
             roles = [META] + [storage_role(n) for n in self.nodes()]
         self.say(f"round {number}: {kind}: SIGKILL {', '.join(roles)}; down {down_s:.2f}s; "
-                 f"{'settle' if settle else 'no settle'} (writes so far {writer.writes_acknowledged})")
+                 f"{'settle' if settle else 'no settle'} (writes so far {writers.writes_acknowledged})")
         for role in roles:
             self.cluster.kill(role, signal.SIGKILL)
         self.kills.update(roles)
         if kind == "double":
             # Both OFFLINE: a chain they share now has one replica left, which must carry on.
             self.wait_offline(victims)
-            writes, reads = self.wait_progress(writer, f"round {number}: nodes {victims} down")
+            writes, reads = self.wait_progress(writers, f"round {number}: nodes {victims} down")
             self.say(f"round {number}: with nodes {victims} down: {writes} writes, {reads} reads went on")
         else:
             time.sleep(down_s)
-        writer.check(f"round {number}, while down")
+        writers.check(f"round {number}, while down")
         started = time.monotonic()
         self.cluster.up()
         self.say(f"round {number}: restarted in {time.monotonic() - started:.1f}s; chains "
                  f"{compact(self.cluster.chain_states())}")
-        writes, reads = self.wait_progress(writer, f"round {number}: after the restart")
+        writes, reads = self.wait_progress(writers, f"round {number}: after the restart")
         self.say(f"round {number}: after the restart {writes} writes, {reads} reads went on")
         if settle:
             started = time.monotonic()
             self.cluster.wait_all_serving(timeout_s=SETTLE_S_MAX)
             self.say(f"round {number}: every target SERVING after {time.monotonic() - started:.1f}s")
-        writer.check(f"round {number}, after restart")
+        writers.check(f"round {number}, after restart")
 
 
 def compact(chains: dict[int, list[tuple[int, str]]]) -> str:
@@ -376,7 +432,7 @@ def run_fsck(url: str) -> tuple[int, dict, str]:
     return result.returncode, report, result.stderr[-2000:]
 
 
-def quiet_phase(chaos: Chaos, writer: Writer) -> dict:
+def quiet_phase(chaos: Chaos, writers: Writers) -> dict:
     cluster = chaos.cluster
     started = time.monotonic()
     cluster.up()                                    # whatever is down comes back
@@ -385,16 +441,16 @@ def quiet_phase(chaos: Chaos, writer: Writer) -> dict:
 
     fresh = FfsClient(cluster.meta_address)
     found = {entry.path for entry in fresh.find(ROOT)}
-    if found != set(writer.files):
+    if found != set(writers.files):
         raise ChaosFailure(f"namespace differs from the acknowledged one: missing "
-                           f"{sorted(set(writer.files) - found)[:10]}, unexpected {sorted(found - set(writer.files))[:10]}")
-    for path, model in sorted(writer.files.items()):
+                           f"{sorted(set(writers.files) - found)[:10]}, unexpected {sorted(found - set(writers.files))[:10]}")
+    for path, model in sorted(writers.files.items()):
         got = fresh.read_file(path)
         if got != bytes(model):
             raise ChaosFailure(f"{path}: read {len(got)} B, acknowledged {len(model)} B "
                                f"(equal prefix {os.path.commonprefix([got, bytes(model)]).__len__()} B)")
-    live_bytes = sum(map(len, writer.files.values()))
-    chaos.say(f"quiet: {len(writer.files)} files, {live_bytes} B read back exactly")
+    live_bytes = sum(map(len, writers.files.values()))
+    chaos.say(f"quiet: {len(writers.files)} files, {live_bytes} B read back exactly")
 
     code, report, stderr = run_fsck(cluster.url)
     if code != 0 or not report.get("clean"):
@@ -404,7 +460,7 @@ def quiet_phase(chaos: Chaos, writer: Writer) -> dict:
     chains = cluster.chain_states()
     if any(state != "SERVING" for members in chains.values() for _, state in members):
         raise ChaosFailure(f"not every target SERVING after fsck: {chains}")
-    return {"files": len(writer.files), "live_bytes": live_bytes, "chunk_copies": report["chunks_checked"]}
+    return {"files": len(writers.files), "live_bytes": live_bytes, "chunk_copies": report["chunks_checked"]}
 
 
 def run_chaos(base_dir, params: ChaosParameters, replay: str, monkeypatch) -> dict:
@@ -418,38 +474,39 @@ def run_chaos(base_dir, params: ChaosParameters, replay: str, monkeypatch) -> di
     started = time.monotonic()
     cluster = LocalCluster(base_dir, storage_nodes=params.storage_nodes, targets_per_node=params.targets_per_node,
                            replicas=3, heartbeat_timeout_ms=HEARTBEAT_TIMEOUT_MS, python=sys.executable)
-    writer = None
+    writers = None
     try:
         cluster.up()
         cluster.wait_all_serving(timeout_s=SETTLE_S_MAX)
         chaos = Chaos(params, cluster, random.Random(rng.getrandbits(64)))
         chaos.say(f"cluster up: {compact(cluster.chain_states())}")
-        fs = fsspec.filesystem("ffs", host=cluster.host, port=cluster.port, skip_instance_cache=True)
         client = FfsClient(cluster.meta_address)
         client.mkdir(ROOT, chunk_size=params.chunk_size_bytes)
-        writer = Writer(params, client, fs, random.Random(rng.getrandbits(64)))
-        writer.start()
+        threads = []
+        for number in range(params.writers):
+            fs = fsspec.filesystem("ffs", host=cluster.host, port=cluster.port, skip_instance_cache=True)
+            threads.append(Writer(params, f"{ROOT}/w{number}", FfsClient(cluster.meta_address), fs,
+                                  random.Random(rng.getrandbits(64))))
+        writers = Writers(threads)
+        writers.start()
         for number, kind in enumerate(params.schedule):
-            chaos.round(number, kind, writer)
+            chaos.round(number, kind, writers)
         time.sleep(chaos.rng.uniform(0.2, params.run_s_max))   # a last stretch of writes after the last restart
-        writer.stop.set()
-        writer.join(timeout=WRITER_JOIN_S_MAX)
-        if writer.is_alive():
-            raise ChaosFailure(f"the writer did not stop within {WRITER_JOIN_S_MAX:.0f}s; "
-                               f"in flight: {writer.current!r}")
-        writer.check("end of the safety phase")
-        result = quiet_phase(chaos, writer)
+        writers.stop(WRITER_JOIN_S_MAX)
+        writers.check("end of the safety phase")
+        result = quiet_phase(chaos, writers)
         result.update(seed=params.seed, rounds=params.rounds, kills=dict(chaos.kills),
-                      writes_acknowledged=writer.writes_acknowledged, reads_verified=writer.reads_verified,
-                      bytes_acknowledged=writer.bytes_acknowledged, operations=dict(writer.counts),
+                      writes_acknowledged=writers.writes_acknowledged, reads_verified=writers.reads_verified,
+                      bytes_acknowledged=writers.bytes_acknowledged, operations=dict(writers.counts),
                       duration_s=round(time.monotonic() - started, 1))
         print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
         return result
     except BaseException:
-        if writer is not None:
-            writer.stop.set()
-            print(f"writer: {writer.writes_acknowledged} writes acknowledged, in flight {writer.current!r}; "
-                  f"last operations: {list(writer.recent)[-10:]}", flush=True)
+        if writers is not None:
+            for w in writers.all:
+                w.stop.set()
+            print(f"writers: {writers.writes_acknowledged} writes acknowledged, in flight {writers.current}; "
+                  f"last operations: {writers.recent()}", flush=True)
         for role in cluster.roles():
             print(f"--- last lines of {cluster.log_file(role)}:\n{log_tail(cluster.log_file(role), 15)}", flush=True)
         print(f"FAILED with SEED={params.seed}; replay: {replay}", flush=True)
@@ -459,8 +516,9 @@ def run_chaos(base_dir, params: ChaosParameters, replay: str, monkeypatch) -> di
             cluster.down()
         except ClusterError as exc:
             print(f"cluster down: {exc}", flush=True)
-        if writer is not None:
-            writer.join(timeout=30)
+        if writers is not None:
+            for w in writers.all:
+                w.join(timeout=30)
 
 
 def seed_from_env() -> int:
@@ -472,7 +530,7 @@ def test_chaos_single_double_and_whole_cluster_kills(tmp_path, monkeypatch):
     seed = seed_from_env()
     params = ChaosParameters.from_seed(seed, rounds=3, storage_nodes=4, schedule=("single", "double", "whole"))
     params = dataclasses.replace(params, run_s_max=min(params.run_s_max, 1.0), down_s_max=min(params.down_s_max, 2.5),
-                                 settle_probability=0.0)
+                                 settle_probability=0.0, writers=2)
     replay = (f"FFS_CHAOS_SEED={seed} .venv/bin/pytest "
               f"'tests/test_chaos.py::test_chaos_single_double_and_whole_cluster_kills' -s")
     result = run_chaos(tmp_path / "cluster", params, replay, monkeypatch)
