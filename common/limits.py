@@ -30,6 +30,8 @@ stat_inodes_ids_max = 10000              # inode ids in one Meta.StatInodes (fsc
 query_last_chunk_queries_max = batch_read_ios_max
 write_dedup_entries_max = 65536          # remembered (client, channel) write replies per target
 io_threads_default = 16                  # parallel chunk IOs per client process
+batch_create_requests_max = 1024         # creates in one Meta.BatchCreate
+inline_data_bytes_max = 16 * KiB          # a file this small may live in the metadata store (meta_service/inline.py)
 
 # gRPC messages carry at most one chunk plus framing.
 grpc_message_bytes_max = chunk_size_max + 4 * MiB
@@ -62,6 +64,8 @@ def _check() -> None:
         raise AssertionError("client batches must fit what storage accepts")
     if list_page_entries_default > list_page_entries_max:
         raise AssertionError("list page default exceeds its max")
+    if not 0 < inline_data_bytes_max < chunk_size_min:
+        raise AssertionError("inline data must fit in one chunk of any layout")
 
 
 _check()

@@ -26,6 +26,9 @@ class ChunkStore(Protocol):
     def truncate(self, inode_id: int, layout: Layout, new_length: int) -> None:
         """Cut the chunk holding new_length, remove every later chunk."""
 
+    def write_bytes(self, inode_id: int, layout: Layout, offset: int, data: bytes) -> None:
+        """Write data at offset of the file (an inline file moving to chunks)."""
+
     def remove_file_chunks(self, inode_id: int, layout: Layout) -> int:
         """Remove every chunk of the file; return how many were removed."""
 
@@ -63,6 +66,9 @@ class LazyStorageClient:
 
     def truncate(self, inode_id: int, layout: Layout, new_length: int) -> None:
         self._get().truncate(inode_id, layout, new_length)
+
+    def write_bytes(self, inode_id: int, layout: Layout, offset: int, data: bytes) -> None:
+        self._get().write(inode_id, layout, offset, data)
 
     def remove_file_chunks(self, inode_id: int, layout: Layout) -> int:
         return self._get().remove_file_chunks(inode_id, layout)

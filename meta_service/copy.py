@@ -27,8 +27,8 @@ from fireflyfs.proto import meta_pb2, types_pb2
 
 from .idempotency import IdemKey
 from .layouts import allocate_file_layout
-from .records import (close_session, load_file_any, make_dirs, new_inode, open_session, release_link,
-                      store_file_any, touch_dir)
+from .records import (close_session, inline_data, load_file_any, make_dirs, new_inode, open_session,
+                      put_inline_record, release_link, store_file_any, touch_dir)
 from .resolve import DIR, FILE, as_path, load_inode, resolve, resolve_parent, walk
 from .store import session_key, u64_key
 
@@ -47,17 +47,21 @@ class CopyOps:
         return self._once(key, lambda: self._copy(src, dst, now_ns, parents, key))
 
     def _copy(self, src: str, dst: str, now_ns: int, parents: bool, key: IdemKey | None):
-        source, temp, session_id, dst_components = self._copy_begin(src, dst, now_ns, parents)
+        source, temp, session_id, dst_components, inline = self._copy_begin(src, dst, now_ns, parents)
         try:
-            self.chunk_store.copy_file_chunks(source.id, Layout.from_proto(source.layout), source.length,
-                                              temp.id, Layout.from_proto(temp.layout))
-            return self._copy_link(temp.id, session_id, source, dst_components, now_ns, key)
+            if inline is None:
+                self.chunk_store.copy_file_chunks(source.id, Layout.from_proto(source.layout), source.length,
+                                                  temp.id, Layout.from_proto(temp.layout))
+            return self._copy_link(temp.id, session_id, source, dst_components, now_ns, key, inline)
         except BaseException:
             self._copy_abandon(temp.id, session_id)
             raise
 
     def _copy_begin(self, src: str, dst: str, now_ns: int, parents: bool):
-        """Validate, make parents, and create the unlinked target inode with a session."""
+        """Validate, make parents, and create the unlinked target inode with a session.
+
+        An inline source's bytes are read here, in the same snapshot as its inode.
+        """
         components = path_components(dst)
         if not components:
             raise IsADirectory("/ is a directory")
@@ -78,7 +82,7 @@ class CopyOps:
             temp.nlink = 0
             session_id = open_session(txn, temp, COPY_CLIENT_ID, now_ns)
             txn.put_msg("gc", u64_key(temp.id), temp)
-            return source, temp, session_id, dst_components
+            return source, temp, session_id, dst_components, inline_data(txn, source)
 
     @staticmethod
     def _check_replaceable(existing: types_pb2.Inode, source: types_pb2.Inode, src: str, dst: str) -> None:
@@ -88,8 +92,9 @@ class CopyOps:
             raise InvalidArgument(f"{src} and {dst} are the same file")
 
     def _copy_link(self, temp_id: int, session_id: int, source: types_pb2.Inode, dst_components: list[str],
-                   now_ns: int, key: IdemKey | None) -> tuple[types_pb2.Inode, str]:
-        """One transaction: the finished copy takes dst's name; the session ends."""
+                   now_ns: int, key: IdemKey | None, inline: bytes | None = None) -> tuple[types_pb2.Inode, str]:
+        """One transaction: the finished copy takes dst's name (with the inline bytes of an inline
+        source); the session ends."""
         dst = as_path(dst_components)
         with self.store.write() as txn:
             self.idem.check(txn, key)
@@ -107,6 +112,8 @@ class CopyOps:
             temp.nlink = 1
             temp.length = source.length
             temp.mtime_ns = temp.ctime_ns = now_ns
+            if inline is not None:
+                put_inline_record(txn, temp.id, inline)
             txn.put_inode(temp)
             txn.put_dentry(parent.id, name, temp.id, FILE)
             touch_dir(txn, parent, now_ns)

@@ -37,9 +37,10 @@ from fireflyfs.proto import types_pb2
 from .chunk_store import ChunkStore
 from .copy import CopyOps
 from .idempotency import IdemKey, IdemTable, Replayed, replay
+from .inline import MOVE_ATTEMPTS_MAX, InlineOps, NeedsMove
 from .layouts import allocate_file_layout
-from .records import (check_mode, close_session, get_session, load_file_any, make_dirs, new_inode,
-                      open_session, release_link, store_file_any, touch_dir)
+from .records import (check_mode, close_session, get_session, inline_data, inline_record, load_file_any,
+                      make_dirs, new_inode, open_session, release_link, store_file_any, touch_dir)
 from .resolve import DIR, FILE, as_path, resolve, resolve_parent, walk
 from .store import Store, Txn
 
@@ -60,7 +61,7 @@ def layout_of(inode: types_pb2.Inode) -> Layout:
     return Layout.from_proto(inode.layout)
 
 
-class FileOps(CopyOps):
+class FileOps(CopyOps, InlineOps):
     store: Store
     chunk_store: ChunkStore
     rng: random.Random
@@ -98,13 +99,25 @@ class FileOps(CopyOps):
                 key)
 
         def run():
-            result = self._create_txn(*args, truncate)
-            if isinstance(result, _NeedsTruncate):
-                self._truncate_inode(result.inode_id, 0, now_ns)
-                result = self._create_txn(*args, False)
-            return result
+            return self._moving_inline(lambda: self._create_or_truncate(args, truncate, now_ns))
 
         return self._once(key, run)
+
+    def _create_or_truncate(self, args, truncate, now_ns):
+        result = self._create_txn(*args, truncate)
+        if isinstance(result, _NeedsTruncate):
+            self._truncate_inode(result.inode_id, 0, now_ns)
+            result = self._create_txn(*args, False)
+        return result
+
+    def _moving_inline(self, operation: Callable[[], T]) -> T:
+        """Run operation; when it meets an inline file that must be in chunks, move it and run again."""
+        for _ in range(MOVE_ATTEMPTS_MAX):
+            try:
+                return operation()
+            except NeedsMove as needs:
+                self._move_inline_to_chunks(needs.inode_id)
+        raise Unavailable("files kept turning inline while this operation moved them to chunks; retry")
 
     def _create_txn(self, path, now_ns, mode, exclusive, parents, open_for_write, client_id, layout, key,
                     truncate):
@@ -141,20 +154,22 @@ class FileOps(CopyOps):
         """Open a file; a write open records a session. (inode, session id or 0, path)."""
         key = self.idem.key("Open", request_id, now_ns) if (write or truncate) else None
 
-        def run():
+        def attempt():
             result = self._open_txn(path, now_ns, write, truncate, client_id, key)
             if isinstance(result, _NeedsTruncate):
                 self._truncate_inode(result.inode_id, 0, now_ns)
                 result = self._open_txn(path, now_ns, write, False, client_id, key)
             return result
 
-        return self._once(key, run)
+        return self._once(key, lambda: self._moving_inline(attempt))
 
     def _open_txn(self, path, now_ns, write, truncate, client_id, key):
         if not (write or truncate):
             with self.store.read() as txn:
                 inode, components = resolve(txn, path, True)
                 self._check_file(inode, path)
+                if inline_data(txn, inode) is not None:
+                    raise NeedsMove(inode.id)   # this reader reads chunks (open_inline serves the bytes)
                 return inode, 0, as_path(components)
         with self.store.write() as txn:
             self.idem.check(txn, key)
@@ -170,6 +185,8 @@ class FileOps(CopyOps):
             inode = self._replace_inode(txn, inode, components, now_ns)
         session_id = 0
         if write:
+            if inline_record(txn, inode.id) is not None:
+                raise NeedsMove(inode.id)       # writers write chunks: the bytes go there first
             session_id = open_session(txn, inode, client_id, now_ns)
             txn.put_inode(inode)
         return inode, session_id, as_path(components)
@@ -231,17 +248,22 @@ class FileOps(CopyOps):
                     raise InvalidArgument(f"inode {inode_id} is not a regular file")
                 if session_id is not None:
                     get_session(txn, inode_id, session_id)
+                inline = inline_record(txn, inode_id) is not None
             last_writer = session_id is None or seen.open_write_sessions <= 1
-            extent = self.chunk_store.file_length_from_chunks(inode_id, layout_of(seen)) if last_writer else 0
+            extent = (self.chunk_store.file_length_from_chunks(inode_id, layout_of(seen))
+                      if last_writer and not inline else 0)
             with self.store.write() as txn:
                 self.idem.check(txn, key)
                 inode, where = load_file_any(txn, inode_id)
                 if inode.truncate_version != seen.truncate_version:
                     continue  # a truncate raced with the storage query: ask again
+                if (inline_record(txn, inode_id) is not None) != inline:
+                    continue  # it moved to chunks meanwhile: ask storage
                 if session_id is not None:
                     hint_truncate_version = get_session(txn, inode_id, session_id).truncate_version
                     close_session(txn, inode, session_id)
-                hint_valid = hint_truncate_version == inode.truncate_version
+                # An inline file's length is its record's: no hint or extent changes it.
+                hint_valid = hint_truncate_version == inode.truncate_version and not inline
                 inode.length = max(inode.length, extent, length_hint if hint_valid else 0)
                 if update_mtime:
                     inode.mtime_ns = inode.ctime_ns = now_ns
@@ -264,16 +286,24 @@ class FileOps(CopyOps):
 
     def _truncate_inode(self, inode_id: int, length: int, now_ns: int, key: IdemKey | None = None,
                         result_of=lambda inode: inode):
-        """Storage first (cut the chunk at length, drop later ones), then the inode."""
+        """Storage first (cut the chunk at length, drop later ones), then the inode.
+
+        An inline file within the limit is cut in its record alone (inline.py).
+        """
         with self.store.read() as txn:
             inode, _ = load_file_any(txn, inode_id)
         if length < 0:
             raise InvalidArgument(f"negative length {length}")
         if length // inode.layout.chunk_size > CHUNK_INDEX_MAX:
             raise TooLarge(f"length {length} exceeds the largest file of this layout")
+        result = self._truncate_inline(inode_id, length, now_ns, key, result_of)
+        if result is not None:
+            return result
         self.chunk_store.truncate(inode_id, layout_of(inode), length)
         with self.store.write() as txn:
             self.idem.check(txn, key)
+            if inline_record(txn, inode_id) is not None:
+                raise Unavailable(f"inode {inode_id} turned inline during truncate; retry")
             inode, where = load_file_any(txn, inode_id)
             inode.length = length
             inode.truncate_version += 1

@@ -68,13 +68,15 @@ def _reply_codec(to_reply: Callable[[Any], Any], reply_cls, from_reply: Callable
 
 _INODE_PATH = _reply_codec(_inode_path, meta_pb2.InodeReply, lambda r: (r.inode, r.path))
 _OPEN = _reply_codec(_open, meta_pb2.OpenReply, lambda r: (r.inode, r.session_id, r.path))
+_CREATE_INLINE = _reply_codec(lambda r: meta_pb2.OpenReply(inode=r[0], path=r[1], inline=r[2]),
+                              meta_pb2.OpenReply, lambda r: (r.inode, r.path, r.inline))
 _INODE = _reply_codec(lambda inode: meta_pb2.InodeReply(inode=inode), meta_pb2.InodeReply, lambda r: r.inode)
 _NOTHING = Codec(lambda _result: b"", lambda _data: None)
 
 CODECS: dict[str, Codec] = {
     "Mkdirs": _INODE_PATH, "Symlink": _INODE_PATH, "HardLink": _INODE_PATH, "SetAttr": _INODE_PATH,
     "Truncate": _INODE_PATH, "CopyFile": _INODE_PATH,
-    "Create": _OPEN, "Open": _OPEN,
+    "Create": _OPEN, "Open": _OPEN, "CreateInline": _CREATE_INLINE,
     "Close": _INODE,
     "Rename": _NOTHING, "Remove": _NOTHING,
 }

@@ -15,9 +15,9 @@ from __future__ import annotations
 import random
 
 from fireflyfs.common import limits
-from fireflyfs.common.errors import (AlreadyExists, DirectoryNotEmpty, FfsError, InvalidArgument,
+from fireflyfs.common.errors import (AlreadyExists, DirectoryNotEmpty, InvalidArgument,
                                      InvalidPath, IsADirectory, NotADirectory, NotFound,
-                                     PermissionDenied, TooLarge, error_name)
+                                     PermissionDenied, TooLarge)
 from fireflyfs.common.paths import path_components
 from fireflyfs.proto import meta_pb2, types_pb2
 
@@ -39,6 +39,7 @@ class Namespace(FileOps):
         self.idem = idem or IdemTable()
         self._ensure_root(now_ns)
         self._end_orphaned_copies(now_ns)
+        self._end_orphaned_moves()
 
     def _ensure_root(self, now_ns: int) -> None:
         with self.store.write() as txn:
@@ -53,18 +54,14 @@ class Namespace(FileOps):
             inode, components = resolve(txn, path, follow_symlinks)
             return inode, as_path(components)
 
-    def batch_stat(self, paths: list[str], follow_symlinks: bool = True) -> list[meta_pb2.StatResult]:
+    def batch_stat(self, paths: list[str], follow_symlinks: bool = True, inline_ok: bool = False,
+                   attrs_only: bool = False) -> list[meta_pb2.StatResult]:
+        """Per path its inode (and canonical path) or error. BatchStat hands out read handles, so an
+        inline file's bytes come along (inline_ok) or first move to chunks (inline.py); attrs_only
+        asks for plain stats (neither)."""
         if len(paths) > limits.batch_stat_paths_max:
             raise TooLarge(f"{len(paths)} paths in one BatchStat; at most {limits.batch_stat_paths_max}")
-        results = []
-        with self.store.read() as txn:
-            for path in paths:
-                try:
-                    inode, _ = resolve(txn, path, follow_symlinks)
-                    results.append(meta_pb2.StatResult(inode=inode))
-                except FfsError as exc:
-                    results.append(meta_pb2.StatResult(error=error_name(exc), message=str(exc)))
-        return results
+        return self.stat_results(paths, follow_symlinks, inline_ok, attrs_only)
 
     def stat_inodes(self, inode_ids: list[int]) -> list[meta_pb2.InodeState]:
         """Per id: linked in the namespace, or unlinked with chunks still due to GC (fsck asks)."""

@@ -12,6 +12,10 @@ from .store import Txn, session_key, u64_key
 
 MODE_BITS = 0o7777
 
+# Inline files (inline.py): the record's first byte is its state.
+INLINE_PURE = b"\x00"      # no chunk of the inode was ever written
+INLINE_MOVING = b"\x01"    # a move to chunks started: chunks may exist, the record still rules
+
 
 def check_mode(mode: int) -> int:
     if mode < 0 or mode & ~MODE_BITS:
@@ -41,8 +45,39 @@ def release_link(txn: Txn, inode: types_pb2.Inode, now_ns: int) -> None:
         txn.put_inode(inode)
         return
     txn.delete_inode(inode.id)
-    if inode.type == FILE:
-        txn.put_msg("gc", u64_key(inode.id), inode)
+    if inode.type == FILE and drop_inline_record(txn, inode.id):
+        txn.put_msg("gc", u64_key(inode.id), inode)   # a PURE inline file has no chunks: no GC pass
+
+
+def inline_record(txn: Txn, inode_id: int) -> tuple[bytes, bool] | None:
+    """(data, moving) of an inline file, None when its bytes are in chunks."""
+    raw = txn.get_inline(inode_id)
+    if raw is None:
+        return None
+    return raw[1:], raw[:1] == INLINE_MOVING
+
+
+def inline_data(txn: Txn, inode: types_pb2.Inode) -> bytes | None:
+    """An inline file's bytes (cheap for every other inode: no lookup unless it could be inline)."""
+    if inode.type != FILE or not 0 < inode.length <= limits.inline_data_bytes_max:
+        return None
+    record = inline_record(txn, inode.id)
+    return None if record is None else record[0]
+
+
+def put_inline_record(txn: Txn, inode_id: int, data: bytes, moving: bool = False) -> None:
+    if not data:
+        raise AssertionError("an inline record is never empty")
+    txn.put_inline(inode_id, (INLINE_MOVING if moving else INLINE_PURE) + bytes(data))
+
+
+def drop_inline_record(txn: Txn, inode_id: int) -> bool:
+    """Drop the record of an inode leaving the namespace; True when chunks may exist (GC needed)."""
+    raw = txn.get_inline(inode_id)
+    if raw is None:
+        return True
+    txn.delete_inline(inode_id)
+    return raw[:1] == INLINE_MOVING
 
 
 def load_file_any(txn: Txn, inode_id: int) -> tuple[types_pb2.Inode, str]:

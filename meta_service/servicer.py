@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+from fireflyfs.common import limits
+from fireflyfs.common.errors import FfsError, TooLarge, error_name
 from fireflyfs.common.rpc import map_servicer_errors
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc, types_pb2
 
@@ -40,7 +42,8 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
         return self._inode_reply(self.ns.stat(request.path, request.follow_symlinks))
 
     def BatchStat(self, request, context):
-        return meta_pb2.BatchStatReply(results=self.ns.batch_stat(list(request.paths), request.follow_symlinks))
+        return meta_pb2.BatchStatReply(results=self.ns.batch_stat(
+            list(request.paths), request.follow_symlinks, request.inline_ok, request.attrs_only))
 
     def Mkdirs(self, request, context):
         return self._inode_reply(self.ns.mkdirs(
@@ -48,12 +51,37 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
             exist_ok=request.exist_ok, layout=_optional(request, "layout"), request_id=request.request_id))
 
     def Create(self, request, context):
+        return self._create(request)
+
+    def BatchCreate(self, request, context):
+        """Each create on its own (own transaction, request_id and outcome), in order."""
+        if len(request.requests) > limits.batch_create_requests_max:
+            raise TooLarge(f"{len(request.requests)} creates in one BatchCreate; "
+                           f"at most {limits.batch_create_requests_max}")
+        results = []
+        for create in request.requests:
+            try:
+                results.append(meta_pb2.CreateResult(reply=self._create(create)))
+            except FfsError as exc:
+                results.append(meta_pb2.CreateResult(error=error_name(exc), message=str(exc)))
+        return meta_pb2.BatchCreateReply(results=results)
+
+    def _create(self, request) -> meta_pb2.OpenReply:
+        if request.inline:
+            inode, path, inline = self.ns.create_inline(
+                request.path, request.inline_data, time.time_ns(), mode=request.mode,
+                exclusive=request.exclusive, parents=request.parents, layout=_optional(request, "layout"),
+                request_id=request.request_id)
+            return meta_pb2.OpenReply(inode=inode, path=path, inline=inline)
         return self._open_reply(self.ns.create(
             request.path, time.time_ns(), mode=request.mode, exclusive=request.exclusive,
             truncate=request.truncate, parents=request.parents, open_for_write=request.open_for_write,
             client_id=request.client_id, layout=_optional(request, "layout"), request_id=request.request_id))
 
     def Open(self, request, context):
+        if request.inline_ok and not (request.write or request.truncate):
+            inode, path, data = self.ns.open_inline(request.path)
+            return meta_pb2.OpenReply(inode=inode, path=path, inline=bool(data), inline_data=data)
         return self._open_reply(self.ns.open(request.path, time.time_ns(), write=request.write,
                                              truncate=request.truncate, client_id=request.client_id,
                                              request_id=request.request_id))

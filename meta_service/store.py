@@ -14,6 +14,7 @@ record lives in its own named DB instead):
     chain_tables  table id (4 B BE)                   -> types.ChainTable
     idem          request id (utf-8)                  -> meta.IdemRecord (idempotency.py)
     idem_expiry   created_ns (8 B BE) + request id    -> empty (TTL index of idem)
+    inline        inode id (8 B BE)                   -> the whole content of a small file (inline.py)
 
 Big-endian ids keep a directory's entries (and an inode's sessions) in one
 contiguous key range, so a listing is one prefix range scan.
@@ -45,7 +46,7 @@ from fireflyfs.common.errors import NoSpace
 from fireflyfs.proto import meta_pb2, types_pb2
 
 DB_NAMES = ("inodes", "dentries", "sessions", "gc", "counters",
-            "nodes", "targets", "chains", "chain_tables", "idem", "idem_expiry")
+            "nodes", "targets", "chains", "chain_tables", "idem", "idem_expiry", "inline")
 
 # Address space reserved for the map, not disk: data.mdb grows only as pages are used.
 MAP_SIZE_BYTES_DEFAULT = 16 << 30
@@ -159,6 +160,16 @@ class Txn:
 
     def has_children(self, dir_id: int) -> bool:
         return next(self.scan_dentries(dir_id), None) is not None
+
+    def get_inline(self, inode_id: int) -> bytes | None:
+        """The content of an inline file (None: its bytes, if any, are in storage chunks)."""
+        return self.raw.get(_U64.pack(inode_id), db=self.dbs["inline"])
+
+    def put_inline(self, inode_id: int, data: bytes) -> None:
+        self.raw.put(_U64.pack(inode_id), data, db=self.dbs["inline"])
+
+    def delete_inline(self, inode_id: int) -> bool:
+        return self.raw.delete(_U64.pack(inode_id), db=self.dbs["inline"])
 
     def get_gc(self, inode_id: int) -> types_pb2.Inode | None:
         return self.get_msg("gc", u64_key(inode_id), types_pb2.Inode)

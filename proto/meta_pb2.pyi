@@ -24,22 +24,52 @@ class InodeReply(_message.Message):
     def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., path: _Optional[str] = ...) -> None: ...
 
 class BatchStatRequest(_message.Message):
-    __slots__ = ("paths", "follow_symlinks")
+    __slots__ = ("paths", "follow_symlinks", "inline_ok", "attrs_only")
     PATHS_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
+    INLINE_OK_FIELD_NUMBER: _ClassVar[int]
+    ATTRS_ONLY_FIELD_NUMBER: _ClassVar[int]
     paths: _containers.RepeatedScalarFieldContainer[str]
     follow_symlinks: bool
-    def __init__(self, paths: _Optional[_Iterable[str]] = ..., follow_symlinks: _Optional[bool] = ...) -> None: ...
+    inline_ok: bool
+    attrs_only: bool
+    def __init__(self, paths: _Optional[_Iterable[str]] = ..., follow_symlinks: _Optional[bool] = ..., inline_ok: _Optional[bool] = ..., attrs_only: _Optional[bool] = ...) -> None: ...
 
 class StatResult(_message.Message):
-    __slots__ = ("inode", "error", "message")
+    __slots__ = ("inode", "error", "message", "inline_data", "path")
     INODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    INLINE_DATA_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
     inode: _types_pb2.Inode
     error: str
     message: str
-    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    inline_data: bytes
+    path: str
+    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., inline_data: _Optional[bytes] = ..., path: _Optional[str] = ...) -> None: ...
+
+class BatchCreateRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[CreateRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreateRequest, _Mapping]]] = ...) -> None: ...
+
+class CreateResult(_message.Message):
+    __slots__ = ("reply", "error", "message")
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reply: OpenReply
+    error: str
+    message: str
+    def __init__(self, reply: _Optional[_Union[OpenReply, _Mapping]] = ..., error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class BatchCreateReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CreateResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[CreateResult, _Mapping]]] = ...) -> None: ...
 
 class BatchStatReply(_message.Message):
     __slots__ = ("results",)
@@ -64,7 +94,7 @@ class MkdirsRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., parents: _Optional[bool] = ..., exist_ok: _Optional[bool] = ..., layout: _Optional[_Union[_types_pb2.Layout, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateRequest(_message.Message):
-    __slots__ = ("path", "mode", "exclusive", "truncate", "parents", "open_for_write", "client_id", "layout", "request_id")
+    __slots__ = ("path", "mode", "exclusive", "truncate", "parents", "open_for_write", "client_id", "layout", "request_id", "inline_data", "inline")
     PATH_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +104,8 @@ class CreateRequest(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INLINE_DATA_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
     path: str
     mode: int
     exclusive: bool
@@ -83,31 +115,39 @@ class CreateRequest(_message.Message):
     client_id: str
     layout: _types_pb2.Layout
     request_id: str
-    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., truncate: _Optional[bool] = ..., parents: _Optional[bool] = ..., open_for_write: _Optional[bool] = ..., client_id: _Optional[str] = ..., layout: _Optional[_Union[_types_pb2.Layout, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    inline_data: bytes
+    inline: bool
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., exclusive: _Optional[bool] = ..., truncate: _Optional[bool] = ..., parents: _Optional[bool] = ..., open_for_write: _Optional[bool] = ..., client_id: _Optional[str] = ..., layout: _Optional[_Union[_types_pb2.Layout, _Mapping]] = ..., request_id: _Optional[str] = ..., inline_data: _Optional[bytes] = ..., inline: _Optional[bool] = ...) -> None: ...
 
 class OpenRequest(_message.Message):
-    __slots__ = ("path", "write", "truncate", "client_id", "request_id")
+    __slots__ = ("path", "write", "truncate", "client_id", "request_id", "inline_ok")
     PATH_FIELD_NUMBER: _ClassVar[int]
     WRITE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INLINE_OK_FIELD_NUMBER: _ClassVar[int]
     path: str
     write: bool
     truncate: bool
     client_id: str
     request_id: str
-    def __init__(self, path: _Optional[str] = ..., write: _Optional[bool] = ..., truncate: _Optional[bool] = ..., client_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    inline_ok: bool
+    def __init__(self, path: _Optional[str] = ..., write: _Optional[bool] = ..., truncate: _Optional[bool] = ..., client_id: _Optional[str] = ..., request_id: _Optional[str] = ..., inline_ok: _Optional[bool] = ...) -> None: ...
 
 class OpenReply(_message.Message):
-    __slots__ = ("inode", "session_id", "path")
+    __slots__ = ("inode", "session_id", "path", "inline", "inline_data")
     INODE_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
+    INLINE_DATA_FIELD_NUMBER: _ClassVar[int]
     inode: _types_pb2.Inode
     session_id: int
     path: str
-    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., session_id: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
+    inline: bool
+    inline_data: bytes
+    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., session_id: _Optional[int] = ..., path: _Optional[str] = ..., inline: _Optional[bool] = ..., inline_data: _Optional[bytes] = ...) -> None: ...
 
 class CloseRequest(_message.Message):
     __slots__ = ("inode_id", "session_id", "length_hint", "update_mtime", "request_id")

@@ -130,6 +130,11 @@ class MetaStub:
                 request_serializer=fireflyfs_dot_proto_dot_meta__pb2.StatInodesRequest.SerializeToString,
                 response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.StatInodesReply.FromString,
                 _registered_method=True)
+        self.BatchCreate = channel.unary_unary(
+                '/fireflyfs.Meta/BatchCreate',
+                request_serializer=fireflyfs_dot_proto_dot_meta__pb2.BatchCreateRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.BatchCreateReply.FromString,
+                _registered_method=True)
 
 
 class MetaServicer:
@@ -249,6 +254,12 @@ class MetaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchCreate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -346,6 +357,11 @@ def add_MetaServicer_to_server(servicer, server):
                     servicer.StatInodes,
                     request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.StatInodesRequest.FromString,
                     response_serializer=fireflyfs_dot_proto_dot_meta__pb2.StatInodesReply.SerializeToString,
+            ),
+            'BatchCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreate,
+                    request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.BatchCreateRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_meta__pb2.BatchCreateReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -861,6 +877,33 @@ class Meta:
             '/fireflyfs.Meta/StatInodes',
             fireflyfs_dot_proto_dot_meta__pb2.StatInodesRequest.SerializeToString,
             fireflyfs_dot_proto_dot_meta__pb2.StatInodesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Meta/BatchCreate',
+            fireflyfs_dot_proto_dot_meta__pb2.BatchCreateRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_meta__pb2.BatchCreateReply.FromString,
             options,
             channel_credentials,
             insecure,

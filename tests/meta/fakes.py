@@ -42,6 +42,10 @@ class FakeChunkStore:
             elif index == last:
                 chunks[index] = min(chunks[index], within)
 
+    def write_bytes(self, inode_id: int, layout: Layout, offset: int, data: bytes) -> None:
+        self._check("write", inode_id, offset, len(data))
+        self.write(inode_id, layout, offset, len(data))
+
     def remove_file_chunks(self, inode_id: int, layout: Layout) -> int:
         self._check("remove", inode_id)
         return len(self.chunks.pop(inode_id, {}))

@@ -192,7 +192,7 @@ def test_copy_replaces_an_existing_file_in_one_step(ns, chunks, store):
 def test_a_copy_interrupted_by_a_restart_is_reclaimed(ns, chunks, store):
     src, _, _ = ns.create("/src", NOW)
     write(chunks, src, 0, 100)
-    _source, temp, _sid, _ = ns._copy_begin("/src", "/dst", NOW, False)   # then the process "dies"
+    _source, temp, _sid, _, _ = ns._copy_begin("/src", "/dst", NOW, False)   # then the process "dies"
     with store.read() as txn:
         assert txn.get_gc(temp.id).open_write_sessions == 1
     Namespace(store, chunks, rng=random.Random(5))

@@ -28,7 +28,7 @@ STEPS = 500
 NAMES = ["a", "b", "c"]
 
 
-def check_invariants(store: Store) -> None:
+def check_invariants(store: Store, chunks: FakeChunkStore | None = None) -> None:
     with store.read() as txn:
         inodes = {}
         for _key, value in txn.scan("inodes"):
@@ -62,6 +62,15 @@ def check_invariants(store: Store) -> None:
             assert queued.open_write_sessions == sessions[queued.id]
         for inode in inodes.values():
             assert inode.open_write_sessions == sessions[inode.id]
+        # Inline records (inline.py): of linked files only, never empty, the file's length;
+        # a PURE one's inode has no chunk.
+        for key, value in txn.scan("inline"):
+            inode = inodes.get(int.from_bytes(key, "big"))
+            assert inode is not None and inode.type == FILE, "inline record of no linked file"
+            assert value[:1] in (b"\0", b"\1") and len(value) > 1
+            assert inode.length == len(value) - 1, f"inline length of {inode.id} is off"
+            if chunks is not None and value[:1] == b"\0":
+                assert not chunks.chunks.get(inode.id), f"PURE inline file {inode.id} has chunks"
         # No directory cycle: every directory reaches the root through `parent`.
         for inode in inodes.values():
             current, hops = inode, 0
@@ -91,7 +100,7 @@ def test_random_operations_keep_invariants(tmp_path, seed):
     for _step in range(STEPS):
         now += 1
         op = rng.choice(["mkdirs", "create", "rename", "remove", "rmtree", "hardlink", "symlink",
-                         "open", "close", "truncate", "setattr"])
+                         "open", "close", "truncate", "setattr", "inline", "read", "copy"])
         before = dump(store)
         try:
             if op == "mkdirs":
@@ -118,12 +127,22 @@ def test_random_operations_keep_invariants(tmp_path, seed):
                 inode_id, sid = sessions.pop(rng.randrange(len(sessions)))
                 ns.close(inode_id, sid, now, length_hint=rng.randrange(1 << 20))
             elif op == "truncate":
-                ns.truncate(random_path(rng, ns), rng.randrange(1 << 23), now)
+                ns.truncate(random_path(rng, ns), rng.choice([rng.randrange(1 << 23), rng.randrange(64)]), now)
+            elif op == "inline":
+                ns.create_inline(random_path(rng, ns), rng.randbytes(rng.randint(1, 40)), now, parents=True,
+                                 exclusive=rng.random() < 0.2)
+            elif op == "read":   # a chunk reader's open, or a BatchStat, moves inline bytes to chunks
+                if rng.random() < 0.5:
+                    ns.open(random_path(rng, ns), now)
+                else:
+                    ns.batch_stat([random_path(rng, ns)], inline_ok=rng.random() < 0.5)
+            elif op == "copy":
+                ns.copy_file(random_path(rng, ns), random_path(rng, ns), now)
             elif op == "setattr":
                 ns.setattr(random_path(rng, ns), now, mode=rng.choice([0o644, 0o70000]))
         except FfsError:
             assert dump(store) == before, f"failed {op} changed the store (seed {seed})"
-        check_invariants(store)
+        check_invariants(store, chunks)
     store.close()
 
 

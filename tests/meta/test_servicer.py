@@ -114,3 +114,36 @@ def test_request_ids_replay_and_stat_inodes_over_grpc(served):
     meta.Remove(meta_pb2.RemoveRequest(path="/g"))
     states = meta.StatInodes(meta_pb2.StatInodesRequest(inode_ids=[first.inode.id, 1, 424242])).states
     assert [(s.exists, s.gc_pending) for s in states] == [(False, True), (True, False), (False, False)]
+
+
+def test_inline_creates_opens_and_batches(served):
+    """Create(inline), Open/BatchStat with inline_ok, attrs_only stats and BatchCreate over gRPC."""
+    meta, mgmtd, chunks = served
+    mgmtd.RegisterNode(mgmtd_pb2.RegisterNodeRequest(
+        node_id=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:5",
+        targets=[types_pb2.TargetInfo(id=101, capacity_bytes=1000)]))
+    mgmtd.CreateChainTable(mgmtd_pb2.CreateChainTableRequest())
+    created = meta.Create(meta_pb2.CreateRequest(path="/d/small", inline=True, inline_data=b"tiny",
+                                                 parents=True, truncate=True))
+    assert created.inline and created.session_id == 0 and created.inode.length == 4
+    opened = meta.Open(meta_pb2.OpenRequest(path="/d/small", inline_ok=True))
+    assert (opened.inline, opened.inline_data, opened.path) == (True, b"tiny", "/d/small")
+    stats = meta.BatchStat(meta_pb2.BatchStatRequest(paths=["/d/small", "/nope"], attrs_only=True)).results
+    assert (stats[0].path, stats[0].inode.length, stats[0].inline_data, stats[1].error) == (
+        "/d/small", 4, b"", "NotFound")
+    assert chunks.calls == []   # nothing above touched storage
+    with pytest.raises(Exception) as too_big:
+        meta.Create(meta_pb2.CreateRequest(path="/d/big", inline=True, inline_data=b"x" * (1 << 20)))
+    assert errors.error_from_rpc(too_big.value).__class__ is errors.TooLarge
+    batch = meta.BatchCreate(meta_pb2.BatchCreateRequest(requests=[
+        meta_pb2.CreateRequest(path="/d/a", inline=True, inline_data=b"a", request_id="r-a"),
+        meta_pb2.CreateRequest(path="/d/small", exclusive=True, request_id="r-x"),
+        meta_pb2.CreateRequest(path="/d/e", truncate=True)])).results
+    assert batch[0].reply.inline and batch[0].reply.path == "/d/a"
+    assert (batch[1].error, batch[2].error, batch[2].reply.inode.length) == ("AlreadyExists", "", 0)
+    again = meta.BatchCreate(meta_pb2.BatchCreateRequest(requests=[
+        meta_pb2.CreateRequest(path="/d/a", inline=True, inline_data=b"a", request_id="r-a")])).results
+    assert again[0].reply.inode.id == batch[0].reply.inode.id   # replayed, not run twice
+    # A plain read open (no inline_ok) moves the bytes to chunks first.
+    plain = meta.Open(meta_pb2.OpenRequest(path="/d/small"))
+    assert not plain.inline and plain.inline_data == b"" and ("write", plain.inode.id, 0, 4) in chunks.calls
