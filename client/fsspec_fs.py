@@ -32,8 +32,10 @@ from urllib.parse import urlsplit
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import stringify_path
 
+from ..common import limits
 from ..common import paths as ffs_paths
-from ..proto import types_pb2
+from ..common.errors import error_from_name
+from ..proto import meta_pb2, types_pb2
 from .client import FfsClient, FileHandle
 from .fsspec_file import FireflyFile
 
@@ -50,6 +52,34 @@ def _has_magic(path: str) -> bool:
 
 def _datetime_from_ns(value_ns: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(value_ns / 1e9, tz=datetime.timezone.utc)
+
+
+def coalesce_ranges(wanted: list[tuple[int, FileHandle, int, int]], max_gap: int | None
+                    ) -> tuple[list[tuple[FileHandle, int, int]], list[tuple[int, int, int, int]]]:
+    """Merge (slot, handle, start, end) ranges of one file that overlap or lie within max_gap.
+
+    Returns the reads to issue, (handle, offset, length), and per slot where
+    its bytes are: (slot, read index, offset in that read, length). With
+    max_gap None every range is its own read (empty ones included).
+    """
+    if max_gap is None:
+        return ([(handle, start, end - start) for _slot, handle, start, end in wanted],
+                [(slot, index, 0, end - start) for index, (slot, _h, start, end) in enumerate(wanted)])
+    if max_gap < 0:
+        raise ValueError("max_gap must not be negative")
+    order = sorted(range(len(wanted)), key=lambda i: (wanted[i][1].inode_id, wanted[i][2], wanted[i][3]))
+    reads: list[list] = []   # [handle, start, end]
+    pieces = []
+    for i in order:
+        slot, handle, start, end = wanted[i]
+        last = reads[-1] if reads else None
+        if (last is not None and last[0].inode_id == handle.inode_id and start - last[2] <= max_gap):
+            last[2] = max(last[2], end)
+        else:
+            reads.append([handle, start, end])
+        read_start = reads[-1][1]
+        pieces.append((slot, len(reads) - 1, start - read_start, end - start))
+    return [(handle, start, end - start) for handle, start, end in reads], pieces
 
 
 class FireflyFileSystem(AbstractFileSystem):
@@ -318,13 +348,48 @@ class FireflyFileSystem(AbstractFileSystem):
         end = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
         return start, max(start, end)
 
+    def _opened(self, reply: meta_pb2.OpenReply, path: str) -> "FileHandle | bytes":
+        """What a read needs from an Open/BatchStat reply: an inline file's bytes, else a handle."""
+        if reply.inline_data:
+            return reply.inline_data
+        return self.client._handle(reply, path)
+
     def cat_file(self, path, start=None, end=None, **kwargs) -> bytes:
-        handle = self.client.open(self._strip_protocol(path))
-        start, end = self._clamp(start, end, handle.length)
-        return self.client.pread(handle, start, end - start)
+        """One Meta.Open (its reply carries a small file's inline bytes), then reads if needed."""
+        path = self._strip_protocol(path)
+        opened = self._opened(self.client.meta.open(path, inline_ok=True), path)
+        if isinstance(opened, bytes):
+            first, last = self._clamp(start, end, len(opened))
+            return opened[first:last]
+        first, last = self._clamp(start, end, opened.length)
+        return self.client.pread(opened, first, last - first)
+
+    def open_for_reads(self, paths: list[str]) -> "list[FileHandle | bytes | Exception]":
+        """Per path (one Meta.BatchStat): a read handle, an inline file's bytes, or its error."""
+        names = [self._strip_protocol(p) for p in paths]
+        if not names:
+            return []
+        out: list = []
+        for start in range(0, len(names), limits.batch_stat_paths_max):
+            part = names[start:start + limits.batch_stat_paths_max]
+            for name, result in zip(part, self.client.meta.batch_stat(part, inline_ok=True).results):
+                try:
+                    if result.error:
+                        raise error_from_name(result.error, result.message)
+                    out.append(self._opened(meta_pb2.OpenReply(
+                        inode=result.inode, path=name, inline_data=result.inline_data), name))
+                except Exception as exc:  # noqa: BLE001 - returned in its slot
+                    out.append(exc)
+        return out
 
     def cat_ranges(self, paths, starts, ends, max_gap=None, on_error="return", **kwargs):
-        """Many ranges in one BatchStat plus BatchReads grouped per storage node."""
+        """Many ranges: one Meta.BatchStat for the distinct paths (inline files answer from its
+        reply), then one batched read of every other range, grouped per storage node.
+
+        max_gap: ranges of one file whose gap is at most max_gap bytes are read
+        as one range and cut apart here (fewer, larger reads); None reads each
+        range as asked. Ranges follow Python slicing (negative = from the end).
+        """
         if not isinstance(paths, list):
             raise TypeError("paths must be a list")
         if not isinstance(starts, list):
@@ -335,36 +400,82 @@ class FireflyFileSystem(AbstractFileSystem):
             raise ValueError("paths, starts and ends must have the same length")
         names = [self._strip_protocol(p) for p in paths]
         unique = list(dict.fromkeys(names))
-        handles = dict(zip(unique, self.client.open_many(unique)))
+        opened = dict(zip(unique, self.open_for_reads(unique)))
         out: list = [None] * len(names)
-        reads, slots = [], []
+        wanted: list[tuple[int, FileHandle, int, int]] = []   # (slot, handle, start, end)
         for slot, (name, start, end) in enumerate(zip(names, starts, ends)):
-            handle = handles[name]
-            if isinstance(handle, Exception):
+            target = opened[name]
+            if isinstance(target, Exception):
                 if on_error != "return":
-                    raise handle
-                out[slot] = handle
-                continue
-            first, last = self._clamp(start, end, handle.length)
-            reads.append((handle, first, last - first))
-            slots.append(slot)
+                    raise target
+                out[slot] = target
+            elif isinstance(target, bytes):
+                first, last = self._clamp(start, end, len(target))
+                out[slot] = target[first:last]
+            else:
+                first, last = self._clamp(start, end, target.length)
+                wanted.append((slot, target, first, last))
+        if not wanted:
+            return out
+        reads, pieces = coalesce_ranges(wanted, max_gap)
         try:
-            results = self.client.pread_many(reads)
+            results = self._read_ranges(reads)
         except Exception as exc:
             if on_error != "return":
                 raise
-            results = [exc] * len(reads)
-        for slot, result in zip(slots, results):
-            out[slot] = result
+            for slot, *_ in wanted:
+                out[slot] = exc
+            return out
+        for slot, read_index, offset, length in pieces:
+            result = results[read_index]
+            if isinstance(result, Exception):
+                if on_error != "return":
+                    raise result
+                out[slot] = result
+            else:
+                out[slot] = bytes(result[offset:offset + length])
         return out
 
+    def _read_ranges(self, reads: list[tuple[FileHandle, int, int]]) -> list:
+        """Bytes (a memoryview or bytes) or an exception per (handle, offset, length): one
+        read_batch into one buffer when the client has it, else pread_many."""
+        read_batch = getattr(self.client, "read_batch", None)
+        if read_batch is None:
+            return self.client.pread_many(reads)
+        batch = read_batch(reads)
+        return [batch.errors[i] if batch.errors[i] is not None else batch.view(i)
+                for i in range(len(reads))]
+
+    def read_batch(self, requests, into=None):
+        """USRBIO-style batched read (``FfsClient.read_batch``): (path or handle, offset, length)
+        requests land packed in request order in ``into`` (bytearray, memoryview, numpy array,
+        torch CPU tensor; None allocates); per-request byte counts and errors in the result."""
+        requests = [(self._strip_protocol(target) if isinstance(target, str) else target, offset, length)
+                    for target, offset, length in requests]
+        return self.client.read_batch(requests, into=into)
+
     def pipe_file(self, path, value, mode="overwrite", **kwargs) -> None:
-        """Create (parents too) or replace a whole file; mode="create" refuses to replace."""
+        """Create (parents too) or replace a whole file; mode="create" refuses to replace.
+
+        A file of at most ``limits.inline_data_bytes_max`` bytes is one
+        Meta.Create that stores the bytes in the metadata service
+        (meta_service/inline.py): one round trip, as durable as any metadata
+        commit. Larger files (or an existing file with other links or open
+        writers) go through storage: create, chunk writes, close.
+        """
         path = self._strip_protocol(path)
-        self.client.write_file(path, bytes(value), exclusive=(mode == "create"))
+        data = bytes(value)
+        exclusive = mode == "create"
+        if 0 < len(data) <= limits.inline_data_bytes_max:
+            if self.client.meta.create_inline(path, data, exclusive=exclusive, parents=True).inline:
+                self.invalidate_cache(path)
+                return
+        self.client.write_file(path, data, exclusive=exclusive)
         self.invalidate_cache(path)
 
     def touch(self, path, truncate=True, **kwargs) -> None:
+        """Create an empty file or empty an existing one: one Meta.Create (no write session).
+        truncate=False only sets the mtime of an existing file."""
         path = self._strip_protocol(path)
         if not truncate:
             try:
@@ -372,5 +483,5 @@ class FireflyFileSystem(AbstractFileSystem):
                 return
             except FileNotFoundError:
                 pass
-        self.client.write_file(path, b"")
+        self.client.meta.create(meta_pb2.CreateRequest(path=path, truncate=True, parents=True))
         self.invalidate_cache(path)

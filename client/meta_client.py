@@ -10,17 +10,31 @@ chosen here once per call and kept across its retries: the service records
 each mutation's outcome under it, so a retry whose first attempt did commit
 (the reply was lost to a crash) gets that outcome back instead of
 AlreadyExists or NotFound.
+
+Concurrent independent calls share RPCs (``Coalescer``): stats, read opens
+and creates that threads of one process issue while ``inflight_max`` such
+RPCs are already out wait and leave together in one BatchStat / BatchCreate.
+Why: on this 2-core VM one small gRPC call costs ~0.2 ms of client CPU and
+~0.35 ms of server CPU in the gRPC Python stack alone, whatever the handler
+does (a 64-byte echo runs ~2,000-2,500/s), so 16 threads doing one call each
+are CPU-bound at about the echo rate; batching the calls that are waiting
+anyway spends that cost once per batch. A lone caller never waits: with
+nothing in flight its call goes out at once, as a plain Stat/Open/Create.
+Each create in a batch keeps its own request_id and outcome.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import threading
 import time
 import uuid
-from typing import Callable
+from typing import Any, Callable, Sequence
 
-from ..common.errors import Unavailable, rpc_errors_mapped
+from ..common import limits
+from ..common.errors import Unavailable, error_from_name, rpc_errors_mapped
 from ..proto import meta_pb2, meta_pb2_grpc, types_pb2
 from .channels import ChannelPool, shared_pool
 from .config import ClientConfig
@@ -34,13 +48,98 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+coalesce_inflight_max_default = 2   # RPCs of one kind in flight before callers start to batch
+
+
+class _Slot:
+    __slots__ = ("item", "result", "error", "done")
+
+    def __init__(self, item) -> None:
+        self.item = item
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class Coalescer:
+    """Callers of ``call(item)`` share RPCs: at most inflight_max go out at once; items that
+    arrive meanwhile queue and the next free caller sends them as one batch.
+
+    send(items) -> one result or exception per item (an exception raised by
+    send itself becomes every item's). A caller finding a free RPC slot sends
+    its own item alone (batch of one), so a single thread sees no added latency.
+    """
+
+    def __init__(self, send: Callable[[list], Sequence[Any]], inflight_max: int = coalesce_inflight_max_default,
+                 batch_max: int = 256) -> None:
+        if inflight_max < 1 or batch_max < 1:
+            raise ValueError("inflight_max and batch_max must be at least 1")
+        self._send = send
+        self.inflight_max = inflight_max
+        self.batch_max = batch_max
+        self._reset()
+        self.batches_sent = 0
+        self.items_sent = 0
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[_Slot] = []
+        self._inflight = 0
+
+    def call(self, item):
+        if self._pid != os.getpid():
+            self._reset()   # a forked child: the parent's waiters and lock are not ours
+        slot = _Slot(item)
+        cond = self._cond
+        with cond:
+            self._queue.append(slot)
+            while not slot.done:
+                if self._inflight < self.inflight_max:
+                    batch = self._queue[:self.batch_max]
+                    del self._queue[:len(batch)]
+                    self._inflight += 1
+                    cond.release()
+                    try:
+                        self._run(batch)
+                    finally:
+                        cond.acquire()
+                        self._inflight -= 1
+                        cond.notify_all()
+                else:
+                    cond.wait()
+        if slot.error is not None:
+            raise slot.error
+        return slot.result
+
+    def _run(self, batch: list[_Slot]) -> None:
+        self.batches_sent += 1
+        self.items_sent += len(batch)
+        try:
+            outcomes = self._send([slot.item for slot in batch])
+            if len(outcomes) != len(batch):
+                raise Unavailable(f"batch of {len(batch)} got {len(outcomes)} results")
+        except BaseException as exc:  # noqa: BLE001 - every waiter gets it
+            outcomes = [exc] * len(batch)
+        for slot, outcome in zip(batch, outcomes):
+            if isinstance(outcome, BaseException):
+                slot.error = outcome
+            else:
+                slot.result = outcome
+            slot.done = True
+
+
 class MetaClient:
-    """Calls the Meta service at address; methods take and return protobuf messages."""
+    """Calls the Meta service at address; methods take and return protobuf messages.
+
+    coalesce: share RPCs between concurrent stats, read opens and creates (module docstring).
+    """
 
     def __init__(self, address: str, pool: ChannelPool | None = None,
                  config: ClientConfig | None = None, unavailable_retry_s: float | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, coalesce: bool = True,
+                 coalesce_inflight_max: int = coalesce_inflight_max_default) -> None:
         config = config or ClientConfig.from_env()
         if unavailable_retry_s is not None:
             config = dataclasses.replace(config, meta_retry_time_s=unavailable_retry_s)
@@ -49,13 +148,17 @@ class MetaClient:
         self._pool = pool or shared_pool()
         self._sleep = sleep
         self._clock = clock
+        self.coalesce = coalesce
+        self._stats = Coalescer(self._send_stats, coalesce_inflight_max, limits.list_page_entries_default)
+        self._read_opens = Coalescer(self._send_read_opens, coalesce_inflight_max,
+                                     limits.list_page_entries_default)
+        self._creates = Coalescer(self._send_creates, coalesce_inflight_max, 256)
 
     def _call(self, method: str, request):
         """One Meta RPC, retried while the service is unreachable (same request, same request_id)."""
         if hasattr(request, "request_id") and not request.request_id:
             request.request_id = new_request_id()
-        budget = RetryBudget(f"Meta.{method} at {self.address}", self.config,
-                             total_s=self.config.meta_retry_time_s, clock=self._clock, sleep=self._sleep)
+        budget = None   # made on the first failure: the common path costs nothing for it
         while True:
             stub = self._pool.stub(self.address, meta_pb2_grpc.MetaStub)
             try:
@@ -63,14 +166,57 @@ class MetaClient:
                     return getattr(stub, method)(request, timeout=self.config.meta_timeout_s)
             except Unavailable as exc:
                 log.info("Meta.%s: %s; retrying", method, exc)
+                if budget is None:
+                    budget = RetryBudget(f"Meta.{method} at {self.address}", self.config,
+                                         total_s=self.config.meta_retry_time_s, clock=self._clock,
+                                         sleep=self._sleep)
                 budget.backoff(exc)
 
     def stat(self, path: str, follow_symlinks: bool = True) -> meta_pb2.InodeReply:
+        if self.coalesce and follow_symlinks:
+            return self._stats.call(path)
         return self._call("Stat", meta_pb2.StatRequest(path=path, follow_symlinks=follow_symlinks))
 
-    def batch_stat(self, paths: list[str], follow_symlinks: bool = True) -> meta_pb2.BatchStatReply:
+    # ---- coalesced sends: a batch of one is the plain RPC ------------------
+
+    def _send_stats(self, paths: list[str]) -> list:
+        if len(paths) == 1:
+            return [self._call("Stat", meta_pb2.StatRequest(path=paths[0], follow_symlinks=True))]
+        reply = self._call("BatchStat", meta_pb2.BatchStatRequest(paths=paths, follow_symlinks=True,
+                                                                  attrs_only=True))
+        return [error_from_name(r.error, r.message) if r.error else meta_pb2.InodeReply(inode=r.inode, path=r.path)
+                for r in reply.results]
+
+    def _send_read_opens(self, paths: list[str]) -> list:
+        if len(paths) == 1:
+            return [self._call("Open", meta_pb2.OpenRequest(path=paths[0], inline_ok=True))]
+        reply = self._call("BatchStat", meta_pb2.BatchStatRequest(paths=paths, follow_symlinks=True,
+                                                                  inline_ok=True))
+        out: list = []
+        for r in reply.results:
+            if r.error:
+                out.append(error_from_name(r.error, r.message))
+            elif r.inode.type == types_pb2.INODE_DIRECTORY:
+                out.append(error_from_name("IsADirectory", f"{r.path} is a directory"))
+            elif r.inode.type != types_pb2.INODE_FILE:
+                out.append(error_from_name("InvalidArgument", f"{r.path} is not a regular file"))
+            else:
+                out.append(meta_pb2.OpenReply(inode=r.inode, path=r.path, inline=bool(r.inline_data),
+                                              inline_data=r.inline_data))
+        return out
+
+    def _send_creates(self, requests: list[meta_pb2.CreateRequest]) -> list:
+        if len(requests) == 1:
+            return [self._call("Create", requests[0])]
+        reply = self._call("BatchCreate", meta_pb2.BatchCreateRequest(requests=requests))
+        return [error_from_name(r.error, r.message) if r.error else r.reply for r in reply.results]
+
+    def batch_stat(self, paths: list[str], follow_symlinks: bool = True,
+                   inline_ok: bool = False) -> meta_pb2.BatchStatReply:
+        """inline_ok: the caller serves reads of inline files from StatResult.inline_data (else the
+        service first moves such files' bytes to chunks)."""
         return self._call("BatchStat", meta_pb2.BatchStatRequest(
-            paths=paths, follow_symlinks=follow_symlinks))
+            paths=paths, follow_symlinks=follow_symlinks, inline_ok=inline_ok))
 
     def mkdirs(self, path: str, mode: int = 0, parents: bool = False, exist_ok: bool = False,
                layout: types_pb2.Layout | None = None) -> meta_pb2.InodeReply:
@@ -78,12 +224,28 @@ class MetaClient:
             path=path, mode=mode, parents=parents, exist_ok=exist_ok, layout=layout))
 
     def create(self, request: meta_pb2.CreateRequest) -> meta_pb2.OpenReply:
-        return self._call("Create", request)
+        if not self.coalesce:
+            return self._call("Create", request)
+        if not request.request_id:
+            request.request_id = new_request_id()   # before queueing: a resent batch keeps it
+        return self._creates.call(request)
 
     def open(self, path: str, write: bool = False, truncate: bool = False,
-             client_id: str = "") -> meta_pb2.OpenReply:
+             client_id: str = "", inline_ok: bool = False) -> meta_pb2.OpenReply:
+        """inline_ok (read opens): an inline file's bytes come in OpenReply.inline_data and the
+        caller serves its reads from them (else the service first moves them to chunks)."""
+        if self.coalesce and inline_ok and not (write or truncate):
+            return self._read_opens.call(path)
         return self._call("Open", meta_pb2.OpenRequest(
-            path=path, write=write, truncate=truncate, client_id=client_id))
+            path=path, write=write, truncate=truncate, client_id=client_id, inline_ok=inline_ok))
+
+    def create_inline(self, path: str, data: bytes, exclusive: bool = False, parents: bool = True,
+                      mode: int = 0, layout: types_pb2.Layout | None = None) -> meta_pb2.OpenReply:
+        """A whole small file in one call (meta_service/inline.py). reply.inline is False when the
+        existing file cannot take it (hard links, open writers): nothing changed, write via storage."""
+        return self.create(meta_pb2.CreateRequest(
+            path=path, inline_data=data, inline=True, exclusive=exclusive, truncate=True,
+            parents=parents, mode=mode, layout=layout))
 
     def close(self, inode_id: int, session_id: int, length_hint: int,
               update_mtime: bool = True) -> meta_pb2.InodeReply:
