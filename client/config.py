@@ -36,6 +36,13 @@ class ClientConfig:
     not_committed_backoff_s: float = 0.005    # a chunk mid-write: it commits within a chain round trip
     not_committed_tries_before_tail: int = 2  # then ask the tail, which commits first
     failed_node_avoid_s: float = 2.0          # reads skip a node that just failed, while others serve
+    # The I/O engine (why these numbers: storage_client.py and bench/data_plane.py).
+    bulk_enabled: int = 1                     # 1: use storage nodes' bulk listeners when routing names one
+    bulk_read_bytes_max: int = 8 * 1024 * 1024   # one bulk read request (a node's batch is cut at this)
+    node_requests_inflight_max: int = 4       # concurrent data requests to one storage node, per call
+    requests_inflight_max: int = 16           # concurrent data requests per call in total
+    readahead_chunks: int = 4                 # sequential fsspec reads keep this many chunk reads ahead
+    write_behind_chunks: int = 4              # buffered fsspec writes keep this many chunk writes in flight
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -43,6 +50,9 @@ class ClientConfig:
                 raise ValueError(f"ClientConfig.{field.name} must not be negative")
         if self.retry_backoff_s_first > self.retry_backoff_s_max:
             raise ValueError("retry_backoff_s_first exceeds retry_backoff_s_max")
+        for name in ("bulk_read_bytes_max", "node_requests_inflight_max", "requests_inflight_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ClientConfig.{name} must be at least 1")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "ClientConfig":

@@ -1,23 +1,33 @@
 """FireflyFile: fsspec's buffered file over one FfsClient file handle.
 
 Read mode opens (one Meta.Open, which is the stat) and then reads straight
-from storage with the length known at open: no metadata RPC per read. The
-read cache is fsspec's; the default ``readahead`` with a chunk-sized block
-suits sequential reads; random-access readers pass ``cache_type="none"`` (or
-use ``cat_ranges``).
+from storage with the length known at open: no metadata RPC per read. Every
+fetch goes through one ``SequentialReader`` (client/streams.py): reads that
+continue where the last one ended grow a readahead window of chunk requests
+sent ahead on bulk connections (1, 2, ... up to ``readahead_chunks``), whose
+replies wait in the socket buffers until asked for; a read anywhere else
+asks for exactly its bytes, so random access wastes nothing. Reads of at
+least ``direct_read_bytes_min`` (``readinto`` into the caller's buffer, or
+``read`` of a large range) skip fsspec's cache and land in the caller's
+buffer (or the returned bytes object) without an intermediate copy. So
+``cache_type="none"`` suits both sequential scans and random reads; fsspec's
+``readahead`` cache (the fsspec default) still works on top.
 
 Write modes open a write session up front, so ``xb`` on an existing path
 raises ``FileExistsError`` at ``open`` and a bad parent fails at once.
-Buffered bytes are written at the running offset, flushed on chunk
-boundaries so each Storage.Write fills whole chunks; ``close`` ends the
-session with the highest offset written as the length hint. Under
+``write`` copies into chunk-aligned buffers; each full chunk goes to storage
+on an IO thread while the caller goes on (``WriteBehind``: at most
+``write_behind_chunks`` in flight), so each Storage write fills a whole
+chunk. ``flush()`` waits for the chunks in flight; ``close`` writes the tail,
+waits for every acknowledgement (an error is raised there at the latest)
+and ends the session with the highest offset written as the length hint.
+Under
 ``fs.transaction`` (autocommit=False) the bytes go to a hidden temporary file
 in the same directory that ``commit`` renames into place.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import uuid
 
@@ -25,12 +35,14 @@ from fsspec.spec import AbstractBufferedFile
 
 from ..common import limits, paths
 from .client import FileHandle
+from .streams import SequentialReader, WriteBehind, filled_bytes
 
 log = logging.getLogger(__name__)
 
 
 class FireflyFile(AbstractBufferedFile):
     DEFAULT_BLOCK_SIZE = limits.chunk_size_default
+    direct_read_bytes_min = 256 * 1024    # reads this large bypass fsspec's cache
 
     def __init__(self, fs, path: str, mode: str = "rb", block_size="default",
                  autocommit: bool = True, cache_type: str = "readahead",
@@ -39,6 +51,8 @@ class FireflyFile(AbstractBufferedFile):
         self._handle: FileHandle | None = None
         self._base_offset = 0
         self._temp_path: str | None = None
+        self._reader: SequentialReader | None = None
+        self._writer: WriteBehind | None = None
         size = None
         if mode == "rb":
             self._handle = self._client.open(path)
@@ -50,10 +64,18 @@ class FireflyFile(AbstractBufferedFile):
         kwargs.pop("size", None)
         super().__init__(fs, path, mode, block_size, autocommit, cache_type=cache_type,
                          cache_options=cache_options, size=size, **kwargs)
+        storage = self._client.storage
         if mode == "rb":
             self.details = fs._inode_info(path, self._handle.inode, size=size)
-        elif mode == "ab":
-            self.loc = self._base_offset
+            if self._handle.layout is not None:
+                self._reader = SequentialReader(storage, self._handle.inode_id, self._handle.layout, size)
+        else:
+            if mode == "ab":
+                self.loc = self._base_offset
+            if self._handle.layout is None:
+                raise NotADirectoryError(f"{path} has no layout to write with")
+            self._writer = WriteBehind(storage, self._handle.inode_id, self._handle.layout,
+                                       self._base_offset)
 
     def _open_for_write(self, path: str, mode: str, autocommit: bool) -> FileHandle:
         target = path
@@ -70,39 +92,83 @@ class FireflyFile(AbstractBufferedFile):
     # ---- reading ----------------------------------------------------------
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        return self._client.pread(self._handle, start, end - start)
+        end = min(end, self.size)
+        if self._reader is None or end <= start:
+            return b""
+        reader = self._reader
+        return filled_bytes(end - start, lambda view: reader.readinto(start, view))
+
+    def read(self, length: int = -1) -> bytes:
+        """Large reads go straight into the returned bytes; small ones through fsspec's cache."""
+        if self.mode == "rb" and not self.closed and self._reader is not None:
+            length = -1 if length is None else int(length)
+            count = self.size - self.loc if length < 0 else min(length, self.size - self.loc)
+            if count >= self.direct_read_bytes_min:
+                reader, start = self._reader, self.loc
+                data = filled_bytes(count, lambda view: reader.readinto(start, view))
+                self.loc += count
+                return data
+        return super().read(length)
+
+    def readinto(self, b) -> int:
+        """Large reads land in b with no copy of ours; small ones through fsspec's cache."""
+        out = memoryview(b)
+        if out.format != "B" or out.ndim != 1:
+            out = out.cast("B")
+        if (self.mode == "rb" and not self.closed and self._reader is not None
+                and len(out) >= self.direct_read_bytes_min):
+            count = self._reader.readinto(self.loc, out)
+            self.loc += count
+            return count
+        return super().readinto(out)
 
     # ---- writing ----------------------------------------------------------
+
+    def write(self, data) -> int:
+        if not self.writable():
+            raise ValueError("File not in write mode")
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        if self.forced:
+            raise ValueError("This file has been force-flushed, can only close")
+        count = self._writer.write(data)
+        self.loc += count
+        return count
+
+    def flush(self, force: bool = False) -> None:
+        """Wait for the chunks in flight; with force (close) also write the tail."""
+        if self.closed:
+            raise ValueError("Flush on closed file")
+        if force and self.forced:
+            raise ValueError("Force flush cannot be called more than once")
+        if self.mode == "rb":
+            return
+        if self.offset is None:
+            self.offset = 0
+        if force:
+            self.forced = True
+            self._writer.finish()
+        else:
+            self._writer.flush()
+        self.offset = self._writer.acknowledged_end - self._base_offset
 
     def _initiate_upload(self) -> None:
         """Nothing to do: the write session was opened with the file."""
 
-    def _upload_chunk(self, final: bool = False):
-        data = self.buffer.getvalue()
-        start = self._base_offset + self.offset
-        if not final:
-            # Write only up to the last chunk boundary; keep the tail buffered.
-            chunk_size = self._handle.layout.chunk_size
-            aligned_end = (start + len(data)) // chunk_size * chunk_size
-            count = aligned_end - start
-            if count <= 0:
-                return False
-            self._client.pwrite(self._handle, start, data[:count])
-            self.offset += count
-            self.buffer = io.BytesIO()
-            self.buffer.write(data[count:])
-            return False
-        if data:
-            self._client.pwrite(self._handle, start, data)
-        return True
-
     def close(self) -> None:
-        if self.closed or self.mode == "rb" or getattr(self, "_unclosable", False):
+        if self.closed or getattr(self, "_unclosable", False):
+            super().close()
+            return
+        if self.mode == "rb":
+            if self._reader is not None:
+                self._reader.close()
             super().close()
             return
         try:
             super().close()
         except BaseException:
+            if self._writer is not None:
+                self._writer.abort()
             self._end_session(quiet=True)
             raise
         self._end_session(quiet=False)
@@ -111,7 +177,7 @@ class FireflyFile(AbstractBufferedFile):
         handle, self._handle = self._handle, None
         if handle is None:
             return
-        written_end = self._base_offset + (self.offset or 0)
+        written_end = self._writer.end if self._writer is not None else self._base_offset
         try:
             self._client.close(handle, written_end)
         except Exception:

@@ -38,6 +38,7 @@ class Route:
     target_id: int
     node_id: int
     address: str
+    bulk_address: str = ""       # the node's bulk data listener; "" = gRPC only
 
 
 class _Snapshot:
@@ -148,7 +149,8 @@ class RoutingCache:
         if node is None or not node.address:
             raise Unavailable(f"chain {chain.id} v{chain.version}: node {target.node_id} of target "
                               f"{target.id} has no address in routing v{snapshot.version}")
-        return Route(chain.id, chain.version, target.id, node.id, node.address)
+        return Route(chain.id, chain.version, target.id, node.id, node.address,
+                     getattr(node, "bulk_address", ""))
 
     @staticmethod
     def _states(snapshot: _Snapshot, chain: types_pb2.ChainInfo) -> str:

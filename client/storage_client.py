@@ -25,6 +25,7 @@ copy, length recovery).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import threading
@@ -39,6 +40,7 @@ from ..common import errors, limits
 from ..common.errors import ChecksumMismatch, ChunkNotCommitted, Retryable, Unavailable, rpc_errors_mapped
 from ..common.layout import Layout
 from ..proto import storage_pb2, storage_pb2_grpc, types_pb2
+from .bulk_client import BulkPool, BulkTransportError
 from .channels import ChannelPool, shared_pool
 from .config import ClientConfig
 from .replica_select import ReplicaSelector
@@ -74,6 +76,7 @@ class _Piece:
     offset: int           # within the chunk
     length: int
     not_committed: int = 0   # ChunkNotCommitted answers so far
+    checksum_failures: int = 0   # bulk replies whose bytes failed their CRC (a racing truncate, or bad bytes)
 
 
 class _WriteChannels:
@@ -139,6 +142,8 @@ class StorageClient:
         self._clock = clock
         self.selector = selector or ReplicaSelector(config.failed_node_avoid_s, clock)
         self._channels = _WriteChannels()
+        self.bulk = shared_bulk_pool(max(config.storage_read_timeout_s, config.storage_write_timeout_s))
+        self._client_id_bytes = client_id.encode()
 
     @classmethod
     def for_mgmtd(cls, mgmtd_address: str, client_id: str, **kwargs) -> "StorageClient":
@@ -287,25 +292,135 @@ class StorageClient:
         """
         by_address: dict[str, list[tuple[_Piece, Route]]] = {}
         failed: list[_Piece] = []
-        failures: list[Retryable] = []
+        failures_retry: list[Retryable] = []
         for piece in pending:
             try:
                 route = self._pick_replica(piece)
             except Retryable as exc:
                 failed.append(piece)
-                failures.append(exc)
+                failures_retry.append(exc)
                 continue
             by_address.setdefault(route.address, []).append((piece, route))
-        batches = [batch for items in by_address.values() for batch in _split_batches(items)]
-        outcomes = self._parallel([lambda b=batch: self._batch_read_counted(b, outs, failures)
-                                   for batch in batches])
+        grpc_batches: list[list[tuple[_Piece, Route]]] = []
+        bulk_batches: list[list[tuple[_Piece, Route]]] = []
+        for items in by_address.values():
+            if self.config.bulk_enabled and items[0][1].bulk_address:
+                bulk_batches.extend(_split_batches(items, self.config.bulk_read_bytes_max))
+            else:
+                grpc_batches.extend(_split_batches(items))
+        calls = [lambda b=batch: self._batch_read_counted(b, outs, failures) for batch in grpc_batches]
+        futures: list[Future] = []
+        if calls and bulk_batches:   # gRPC batches on IO threads while this thread runs the bulk ones
+            executor = self._pool.executor()
+            futures = [executor.submit(call) for call in calls]
+            calls = []
+        outcomes = self._bulk_read_batches(bulk_batches, outs, failures) if bulk_batches else []
+        outcomes += self._parallel(calls) if calls else []
+        first_error = None
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
         for left, why in outcomes:
             failed.extend(left)
-            failures.extend(why)
+            failures_retry.extend(why)
         if not failed:
             return [], None
-        others = [exc for exc in failures if not isinstance(exc, ChunkNotCommitted)]
-        return failed, (others or failures or [Unavailable("reads left over")])[-1]
+        others = [exc for exc in failures_retry if not isinstance(exc, ChunkNotCommitted)]
+        return failed, (others or failures_retry or [Unavailable("reads left over")])[-1]
+
+    def _bulk_read_batches(self, batches: list[list[tuple[_Piece, Route]]], outs: list[memoryview],
+                           failures: list[errors.FfsError | None]
+                           ) -> list[tuple[list[_Piece], list[Retryable]]]:
+        """Bulk read batches from this thread: requests sent ahead (bounded per node and in total),
+        replies received in order straight into outs while the nodes work on the next ones."""
+        queue = collections.deque(batches)
+        inflight: collections.deque = collections.deque()
+        per_node: collections.Counter = collections.Counter()
+        node_max = self.config.node_requests_inflight_max
+        total_max = self.config.requests_inflight_max
+        results: list[tuple[list[_Piece], list[Retryable]]] = []
+        while queue or inflight:
+            skipped = 0
+            while queue and len(inflight) < total_max and skipped < len(queue):
+                batch = queue[0]
+                address = batch[0][1].bulk_address
+                if per_node[address] >= node_max:
+                    queue.rotate(-1)
+                    skipped += 1
+                    continue
+                queue.popleft()
+                ios = [(route.chain_id, route.chain_version, piece.inode_id, piece.chunk_index,
+                        piece.offset, piece.length) for piece, route in batch]
+                try:
+                    connection = self.bulk.get(address)
+                    connection.send_read(ios)
+                except BulkTransportError as exc:
+                    results.append(self._bulk_broken(batch, exc))
+                    continue
+                inflight.append((connection, batch, ios))
+                per_node[address] += 1
+            if not inflight:
+                continue
+            connection, batch, ios = inflight.popleft()
+            per_node[connection.address] -= 1
+            results.append(self._bulk_receive(connection, batch, ios, outs, failures))
+        return results
+
+    def _bulk_broken(self, batch: list[tuple[_Piece, Route]], exc: Exception
+                     ) -> tuple[list[_Piece], list[Retryable]]:
+        route = batch[0][1]
+        self.selector.done(route.node_id, len(batch))
+        self.selector.mark_failed(route.node_id)
+        self.bulk.forget(route.bulk_address)
+        error = Unavailable(f"BatchRead on {_where(route)}: {exc}")
+        return [piece for piece, _ in batch], [error]
+
+    def _bulk_receive(self, connection, batch: list[tuple[_Piece, Route]], ios, outs: list[memoryview],
+                      failures: list[errors.FfsError | None]) -> tuple[list[_Piece], list[Retryable]]:
+        route = batch[0][1]
+        views = [outs[piece.request][piece.out_offset:piece.out_offset + piece.length] for piece, _ in batch]
+        try:
+            outcomes = connection.recv_read(ios, views)
+        except BulkTransportError as exc:
+            return self._bulk_broken(batch, exc)
+        except errors.FfsError as exc:   # the whole request failed (a fence, TooLarge, ...)
+            self.selector.done(route.node_id, len(batch))
+            self.bulk.put(connection)
+            if isinstance(exc, Retryable):
+                return [piece for piece, _ in batch], [exc]
+            for piece, _ in batch:
+                failures[piece.request] = failures[piece.request] or exc
+            return [], []
+        self.selector.done(route.node_id, len(batch))
+        self.bulk.put(connection)
+        failed: list[_Piece] = []
+        why: list[Retryable] = []
+        for (piece, piece_route), outcome, view in zip(batch, outcomes, views):
+            exc = outcome.error
+            if exc is None:
+                if outcome.data_len < piece.length:
+                    zero_fill(view[outcome.data_len:])
+                continue
+            if outcome.checksum_failed and piece.checksum_failures == 0:
+                piece.checksum_failures += 1     # once more: a truncate may have raced the send
+                failed.append(piece)
+                why.append(Unavailable(f"chunk {piece.inode_id}:{piece.chunk_index} on {_where(piece_route)}: "
+                                       f"{exc}; reading again"))
+                continue
+            if isinstance(exc, Retryable):
+                if isinstance(exc, ChunkNotCommitted):
+                    piece.not_committed += 1
+                failed.append(piece)
+                why.append(type(exc)(f"chunk {piece.inode_id}:{piece.chunk_index} on {_where(piece_route)}: "
+                                     f"{exc}"))
+                continue
+            failures[piece.request] = failures[piece.request] or type(exc)(
+                f"chunk {piece.inode_id}:{piece.chunk_index} on {_where(piece_route)}: {exc}")
+        return failed, why
 
     def _batch_read_counted(self, batch: list[tuple[_Piece, Route]], outs: list[memoryview],
                             failures: list[errors.FfsError | None]):
@@ -379,19 +494,27 @@ class StorageClient:
 
     def _write_piece(self, inode_id: int, layout: Layout, chunk_index: int, offset: int,
                      part: memoryview) -> storage_pb2.WriteReply:
-        payload = bytes(part)
-        checksum = crc32c.crc32c(payload)
+        checksum = crc32c.crc32c(part)
+        payload: bytes | None = None    # the gRPC path needs bytes; the bulk path sends part as it is
         channel, seqnum = self._channels.acquire()
         try:
             def attempt() -> storage_pb2.WriteReply:
+                nonlocal payload
                 route = self.routing.chain_for(layout, chunk_index, for_write=True)
-                request = storage_pb2.WriteRequest(
-                    chain_id=route.chain_id, chain_version=route.chain_version,
-                    chunk=types_pb2.ChunkId(inode=inode_id, index=chunk_index), offset=offset,
-                    data=payload, checksum=checksum, chunk_size=layout.chunk_size,
-                    client_id=self.client_id, channel=channel, seqnum=seqnum)
-                with self.selector.holding(route.node_id):
-                    reply = self.call(route, "Write", request, self.config.storage_write_timeout_s)
+                if self.config.bulk_enabled and route.bulk_address:
+                    with self.selector.holding(route.node_id):
+                        reply = self._bulk_write(route, inode_id, chunk_index, offset, part, checksum,
+                                                 layout.chunk_size, channel, seqnum)
+                else:
+                    if payload is None:
+                        payload = bytes(part)
+                    request = storage_pb2.WriteRequest(
+                        chain_id=route.chain_id, chain_version=route.chain_version,
+                        chunk=types_pb2.ChunkId(inode=inode_id, index=chunk_index), offset=offset,
+                        data=payload, checksum=checksum, chunk_size=layout.chunk_size,
+                        client_id=self.client_id, channel=channel, seqnum=seqnum)
+                    with self.selector.holding(route.node_id):
+                        reply = self.call(route, "Write", request, self.config.storage_write_timeout_s)
                 if reply.commit_version == 0:
                     raise errors.Internal(f"Write of chunk {inode_id}:{chunk_index} on {_where(route)}: "
                                           "the head answered without a commit version")
@@ -400,6 +523,24 @@ class StorageClient:
             return self.retrying(attempt, f"write of chunk {inode_id}:{chunk_index}")
         finally:
             self._channels.release(channel)
+
+    def _bulk_write(self, route: Route, inode_id: int, chunk_index: int, offset: int, part: memoryview,
+                    checksum: int, chunk_size: int, channel: int, seqnum: int) -> storage_pb2.WriteReply:
+        try:
+            connection = self.bulk.get(route.bulk_address)
+            commit_version, chunk_length, chunk_checksum = connection.write(
+                route.chain_id, route.chain_version, inode_id, chunk_index, offset, part, checksum, chunk_size,
+                self._client_id_bytes, channel, seqnum)
+        except BulkTransportError as exc:
+            self.selector.mark_failed(route.node_id)
+            self.bulk.forget(route.bulk_address)
+            raise Unavailable(f"Write on {_where(route)}: {exc}") from exc
+        except errors.FfsError as exc:
+            self.bulk.put(connection)
+            raise type(exc)(f"Write on {_where(route)}: {exc}") from exc
+        self.bulk.put(connection)
+        return storage_pb2.WriteReply(commit_version=commit_version, chunk_length=chunk_length,
+                                      chunk_checksum=chunk_checksum)
 
     # ---- whole-file operations (also used by the metadata service) -------
 
@@ -476,13 +617,14 @@ class StorageClient:
                 self.write(dst_inode, dst_layout, offset, data)
 
 
-def _split_batches(items: list[tuple[_Piece, Route]]) -> Iterable[list[tuple[_Piece, Route]]]:
+def _split_batches(items: list[tuple[_Piece, Route]], bytes_max: int = batch_read_bytes_max
+                   ) -> Iterable[list[tuple[_Piece, Route]]]:
     """Cut one node's reads into BatchReads under the IO-count and reply-size limits."""
     batch: list[tuple[_Piece, Route]] = []
     batch_bytes = 0
     for item in items:
         if batch and (len(batch) >= limits.batch_read_ios_max
-                      or batch_bytes + item[0].length > batch_read_bytes_max):
+                      or batch_bytes + item[0].length > bytes_max):
             yield batch
             batch, batch_bytes = [], 0
         batch.append(item)
@@ -490,3 +632,15 @@ def _split_batches(items: list[tuple[_Piece, Route]]) -> Iterable[list[tuple[_Pi
     if batch:
         yield batch
 
+
+_bulk_pools: dict[float, BulkPool] = {}
+_bulk_pools_lock = threading.Lock()
+
+
+def shared_bulk_pool(timeout_s: float) -> BulkPool:
+    """One pool of bulk connections per process (and timeout), shared by every client in it."""
+    pool = _bulk_pools.get(timeout_s)
+    if pool is None:
+        with _bulk_pools_lock:
+            pool = _bulk_pools.setdefault(timeout_s, BulkPool(timeout_s))
+    return pool

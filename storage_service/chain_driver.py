@@ -94,17 +94,24 @@ class ChainDriver:
     # ------------------------------------------------------------------ client requests at the head
 
     def write(self, target: Target, request: storage_pb2.WriteRequest) -> WriteOutcome:
-        key = chunk_key(request.chunk.inode, request.chunk.index)
-        mutation = Mutation(Kind.WRITE, request.chunk_size, offset=request.offset, data=request.data)
+        return self.write_data(target, request.chain_id, request.chain_version, request.chunk.inode,
+                               request.chunk.index, request.offset, request.data, request.checksum,
+                               request.chunk_size, request.client_id, request.channel, request.seqnum)
+
+    def write_data(self, target: Target, chain_id: int, chain_version: int, inode: int, index: int,
+                   offset: int, data: bytes | memoryview, checksum: int, chunk_size: int,
+                   client_id: str = "", channel: int = 0, seqnum: int = 0) -> WriteOutcome:
+        """A client write at the head (gRPC Write or the bulk path); data is only read during the call."""
+        key = chunk_key(inode, index)
+        mutation = Mutation(Kind.WRITE, chunk_size, offset=offset, data=data)
 
         def apply() -> WriteOutcome:
-            state = self._run(target, key, request.chain_id, request.chain_version, mutation,
-                              checksum=request.checksum)
+            state = self._run(target, key, chain_id, chain_version, mutation, checksum=checksum)
             assert state is not None
             return WriteOutcome(state.commit_version, state.length, state.checksum)
 
         with self._client_op():
-            return target.deduplicated(request.client_id, request.channel, request.seqnum, key, apply)
+            return target.deduplicated(client_id, channel, seqnum, key, apply)
 
     def truncate(self, target: Target, request: storage_pb2.TruncateChunkRequest) -> ChunkState | None:
         """A missing chunk cut to 0, or a committed one already at that length, is left alone."""
@@ -312,6 +319,6 @@ class ChainDriver:
             if mutation.kind is Kind.TRUNCATE:
                 request.kind, request.truncate_length = storage_pb2.UPDATE_TRUNCATE, mutation.length
             else:
-                write.offset, write.data, write.checksum = mutation.offset, mutation.data, \
-                    crc32c.crc32c(mutation.data)
+                data = mutation.data if isinstance(mutation.data, bytes) else bytes(mutation.data)
+                write.offset, write.data, write.checksum = mutation.offset, data, crc32c.crc32c(data)
         return request

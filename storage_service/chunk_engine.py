@@ -240,6 +240,33 @@ class SpaceStats:
 
 
 @dataclasses.dataclass(slots=True)
+class ReadExtent:
+    """A verified plan for sending [start, end) of a chunk (``ChunkEngine.read_extent``).
+
+    crcs: one CRC32C per segment (the range cut at block boundaries). parts, in
+    order: bytes already read and verified (edge blocks), or (file offset,
+    count) ranges of whole blocks to send from fd as they are. fd is -1 when
+    nothing is to be sent; close() releases it.
+    """
+
+    meta: ChunkMeta | None
+    fd: int
+    start: int
+    end: int
+    crcs: tuple[int, ...]
+    parts: tuple
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclasses.dataclass(slots=True)
 class EngineCounters:
     """Plain counters for tests and metrics (updated without a lock: approximate under races)."""
 
@@ -881,6 +908,79 @@ class ChunkEngine:
         if offset == run_start and end == run_end:
             return data
         return bytes(view[offset - run_start:end - run_start])
+
+    def read_extent(self, key: bytes, offset: int, length: int) -> "ReadExtent":
+        """What the bulk path sends for [offset, offset+length) of a committed chunk (see ReadExtent).
+
+        Edge blocks (partly asked) are read and verified here; whole blocks are
+        left in the file with their stored CRCs, for ``sendfile`` and the
+        client's end-to-end check. The caller closes the extent (its fd).
+        Missing chunk: an empty extent with meta None. Pending: ChunkNotCommitted.
+        """
+        if offset < 0 or length < 0:
+            raise InvalidArgument(f"{describe_key(key)}: negative read offset/length ({offset}, {length})")
+        if offset + length > limits.chunk_size_max:
+            raise InvalidArgument(f"{describe_key(key)}: read [{offset}, {offset + length}) beyond the "
+                                  f"largest chunk size {limits.chunk_size_max}")
+        meta = self.get_meta(key)
+        for _ in range(_READ_RETRIES_MAX):
+            if meta is None:
+                return ReadExtent(None, -1, offset, offset, (), ())
+            if not meta.committed:
+                raise ChunkNotCommitted(f"{describe_key(key)} has pending update {meta.update_version}")
+            end = min(offset + length, meta.length)
+            if end <= offset:
+                return ReadExtent(meta, -1, offset, offset, (), ())
+            try:
+                fd = os.open(self._path(key, meta.file_version), os.O_RDONLY)
+            except FileNotFoundError as exc:
+                fresh = self.get_meta(key)
+                if fresh == meta:
+                    raise Internal(f"{describe_key(key)}: chunk file {exc.filename} is missing") from exc
+                self.counters.read_retries += 1
+                meta = fresh
+                continue
+            try:
+                return self._extent(key, meta, fd, offset, end)
+            except ChecksumMismatch:
+                os.close(fd)
+                fresh = self.get_meta(key)
+                if fresh == meta:
+                    raise
+                self.counters.read_retries += 1
+                meta = fresh
+            except BaseException:
+                os.close(fd)
+                raise
+        raise Internal(f"{describe_key(key)}: read kept racing writers ({_READ_RETRIES_MAX} tries)")
+
+    def _extent(self, key: bytes, meta: ChunkMeta, fd: int, offset: int, end: int) -> "ReadExtent":
+        block_size = meta.block_size
+        stored = meta.crcs()
+        crcs: list[int] = []
+        parts: list = []
+        first, last = offset // block_size, (end - 1) // block_size
+        block = first
+        while block <= last:
+            block_start = block * block_size
+            block_end = min(block_start + block_size, meta.length)
+            lo, hi = max(offset, block_start), min(end, block_end)
+            if lo == block_start and hi == block_end:
+                # A run of whole blocks: stays in the file, checked by the client against stored CRCs.
+                run_end = block
+                while run_end + 1 <= last and min((run_end + 2) * block_size, meta.length) <= end:
+                    run_end += 1
+                run_stop = min((run_end + 1) * block_size, meta.length)
+                crcs.extend(stored[block:run_end + 1])
+                parts.append((block_start, run_stop - block_start))
+                block = run_end + 1
+                continue
+            data = self._read_verified_block(key, meta, fd, block)
+            piece = memoryview(data)[lo - block_start:hi - block_start]
+            crcs.append(crc32c.crc32c(piece))
+            parts.append(piece)
+            block += 1
+        return ReadExtent(meta, fd, offset, end, tuple(crcs), tuple(parts))
 
     # ------------------------------------------------------------------ queries
 

@@ -51,10 +51,12 @@ class MgmtdLink:
                  target_heartbeats: Callable[[], list[mgmtd_pb2.TargetHeartbeat]],
                  routing: RoutingView, interval_s: float, *, rng: random.Random | None = None,
                  rpc_timeout_s: float = rpc_timeout_s_default, fence: Fence | None = None,
-                 incarnation: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+                 incarnation: int = 0, clock: Callable[[], float] = time.monotonic,
+                 bulk_address: str = "") -> None:
         self._stub = stub
         self.node_id = node_id
         self.address = address
+        self.bulk_address = bulk_address   # the bulk data listener ("" = none: clients use gRPC)
         self._target_infos = target_infos
         self._target_heartbeats = target_heartbeats
         self.routing = routing
@@ -86,6 +88,8 @@ class MgmtdLink:
             targets=self._target_infos(), hostname=socket.gethostname(), pid=os.getpid())
         if _has_field(request, "incarnation"):
             request.incarnation = self.incarnation
+        if self.bulk_address:
+            request.bulk_address = self.bulk_address
         started = self._clock()
         with rpc_errors_mapped():
             reply = self._stub.RegisterNode(request, timeout=self._rpc_timeout_s)

@@ -2,7 +2,7 @@
 
 ``python -m fireflyfs.storage_service --node-id N --data-dir DIR --listen 127.0.0.1:0
 --mgmtd 127.0.0.1:PORT --targets T [--log-file F] [--heartbeat-interval-ms MS]
-[--heartbeat-timeout-ms MS] [--fsync] [--block-size BYTES]``
+[--heartbeat-timeout-ms MS] [--fsync] [--block-size BYTES] [--bulk-listen HOST:PORT | --no-bulk]``
 
 Targets are DIR/target-<id>/ with id = N*100 + i + 1. The server binds first
 (port 0 = ephemeral), then registers "127.0.0.1:<bound port>" with mgmtd (with
@@ -11,6 +11,12 @@ Unavailable, and so does every request after half the heartbeat timeout
 without a heartbeat reply (fencing.py). SIGTERM/SIGINT stop it gracefully: stop
 heartbeating and resync, drain calls (grace period), close LMDB.
 
+Bulk data path (bulk_server.py): a second listener, by default on the same
+host with an ephemeral port, carries chunk reads and client writes over a
+framed binary protocol; its address goes to mgmtd in the registration
+(``bulk_address``) and from there into every client's routing. ``--no-bulk``
+(or FFS_STORAGE_BULK=0) leaves it off: clients then use gRPC for everything.
+
 Chain replication: Write/TruncateChunk/RemoveChunks at the head and Update
 from predecessors run through chain_driver.py (CRAQ, craq.py); resync.py
 copies data to a SYNCING successor; rollforward.py completes updates a
@@ -18,7 +24,7 @@ failure left pending. Every target starts ONLINE and reports
 UPTODATE per local_state.py.
 
 Environment overrides (flags win): FFS_HEARTBEAT_INTERVAL_MS, FFS_HEARTBEAT_TIMEOUT_MS,
-FFS_STORAGE_FSYNC=1, FFS_CHECKSUM_BLOCK_BYTES.
+FFS_STORAGE_FSYNC=1, FFS_CHECKSUM_BLOCK_BYTES, FFS_STORAGE_BULK=0.
 
 ``fsync`` (default off): a process kill keeps the page cache, so acknowledged
 writes survive SIGKILL without it; turn it on for power-loss durability.
@@ -38,6 +44,7 @@ from pathlib import Path
 from fireflyfs.common.rpc import make_channel, make_server
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
+from .bulk_server import BulkHandler, BulkServer
 from .chain_driver import ChainDriver
 from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT
 from .fencing import Fence, heartbeat_timeout_ms_default
@@ -71,6 +78,7 @@ class StorageConfig:
     fsync: bool = False
     block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT
     server_workers: int = server_workers_default
+    bulk_listen: str | None = ""     # "" = the gRPC host, ephemeral port; None = no bulk listener
 
     def target_dir(self, target_id: int) -> Path:
         return self.data_dir / f"target-{target_id}"
@@ -98,11 +106,16 @@ class StorageNode:
             StorageServicer(config.node_id, self.targets, self.routing, self.driver), self.server)
         host = config.listen.rsplit(":", 1)[0] or "127.0.0.1"
         self.address = f"{host}:{self.port}"
+        self.bulk: BulkServer | None = None
+        if config.bulk_listen is not None:
+            self.bulk = BulkServer(BulkHandler(config.node_id, self.targets, self.routing, self.driver),
+                                   config.bulk_listen or f"{host}:0")
         self._channel = make_channel(config.mgmtd)
         self.link = MgmtdLink(mgmtd_pb2_grpc.MgmtdStub(self._channel), config.node_id, self.address,
                               self._target_infos, self._target_heartbeats, self.routing,
                               config.heartbeat_interval_ms / 1000.0, fence=self.fence,
-                              incarnation=self.incarnation)
+                              incarnation=self.incarnation,
+                              bulk_address=self.bulk.address if self.bulk else "")
         self._stopped = threading.Event()
         self._closed = threading.Event()
 
@@ -127,8 +140,10 @@ class StorageNode:
 
     def start(self) -> None:
         self.server.start()
-        log.info("storage node %d serving on %s with targets %s", self.config.node_id, self.address,
-                 sorted(self.targets))
+        if self.bulk is not None:
+            self.bulk.start()
+        log.info("storage node %d serving on %s (bulk %s) with targets %s", self.config.node_id,
+                 self.address, self.bulk.address if self.bulk else "off", sorted(self.targets))
         self.link.start()
         self.sweeper.start()
 
@@ -141,6 +156,8 @@ class StorageNode:
         self.driver.close()
         self.sweeper.stop()
         self.resync.close()
+        if self.bulk is not None:
+            self.bulk.stop()
         self.server.stop(stop_grace_s).wait()
         self._channel.close()
         self.peers.close()
@@ -178,6 +195,11 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
     parser.add_argument("--block-size", type=int,
                         default=_env_int("FFS_CHECKSUM_BLOCK_BYTES", CHECKSUM_BLOCK_BYTES_DEFAULT),
                         help="CRC32C block size of new chunks (bytes)")
+    parser.add_argument("--bulk-listen", default="",
+                        help="host:port of the bulk data listener (default: the --listen host, port 0)")
+    parser.add_argument("--bulk", action=argparse.BooleanOptionalAction,
+                        default=os.environ.get("FFS_STORAGE_BULK", "1") != "0",
+                        help="serve the bulk data path (--no-bulk: gRPC only)")
     args = parser.parse_args(argv)
     if args.node_id < 1:
         parser.error("--node-id must be >= 1")
@@ -189,7 +211,7 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                          mgmtd=args.mgmtd, targets=args.targets, log_file=args.log_file,
                          heartbeat_interval_ms=args.heartbeat_interval_ms,
                          heartbeat_timeout_ms=args.heartbeat_timeout_ms, fsync=args.fsync,
-                         block_size=args.block_size)
+                         block_size=args.block_size, bulk_listen=args.bulk_listen if args.bulk else None)
 
 
 def setup_logging(config: StorageConfig) -> None:

@@ -1,0 +1,145 @@
+"""Socket helpers of the bulk protocol, shared by the storage node and the client.
+
+Blocking sockets with kernel timeouts (SO_RCVTIMEO/SO_SNDTIMEO) instead of
+Python's socket timeouts: a Python timeout puts the socket in non-blocking
+mode and adds a poll() before every call, and ``os.sendfile`` on such a
+socket fails with EAGAIN instead of waiting. A kernel timeout makes a stuck
+peer surface as ``TimeoutError`` after the deadline.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+
+from .bulk_wire import ProtocolError
+
+iovecs_per_sendmsg_max = 512        # below IOV_MAX (1024)
+sendfile_bytes_min = 64 * 1024      # smaller file ranges are read and sent from memory
+_ZEROS = memoryview(bytes(1 << 20))
+
+
+def set_timeouts(sock: socket.socket, seconds: float) -> None:
+    """Kernel send/receive timeouts on a blocking socket (0: none)."""
+    whole = int(seconds)
+    micro = int((seconds - whole) * 1_000_000)
+    timeval = struct.pack("ll", whole, micro)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+def tune(sock: socket.socket, timeout_s: float) -> None:
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    set_timeouts(sock, timeout_s)
+
+
+def _timed_out(exc: OSError) -> bool:
+    return isinstance(exc, BlockingIOError) or exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+def recv_exact(sock: socket.socket, view: memoryview) -> None:
+    """Fill view from sock; ConnectionError on EOF, TimeoutError when the peer stalls."""
+    position, total = 0, len(view)
+    while position < total:
+        try:
+            count = sock.recv_into(view[position:], total - position)
+        except OSError as exc:
+            if _timed_out(exc):
+                raise TimeoutError(f"bulk peer sent nothing for the timeout ({position} of {total} bytes)") from exc
+            raise
+        if count == 0:
+            raise ConnectionError(f"bulk peer closed the connection ({position} of {total} bytes read)")
+        position += count
+
+
+def recv_header(sock: socket.socket, view: memoryview) -> bool:
+    """Fill view (a frame header); False on a clean EOF before its first byte."""
+    try:
+        count = sock.recv_into(view, len(view))
+    except OSError as exc:
+        if _timed_out(exc):
+            raise TimeoutError("bulk peer sent no frame within the timeout") from exc
+        raise
+    if count == 0:
+        return False
+    if count < len(view):
+        recv_exact(sock, view[count:])
+    return True
+
+
+def discard(sock: socket.socket, count: int, scratch: memoryview) -> None:
+    """Read and drop count bytes."""
+    while count > 0:
+        step = min(count, len(scratch))
+        recv_exact(sock, scratch[:step])
+        count -= step
+
+
+class Sender:
+    """Gathers buffers and sends them with few sendmsg calls; file ranges go by sendfile."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffers: list = []
+        self.sent = 0
+
+    def add(self, buffer) -> None:
+        if len(buffer):
+            self._buffers.append(buffer)
+
+    def flush(self) -> None:
+        buffers, self._buffers = self._buffers, []
+        while buffers:
+            group = buffers[:iovecs_per_sendmsg_max]
+            try:
+                count = self.sock.sendmsg(group)
+            except OSError as exc:
+                if _timed_out(exc):
+                    raise TimeoutError("bulk peer stopped reading for the timeout") from exc
+                raise
+            self.sent += count
+            consumed = 0
+            while consumed < len(group) and count >= len(group[consumed]):
+                count -= len(group[consumed])
+                consumed += 1
+            buffers = buffers[consumed:]
+            if count:
+                buffers[0] = memoryview(buffers[0])[count:]
+
+    def add_file(self, fd: int, offset: int, count: int) -> None:
+        """Send [offset, offset+count) of fd; zeros if the file ends early (the CRC check catches it)."""
+        if count < sendfile_bytes_min:
+            data = os.pread(fd, count, offset)
+            self.add(data)
+            if len(data) < count:
+                self._add_zeros(count - len(data))
+            return
+        self.flush()
+        out = self.sock.fileno()
+        while count > 0:
+            try:
+                sent = os.sendfile(out, fd, offset, count)
+            except OSError as exc:
+                if _timed_out(exc):
+                    raise TimeoutError("bulk peer stopped reading for the timeout") from exc
+                raise
+            if sent == 0:   # the file got shorter (a racing truncate): keep the frame's length
+                self._add_zeros(count)
+                return
+            self.sent += sent
+            offset += sent
+            count -= sent
+
+    def _add_zeros(self, count: int) -> None:
+        while count > 0:
+            step = min(count, len(_ZEROS))
+            self.add(_ZEROS[:step])
+            count -= step
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise ProtocolError(message)

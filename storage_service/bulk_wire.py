@@ -1,0 +1,147 @@
+"""The bulk data protocol: framing shared by the storage node's bulk listener and the client.
+
+gRPC stays the control contract (storage.proto); this is the lean path for
+chunk bytes (see bulk_server.py for why it exists, with numbers). Every frame,
+request or reply, is one fixed header, a *meta* section whose length the
+header gives, and a raw *data* section whose length the header gives::
+
+    header   "<4sBBHIQ"  magic b"FFB1", op, status (replies; 0 in requests), count,
+                         meta_len, data_len                                (20 bytes)
+    meta     meta_len bytes (op specific, below)
+    data     data_len bytes (chunk bytes, never copied into a message object)
+
+All integers little-endian. A connection carries one request at a time or
+several pipelined; replies come in request order.
+
+READ (op 1): ``count`` x ReadIO ``"<IIQIII"`` (chain_id, chain_version,
+inode, chunk index, offset in chunk, length) in meta; no data. Reply meta:
+``count`` x ReadHead ``"<IIIIQ"`` (error text length, data length, checksum
+block size, chunk length, commit version), then for each IO its error text
+("Name\\nmessage", utf-8) and, when it returned data, one CRC32C per *segment*
+("<I" each); reply data: each IO's bytes in order. Segments cut the returned
+range [offset, offset + data_len) at multiples of the block size (chunk
+offsets): a segment that is a whole stored block carries the block's stored
+CRC (the server does not read the bytes into memory: it ``sendfile``s them,
+and the client's check is the end-to-end one), an edge segment the CRC of the
+bytes sent (the server read and verified the whole block first). So every
+byte is checked once on its way from disk to the caller's buffer.
+
+WRITE (op 2): meta ``"<IIQIIIIIQI"`` (chain_id, chain_version, inode, index,
+offset, chunk_size, checksum of data, channel, seqnum, client_id length) then
+the client id; data: the bytes. Reply meta ``"<QII"`` (commit version, chunk
+length, chunk checksum).
+
+Errors: a reply with status 1 has meta = error text and no data (the whole
+request failed: TooLarge, a fence, ...). A malformed frame (bad magic, unknown
+op, lengths out of bounds) gets such a reply naming InvalidArgument, then the
+server closes the connection.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from fireflyfs.common import errors, limits
+
+MAGIC = b"FFB1"
+HEADER = struct.Struct("<4sBBHIQ")
+READ_IO = struct.Struct("<IIQIII")
+READ_HEAD = struct.Struct("<IIIIQ")
+WRITE_REQUEST = struct.Struct("<IIQIIIIIQI")
+WRITE_REPLY = struct.Struct("<QII")
+CRC = struct.Struct("<I")
+
+OP_READ = 1
+OP_WRITE = 2
+OPS = {OP_READ: "read", OP_WRITE: "write"}
+
+STATUS_OK = 0
+STATUS_ERROR = 1
+
+read_ios_max = limits.batch_read_ios_max
+read_bytes_max = limits.batch_read_reply_bytes_max
+client_id_bytes_max = 256
+error_text_bytes_max = 4096
+write_meta_bytes_max = WRITE_REQUEST.size + client_id_bytes_max
+write_data_bytes_max = limits.chunk_size_max
+# A read reply's meta: heads, error texts, and at most one CRC per 4 KiB block of data (plus edges).
+read_reply_meta_bytes_max = (read_ios_max * (READ_HEAD.size + error_text_bytes_max + 2 * CRC.size)
+                             + read_bytes_max // limits.checksum_block_bytes_min * CRC.size)
+
+
+class ProtocolError(errors.InvalidArgument):
+    """A malformed bulk frame: the connection is not usable afterwards."""
+
+
+def header(op: int, count: int, meta_len: int, data_len: int, status: int = STATUS_OK) -> bytes:
+    return HEADER.pack(MAGIC, op, status, count, meta_len, data_len)
+
+
+def parse_header(raw) -> tuple[int, int, int, int, int]:
+    """(op, status, count, meta_len, data_len) of a frame header; ProtocolError if it is not one."""
+    magic, op, status, count, meta_len, data_len = HEADER.unpack(raw)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad bulk frame magic {bytes(magic)!r} (expected {MAGIC!r})")
+    if op not in OPS:
+        raise ProtocolError(f"unknown bulk op {op}")
+    if status not in (STATUS_OK, STATUS_ERROR):
+        raise ProtocolError(f"bad bulk frame status {status}")
+    return op, status, count, meta_len, data_len
+
+
+def check_request(op: int, count: int, meta_len: int, data_len: int) -> None:
+    """Bounds of a request frame, checked before anything is read past the header."""
+    if op == OP_READ:
+        if count > read_ios_max:
+            raise ProtocolError(f"read of {count} IOs exceeds {read_ios_max}")
+        if meta_len != count * READ_IO.size or data_len:
+            raise ProtocolError(f"read frame of {count} IOs with meta {meta_len} / data {data_len} bytes")
+    elif op == OP_WRITE:
+        if count != 1 or not WRITE_REQUEST.size <= meta_len <= write_meta_bytes_max:
+            raise ProtocolError(f"write frame with count {count} and meta of {meta_len} bytes")
+        if data_len > write_data_bytes_max:
+            raise ProtocolError(f"write of {data_len} bytes exceeds {write_data_bytes_max}")
+
+
+def check_reply(op: int, expected_op: int, count: int, expected_count: int, meta_len: int,
+                data_len: int, data_max: int) -> None:
+    if op != expected_op:
+        raise ProtocolError(f"bulk reply op {op} to a {OPS[expected_op]} request")
+    if count != expected_count:
+        raise ProtocolError(f"bulk reply for {count} IOs to a request of {expected_count}")
+    if meta_len > read_reply_meta_bytes_max or data_len > data_max:
+        raise ProtocolError(f"bulk reply meta {meta_len} / data {data_len} bytes out of bounds")
+
+
+def _wire_name(exc: errors.FfsError) -> str:
+    """The nearest error name the other side knows (ProtocolError travels as InvalidArgument)."""
+    for cls in type(exc).__mro__:
+        if errors.ERRORS_BY_NAME.get(cls.__name__) is cls:
+            return cls.__name__
+    return "Internal"
+
+
+def error_text(exc: errors.FfsError) -> bytes:
+    text = f"{_wire_name(exc)}\n{exc}".encode("utf-8", "replace")
+    return text[:error_text_bytes_max]
+
+
+def error_from_text(raw, context: str = "") -> errors.FfsError:
+    name, _, message = bytes(raw).decode("utf-8", "replace").partition("\n")
+    return errors.error_from_name(name, f"{context}: {message}" if context else message)
+
+
+def segment_count(offset: int, data_len: int, block_size: int) -> int:
+    """How many CRC segments cover [offset, offset + data_len) cut at multiples of block_size."""
+    if data_len <= 0:
+        return 0
+    return (offset + data_len - 1) // block_size - offset // block_size + 1
+
+
+def segments(offset: int, data_len: int, block_size: int):
+    """(start, end) of each segment, relative to the returned data."""
+    position, end = offset, offset + data_len
+    while position < end:
+        stop = min((position // block_size + 1) * block_size, end)
+        yield position - offset, stop - offset
+        position = stop
