@@ -80,6 +80,8 @@ class HFReduceGroup:
         self._broken: str | None = None
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # Up and down workers of both trees (4 at most), reused by every call.
+        self._workers = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="hfreduce-worker")
         self._buffer: SharedBuffer | None = None
         self._member_paths: dict[int, str] = {}
         self._scratch = np.empty(0, dtype=np.float32)
@@ -230,7 +232,7 @@ class HFReduceGroup:
                              divisor=self.world_size if op == "mean" else 1, header=header,
                              chunk_elements=max(1, self.chunk_bytes // kind.accumulate.itemsize))
         try:
-            pipeline.run(call, self._tree_links())
+            pipeline.run(call, self._tree_links(), self._workers)
         except BaseException as exc:
             message = f"allreduce {self._seq} failed at leader {self.rank}: {exc}".encode()
             for link in member_links:
@@ -271,7 +273,7 @@ class HFReduceGroup:
         right = self._links[(LinkKind.RING, (self.rank + 1) % self.world_size)]
         left = self._accepted[(LinkKind.RING, (self.rank - 1) % self.world_size)]
         with self._lock:
-            return ring_allreduce(array, op, self.rank, self.world_size, left, right)
+            return ring_allreduce(array, op, self.rank, self.world_size, left, right, self._workers)
 
     def submit(self, array, op: str = "sum") -> concurrent.futures.Future:
         """allreduce on the group's one background thread (calls keep their submission order)."""
@@ -282,6 +284,7 @@ class HFReduceGroup:
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        self._workers.shutdown(wait=False)
         for sock in [*self._links.values(), *getattr(self, "_accepted", {}).values(), self._listener]:
             try:
                 sock.close()

@@ -16,10 +16,10 @@ worker shuts every link down so its peers fail too instead of hanging.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import socket
 import struct
-import threading
 
 import numpy as np
 
@@ -65,10 +65,14 @@ def chunks(lo: int, hi: int, size: int):
         yield start, min(hi, start + size)
 
 
-def run(call: Call, links: list[TreeLinks]) -> None:
-    """Reduce call over the given trees (one tree with no links: a single host)."""
+def run(call: Call, links: list[TreeLinks], workers: concurrent.futures.Executor) -> None:
+    """Reduce call over the given trees (one tree with no links: a single host).
+
+    workers: an executor with a thread for each up and down worker (up to 4),
+    kept by the group so a call does not pay for starting threads.
+    """
     errors: list[BaseException] = []
-    workers: list[threading.Thread] = []
+    tasks: list[concurrent.futures.Future] = []
 
     def guarded(target, *args):
         try:
@@ -84,14 +88,10 @@ def run(call: Call, links: list[TreeLinks]) -> None:
                             pass
 
     for (lo, hi), tree in zip(split_halves(len(call.out), len(links)), links):
-        workers.append(threading.Thread(target=guarded, args=(_up, call, tree, lo, hi), daemon=True))
         if tree.parent is not None:
-            workers.append(threading.Thread(target=guarded, args=(_down, call, tree, lo, hi),
-                                            daemon=True))
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+            tasks.append(workers.submit(guarded, _down, call, tree, lo, hi))
+        tasks.append(workers.submit(guarded, _up, call, tree, lo, hi))
+    concurrent.futures.wait(tasks)
     if errors:
         raise errors[0]
 

@@ -2,7 +2,7 @@
 
 Reduce-scatter then allgather over n segments, 2(n-1) steps, each step
 sending one segment right while receiving one from the left (the send runs on
-a helper thread so large segments cannot deadlock). No intra-host stage and no
+the group's worker pool so large segments cannot deadlock). No intra-host stage and no
 chunk pipelining within a step: this is the textbook algorithm HFReduce is
 compared with. Each segment is finished at one rank and copied around, so
 ranks agree bit for bit here too.
@@ -10,8 +10,8 @@ ranks agree bit for bit here too.
 
 from __future__ import annotations
 
+import concurrent.futures
 import socket
-import threading
 
 import numpy as np
 
@@ -23,24 +23,19 @@ def _segments(count: int, n: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _exchange(left: socket.socket, right: socket.socket, outgoing: np.ndarray, incoming: np.ndarray) -> None:
-    errors: list[BaseException] = []
-
-    def send() -> None:
-        try:
-            transport.send(right, outgoing)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            errors.append(exc)
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    transport.recv_into(left, memoryview(incoming))
-    sender.join()
-    if errors:
-        raise errors[0]
+def _exchange(left: socket.socket, right: socket.socket, outgoing: np.ndarray, incoming: np.ndarray,
+              workers: concurrent.futures.Executor) -> None:
+    sending = workers.submit(transport.send, right, outgoing)
+    try:
+        transport.recv_into(left, memoryview(incoming))
+    except BaseException:
+        right.shutdown(socket.SHUT_RDWR)     # unblock our sender, fail the neighbours too
+        raise
+    sending.result()
 
 
-def ring_allreduce(array, op: str, rank: int, n: int, left: socket.socket, right: socket.socket):
+def ring_allreduce(array, op: str, rank: int, n: int, left: socket.socket, right: socket.socket,
+                   workers: concurrent.futures.Executor):
     view, kind, original = dtypes.storage_view(array)
     total = dtypes.to_accumulate(view, kind).copy()
     segments = _segments(len(view), n)
@@ -49,7 +44,7 @@ def ring_allreduce(array, op: str, rank: int, n: int, left: socket.socket, right
         send_lo, send_hi = segments[(rank - step) % n]
         recv_lo, recv_hi = segments[(rank - step - 1) % n]
         incoming = scratch[: recv_hi - recv_lo]
-        _exchange(left, right, total[send_lo:send_hi], incoming)
+        _exchange(left, right, total[send_lo:send_hi], incoming, workers)
         np.add(total[recv_lo:recv_hi], incoming, out=total[recv_lo:recv_hi])
     own_lo, own_hi = segments[(rank + 1) % n]      # this rank now holds the full sum here
     if op == "mean":
@@ -58,5 +53,5 @@ def ring_allreduce(array, op: str, rank: int, n: int, left: socket.socket, right
     for step in range(n - 1):                       # allgather the rounded results
         send_lo, send_hi = segments[(rank + 1 - step) % n]
         recv_lo, recv_hi = segments[(rank - step) % n]
-        _exchange(left, right, view[send_lo:send_hi], view[recv_lo:recv_hi])
+        _exchange(left, right, view[send_lo:send_hi], view[recv_lo:recv_hi], workers)
     return original

@@ -146,3 +146,21 @@ def _single() -> HFReduceGroup:
     from .ranks import free_port
 
     return HFReduceGroup(0, 1, "127.0.0.1", free_port(), timeout_s=10)
+
+
+def _ring_job(rank, world_size, port, *, count, dtype):
+    with HFReduceGroup(rank, world_size, "127.0.0.1", port, host_key=f"h{rank}", ring=True,
+                       timeout_s=30) as group:
+        data = as_dtype(make_input(3, rank, count), dtype, False)
+        ring = group.ring_allreduce(data.copy(), "sum")
+        tree = group.allreduce(data, "sum")
+        return ring, tree
+
+
+@pytest.mark.parametrize("world_size, count", [(2, 1001), (3, 7), (4, 100_000)])
+def test_ring_baseline_agrees_with_hfreduce(world_size, count):
+    results = run_ranks(world_size, _ring_job, count=count, dtype="float16")
+    ring = _identical([r[0] for r in results])
+    tree = _identical([r[1] for r in results])
+    expected = sum(make_input(3, r, count).astype(np.float64) for r in range(world_size))
+    assert np.array_equal(ring, expected.astype(np.float16)) and np.array_equal(tree, ring)
