@@ -1,6 +1,7 @@
 """The ``ffs`` command: wiring of the command groups, logging, and exit codes.
 
     ffs cluster up|down|status --dir DIR      a local cluster (deploy/local_cluster.py)
+    ffs testbed up|down|status|shape|exec     namespace hosts behind a shaped router (root)
     ffs ls|stat|cat|put|get|rm|mkdir|mv URL   files, through fsspec
     ffs admin nodes|targets|chains URL        cluster manager views
     ffs admin fsck URL [--repair]             compare chunk replicas, find orphans
@@ -21,7 +22,7 @@ import sys
 import click
 import grpc
 
-from . import admin, cluster, fs, fsck
+from . import admin, cluster, fs, fsck, testbed
 from ._output import EXIT_FAILURE, json_option, report_failure
 
 
@@ -59,6 +60,7 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(cluster.cluster)
+cli.add_command(testbed.testbed)   # ffs testbed up|down|status|shape|exec (deploy/testbed.py)
 admin.admin.add_command(fsck.fsck)   # ffs admin fsck (its own module: admin.py has other owners)
 cli.add_command(admin.admin)
 for command in fs.COMMANDS:
