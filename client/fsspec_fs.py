@@ -11,8 +11,22 @@ Choices that differ from fsspec's defaults, and why:
   never hides a write (s3fs#424, #851).
 - Server-side work where fsspec would loop: ``rm(recursive=True)`` is one
   Meta.Remove, ``mv`` one atomic Meta.Rename, ``cp_file`` Meta.CopyFile,
-  ``find`` a paged Meta.Find, ``cat_ranges`` one BatchStat plus BatchReads
-  grouped per storage node.
+  ``find`` a paged Meta.Find, ``cat_ranges`` one BatchStat plus one batched
+  read (``read_batch``) grouped per storage node, ranges within ``max_gap``
+  merged.
+- Read caching suits training (``SequentialReadaheadCache``, the default
+  ``cache_type="ffs-adaptive"``): random reads fetch exactly what they ask
+  for, sequential small reads get a readahead window growing to one chunk,
+  reads of a chunk or more bypass the cache. ``block_size`` defaults to the
+  chunk size (4 MiB).
+- Small files are one metadata call: ``pipe_file`` of at most
+  ``limits.inline_data_bytes_max`` (16 KiB) stores the bytes in the metadata
+  service (meta_service/inline.py) and ``cat_file``/``cat_ranges`` get them
+  back in the Open/BatchStat reply; ``touch`` is one Meta.Create.
+- ``info`` is one Meta.Stat; concurrent calls from threads share RPCs
+  (client/meta_client.py ``Coalescer``).
+- pyarrow: ``arrow_filesystem()`` gives a ``pyarrow.fs.PyFileSystem`` whose
+  input files know their size and read column chunks without readahead.
 - Writes create missing parent directories, as the fsspec abstract tests and
   object stores expect.
 - Safe after ``os.fork()`` and picklable: connections live per process in the
@@ -29,6 +43,7 @@ import re
 import stat as stat_module
 from urllib.parse import urlsplit
 
+from fsspec.caching import BaseCache, register_cache
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import stringify_path
 
@@ -52,6 +67,77 @@ def _has_magic(path: str) -> bool:
 
 def _datetime_from_ns(value_ns: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(value_ns / 1e9, tz=datetime.timezone.utc)
+
+
+class SequentialReadaheadCache(BaseCache):
+    """FireflyFS's default read cache (``cache_type="ffs-adaptive"``): readahead only for sequential reads.
+
+    Why: training reads are mostly random (samples, parquet column chunks and
+    footers), where fsspec's default ``readahead`` fetches a whole block after
+    every read and throws most of it away (dask#8132); but a scan in small
+    reads (lines, records, ``read(64 KiB)`` loops) wants readahead. So, as the
+    Linux page cache does:
+
+    - a read fetches exactly the bytes asked for until reads turn sequential;
+    - after ``sequential_reads_min`` reads in a row that each start where the
+      previous ended, a miss fetches a window of ``readahead_min_bytes``, which
+      doubles on each further sequential miss up to ``blocksize`` (one chunk,
+      4 MiB by default); one non-sequential read resets it;
+    - a read of ``blocksize`` or more goes straight to the file (no copy
+      through the cache), so large ``read``/``readinto`` calls stream as is.
+
+    The last fetched window is kept, so re-reading a range (a footer read
+    twice) costs nothing. ``cache_options={"readahead_min_bytes": ...,
+    "sequential_reads_min": ...}`` tune it; ``cache_type="none"`` turns every
+    cache off and ``"readahead"`` restores fsspec's.
+    """
+
+    name = "ffs-adaptive"
+
+    def __init__(self, blocksize: int, fetcher, size: int, readahead_min_bytes: int = 256 * 1024,
+                 sequential_reads_min: int = 2) -> None:
+        super().__init__(blocksize, fetcher, size)
+        self.readahead_min_bytes = max(1, min(readahead_min_bytes, blocksize))
+        self.sequential_reads_min = sequential_reads_min
+        self.cache = b""
+        self.start = self.end = 0
+        self._next_start: int | None = None
+        self._streak = 0
+        self._window = self.readahead_min_bytes
+
+    def _fetch(self, start: int | None, end: int | None) -> bytes:
+        start = 0 if start is None else start
+        end = self.size if end is None or end > self.size else end
+        if start >= self.size or start >= end:
+            return b""
+        if start == self._next_start:
+            self._streak += 1
+        else:
+            self._streak = 0
+            self._window = self.readahead_min_bytes
+        self._next_start = end
+        if self.start <= start and end <= self.end:
+            self.hit_count += 1
+            return self.cache[start - self.start:end - self.start]
+        self.miss_count += 1
+        if end - start >= self.blocksize:
+            self.total_requested_bytes += end - start
+            return self.fetcher(start, end)
+        part = b""
+        if self.start <= start < self.end:   # the head of the read is cached
+            part = self.cache[start - self.start:]
+            start = self.end
+        fetch_end = end
+        if self._streak >= self.sequential_reads_min:
+            fetch_end = min(self.size, max(end, start + self._window))
+            self._window = min(self._window * 2, self.blocksize)
+        self.total_requested_bytes += fetch_end - start
+        self.cache = self.fetcher(start, fetch_end)
+        self.start, self.end = start, start + len(self.cache)
+        return part + self.cache[:end - start]
+
+
+register_cache(SequentialReadaheadCache, clobber=True)
 
 
 def coalesce_ranges(wanted: list[tuple[int, FileHandle, int, int]], max_gap: int | None
@@ -89,7 +175,7 @@ class FireflyFileSystem(AbstractFileSystem):
     root_marker = "/"
     sep = "/"
     blocksize = FireflyFile.DEFAULT_BLOCK_SIZE
-    default_cache_type = "readahead"
+    default_cache_type = SequentialReadaheadCache.name
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, **kwargs) -> None:
         kwargs.setdefault("use_listings_cache", False)
@@ -186,6 +272,31 @@ class FireflyFileSystem(AbstractFileSystem):
         path = self._strip_protocol(path)
         inode = self.client.stat(path)
         return self._inode_info(path, inode, self.client.current_length(inode))
+
+    def infos(self, paths: list[str]) -> list[dict | None]:
+        """info() of many paths in one Meta.BatchStat per 10,000; None for a missing path."""
+        names = [self._strip_protocol(p) for p in paths]
+        out: list[dict | None] = []
+        for start in range(0, len(names), limits.batch_stat_paths_max):
+            part = names[start:start + limits.batch_stat_paths_max]
+            for name, result in zip(part, self.client.meta.batch_stat(part, attrs_only=True).results):
+                if result.error:
+                    error = error_from_name(result.error, result.message)
+                    if not isinstance(error, FileNotFoundError):
+                        raise error
+                    out.append(None)
+                    continue
+                size = self.client.current_length(result.inode) if result.inode.open_write_sessions else None
+                out.append(self._inode_info(name, result.inode, size))
+        return out
+
+    def sizes(self, paths) -> list[int]:
+        """Sizes of many files: one Meta.BatchStat (fsspec's default stats each path)."""
+        infos = self.infos(list(paths))
+        for path, info in zip(paths, infos):
+            if info is None:
+                raise FileNotFoundError(path)
+        return [info["size"] for info in infos]
 
     def ls(self, path, detail=True, **kwargs):
         path = self._strip_protocol(path)
@@ -336,6 +447,10 @@ class FireflyFileSystem(AbstractFileSystem):
 
     def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None,
               **kwargs) -> FireflyFile:
+        """A buffered file. Reading: ``cache_type`` defaults to "ffs-adaptive" (no readahead for
+        random reads, a growing readahead window once reads are sequential, large reads bypass
+        the cache; see SequentialReadaheadCache) and ``block_size`` to the chunk size (4 MiB), the
+        largest readahead window. Writing: the buffer is flushed on chunk boundaries."""
         cache_type = kwargs.pop("cache_type", self.default_cache_type)
         return FireflyFile(self, self._strip_protocol(path), mode, block_size or "default",
                            autocommit, cache_type=cache_type, cache_options=cache_options,
@@ -353,6 +468,25 @@ class FireflyFileSystem(AbstractFileSystem):
         if reply.inline_data:
             return reply.inline_data
         return self.client._handle(reply, path)
+
+    def cat(self, path, recursive=False, on_error="raise", **kwargs):
+        """Several files' bytes: one ``cat_ranges`` (one BatchStat, one batched read), not one
+        open and read per file as fsspec's default does. One plain path: ``cat_file``."""
+        paths = self.expand_path(path, recursive=recursive)
+        if not (len(paths) > 1 or isinstance(path, list) or paths[0] != self._strip_protocol(path)):
+            return self.cat_file(paths[0], **kwargs)
+        infos = self.infos(paths)
+        files = [p for p, info in zip(paths, infos) if info is None or info["type"] != "directory"]
+        out = {}
+        for name, data in zip(files, self.cat_ranges(files, [None] * len(files), [None] * len(files),
+                                                     on_error="return")):
+            if isinstance(data, Exception):
+                if on_error == "raise":
+                    raise data
+                if on_error == "omit":
+                    continue
+            out[name] = data
+        return out
 
     def cat_file(self, path, start=None, end=None, **kwargs) -> bytes:
         """One Meta.Open (its reply carries a small file's inline bytes), then reads if needed."""
@@ -453,6 +587,23 @@ class FireflyFileSystem(AbstractFileSystem):
         requests = [(self._strip_protocol(target) if isinstance(target, str) else target, offset, length)
                     for target, offset, length in requests]
         return self.client.read_batch(requests, into=into)
+
+    # ---- pyarrow ----------------------------------------------------------
+
+    def arrow_filesystem(self):
+        """This filesystem as a ``pyarrow.fs.PyFileSystem`` (client/arrow_fs.py: one BatchStat for
+        many file infos, opens without an isfile probe, column reads without readahead)."""
+        import pyarrow.fs
+
+        from .arrow_fs import FireflyArrowHandler
+        return pyarrow.fs.PyFileSystem(FireflyArrowHandler(self))
+
+    def read_parquet(self, path, columns=None, filters=None, partitioning="hive", **kwargs):
+        """A parquet file or dataset as a pyarrow Table with two batched range reads (footers,
+        then the selected column chunks); see client/arrow_fs.py."""
+        from .arrow_fs import read_parquet
+        return read_parquet(self, path, columns=columns, filters=filters, partitioning=partitioning,
+                            **kwargs)
 
     def pipe_file(self, path, value, mode="overwrite", **kwargs) -> None:
         """Create (parents too) or replace a whole file; mode="create" refuses to replace.

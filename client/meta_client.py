@@ -212,11 +212,12 @@ class MetaClient:
         return [error_from_name(r.error, r.message) if r.error else r.reply for r in reply.results]
 
     def batch_stat(self, paths: list[str], follow_symlinks: bool = True,
-                   inline_ok: bool = False) -> meta_pb2.BatchStatReply:
+                   inline_ok: bool = False, attrs_only: bool = False) -> meta_pb2.BatchStatReply:
         """inline_ok: the caller serves reads of inline files from StatResult.inline_data (else the
-        service first moves such files' bytes to chunks)."""
+        service first moves such files' bytes to chunks). attrs_only: plain stats (no bytes, no
+        moves), as Stat answers."""
         return self._call("BatchStat", meta_pb2.BatchStatRequest(
-            paths=paths, follow_symlinks=follow_symlinks, inline_ok=inline_ok))
+            paths=paths, follow_symlinks=follow_symlinks, inline_ok=inline_ok, attrs_only=attrs_only))
 
     def mkdirs(self, path: str, mode: int = 0, parents: bool = False, exist_ok: bool = False,
                layout: types_pb2.Layout | None = None) -> meta_pb2.InodeReply:
