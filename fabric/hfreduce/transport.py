@@ -61,15 +61,18 @@ def connect(address: tuple[str, int], kind: LinkKind, rank: int, timeout_s: floa
     """Open a link to address and introduce ourselves; retries until timeout_s (peer starting)."""
     deadline = time.monotonic() + timeout_s
     while True:
+        sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
+        _tune(sock)          # marked before connect: the SYN carries the class too
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
         try:
-            sock = socket.create_connection(address, timeout=max(0.1, deadline - time.monotonic()))
+            sock.connect(address)
             break
         except OSError:
+            sock.close()
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
     sock.settimeout(None)
-    _tune(sock)
     sock.sendall(HELLO.pack(MAGIC, int(kind), rank))
     return sock
 

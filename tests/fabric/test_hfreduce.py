@@ -164,3 +164,29 @@ def test_ring_baseline_agrees_with_hfreduce(world_size, count):
     tree = _identical([r[1] for r in results])
     expected = sum(make_input(3, r, count).astype(np.float64) for r in range(world_size))
     assert np.array_equal(ring, expected.astype(np.float16)) and np.array_equal(tree, ring)
+
+
+def _ports_job(rank, world_size, port):
+    with HFReduceGroup(rank, world_size, "127.0.0.1", port, host_key=f"h{rank}", ring=True,
+                       timeout_s=30) as group:
+        data = np.ones(200_000, dtype=np.float32)
+        group.allreduce(data)
+        group.ring_allreduce(data)
+        links = [*group._links.values(), *group._accepted.values()]
+        return sorted(sock.getsockname()[1] for sock in links)
+
+
+def test_every_hfreduce_link_is_marked_on_the_wire():
+    from fireflyfs.fabric.traffic import TrafficClass, tos_of
+
+    from .capture import LoopbackCapture, capture_available
+
+    if not capture_available():
+        pytest.skip("packet capture needs root (AF_PACKET)")
+    with LoopbackCapture() as capture:
+        ports = [p for ranks in run_ranks(3, _ports_job) for p in ranks]
+        import time
+        time.sleep(0.2)
+    assert len(ports) >= 6
+    for port in ports:
+        assert capture.tos_from_port(port) == {tos_of(TrafficClass.HFREDUCE)}, port
