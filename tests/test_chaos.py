@@ -35,7 +35,7 @@ Method (TigerBeetle's VOPR, on real processes):
   and the namespace equals the model, the real ``ffs admin fsck URL --json``
   CLI (a subprocess) exits 0 reporting clean, and every target is SERVING.
 
-The CI test runs three rounds (single, double, whole cluster; 15-30 s). The full
+The CI test runs four rounds (single, double, meta, whole cluster; 15-30 s). The full
 run is ``FFS_CHAOS_SEED=<n> FFS_CHAOS_ROUNDS=<r> .venv/bin/pytest -m chaos
 tests/test_chaos.py -s``; FFS_CHAOS_NODES sets the storage node count.
 """
@@ -526,16 +526,17 @@ def seed_from_env() -> int:
 
 
 def test_chaos_single_double_and_whole_cluster_kills(tmp_path, monkeypatch):
-    """CI: one round of each storage failure kind (one node, two of a chain, everything) and the quiet phase."""
+    """CI: one round of each failure kind (one node, two of a chain, meta, everything) and the quiet phase."""
     seed = seed_from_env()
-    params = ChaosParameters.from_seed(seed, rounds=3, storage_nodes=4, schedule=("single", "double", "whole"))
+    params = ChaosParameters.from_seed(seed, rounds=4, storage_nodes=4,
+                                       schedule=("single", "double", "meta", "whole"))
     params = dataclasses.replace(params, run_s_max=min(params.run_s_max, 1.0), down_s_max=min(params.down_s_max, 2.5),
                                  settle_probability=0.0, writers=2)
     replay = (f"FFS_CHAOS_SEED={seed} .venv/bin/pytest "
               f"'tests/test_chaos.py::test_chaos_single_double_and_whole_cluster_kills' -s")
     result = run_chaos(tmp_path / "cluster", params, replay, monkeypatch)
     assert result["writes_acknowledged"] > params.rounds
-    assert result["kills"].get(META) == 1 and sum(result["kills"].values()) == 1 + 2 + 1 + params.storage_nodes
+    assert result["kills"].get(META) == 2 and sum(result["kills"].values()) == 1 + 2 + 1 + 1 + params.storage_nodes
 
 
 @pytest.mark.chaos
