@@ -142,7 +142,8 @@ class HFReduceGroup:
     def _tree_links(self) -> list[pipeline.TreeLinks]:
         topo = self.topology
         if topo.node_count == 1:
-            return [pipeline.TreeLinks(topo.trees()[0], None, [])]
+            # No trees, but still two halves: two workers sum in parallel (numpy drops the GIL).
+            return [pipeline.TreeLinks(topo.trees()[0], None, []) for _ in range(2)]
         links = []
         for kind, tree in zip((LinkKind.TREE0, LinkKind.TREE1), topo.trees()):
             links.append(pipeline.TreeLinks(
@@ -230,7 +231,8 @@ class HFReduceGroup:
             self._scratch = np.empty(len(view), dtype=kind.accumulate)
         call = pipeline.Call(inputs=inputs, out=view, total=self._scratch[:len(view)], kind=kind,
                              divisor=self.world_size if op == "mean" else 1, header=header,
-                             chunk_elements=max(1, self.chunk_bytes // kind.accumulate.itemsize))
+                             chunk_elements=max(1, self.chunk_bytes // kind.accumulate.itemsize),
+                             copy_out=self._buffer.region(0, view.dtype, len(view)) if members else None)
         try:
             pipeline.run(call, self._tree_links(), self._workers)
         except BaseException as exc:
@@ -242,7 +244,6 @@ class HFReduceGroup:
                     pass
             raise
         if members:
-            np.copyto(self._buffer.region(0, view.dtype, len(view)), view)
             for link in member_links:
                 link.sendall(STATUS.pack(0, 0))
 

@@ -50,6 +50,7 @@ class Call:
     divisor: int                  # world size for a mean, 1 for a sum
     header: bytes
     chunk_elements: int
+    copy_out: np.ndarray | None = None   # a second home for the result (members' shared region)
 
 
 def split_halves(count: int, trees: int) -> list[tuple[int, int]]:
@@ -121,6 +122,8 @@ def _up(call: Call, tree: TreeLinks, lo: int, hi: int) -> None:
         if call.divisor != 1:
             np.divide(total, call.divisor, out=total)
         dtypes.round_into(call.out[a:b], total, kind)
+        if call.copy_out is not None:
+            np.copyto(call.copy_out[a:b], call.out[a:b])     # while the chunk is still in cache
         for child in tree.children:
             transport.send(child, call.out[a:b])
 
@@ -129,6 +132,8 @@ def _down(call: Call, tree: TreeLinks, lo: int, hi: int) -> None:
     for a, b in chunks(lo, hi, call.chunk_elements):
         piece = call.out[a:b]
         transport.recv_into(tree.parent, memoryview(piece))
+        if call.copy_out is not None:
+            np.copyto(call.copy_out[a:b], piece)
         for child in tree.children:
             transport.send(child, piece)
 
