@@ -22,7 +22,7 @@ import sys
 import click
 import grpc
 
-from . import admin, cluster, fs, fsck, testbed
+from . import admin, bench, cluster, fs, fsck, testbed
 from ._output import EXIT_FAILURE, json_option, report_failure
 
 
@@ -60,6 +60,7 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(cluster.cluster)
+cli.add_command(bench.bench)       # ffs bench (bench/ffs_bench.py)
 cli.add_command(testbed.testbed)   # ffs testbed up|down|status|shape|exec (deploy/testbed.py)
 admin.admin.add_command(fsck.fsck)   # ffs admin fsck (its own module: admin.py has other owners)
 cli.add_command(admin.admin)
