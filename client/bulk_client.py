@@ -29,6 +29,7 @@ from ..common.errors import ChecksumMismatch, Unavailable
 from ..storage_service import bulk_wire as wire
 from ..storage_service.bulk_io import Sender, recv_exact, tune
 
+_CRC = struct.Struct("<I")
 small_piece_bytes_max = 64 * 1024      # pieces this small are received through the scratch buffer
 scratch_bytes_initial = 256 * 1024
 idle_connections_per_node_max = 16
@@ -294,32 +295,54 @@ class ReplyStream:
             recv_exact(self.connection.sock, view)
         except OSError as exc:
             raise self.connection._fail("read data", exc) from exc
+        self._check(view, size)
+        self.received += size
+
+    def _check(self, view: memoryview, size: int) -> None:
         block_size, offset = self._block_size, self.io[4]
+        start = offset + self.received        # chunk offset of view[0]
+        end = start + size
         position = 0
         while position < size:
-            chunk_position = offset + self.received + position
+            chunk_position = start + position
             segment_end = min((chunk_position // block_size + 1) * block_size, offset + self.data_len)
+            if chunk_position % block_size == 0:     # at a segment start
+                # A run of whole blocks (the bulk of a large read): one comprehension, one comparison.
+                blocks = (min(end, offset + self.data_len) - chunk_position) // block_size
+                if blocks > 1:
+                    stop = position + blocks * block_size
+                    computed = [crc32c.crc32c(view[at:at + block_size])
+                                for at in range(position, stop, block_size)]
+                    expected = self._crcs[self._segment:self._segment + blocks]
+                    if tuple(computed) != expected:
+                        bad = next(i for i, (a, b) in enumerate(zip(computed, expected)) if a != b)
+                        self._mismatch(self._segment + bad)
+                    self._segment += blocks
+                    position = stop
+                    continue
             step = min(segment_end - chunk_position, size - position)
             self._running = crc32c.crc32c(view[position:position + step], self._running)
             position += step
             if chunk_position + step == segment_end:
                 if self._running != self._crcs[self._segment]:
-                    self.received += position
-                    self.connection.close()
-                    raise ChecksumMismatch(
-                        f"chunk {self.io[2]}:{self.io[3]} segment {self._segment} from "
-                        f"{self.connection.address}: CRC32C mismatch against the stored block checksum")
+                    self._mismatch(self._segment)
                 self._segment += 1
                 self._running = 0
-        self.received += size
+
+    def _mismatch(self, segment: int) -> None:
+        self.connection.close()
+        raise ChecksumMismatch(
+            f"chunk {self.io[2]}:{self.io[3]} segment {segment} from {self.connection.address}: "
+            "CRC32C mismatch against the stored block checksum")
 
 
 def _crcs_match(out: memoryview, offset: int, data_len: int, block_size: int, meta: bytes,
                 crc_at: int) -> bool:
-    position = 0
+    if offset // block_size == (offset + data_len - 1) // block_size:    # one segment: the common case
+        return crc32c.crc32c(out[:data_len]) == _CRC.unpack_from(meta, crc_at)[0]
+    position = crc_at
     for start, end in wire.segments(offset, data_len, block_size):
-        expected = int.from_bytes(meta[crc_at + position:crc_at + position + 4], "little")
-        if crc32c.crc32c(out[start:end]) != expected:
+        if crc32c.crc32c(out[start:end]) != _CRC.unpack_from(meta, position)[0]:
             return False
         position += 4
     return True

@@ -39,6 +39,7 @@ class ClientConfig:
     # The I/O engine (why these numbers: storage_client.py and bench/data_plane.py).
     bulk_enabled: int = 1                     # 1: use storage nodes' bulk listeners when routing names one
     bulk_read_bytes_max: int = 8 * 1024 * 1024   # one bulk read request (a node's batch is cut at this)
+    bulk_read_ios_max: int = 4096             # ... and at this many IOs (more, smaller requests cost more CPU)
     node_requests_inflight_max: int = 4       # concurrent data requests to one storage node, per call
     requests_inflight_max: int = 16           # concurrent data requests per call in total
     readahead_chunks: int = 4                 # sequential fsspec reads keep this many chunk reads ahead
@@ -50,7 +51,8 @@ class ClientConfig:
                 raise ValueError(f"ClientConfig.{field.name} must not be negative")
         if self.retry_backoff_s_first > self.retry_backoff_s_max:
             raise ValueError("retry_backoff_s_first exceeds retry_backoff_s_max")
-        for name in ("bulk_read_bytes_max", "node_requests_inflight_max", "requests_inflight_max"):
+        for name in ("bulk_read_bytes_max", "bulk_read_ios_max", "node_requests_inflight_max",
+                     "requests_inflight_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ClientConfig.{name} must be at least 1")
 

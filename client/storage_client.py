@@ -246,18 +246,24 @@ class StorageClient:
         """
         failures: list[errors.FfsError | None] = [None] * len(requests)
         pending: list[_Piece] = []
+        append = pending.append
         for number, request in enumerate(requests):
-            if request.offset < 0 or request.length < 0:
-                raise errors.InvalidArgument(
-                    f"negative offset or length ({request.offset}, {request.length})")
+            offset, layout = request.offset, request.layout
+            if offset < 0 or request.length < 0:
+                raise errors.InvalidArgument(f"negative offset or length ({offset}, {request.length})")
             size = request_size(request)
             if len(outs[number]) < size:
                 raise errors.InvalidArgument(f"request {number}: out buffer of {len(outs[number])} "
                                              f"bytes for {size} bytes")
+            if not size:
+                continue
+            chunk_index, within = divmod(offset, layout.chunk_size)
+            if within + size <= layout.chunk_size:     # the common case: inside one chunk
+                append(_Piece(number, 0, request.inode_id, layout, chunk_index, within, size))
+                continue
             out = 0
-            for chunk_index, within, piece in request.layout.chunk_ranges(request.offset, size):
-                pending.append(_Piece(number, out, request.inode_id, request.layout,
-                                      chunk_index, within, piece))
+            for chunk_index, within, piece in layout.chunk_ranges(offset, size):
+                append(_Piece(number, out, request.inode_id, layout, chunk_index, within, piece))
                 out += piece
 
         def attempt() -> None:
@@ -275,13 +281,59 @@ class StorageClient:
                     failures[piece.request] = exc
         return failures
 
-    def _pick_replica(self, piece: _Piece) -> Route:
-        """The tail after repeated ChunkNotCommitted (it commits first), else the least busy replica."""
-        routes = self.routing.serving_routes(self.routing.chain_id_for(piece.layout, piece.chunk_index))
-        if piece.not_committed >= self.config.not_committed_tries_before_tail:
-            self.selector.hold(routes[-1].node_id)
-            return routes[-1]
-        return self.selector.pick(routes)
+    def _route_pieces(self, pending: list[_Piece], failed: list[_Piece], why: list[Retryable]
+                      ) -> dict[str, list[tuple[_Piece, Route]]]:
+        """Pieces grouped by the node address that serves them.
+
+        One routing lookup per chain and round, not per piece; each piece of a
+        replicated chain goes to the replica with the fewest requests
+        outstanding (3FS's LoadBalance); pieces that met ChunkNotCommitted
+        twice go to the tail, which commits first.
+        """
+        stripes: dict[Layout, list[int]] = {}
+        by_chain: dict[int, list[_Piece]] = {}
+        for piece in pending:
+            layout = piece.layout
+            chain_ids = stripes.get(layout)
+            if chain_ids is None:
+                try:
+                    chain_ids = stripes[layout] = self.routing.stripe_chain_ids(layout)
+                except Retryable as exc:
+                    failed.append(piece)
+                    why.append(exc)
+                    continue
+            chain_id = chain_ids[piece.chunk_index % layout.stripe_size]
+            group = by_chain.get(chain_id)
+            if group is None:
+                by_chain[chain_id] = [piece]
+            else:
+                group.append(piece)
+        by_address: dict[str, list[tuple[_Piece, Route]]] = {}
+        tail_after = self.config.not_committed_tries_before_tail
+        for chain_id, pieces in by_chain.items():
+            try:
+                routes = self.routing.serving_routes(chain_id)
+            except Retryable as exc:
+                failed.extend(pieces)
+                why.extend([exc] * len(pieces))
+                continue
+            to_tail = [piece for piece in pieces if piece.not_committed >= tail_after]
+            if to_tail:
+                pieces = [piece for piece in pieces if piece.not_committed < tail_after]
+                tail = routes[-1]
+                self.selector.hold(tail.node_id, len(to_tail))
+                by_address.setdefault(tail.address, []).extend((piece, tail) for piece in to_tail)
+            if not pieces:
+                continue
+            if len(routes) == 1:
+                route = routes[0]
+                self.selector.hold(route.node_id, len(pieces))
+                by_address.setdefault(route.address, []).extend((piece, route) for piece in pieces)
+                continue
+            for piece in pieces:     # replicas: each piece to the least busy one (3FS's LoadBalance)
+                route = self.selector.pick(routes)
+                by_address.setdefault(route.address, []).append((piece, route))
+        return by_address
 
     def _read_round(self, pending: list[_Piece], outs: list[memoryview],
                     failures: list[errors.FfsError | None]) -> tuple[list[_Piece], Retryable | None]:
@@ -290,22 +342,15 @@ class StorageClient:
         The error is ChunkNotCommitted only when that is all that went wrong, so
         the caller pauses briefly instead of backing off and refreshing routing.
         """
-        by_address: dict[str, list[tuple[_Piece, Route]]] = {}
         failed: list[_Piece] = []
         failures_retry: list[Retryable] = []
-        for piece in pending:
-            try:
-                route = self._pick_replica(piece)
-            except Retryable as exc:
-                failed.append(piece)
-                failures_retry.append(exc)
-                continue
-            by_address.setdefault(route.address, []).append((piece, route))
+        by_address = self._route_pieces(pending, failed, failures_retry)
         grpc_batches: list[list[tuple[_Piece, Route]]] = []
         bulk_batches: list[list[tuple[_Piece, Route]]] = []
         for items in by_address.values():
             if self.config.bulk_enabled and items[0][1].bulk_address:
-                bulk_batches.extend(_split_batches(items, self.config.bulk_read_bytes_max))
+                bulk_batches.extend(_split_batches(items, self.config.bulk_read_bytes_max,
+                                                   self.config.bulk_read_ios_max))
             else:
                 grpc_batches.extend(_split_batches(items))
         calls = [lambda b=batch: self._batch_read_counted(b, outs, failures) for batch in grpc_batches]
@@ -617,13 +662,13 @@ class StorageClient:
                 self.write(dst_inode, dst_layout, offset, data)
 
 
-def _split_batches(items: list[tuple[_Piece, Route]], bytes_max: int = batch_read_bytes_max
-                   ) -> Iterable[list[tuple[_Piece, Route]]]:
+def _split_batches(items: list[tuple[_Piece, Route]], bytes_max: int = batch_read_bytes_max,
+                   ios_max: int = limits.batch_read_ios_max) -> Iterable[list[tuple[_Piece, Route]]]:
     """Cut one node's reads into BatchReads under the IO-count and reply-size limits."""
     batch: list[tuple[_Piece, Route]] = []
     batch_bytes = 0
     for item in items:
-        if batch and (len(batch) >= limits.batch_read_ios_max
+        if batch and (len(batch) >= ios_max
                       or batch_bytes + item[0].length > bytes_max):
             yield batch
             batch, batch_bytes = [], 0

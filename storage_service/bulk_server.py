@@ -123,10 +123,19 @@ class BulkHandler:
         extras: list = []
         extents: list[ReadExtent] = []
         data_len = 0
+        targets: dict[tuple[int, int], Target | FfsError] = {}   # one fence check per chain and request
         try:
             for number, (chain_id, chain_version, inode, index, offset, length) in enumerate(ios):
                 try:
-                    target = self._target(chain_id, chain_version, write=False)
+                    target = targets.get((chain_id, chain_version))
+                    if target is None:
+                        try:
+                            target = self._target(chain_id, chain_version, write=False)
+                        except FfsError as exc:
+                            target = exc
+                        targets[(chain_id, chain_version)] = target
+                    if isinstance(target, FfsError):
+                        raise target
                     extent = target.engine.read_extent(chunk_key(inode, index), offset, length)
                 except FfsError as exc:
                     text = wire.error_text(exc)

@@ -24,7 +24,8 @@ failure left pending. Every target starts ONLINE and reports
 UPTODATE per local_state.py.
 
 Environment overrides (flags win): FFS_HEARTBEAT_INTERVAL_MS, FFS_HEARTBEAT_TIMEOUT_MS,
-FFS_STORAGE_FSYNC=1, FFS_CHECKSUM_BLOCK_BYTES, FFS_STORAGE_BULK=0.
+FFS_STORAGE_FSYNC=1, FFS_CHECKSUM_BLOCK_BYTES, FFS_STORAGE_BULK=0, FFS_CHUNK_POOL_FILES,
+FFS_CHUNK_POOL_PREFILL_MIB (chunk_engine.py explains the file pool).
 
 ``fsync`` (default off): a process kill keeps the page cache, so acknowledged
 writes survive SIGKILL without it; turn it on for power-loss durability.
@@ -41,12 +42,13 @@ import threading
 import time
 from pathlib import Path
 
+from fireflyfs.common import limits
 from fireflyfs.common.rpc import make_channel, make_server
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
 from .bulk_server import BulkHandler, BulkServer
 from .chain_driver import ChainDriver
-from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT
+from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT, POOL_FILES_MAX_DEFAULT
 from .fencing import Fence, heartbeat_timeout_ms_default
 from .heartbeat import MgmtdLink
 from .peers import Peers
@@ -79,6 +81,8 @@ class StorageConfig:
     block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT
     server_workers: int = server_workers_default
     bulk_listen: str | None = ""     # "" = the gRPC host, ephemeral port; None = no bulk listener
+    chunk_pool_files: int = POOL_FILES_MAX_DEFAULT   # free chunk files kept per target for reuse
+    chunk_pool_prefill_mib: int = 0  # per target: zero-filled pool files made at start (background)
 
     def target_dir(self, target_id: int) -> Path:
         return self.data_dir / f"target-{target_id}"
@@ -91,7 +95,7 @@ class StorageNode:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.targets = {tid: Target(tid, config.target_dir(tid), block_size=config.block_size,
-                                    fsync=config.fsync)
+                                    fsync=config.fsync, pool_files_max=config.chunk_pool_files)
                         for tid in target_ids(config.node_id, config.targets)}
         self.incarnation = time.time_ns()   # mgmtd tells a restarted process by it
         self.fence = Fence(config.node_id, config.heartbeat_timeout_ms)
@@ -146,6 +150,19 @@ class StorageNode:
                  self.address, self.bulk.address if self.bulk else "off", sorted(self.targets))
         self.link.start()
         self.sweeper.start()
+        if self.config.chunk_pool_prefill_mib > 0:
+            threading.Thread(target=self._prefill_pools, name="chunk-pool-prefill", daemon=True).start()
+
+    def _prefill_pools(self) -> None:
+        file_bytes = limits.chunk_size_default
+        files = self.config.chunk_pool_prefill_mib * 1024 * 1024 // file_bytes
+        for target in self.targets.values():
+            try:
+                made = target.engine.prefill_pool(files, file_bytes, self._stopped)
+            except Exception:   # a full disk, a closed engine: the pool is an optimization only
+                log.warning("target %d: chunk pool prefill stopped", target.id, exc_info=True)
+                return
+            log.info("target %d: chunk pool prefilled with %d files", target.id, made)
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -197,6 +214,12 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                         help="CRC32C block size of new chunks (bytes)")
     parser.add_argument("--bulk-listen", default="",
                         help="host:port of the bulk data listener (default: the --listen host, port 0)")
+    parser.add_argument("--chunk-pool-files", type=int,
+                        default=_env_int("FFS_CHUNK_POOL_FILES", POOL_FILES_MAX_DEFAULT),
+                        help="free chunk files kept per target for reuse (0: unlink freed files)")
+    parser.add_argument("--chunk-pool-prefill-mib", type=int,
+                        default=_env_int("FFS_CHUNK_POOL_PREFILL_MIB", 0),
+                        help="per target, zero-filled chunk files made in the background at start")
     parser.add_argument("--bulk", action=argparse.BooleanOptionalAction,
                         default=os.environ.get("FFS_STORAGE_BULK", "1") != "0",
                         help="serve the bulk data path (--no-bulk: gRPC only)")
@@ -211,7 +234,9 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                          mgmtd=args.mgmtd, targets=args.targets, log_file=args.log_file,
                          heartbeat_interval_ms=args.heartbeat_interval_ms,
                          heartbeat_timeout_ms=args.heartbeat_timeout_ms, fsync=args.fsync,
-                         block_size=args.block_size, bulk_listen=args.bulk_listen if args.bulk else None)
+                         block_size=args.block_size, bulk_listen=args.bulk_listen if args.bulk else None,
+                         chunk_pool_files=args.chunk_pool_files,
+                         chunk_pool_prefill_mib=args.chunk_pool_prefill_mib)
 
 
 def setup_logging(config: StorageConfig) -> None:

@@ -22,7 +22,8 @@ from fireflyfs.common import limits
 from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.proto import types_pb2
 
-from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT, ChunkEngine, ChunkMeta, SpaceStats, describe_key
+from .chunk_engine import (CHECKSUM_BLOCK_BYTES_DEFAULT, POOL_FILES_MAX_DEFAULT, ChunkEngine, ChunkMeta,
+                           SpaceStats, describe_key)
 from .chunk_locks import ChunkLocks, InFlight
 from .local_state import LocalStateTracker
 
@@ -89,10 +90,11 @@ class Target:
     """A target of this node: id, directory, engine, dedup cache, local state."""
 
     def __init__(self, target_id: int, path: str | os.PathLike, *, block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT,
-                 fsync: bool = False, capacity_bytes: int = 0) -> None:
+                 fsync: bool = False, capacity_bytes: int = 0,
+                 pool_files_max: int = POOL_FILES_MAX_DEFAULT) -> None:
         self.id = target_id
         self.path = Path(path)
-        self.engine = ChunkEngine(self.path, block_size=block_size, fsync=fsync)
+        self.engine = ChunkEngine(self.path, block_size=block_size, fsync=fsync, pool_files_max=pool_files_max)
         self.capacity_bytes = capacity_bytes  # 0: the file system's size
         self.local = LocalStateTracker(target_id)
         self.locks = ChunkLocks(target_id)
