@@ -37,7 +37,6 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import time
 
 from . import netns, testbed_shaping
 from .local_cluster import LocalCluster
