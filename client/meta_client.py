@@ -33,8 +33,10 @@ import time
 import uuid
 from typing import Any, Callable, Sequence
 
+import grpc
+
 from ..common import limits
-from ..common.errors import Unavailable, error_from_name, rpc_errors_mapped
+from ..common.errors import Unavailable, error_from_name, error_from_rpc
 from ..proto import meta_pb2, meta_pb2_grpc, types_pb2
 from .channels import ChannelPool, shared_pool
 from .config import ClientConfig
@@ -90,8 +92,25 @@ class Coalescer:
     def call(self, item):
         if self._pid != os.getpid():
             self._reset()   # a forked child: the parent's waiters and lock are not ours
-        slot = _Slot(item)
         cond = self._cond
+        with cond:   # fast path: nothing in flight and nobody waiting -> send alone, at once
+            alone = self._inflight == 0 and not self._queue
+            if alone:
+                self._inflight = 1
+        if alone:
+            self.batches_sent += 1
+            self.items_sent += 1
+            try:
+                outcome = self._send([item])[0]
+            finally:
+                with cond:
+                    self._inflight -= 1
+                    if self._queue:
+                        cond.notify_all()
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        slot = _Slot(item)
         with cond:
             self._queue.append(slot)
             while not slot.done:
@@ -162,8 +181,10 @@ class MetaClient:
         while True:
             stub = self._pool.stub(self.address, meta_pb2_grpc.MetaStub)
             try:
-                with rpc_errors_mapped():
+                try:
                     return getattr(stub, method)(request, timeout=self.config.meta_timeout_s)
+                except grpc.RpcError as rpc_error:   # as rpc_errors_mapped, without a generator per call
+                    raise error_from_rpc(rpc_error) from rpc_error
             except Unavailable as exc:
                 log.info("Meta.%s: %s; retrying", method, exc)
                 if budget is None:

@@ -68,14 +68,19 @@ class FileOps(CopyOps, InlineOps):
     idem: IdemTable
 
     # -- idempotency -----------------------------------------------------------
-    def _once(self, key: IdemKey | None, run: Callable[[], T]) -> T:
-        """Run a mutation unless key's request already ran; record a failure that would repeat."""
+    def _once(self, key: IdemKey | None, run: Callable[[], T], look_first: bool = True) -> T:
+        """Run a mutation unless key's request already ran; record a failure that would repeat.
+
+        look_first=False skips the lookup before running: for a mutation whose
+        first transaction checks the key itself before any storage step.
+        """
         if key is None:
             return run()
-        with self.store.read() as txn:
-            record = self.idem.lookup(txn, key)
-        if record is not None:
-            return replay(record)
+        if look_first:
+            with self.store.read() as txn:
+                record = self.idem.lookup(txn, key)
+            if record is not None:
+                return replay(record)
         try:
             return run()
         except Replayed as done:   # a concurrent duplicate committed first
@@ -101,7 +106,8 @@ class FileOps(CopyOps, InlineOps):
         def run():
             return self._moving_inline(lambda: self._create_or_truncate(args, truncate, now_ns))
 
-        return self._once(key, run)
+        # _create_txn checks the key before a truncate or move can touch storage.
+        return self._once(key, run, look_first=False)
 
     def _create_or_truncate(self, args, truncate, now_ns):
         result = self._create_txn(*args, truncate)

@@ -100,7 +100,7 @@ class InlineOps:
         key = self.idem.key("CreateInline", request_id, now_ns)
         mode = check_mode(mode or 0o644)
         return self._once(key, lambda: self._create_inline_txn(path, bytes(data), now_ns, mode, exclusive,
-                                                               parents, layout, key))
+                                                               parents, layout, key), look_first=False)
 
     def _create_inline_txn(self, path, data, now_ns, mode, exclusive, parents, layout, key):
         components = path_components(path)

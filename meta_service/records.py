@@ -134,8 +134,12 @@ def make_dirs(txn: Txn, components: list[str], now_ns: int, mode: int, parents: 
         raise AlreadyExists("/ already exists")
     for index, name in enumerate(components):
         last = index == len(components) - 1
-        if txn.get_dentry(current.id, name) is not None:
-            child, child_components = walk(txn, done + [name], True, shown_path)
+        entry = txn.get_dentry(current.id, name)
+        if entry is not None:
+            if entry.type == DIR:   # the common case: one step down, no walk from the root
+                child, child_components = load_inode(txn, entry.inode_id), done + [name]
+            else:                   # a symlink (followed) or a file
+                child, child_components = walk(txn, done + [name], True, shown_path)
             if last:
                 if child.type == DIR and exist_ok:
                     return child, child_components
