@@ -87,7 +87,13 @@ class SequentialReadaheadCache(BaseCache):
       through the cache), so large ``read``/``readinto`` calls stream as is.
 
     The last fetched window is kept, so re-reading a range (a footer read
-    twice) costs nothing. ``cache_options={"readahead_min_bytes": ...,
+    twice) costs nothing.
+
+    Measured on the 2-core VM (64 MiB file, 3 storage nodes, R=1, a busy
+    machine): sequential ``read(4 KiB)`` 539 MiB/s (fsspec "readahead" 598,
+    "none" 204); sequential ``read(64 KiB)`` 925 (952, 789); random 4 KiB
+    ``seek``+``read`` 4,600/s fetching exactly 12 MiB for 3,000 reads ("none"
+    5,500/s, the same bytes; "readahead" 271/s, fetching 11 GB). ``cache_options={"readahead_min_bytes": ...,
     "sequential_reads_min": ...}`` tune it; ``cache_type="none"`` turns every
     cache off and ``"readahead"`` restores fsspec's.
     """
