@@ -166,9 +166,11 @@ class SequentialReader:
         limit = min(self._length, read_end + self._window_bytes)
         chunk_size = self._layout.chunk_size
         storage = self._storage
+        # Readahead asks for whole chunk pieces; a read with no window asks for its own bytes only.
+        piece_end_max = limit if not self._window_bytes else self._length
         while self._sent_end < limit:
             index, within = divmod(self._sent_end, chunk_size)
-            length = min(chunk_size - within, self._length - self._sent_end)
+            length = min(chunk_size - within, piece_end_max - self._sent_end)
             routes = storage.routing.serving_routes(storage.routing.chain_id_for(self._layout, index))
             route = storage.selector.pick(routes)
             if not route.bulk_address:
