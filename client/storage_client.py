@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future
@@ -683,9 +684,20 @@ _bulk_pools_lock = threading.Lock()
 
 
 def shared_bulk_pool(timeout_s: float) -> BulkPool:
-    """One pool of bulk connections per process (and timeout), shared by every client in it."""
+    """One pool of bulk connections per process (and timeout), shared by every client in it.
+
+    A forked child keeps the pool objects; each drops the parent's sockets on first use.
+    """
     pool = _bulk_pools.get(timeout_s)
     if pool is None:
         with _bulk_pools_lock:
             pool = _bulk_pools.setdefault(timeout_s, BulkPool(timeout_s))
     return pool
+
+
+def _after_fork_in_child() -> None:
+    global _bulk_pools_lock
+    _bulk_pools_lock = threading.Lock()   # a parent thread may have held it at fork time
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

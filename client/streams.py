@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import dataclasses
+import os
 import sys
 import threading
 from concurrent.futures import Future
@@ -86,6 +87,13 @@ class _BufferPool:
 
 
 buffer_pool = _BufferPool()
+
+
+def _after_fork_in_child() -> None:
+    buffer_pool._lock = threading.Lock()   # a parent thread may have held it at fork time
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclasses.dataclass(slots=True)

@@ -37,7 +37,6 @@ import struct
 import threading
 from typing import Callable
 
-from fireflyfs.common import errors
 from fireflyfs.common.errors import FfsError, InvalidArgument, NotFound, TooLarge
 
 from . import bulk_wire as wire
@@ -49,6 +48,7 @@ from .target import Target
 
 log = logging.getLogger(__name__)
 
+_CRC = struct.Struct("<I")
 connections_max = 512
 peer_timeout_s_default = 60.0      # a client that stops reading or sending mid-frame is dropped
 write_buffer_bytes_initial = 4 * 1024 * 1024
@@ -147,8 +147,11 @@ class BulkHandler:
                 wire.READ_HEAD.pack_into(heads, number * wire.READ_HEAD.size, 0, extent.length,
                                          chunk.block_size if chunk else 0, chunk.length if chunk else 0,
                                          chunk.commit_version if chunk else 0)
-                if extent.crcs:
-                    extras.append(struct.pack(f"<{len(extent.crcs)}I", *extent.crcs))
+                crcs = extent.crcs
+                if len(crcs) == 1:
+                    extras.append(_CRC.pack(crcs[0]))
+                elif crcs:
+                    extras.append(struct.pack(f"<{len(crcs)}I", *crcs))
                 data_len += extent.length
             sender = Sender(sock)
             meta_len = len(heads) + sum(len(extra) for extra in extras)
@@ -279,5 +282,3 @@ class BulkServer:
         if self._thread is not None:
             self._thread.join(2.0)
 
-
-__all__ = ["BulkHandler", "BulkServer", "errors"]

@@ -657,6 +657,10 @@ class ChunkEngine:
         crcs = old.crcs() if old else array.array("I")
         if new_length < old_length:
             raise Internal("_new_crcs cannot shrink a chunk")
+        if offset == old_length and offset % block_size == 0 and new_length == offset + len(data):
+            # Appending whole blocks (every sequential writer): no old block to merge.
+            crcs.extend([crc32c.crc32c(data[at:at + block_size]) for at in range(0, len(data), block_size)])
+            return _crcs_to_bytes(crcs)
         end = offset + len(data)
         change_start = min(offset, old_length)
         block_count = -(-new_length // block_size)
@@ -1171,6 +1175,17 @@ class ChunkEngine:
                 ) -> "ReadExtent":
         fd = handle.fd
         block_size = meta.block_size
+        block = offset // block_size
+        if block == (end - 1) // block_size:
+            # Inside one block (small random reads): read, verify, slice; the descriptor goes back now.
+            block_start = block * block_size
+            block_end = min(block_start + block_size, meta.length)
+            data = self._read_verified_block(key, meta, fd, block)
+            self._fds.release(handle)
+            if offset == block_start and end == block_end:
+                return ReadExtent(meta, -1, offset, end, (meta.block_crc(block),), (data,))
+            piece = memoryview(data)[offset - block_start:end - block_start]
+            return ReadExtent(meta, -1, offset, end, (crc32c.crc32c(piece),), (piece,))
         stored = meta.block_crcs
         crcs: list[int] = []
         parts: list = []
