@@ -1,7 +1,8 @@
 """Write throughput with replication 3 against replication 1, and reads during resync, in one run.
 
-    python bench/replication_throughput.py [--write-size 256MiB] [--read-size 256MiB]
-                                           [--resync-size 768MiB] [--repeats 3] [--json]
+    python bench/replication_throughput.py [--write-size 512MiB] [--read-size 256MiB]
+                                           [--resync-size 768MiB] [--repeats 3]
+                                           [--read-seconds 4] [--json]
 
 One local cluster with two chain tables, so both replication factors run on the
 same machine, processes and code in the same run:
@@ -15,10 +16,13 @@ checks that each file's stripe lies in its table's chains.
 Writes: FfsClient.pwrite of --block bytes (several chunks, written in parallel)
 into --files files per table, R=1 and R=3 alternating --repeats times. The
 ratio is R=3 MiB/s over R=1 MiB/s (1.0 would mean replication is free).
+Before each measurement os.sync() flushes the dirty pages the previous one left,
+so kernel writeback of one does not slow the next.
 
 Reads during resync (table 1 only: an R=1 chain has nothing to resync from):
-write --read-size bytes into /r3, read them in --block reads (all SERVING:
-the baseline). SIGKILL storage node 1 (one target of every chain of table 1),
+write --read-size bytes into /r3, read them in --block reads for
+--read-seconds (all SERVING: the baseline, measured before the kill and again
+after the resync; the machine may be shared, so both are shown). SIGKILL storage node 1 (one target of every chain of table 1),
 wait until mgmtd marks it OFFLINE, write --resync-size bytes more (the node
 misses them), restart it and read the first data set in a loop while a
 sampler polls routing every 50 ms. Only reads that start and end while the
@@ -192,6 +196,13 @@ def read_blocks(client, handles, block: int, crcs: dict, stop_when, time_s_max: 
     return reads
 
 
+def read_for(client, handles, block: int, crcs: dict, seconds: float) -> list[tuple[float, float, int]]:
+    """Whole passes' worth of block reads, for at least one pass and about seconds."""
+    end = time.perf_counter() + seconds
+    reads = read_blocks(client, handles, block, crcs, lambda: False, 120.0, passes_max=1)
+    return reads + read_blocks(client, handles, block, crcs, lambda: time.perf_counter() > end, 120.0)
+
+
 def throughput(reads: list[tuple[float, float, int]]) -> tuple[float, int, float]:
     """(MiB/s, bytes, seconds) over back-to-back reads."""
     if not reads:
@@ -203,8 +214,8 @@ def throughput(reads: list[tuple[float, float, int]]) -> tuple[float, int, float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write-size", type=parse_size, default=256 * MiB,
-                        help="bytes per table per repeat (default 256MiB)")
+    parser.add_argument("--write-size", type=parse_size, default=512 * MiB,
+                        help="bytes per table per repeat (default 512MiB)")
     parser.add_argument("--read-size", type=parse_size, default=256 * MiB,
                         help="data set read during resync (default 256MiB)")
     parser.add_argument("--resync-size", type=parse_size, default=768 * MiB,
@@ -212,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=parse_size, default=16 * MiB,
                         help="bytes per pwrite/pread (default 16MiB: 4 chunks in parallel)")
     parser.add_argument("--files", type=int, default=4, help="files per measurement (default 4)")
+    parser.add_argument("--read-seconds", type=float, default=4.0,
+                        help="how long each all-SERVING read measurement runs (default 4)")
     parser.add_argument("--repeats", type=int, default=3, help="R=1/R=3 write rounds, alternating (default 3)")
     parser.add_argument("--nodes-per-table", type=int, default=3)
     parser.add_argument("--targets-per-node", type=int, default=3)
@@ -244,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             for replicas, directory in ((1, "/r1"), (3, "/r3")):
                 progress(f"write {args.write_size / MiB:.0f} MiB with R={replicas} (repeat {repeat + 1}) ...")
+                os.sync()     # each measurement starts with no dirty pages left by the one before
                 seconds, written = write_files(client, directory, args.files, args.write_size, args.block, source)
                 write_s[replicas].append(seconds)
                 paths[replicas] += written
@@ -258,10 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         handles = [client.open(path) for path in read_paths]
         crcs = {(h.path, offset): crc32c.crc32c(source[:min(args.block, h.length - offset)])
                 for h in handles for offset in range(0, h.length, args.block)}
+        os.sync()
         progress("read it, every target SERVING ...")
         read_blocks(client, handles[:1], args.block, crcs, lambda: False, 60.0, passes_max=1)   # warm up
-        serving_reads = read_blocks(client, handles, args.block, crcs, lambda: False, 120.0, passes_max=2)
-        serving_mib_s, serving_bytes, serving_s = throughput(serving_reads)
+        serving_mib_s, serving_bytes, serving_s = throughput(read_for(client, handles, args.block, crcs,
+                                                                      args.read_seconds))
 
         victim = 1
         progress(f"SIGKILL storage node {victim}; wait until it is OFFLINE ...")
@@ -288,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         sync_reads = read_blocks(client, handles, args.block, crcs,
                                  lambda: bool(sampler.samples) and sampler.samples[-1][2], RESYNC_S_MAX)
         local.wait_all_serving(timeout_s=RESYNC_S_MAX)
+        progress("read it again, every target SERVING ...")
+        after_mib_s, after_bytes, after_s = throughput(read_for(client, handles, args.block, crcs, args.read_seconds))
         resync_done_at = next((s[0] for s in sampler.samples if s[2] and s[0] > restart_at), time.perf_counter())
         sampler.stop.set()
         sampler.join()
@@ -308,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                 "r1_mib_s_median": round(statistics.median(mib_s[1]), 1),
                 "r3_mib_s_median": round(statistics.median(mib_s[3]), 1),
                 "r3_over_r1": round(statistics.median(mib_s[3]) / statistics.median(mib_s[1]), 3),
+                # Each repeat's pair ran back to back: less exposed to load that drifts over the run.
+                "r3_over_r1_per_repeat": [round(b / a, 3) for a, b in zip(mib_s[1], mib_s[3])],
                 "chains_used": {"r3_table_1": used[1], "r1_table_2": used[2]},
             },
             "read": {
@@ -316,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
                 "all_serving_s": round(serving_s, 3),
                 "during_resync_mib_s": round(sync_mib_s, 1), "during_resync_bytes": sync_bytes,
                 "during_resync_s": round(sync_s, 3),
+                "all_serving_after_mib_s": round(after_mib_s, 1), "all_serving_after_bytes": after_bytes,
+                "all_serving_after_s": round(after_s, 3),
                 "during_over_serving": round(sync_mib_s / serving_mib_s, 3) if serving_mib_s else None,
+                "during_over_serving_after": round(sync_mib_s / after_mib_s, 3) if after_mib_s else None,
                 "written_while_down_bytes": args.files * (args.resync_size // args.files),
                 "written_while_down_mib_s": round(args.resync_size / MiB / down_write_s, 1),
                 "resync_s": round(resync_done_at - restart_at, 2),
@@ -346,12 +368,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{w['r1_mib_s_median']:>8.1f} MiB/s  {w['r1_mib_s']}")
         print(f"  replication 3 (table 1, chains {w['chains_used']['r3_table_1']}): "
               f"{w['r3_mib_s_median']:>8.1f} MiB/s  {w['r3_mib_s']}")
-        print(f"  ratio R=3 / R=1: {w['r3_over_r1']:.3f}")
+        print(f"  ratio R=3 / R=1: {w['r3_over_r1']:.3f} of the medians; per repeat {w['r3_over_r1_per_repeat']}")
         print(f"read, {r['read_set_bytes'] / MiB:.0f} MiB set on the R=3 table, {args.block / MiB:.0f} MiB preads:")
-        print(f"  every target SERVING:          {r['all_serving_mib_s']:>8.1f} MiB/s")
+        print(f"  every target SERVING, before:  {r['all_serving_mib_s']:>8.1f} MiB/s")
         print(f"  node 1 resyncing (one target of every chain): {r['during_resync_mib_s']:>8.1f} MiB/s "
               f"({r['during_over_serving']:.3f} of the above; {r['reads_during_resync']} reads, "
               f"{r['during_resync_bytes'] / MiB:.0f} MiB)")
+        print(f"  every target SERVING, after:   {r['all_serving_after_mib_s']:>8.1f} MiB/s "
+              f"(resyncing/after {r['during_over_serving_after']:.3f})")
         print(f"  SYNCING verified: {r['polls_seeing_syncing']} of {r['polls_in_read_window']} routing polls in the "
               f"read window saw targets {r['syncing_targets_seen']} SYNCING; resync of "
               f"{r['written_while_down_bytes'] / MiB:.0f} MiB written while down took {r['resync_s']:.1f}s")
