@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         source = os.urandom(args.block)
 
         # ---- write throughput, R=1 and R=3 alternating --------------------------------------
+        for directory in ("/r1", "/r3"):        # warm up: connections, first chunk files of every chain
+            write_files(client, directory, 1, 4 * args.block, args.block, source)
         write_s = {1: [], 3: []}
         paths = {1: [], 3: []}
         for repeat in range(args.repeats):
