@@ -538,7 +538,9 @@ class FireflyFileSystem(AbstractFileSystem):
             ends = [ends] * len(paths)
         if len(starts) != len(paths) or len(ends) != len(paths):
             raise ValueError("paths, starts and ends must have the same length")
-        names = [self._strip_protocol(p) for p in paths]
+        stripped: dict = {}   # ranges of one file repeat its path: canonicalize each string once
+        names = [stripped[p] if p in stripped else stripped.setdefault(p, self._strip_protocol(p))
+                 for p in paths]
         unique = list(dict.fromkeys(names))
         opened = dict(zip(unique, self.open_for_reads(unique)))
         out: list = [None] * len(names)
