@@ -7,18 +7,24 @@ first in the same run (figures drift 10-30% between runs on the shared VM;
 ratios within one run are what to compare):
 
   socket          one TCP stream, sender process -> recv_into a reused 4 MiB buffer
-  socket fresh    the same into a fresh buffer per call (first-touch page faults)
+  socket fresh    the same into one fresh buffer of the whole size (first-touch page faults)
   grpc reply      gRPC unary call answering 4 MiB of raw bytes (no protobuf), one in flight
   grpc request    gRPC unary call carrying 4 MiB of raw bytes to the server
   loop threads    a minimal framed server, thread per connection, 4 MiB replies from memory
   loop uvloop     the same server on asyncio + uvloop (transport.write of a memoryview)
   echo threads / echo uvloop   64-byte request/reply round trips per second
-  engine write    ChunkEngine.write of new 4 MiB chunks (no network)
+  engine write new   ChunkEngine.write of new 4 MiB chunks into new files (no network)
+  engine write pool  the same into pooled files (freed chunk files, pages still cached)
   engine read     ChunkEngine.read of 4 MiB chunks (pread + CRC32C verify, page cache warm)
   bulk read       bulk protocol, 4 MiB per request, one in flight (sendfile -> recv_into, CRC check)
   bulk read x4    the same with 4 requests in flight on 4 connections (what readahead does)
-  bulk write      bulk protocol, 4 MiB new-chunk writes through the chain driver (R=1), one in flight
+  bulk write      bulk protocol, 4 MiB new-chunk writes through the chain driver (R=1, pooled
+                  files), one in flight
   bulk 4K x256    random 4 KiB reads in batches of 256 IOs (reads/s)
+
+CPU columns: milliseconds of CPU per GiB moved (microseconds per read for the
+4 KiB row) in this process and in the server (or sender) process, from
+process_time and /proc: where the time goes, and robust to a busy machine.
 
 The storage side of "bulk" is a real target (chunk engine, routing fence,
 chain driver, BulkServer) in a child process; gRPC and the minimal servers
@@ -81,6 +87,34 @@ def stop(child: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def child_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process used so far."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+class Meter:
+    """Wall seconds, this process's CPU seconds and a child's CPU seconds over a block."""
+
+    def __init__(self, child: subprocess.Popen | None = None) -> None:
+        self.child = child
+
+    def __enter__(self) -> "Meter":
+        self.child_start = child_cpu_s(self.child.pid) if self.child else 0.0
+        self.cpu_start = time.process_time()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.wall_s = time.perf_counter() - self.start
+        self.cpu_s = time.process_time() - self.cpu_start
+        self.child_cpu_s = (child_cpu_s(self.child.pid) - self.child_start) if self.child else 0.0
 
 
 def recv_exact(sock: socket.socket, view: memoryview) -> None:
@@ -197,10 +231,11 @@ def serve_storage(port_out, data_dir: str, chunks: int) -> None:
     from fireflyfs.storage_service.routing_view import RoutingView
     from fireflyfs.storage_service.target import Target
 
-    target = Target(101, os.path.join(data_dir, "target-101"))
+    target = Target(101, os.path.join(data_dir, "target-101"), pool_files_max=chunks)
     payload = os.urandom(BLOCK)
     for index in range(chunks):
         target.engine.write(chunk_key(1, index), 0, payload, BLOCK, 1)
+    target.engine.prefill_pool(chunks, BLOCK)    # bulk write then measures the path, not fresh pages
     fence = Fence(1, heartbeat_timeout_ms=3_600_000)
     fence.contact_ok(time.monotonic())
     routing = RoutingView(1, [101], fence)
@@ -216,25 +251,24 @@ def serve_storage(port_out, data_dir: str, chunks: int) -> None:
 
 # ---------------------------------------------------------------------------- measurements (parent)
 
-def measure_socket(total: int, fresh: bool) -> float:
+def measure_socket(total: int, fresh: bool) -> Meter:
+    """fresh: everything into one new buffer of total bytes (what ``f.read()`` must do)."""
     child, port = spawn("sender", str(total))
     try:
         with socket.create_connection(("127.0.0.1", port)) as sock:
-            buffer = bytearray(BLOCK)
             received = 0
-            start = time.perf_counter()
-            while received < total:
-                if fresh:
-                    buffer = bytearray(BLOCK)
-                view = memoryview(buffer)
-                recv_exact(sock, view[:min(BLOCK, total - received)])
-                received += min(BLOCK, total - received)
-            return time.perf_counter() - start
+            with Meter(child) as meter:
+                buffer = memoryview(bytearray(total if fresh else BLOCK))
+                while received < total:
+                    count = min(BLOCK, total - received)
+                    recv_exact(sock, buffer[received:received + count] if fresh else buffer[:count])
+                    received += count
+            return meter
     finally:
         child.wait(30)
 
 
-def measure_grpc(total: int) -> tuple[float, float]:
+def measure_grpc(total: int) -> tuple[Meter, Meter]:
     import grpc
 
     child, port = spawn("grpc")
@@ -245,16 +279,14 @@ def measure_grpc(total: int) -> tuple[float, float]:
         put = channel.unary_unary("/bench/Put")
         get(b"", timeout=30)
         calls = total // BLOCK
-        start = time.perf_counter()
-        for _ in range(calls):
-            get(b"", timeout=30)
-        reply_s = time.perf_counter() - start
+        with Meter(child) as reply:
+            for _ in range(calls):
+                get(b"", timeout=30)
         payload = os.urandom(BLOCK)
-        start = time.perf_counter()
-        for _ in range(calls):
-            put(payload, timeout=30)
-        request_s = time.perf_counter() - start
-        return reply_s, request_s
+        with Meter(child) as request:
+            for _ in range(calls):
+                put(payload, timeout=30)
+        return reply, request
     finally:
         channel.close()
         stop(child)
@@ -285,12 +317,13 @@ def measure_loop(kind: str, total: int, echoes: int) -> tuple[float, float]:
         stop(child)
 
 
-def measure_engine(total: int, work_dir: str) -> tuple[float, float]:
+def measure_engine(total: int, work_dir: str) -> tuple[float, float, float]:
+    """(new-file write s, pooled-file write s, read s) of ChunkEngine alone."""
     from fireflyfs.storage_service.chunk_engine import ChunkEngine, chunk_key
 
-    engine = ChunkEngine(os.path.join(work_dir, "engine"))
-    payload = os.urandom(BLOCK)
     chunks = total // BLOCK
+    engine = ChunkEngine(os.path.join(work_dir, "engine"), pool_files_max=chunks)
+    payload = os.urandom(BLOCK)
     try:
         start = time.perf_counter()
         for index in range(chunks):
@@ -300,12 +333,17 @@ def measure_engine(total: int, work_dir: str) -> tuple[float, float]:
         for index in range(chunks):
             engine.read(chunk_key(7, index), 0, BLOCK)
         read_s = time.perf_counter() - start
-        return write_s, read_s
+        engine.remove_range(7, 0, None)       # every file into the pool, pages still cached
+        start = time.perf_counter()
+        for index in range(chunks):
+            engine.write(chunk_key(8, index), 0, payload, BLOCK, 1)
+        pooled_s = time.perf_counter() - start
+        return write_s, pooled_s, read_s
     finally:
         engine.close()
 
 
-def measure_bulk(total: int, work_dir: str, batch: int, batches: int) -> dict[str, float]:
+def measure_bulk(total: int, work_dir: str, batch: int, batches: int) -> dict[str, Meter]:
     import crc32c
 
     from fireflyfs.client.bulk_client import BulkConnection
@@ -313,48 +351,43 @@ def measure_bulk(total: int, work_dir: str, batch: int, batches: int) -> dict[st
     chunks = max(total // BLOCK, 8)
     child, port = spawn("storage", os.path.join(work_dir, "storage"), str(chunks))
     address = f"127.0.0.1:{port}"
-    out: dict[str, float] = {}
+    out: dict[str, Meter] = {}
     connections = [BulkConnection(address, 30.0) for _ in range(4)]
     try:
         buffer = memoryview(bytearray(BLOCK))
         io = lambda index: (1, 1, 1, index, 0, BLOCK)   # noqa: E731
         connections[0].send_read([io(0)])
         connections[0].recv_read([io(0)], [buffer])
-        start = time.perf_counter()
-        for index in range(chunks):
-            connections[0].send_read([io(index)])
-            outcome = connections[0].recv_read([io(index)], [buffer])[0]
-            assert outcome.error is None and outcome.data_len == BLOCK, outcome
-        out["bulk_read_s"] = time.perf_counter() - start
-        start = time.perf_counter()
+        with Meter(child) as out["bulk read"]:
+            for index in range(chunks):
+                connections[0].send_read([io(index)])
+                outcome = connections[0].recv_read([io(index)], [buffer])[0]
+                assert outcome.error is None and outcome.data_len == BLOCK, outcome
         window = len(connections)
-        for index in range(min(window, chunks)):
-            connections[index % window].send_read([io(index)])
-        for index in range(chunks):
-            connection = connections[index % window]
-            outcome = connection.recv_read([io(index)], [buffer])[0]
-            assert outcome.error is None, outcome
-            if index + window < chunks:
-                connection.send_read([io(index + window)])
-        out["bulk_read4_s"] = time.perf_counter() - start
+        with Meter(child) as out["bulk read x4"]:
+            for index in range(min(window, chunks)):
+                connections[index % window].send_read([io(index)])
+            for index in range(chunks):
+                connection = connections[index % window]
+                stream = connection.begin_stream(io(index))
+                stream.recv_into(buffer)
+                if index + window < chunks:
+                    connection.send_read([io(index + window)])
         payload = memoryview(os.urandom(BLOCK))
         checksum = crc32c.crc32c(payload)
-        start = time.perf_counter()
-        for index in range(chunks):
-            connections[0].write(1, 1, 2, index, 0, payload, checksum, BLOCK, b"bench", 1, index + 1)
-        out["bulk_write_s"] = time.perf_counter() - start
+        with Meter(child) as out["bulk write"]:
+            for index in range(chunks):
+                connections[0].write(1, 1, 2, index, 0, payload, checksum, BLOCK, b"bench", 1, index + 1)
         rng = random.Random(1)
         small = memoryview(bytearray(batch * 4096))
         views = [small[i * 4096:(i + 1) * 4096] for i in range(batch)]
-        start = time.perf_counter()
-        for _ in range(batches):
-            ios = [(1, 1, 1, rng.randrange(chunks), rng.randrange(BLOCK // 4096) * 4096, 4096)
-                   for _ in range(batch)]
-            connections[1].send_read(ios)
-            outcomes = connections[1].recv_read(ios, views)
-            assert all(o.error is None for o in outcomes)
-        out["bulk_4k_s"] = time.perf_counter() - start
-        out["chunks"] = chunks
+        with Meter(child) as out["bulk 4K x256"]:
+            for _ in range(batches):
+                ios = [(1, 1, 1, rng.randrange(chunks), rng.randrange(BLOCK // 4096) * 4096, 4096)
+                       for _ in range(batch)]
+                connections[1].send_read(ios)
+                outcomes = connections[1].recv_read(ios, views)
+                assert all(o.error is None for o in outcomes)
         return out
     finally:
         for connection in connections:
@@ -386,44 +419,59 @@ def main(argv: list[str] | None = None) -> int:
     total = args.mib * MiB
     mib = args.mib
     work_dir = tempfile.mkdtemp(prefix="ffs-data-plane-")
-    rows: list[tuple[str, float, str]] = []   # (name, value, unit)
+    rows: list[tuple[str, float, str, float | None, float | None]] = []  # name, value, unit, cpu x2
+
+    def row(name: str, meter: Meter, size_mib: float = mib) -> None:
+        per_gib = size_mib / 1024
+        rows.append((name, size_mib / meter.wall_s, "MiB/s", 1000 * meter.cpu_s / per_gib,
+                     1000 * meter.child_cpu_s / per_gib))
+
     try:
         progress("socket ...")
-        socket_s = measure_socket(total, fresh=False)
-        fresh_s = measure_socket(total, fresh=True)
-        rows += [("socket", mib / socket_s, "MiB/s"), ("socket fresh", mib / fresh_s, "MiB/s")]
+        row("socket", measure_socket(total, fresh=False))
+        row("socket fresh", measure_socket(total, fresh=True))
         progress("grpc ...")
-        reply_s, request_s = measure_grpc(total)
-        rows += [("grpc reply", mib / reply_s, "MiB/s"), ("grpc request", mib / request_s, "MiB/s")]
+        reply, request = measure_grpc(total)
+        row("grpc reply", reply)
+        row("grpc request", request)
         for kind in ("threads", "uvloop"):
             progress(f"minimal server, {kind} ...")
             bulk_s, echo_s = measure_loop(kind, total, args.echoes)
-            rows += [(f"loop {kind}", mib / bulk_s, "MiB/s"), (f"echo {kind}", args.echoes / echo_s, "calls/s")]
+            rows += [(f"loop {kind}", mib / bulk_s, "MiB/s", None, None),
+                     (f"echo {kind}", args.echoes / echo_s, "calls/s", None, None)]
         progress("chunk engine ...")
-        write_s, read_s = measure_engine(total, work_dir)
-        rows += [("engine write", mib / write_s, "MiB/s"), ("engine read", mib / read_s, "MiB/s")]
+        write_s, pooled_s, read_s = measure_engine(total, work_dir)
+        rows += [("engine write new", mib / write_s, "MiB/s", None, None),
+                 ("engine write pool", mib / pooled_s, "MiB/s", None, None),
+                 ("engine read", mib / read_s, "MiB/s", None, None)]
         progress("bulk path ...")
         bulk = measure_bulk(total, work_dir, 256, 40)
-        bulk_mib = bulk["chunks"] * BLOCK / MiB
-        rows += [("bulk read", bulk_mib / bulk["bulk_read_s"], "MiB/s"),
-                 ("bulk read x4", bulk_mib / bulk["bulk_read4_s"], "MiB/s"),
-                 ("bulk write", bulk_mib / bulk["bulk_write_s"], "MiB/s"),
-                 ("bulk 4K x256", 256 * 40 / bulk["bulk_4k_s"], "reads/s")]
+        bulk_mib = max(total // BLOCK, 8) * BLOCK / MiB
+        for name in ("bulk read", "bulk read x4", "bulk write"):
+            row(name, bulk[name], bulk_mib)
+        meter = bulk["bulk 4K x256"]
+        reads = 256 * 40
+        rows.append(("bulk 4K x256", reads / meter.wall_s, "reads/s", 1e6 * meter.cpu_s / reads,
+                     1e6 * meter.child_cpu_s / reads))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
     socket_mib_s = rows[0][1]
-    result = {name.replace(" ", "_"): round(value, 1) for name, value, _ in rows}
+    result = {name.replace(" ", "_"): round(value, 1) for name, value, *_ in rows}
     result.update({f"{name.replace(' ', '_')}_vs_socket": round(value / socket_mib_s, 3)
-                   for name, value, unit in rows if unit == "MiB/s"})
+                   for name, value, unit, *_ in rows if unit == "MiB/s"})
+    result.update({f"{name.replace(' ', '_')}_cpu": [round(here, 1), round(there, 1)]
+                   for name, _, _, here, there in rows if here is not None})
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{args.mib} MiB per figure, 4 MiB per call")
-    print(f"{'path':<16}{'value':>12} {'unit':<8}{'vs socket':>10}")
-    for name, value, unit in rows:
+    print(f"{args.mib} MiB per figure, 4 MiB per call; cpu: ms per GiB (us per read for 4K) "
+          "in this process / in the server or sender process")
+    print(f"{'path':<18}{'value':>10} {'unit':<8}{'vs socket':>10}{'cpu here':>10}{'cpu peer':>10}")
+    for name, value, unit, here, there in rows:
         ratio = f"{value / socket_mib_s:>10.2f}" if unit == "MiB/s" else f"{'':>10}"
-        print(f"{name:<16}{value:>12.1f} {unit:<8}{ratio}")
+        cpu = f"{here:>10.1f}{there:>10.1f}" if here is not None else ""
+        print(f"{name:<18}{value:>10.1f} {unit:<8}{ratio}{cpu}")
     return 0
 
 

@@ -14,6 +14,8 @@ import os
 import socket
 import struct
 
+from fireflyfs.fabric.traffic import TrafficClass, mark_socket
+
 from .bulk_wire import ProtocolError
 
 iovecs_per_sendmsg_max = 512        # below IOV_MAX (1024)
@@ -31,9 +33,14 @@ def set_timeouts(sock: socket.socket, seconds: float) -> None:
 
 
 def tune(sock: socket.socket, timeout_s: float) -> None:
+    """Blocking with kernel timeouts, no Nagle delay, and marked as storage traffic (fabric/traffic.py)."""
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     set_timeouts(sock, timeout_s)
+    try:
+        mark_socket(sock, TrafficClass.STORAGE)
+    except (OSError, ValueError):
+        pass     # marking is advisory; a bad override must not stop the data path
 
 
 def _timed_out(exc: OSError) -> bool:

@@ -35,9 +35,11 @@ import logging
 import socket
 import struct
 import threading
+import time
 from typing import Callable
 
 from fireflyfs.common.errors import FfsError, InvalidArgument, NotFound, TooLarge
+from fireflyfs.fabric.traffic import TrafficClass, mark_socket
 
 from . import bulk_wire as wire
 from .bulk_io import Sender, recv_exact, recv_header, tune
@@ -216,10 +218,15 @@ class BulkServer:
         self.peer_timeout_s = peer_timeout_s
         self.connections_max = connections_max
         self._sock = socket.create_server((host, int(port)), backlog=128)
+        try:
+            mark_socket(self._sock, TrafficClass.STORAGE)
+        except (OSError, ValueError):
+            pass
         self.port = self._sock.getsockname()[1]
         self.address = f"{host}:{self.port}"
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -242,7 +249,9 @@ class BulkServer:
                     sock.close()
                     continue
                 self._connections.add(sock)
-            threading.Thread(target=self._serve, args=(sock,), name="bulk-conn", daemon=True).start()
+                thread = threading.Thread(target=self._serve, args=(sock,), name="bulk-conn", daemon=True)
+                self._threads.add(thread)
+            thread.start()
 
     def _serve(self, sock: socket.socket) -> None:
         try:
@@ -258,14 +267,16 @@ class BulkServer:
         finally:
             with self._lock:
                 self._connections.discard(sock)
+                self._threads.discard(threading.current_thread())
             sock.close()
 
     @property
     def connection_count(self) -> int:
         return len(self._connections)
 
-    def stop(self) -> None:
-        """Stop accepting and cut every connection (in-flight requests fail on the client: retryable)."""
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Stop accepting, cut every connection (in-flight requests fail on the client: retryable),
+        and wait up to grace_s for the connection threads, so none touches a closed engine."""
         self._stopping.set()
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
@@ -280,5 +291,10 @@ class BulkServer:
             except OSError:
                 pass
         if self._thread is not None:
-            self._thread.join(2.0)
+            self._thread.join(grace_s)
+        deadline = time.monotonic() + grace_s
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 

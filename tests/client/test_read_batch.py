@@ -7,7 +7,6 @@ stripe boundaries; every result is compared with the bytes a plain model
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
