@@ -12,6 +12,7 @@ import struct
 import threading
 
 ETH_P_ALL = 0x0003
+TCP_FLAG_RST = 0x04
 
 
 def capture_available() -> bool:
@@ -25,11 +26,14 @@ def capture_available() -> bool:
 
 
 class LoopbackCapture:
-    """Records (src port, dst port, TOS byte) of every IPv4 TCP packet seen on interface lo."""
+    """Records (src port, dst port, TOS byte) of every IPv4 TCP packet seen on lo, resets excepted."""
 
     def __init__(self, interface: str = "lo") -> None:
         self.packets: list[tuple[int, int, int]] = []
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        # The capture sees all of lo: a roomy buffer keeps other processes' bulk traffic
+        # from crowding out the few packets a test looks for.
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
         self._sock.bind((interface, 0))
         self._sock.settimeout(0.05)
         self._stop = threading.Event()
@@ -59,6 +63,10 @@ class LoopbackCapture:
                 continue
             header_bytes = (ip[0] & 0x0F) * 4
             src_port, dst_port = struct.unpack("!HH", ip[header_bytes:header_bytes + 4])
+            if len(ip) > header_bytes + 13 and ip[header_bytes + 13] & TCP_FLAG_RST:
+                # The kernel answers with a RST from no socket (tcp_v4_send_reset) and copies
+                # the TOS of the segment it answers: the peer's mark, not this side's.
+                continue
             self.packets.append((src_port, dst_port, ip[1]))
 
     def tos_from_port(self, port: int) -> set[int]:
