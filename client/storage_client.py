@@ -229,12 +229,14 @@ class StorageClient:
 
         Raises the first request's error (see ``read_into`` for per-request errors).
         """
-        buffers = [bytearray(request_size(request)) for request in requests]
-        failures = self.read_into(requests, [memoryview(buffer) for buffer in buffers])
+        from .streams import as_bytes, new_bytes   # (streams imports this module's helpers lazily too)
+
+        results = [new_bytes(request_size(request)) for request in requests]
+        failures = self.read_into(requests, [view for _, view in results])
         for failure in failures:
             if failure is not None:
                 raise failure
-        return [bytes(buffer) for buffer in buffers]
+        return [as_bytes(data) for data, _ in results]
 
     def read_into(self, requests: list[ReadRequest], outs: list[memoryview]
                   ) -> list[errors.FfsError | None]:

@@ -42,24 +42,34 @@ _BYTES_DATA_OFFSET = bytes.__basicsize__ - 1      # PyBytesObject.ob_sval
 _new_bytes_min = 4096
 
 
-def filled_bytes(size: int, fill: Callable[[memoryview], object]) -> bytes:
-    """A new bytes object of size whose storage fill(view) wrote before anyone else saw it.
+def new_bytes(size: int) -> tuple[bytes | bytearray, memoryview]:
+    """(object, writable view of its bytes): a new bytes object to fill in place before it escapes.
 
     ``read()`` must return bytes; filling a bytearray and converting would copy
     every byte into freshly mapped memory a second time (on this VM first-touch
     page faults dominate such copies: machine-limits.md). On CPython a fresh
-    ``bytes(size)`` (calloc'd, never shared for size >= 2) is filled in place
-    through a ctypes view; elsewhere, or for small sizes, a bytearray is filled
-    and converted.
+    ``bytes(size)`` (calloc'd, never shared for size >= 2, hash not computed
+    yet) is written through a ctypes view of its storage. Elsewhere, or below
+    ``_new_bytes_min``, the object is a bytearray: pass it through ``as_bytes``.
     """
     if size >= _new_bytes_min and sys.implementation.name == "cpython":
         data = bytes(size)
         storage = (ctypes.c_char * size).from_address(id(data) + _BYTES_DATA_OFFSET)
-        fill(memoryview(storage).cast("B"))
-        return data
+        storage.owner = data          # the view keeps the bytes object alive, never the reverse
+        return data, memoryview(storage).cast("B")
     buffer = bytearray(size)
-    fill(memoryview(buffer))
-    return bytes(buffer)
+    return buffer, memoryview(buffer)
+
+
+def as_bytes(data: bytes | bytearray) -> bytes:
+    return data if type(data) is bytes else bytes(data)
+
+
+def filled_bytes(size: int, fill: Callable[[memoryview], object]) -> bytes:
+    """A new bytes object of size whose storage fill(view) wrote before anyone else saw it."""
+    data, view = new_bytes(size)
+    fill(view)
+    return as_bytes(data)
 
 
 class _BufferPool:
