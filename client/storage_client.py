@@ -1,11 +1,19 @@
 """Chunk IO against storage nodes: the data path, with no metadata service in it.
 
-A file range is split into chunk pieces by the layout math, each piece routed
-to its chain (RoutingCache), and the pieces for one node travel in one
-Storage.BatchRead; nodes are asked in parallel. Writes go to the chain head,
-one Storage.Write per chunk piece with its CRC32C, in parallel across chunks;
-the head answers only after every replica of the chain committed, and only
-that answer acknowledges the write.
+A file range is split into chunk pieces by the layout math and each piece
+routed to its chain (RoutingCache; one lookup per chain and round). Pieces for
+one node travel together: over the node's bulk listener (storage_service/
+bulk_wire.py; client side bulk_client.py) when routing names one, else in one
+Storage.BatchRead. Bulk requests are sent from the calling thread ahead of
+their replies, at most ``node_requests_inflight_max`` per node and
+``requests_inflight_max`` in total (ClientConfig), and each reply is received
+straight into the caller's buffer, CRC32C checked against the stored block
+checksums (a mismatch is read once more, then reported for that request
+only). Writes go to the chain head, one write per chunk piece with its
+CRC32C, chunks in parallel on the IO threads (at most
+``node_requests_inflight_max`` per node); the head answers only after every
+replica of the chain committed, and only that answer acknowledges the write.
+``bulk_enabled=0`` (FFS_CLIENT_BULK_ENABLED=0) keeps everything on gRPC.
 
 Failover (CRAQ, 3FS's client rules):
 - reads pick, per piece, the SERVING replica whose node has the fewest of our
@@ -13,9 +21,10 @@ Failover (CRAQ, 3FS's client rules):
   while another serves;
 - a chunk mid-write answers ChunkNotCommitted: a short pause and the read is
   asked again, from the tail (which commits first) after a couple of tries;
-- StaleChainVersion, NotHead, Unavailable and deadlines refresh the routing
-  and retry with exponential backoff until ``retry_time_s`` has passed, then
-  raise an error naming the chain, target and node that failed last.
+- StaleChainVersion, NotHead, Unavailable, deadlines and broken bulk
+  connections refresh the routing and retry with exponential backoff until
+  ``retry_time_s`` has passed, then raise an error naming the chain, target
+  and node that failed last.
 
 Writes carry (client_id, channel, seqnum) so a retried write is applied at
 most once: each in-flight write holds a channel, and a channel's seqnum only
@@ -26,13 +35,14 @@ copy, length recovery).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
 from concurrent.futures import Future
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import crc32c
 import grpc
@@ -144,6 +154,8 @@ class StorageClient:
         self.selector = selector or ReplicaSelector(config.failed_node_avoid_s, clock)
         self._channels = _WriteChannels()
         self.bulk = shared_bulk_pool(max(config.storage_read_timeout_s, config.storage_write_timeout_s))
+        self._node_slots: dict[int, threading.BoundedSemaphore] = {}   # chunk writes in flight per node
+        self._node_slots_lock = threading.Lock()
         self._client_id_bytes = client_id.encode()
 
     @classmethod
@@ -207,6 +219,17 @@ class StorageClient:
         if first_error is not None:
             raise first_error
         return results
+
+    @contextlib.contextmanager
+    def _node_slot(self, node_id: int) -> Iterator[None]:
+        """At most node_requests_inflight_max chunk writes of this client to one node at a time."""
+        slots = self._node_slots.get(node_id)
+        if slots is None:
+            with self._node_slots_lock:
+                slots = self._node_slots.setdefault(
+                    node_id, threading.BoundedSemaphore(self.config.node_requests_inflight_max))
+        with slots:
+            yield
 
     def _stripe_routes(self, layout: Layout) -> list[Route]:
         return [self.routing.head_route(chain_id) for chain_id in self.routing.stripe_chain_ids(layout)]
@@ -526,7 +549,8 @@ class StorageClient:
     # ---- writes ---------------------------------------------------------
 
     def write(self, inode_id: int, layout: Layout, offset: int, data: bytes) -> None:
-        """Write data at offset: one Storage.Write per chunk piece, chunks in parallel.
+        """Write data at offset: one Storage.Write per chunk piece, chunks in parallel
+        (at most ``node_requests_inflight_max`` per node, and the IO threads in total).
 
         Returns once the head of every chain touched answered that the chain committed.
         """
@@ -550,7 +574,7 @@ class StorageClient:
                 nonlocal payload
                 route = self.routing.chain_for(layout, chunk_index, for_write=True)
                 if self.config.bulk_enabled and route.bulk_address:
-                    with self.selector.holding(route.node_id):
+                    with self._node_slot(route.node_id), self.selector.holding(route.node_id):
                         reply = self._bulk_write(route, inode_id, chunk_index, offset, part, checksum,
                                                  layout.chunk_size, channel, seqnum)
                 else:
@@ -561,7 +585,7 @@ class StorageClient:
                         chunk=types_pb2.ChunkId(inode=inode_id, index=chunk_index), offset=offset,
                         data=payload, checksum=checksum, chunk_size=layout.chunk_size,
                         client_id=self.client_id, channel=channel, seqnum=seqnum)
-                    with self.selector.holding(route.node_id):
+                    with self._node_slot(route.node_id), self.selector.holding(route.node_id):
                         reply = self.call(route, "Write", request, self.config.storage_write_timeout_s)
                 if reply.commit_version == 0:
                     raise errors.Internal(f"Write of chunk {inode_id}:{chunk_index} on {_where(route)}: "
