@@ -361,6 +361,8 @@ class FireflyFileSystem(AbstractFileSystem):
     def invalidate_cache(self, path=None) -> None:
         if path is None:
             self.dircache.clear()
+        elif not self.dircache.use_listings_cache:
+            pass    # the default: nothing is ever cached, so nothing to find (saves a path parse per write)
         else:
             path = self._strip_protocol(path)
             self.dircache.pop(path, None)
