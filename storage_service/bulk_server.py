@@ -47,6 +47,7 @@ connections per node and process.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import struct
 import threading
@@ -61,6 +62,7 @@ from .bulk_io import Sender, recv_exact, recv_header, tune
 from .chain_driver import ChainDriver
 from .chunk_engine import ReadExtent, chunk_key
 from .routing_view import RoutingView
+from .rts import GrantGate
 from .target import Target
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class BulkHandler:
         self.targets = targets
         self.routing = routing
         self.driver = driver
+        self.rts = GrantGate.from_env()     # request-to-send policy (rts.py)
 
     def _target(self, chain_id: int, chain_version: int, *, write: bool) -> Target:
         target_id = self.routing.resolve(chain_id, chain_version, write=write)
@@ -107,8 +110,10 @@ class BulkHandler:
                 return
             meta = bytearray(meta_len)
             recv_exact(sock, memoryview(meta))
-            if op == wire.OP_READ:
-                self.read(sock, count, meta)
+            if op == wire.OP_GRANT:      # late: its read already timed out (bulk_wire.py)
+                continue
+            if op in (wire.OP_READ, wire.OP_READ_RTS):
+                self.read(sock, count, meta, rts=op == wire.OP_READ_RTS)
                 continue
             if len(buffer) < data_len:
                 buffer = bytearray(max(data_len, write_buffer_bytes_initial))
@@ -129,7 +134,7 @@ class BulkHandler:
 
     # ------------------------------------------------------------------ reads
 
-    def read(self, sock: socket.socket, count: int, meta: bytearray) -> None:
+    def read(self, sock: socket.socket, count: int, meta: bytearray, rts: bool = False) -> None:
         ios = list(wire.READ_IO.iter_unpack(meta))
         asked = sum(io[5] for io in ios)
         if asked > wire.read_bytes_max:
@@ -141,6 +146,7 @@ class BulkHandler:
         extents: list[ReadExtent] = []
         data_len = 0
         targets: dict[tuple[int, int], Target | FfsError] = {}   # one fence check per chain and request
+        sending = False
         try:
             for number, (chain_id, chain_version, inode, index, offset, length) in enumerate(ios):
                 try:
@@ -170,6 +176,11 @@ class BulkHandler:
                 elif crcs:
                     extras.append(struct.pack(f"<{len(crcs)}I", *crcs))
                 data_len += extent.length
+            if rts and data_len:     # the data is ready: ask the client before sending it
+                if not self._granted(sock, count, data_len):
+                    return
+                self.rts.begin_sending()
+                sending = True
             sender = Sender(sock)
             meta_len = len(heads) + sum(len(extra) for extra in extras)
             sender.add(wire.header(wire.OP_READ, count, meta_len, data_len))
@@ -184,8 +195,36 @@ class BulkHandler:
                         sender.add(part)
             sender.flush()
         finally:
+            if sending:
+                self.rts.end_sending()
             for extent in extents:
                 extent.close()
+
+    def _granted(self, sock: socket.socket, count: int, data_len: int) -> bool:
+        """Request-to-send: RTS, then wait for GRANT; False (error reply sent) after the timeout."""
+        self.rts.asking()
+        sender = Sender(sock)
+        sender.add(wire.header(wire.OP_RTS, count, wire.RTS_META.size, 0))
+        sender.add(wire.RTS_META.pack(data_len))
+        sender.flush()
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(self.rts.grant_timeout_s * 1000):
+            exc = self.rts.timed_out(count, data_len, _peer(sock))
+            log.info("node %d: %s", self.node_id, exc)
+            _send_error(sock, wire.OP_READ, exc)
+            return False
+        header = bytearray(wire.HEADER.size)
+        if not recv_header(sock, memoryview(header)):
+            raise ConnectionError("bulk peer closed the connection instead of granting a transfer")
+        try:
+            op, status, reply_count, meta_len, reply_data_len = wire.parse_header(header)
+            if op != wire.OP_GRANT or status or reply_count or meta_len or reply_data_len:
+                raise wire.ProtocolError(f"expected a grant, got a {wire.OPS[op]} frame")
+        except wire.ProtocolError as exc:
+            _send_error(sock, wire.OP_READ, exc)
+            raise ConnectionError(f"request-to-send: {exc}") from exc
+        return True
 
     # ------------------------------------------------------------------ writes
 

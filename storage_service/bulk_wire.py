@@ -35,6 +35,15 @@ Errors: a reply with status 1 has meta = error text and no data (the whole
 request failed: TooLarge, a fence, ...). A malformed frame (bad magic, unknown
 op, lengths out of bounds) gets such a reply naming InvalidArgument, then the
 server closes the connection.
+
+Request-to-send (storage_service/rts.py, client/rts.py): READ_RTS (op 3) is a
+READ whose data waits for the client's permission. Once the server has the
+data ready (and only if there is data), it sends RTS (op 4, server -> client:
+count = the request's IOs, meta ``"<Q"`` = data bytes it will send, no data)
+and waits for GRANT (op 5, client -> server: count 0, no meta, no data); then
+the READ reply follows as usual. No grant within the server's timeout: a
+whole-request error reply (Unavailable) instead; a GRANT arriving later is
+ignored. A GRANT outside a wait is always ignored.
 """
 
 from __future__ import annotations
@@ -53,7 +62,12 @@ CRC = struct.Struct("<I")
 
 OP_READ = 1
 OP_WRITE = 2
-OPS = {OP_READ: "read", OP_WRITE: "write"}
+OP_READ_RTS = 3      # a read whose data waits for a GRANT
+OP_RTS = 4           # server -> client: data ready, may I send?
+OP_GRANT = 5         # client -> server: send
+OPS = {OP_READ: "read", OP_WRITE: "write", OP_READ_RTS: "read", OP_RTS: "request-to-send",
+       OP_GRANT: "grant"}
+RTS_META = struct.Struct("<Q")
 
 STATUS_OK = 0
 STATUS_ERROR = 1
@@ -91,7 +105,12 @@ def parse_header(raw) -> tuple[int, int, int, int, int]:
 
 def check_request(op: int, count: int, meta_len: int, data_len: int) -> None:
     """Bounds of a request frame, checked before anything is read past the header."""
-    if op == OP_READ:
+    if op == OP_GRANT:
+        if count or meta_len or data_len:
+            raise ProtocolError(f"grant frame with count {count}, meta {meta_len}, data {data_len}")
+    elif op == OP_RTS:
+        raise ProtocolError("request-to-send frame sent to the server")
+    elif op in (OP_READ, OP_READ_RTS):
         if count > read_ios_max:
             raise ProtocolError(f"read of {count} IOs exceeds {read_ios_max}")
         if meta_len != count * READ_IO.size or data_len:
