@@ -16,6 +16,7 @@ afresh. A connection that failed mid-frame is closed, never reused.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import socket
@@ -26,6 +27,8 @@ import crc32c
 
 from ..common import errors
 from ..common.errors import ChecksumMismatch, Unavailable
+from ..fabric import pacing
+from ..fabric.traffic import TrafficClass
 from ..storage_service import bulk_wire as wire
 from ..storage_service.bulk_io import Sender, recv_exact, tune
 
@@ -65,6 +68,9 @@ class BulkConnection:
         self.broken = False
         self._header = bytearray(wire.HEADER.size)
         self._scratch = bytearray(scratch_bytes_initial)
+        self._rts_pending: collections.deque = collections.deque()   # per sent read: its limiter or None
+        self._rts_current = None        # the limiter of the reply being received (client/rts.py)
+        self._permit_held = False
 
     def close(self) -> None:
         self.broken = True
@@ -88,6 +94,10 @@ class BulkConnection:
         """(status, meta_len, data_len) of the next reply; an error reply raises its error."""
         recv_exact(self.sock, memoryview(self._header))
         reply_op, status, reply_count, meta_len, data_len = wire.parse_header(self._header)
+        if reply_op == wire.OP_RTS:      # request-to-send: take a permit, grant, then the reply
+            self._grant(reply_count, count, meta_len, data_len)
+            recv_exact(self.sock, memoryview(self._header))
+            reply_op, status, reply_count, meta_len, data_len = wire.parse_header(self._header)
         if status == wire.STATUS_ERROR:
             if reply_op != op or data_len or meta_len > wire.error_text_bytes_max:
                 raise wire.ProtocolError(f"malformed error reply (op {reply_op}, meta {meta_len})")
@@ -99,9 +109,36 @@ class BulkConnection:
 
     # ---- reads --------------------------------------------------------------
 
-    def send_read(self, ios: list[tuple[int, int, int, int, int, int]]) -> None:
-        """Send one read frame: (chain_id, chain_version, inode, index, offset, length) per IO."""
-        meta = bytearray(wire.header(wire.OP_READ, len(ios), len(ios) * wire.READ_IO.size, 0))
+    def _grant(self, rts_count: int, count: int, meta_len: int, data_len: int) -> None:
+        """Answer the server's RTS: a permit of this process's limiter (waiting if K are out), GRANT."""
+        limiter = self._rts_current
+        if limiter is None or self._permit_held or rts_count != count or meta_len != wire.RTS_META.size \
+                or data_len:
+            raise wire.ProtocolError("unexpected request-to-send frame")
+        (nbytes,) = wire.RTS_META.unpack(self._recv_meta(meta_len))
+        try:
+            limiter.acquire(what=f"{nbytes} bytes from {self.address}")
+        except errors.FfsError as exc:      # RtsPermitTimeout: the server waits for a grant; drop it
+            raise self._fail("read", exc) from exc
+        self._permit_held = True
+        self.sock.sendall(wire.header(wire.OP_GRANT, 0, 0, 0))
+
+    def _end_transfer(self) -> None:
+        if self._permit_held:
+            self._permit_held = False
+            self._rts_current.release()
+        self._rts_current = None
+
+    def send_read(self, ios: list[tuple[int, int, int, int, int, int]], rts=None) -> None:
+        """Send one read frame: (chain_id, chain_version, inode, index, offset, length) per IO.
+
+        rts: a GrantLimiter (client/rts.py): the server sends the data only once
+        recv_read has granted it a permit. Paced as storage traffic if configured
+        (fabric/pacing.py).
+        """
+        op = wire.OP_READ if rts is None else wire.OP_READ_RTS
+        meta = bytearray(wire.header(op, len(ios), len(ios) * wire.READ_IO.size, 0))
+        pacing.pace(TrafficClass.STORAGE, sum(io[5] for io in ios))
         pack = wire.READ_IO.pack
         for io in ios:
             meta += pack(*io)
@@ -109,6 +146,7 @@ class BulkConnection:
             self.sock.sendall(meta)
         except OSError as exc:
             raise self._fail("read request", exc) from exc
+        self._rts_pending.append(rts)
 
     def recv_read(self, ios: list[tuple[int, int, int, int, int, int]], outs: list[memoryview]
                   ) -> list[ReadOutcome]:
@@ -117,6 +155,7 @@ class BulkConnection:
         A whole-request error reply raises its FfsError (the connection stays
         usable); a broken or garbled connection raises BulkTransportError.
         """
+        self._rts_current = self._rts_pending.popleft() if self._rts_pending else None
         try:
             return self._recv_read(ios, outs)
         except wire.ProtocolError as exc:
@@ -125,6 +164,8 @@ class BulkConnection:
             raise
         except OSError as exc:   # ConnectionError, TimeoutError, ...
             raise self._fail("read reply", exc) from exc
+        finally:
+            self._end_transfer()     # the permit goes back once the data is in (or the read failed)
 
     def _recv_read(self, ios, outs) -> list[ReadOutcome]:
         count = len(ios)
@@ -215,6 +256,8 @@ class BulkConnection:
         An error reply (whole request or the IO) raises its FfsError; the
         connection is then at a frame boundary and stays usable.
         """
+        if self._rts_pending:
+            self._rts_pending.popleft()      # streams never ask for request-to-send
         try:
             _, meta_len, data_len = self._reply_header(wire.OP_READ, 1, io[5])
             if meta_len < wire.READ_HEAD.size:
@@ -247,6 +290,7 @@ class BulkConnection:
         """One chunk write to the chain head: (commit_version, chunk_length, chunk_checksum)."""
         meta = wire.WRITE_REQUEST.pack(chain_id, chain_version, inode, index, offset, chunk_size, checksum,
                                        channel, seqnum, len(client_id)) + client_id
+        pacing.pace(TrafficClass.STORAGE, len(data))
         sender = Sender(self.sock)
         sender.add(wire.header(wire.OP_WRITE, 1, len(meta), len(data)) + meta)
         sender.add(data)

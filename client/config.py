@@ -44,6 +44,11 @@ class ClientConfig:
     requests_inflight_max: int = 16           # concurrent data requests per call in total
     readahead_chunks: int = 4                 # sequential fsspec reads keep this many chunk reads ahead
     write_behind_chunks: int = 4              # buffered fsspec writes keep this many chunk writes in flight
+    # Request-to-send on bulk reads (client/rts.py): servers send only with one of K permits of this
+    # process. Off by default: it helps only behind a shared bottleneck (ffs bench fabric).
+    rts_enabled: int = 0
+    rts_max_concurrent: int = 64              # K, as 3FS's max_concurrent_transmission
+    rts_wait_s: float = 10.0                  # a read waiting longer than this for a permit fails
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -52,6 +52,7 @@ from ..common.errors import ChecksumMismatch, ChunkNotCommitted, Retryable, Unav
 from ..common.layout import Layout
 from ..proto import storage_pb2, storage_pb2_grpc, types_pb2
 from .bulk_client import BulkPool, BulkTransportError
+from .rts import limiter_for as rts_limiter_for
 from .channels import ChannelPool, shared_pool
 from .config import ClientConfig
 from .replica_select import ReplicaSelector
@@ -154,6 +155,7 @@ class StorageClient:
         self.selector = selector or ReplicaSelector(config.failed_node_avoid_s, clock)
         self._channels = _WriteChannels()
         self.bulk = shared_bulk_pool(max(config.storage_read_timeout_s, config.storage_write_timeout_s))
+        self.rts = rts_limiter_for(config)     # request-to-send permits (None: off)
         self._node_slots: dict[int, threading.BoundedSemaphore] = {}   # chunk writes in flight per node
         self._node_slots_lock = threading.Lock()
         self._client_id_bytes = client_id.encode()
@@ -428,7 +430,7 @@ class StorageClient:
                         piece.offset, piece.length) for piece, route in batch]
                 try:
                     connection = self.bulk.get(address)
-                    connection.send_read(ios)
+                    connection.send_read(ios, self.rts)
                 except BulkTransportError as exc:
                     results.append(self._bulk_broken(batch, exc))
                     continue
