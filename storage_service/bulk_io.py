@@ -62,13 +62,17 @@ def recv_exact(sock: socket.socket, view: memoryview) -> None:
         position += count
 
 
+class IdleTimeout(TimeoutError):
+    """No frame started within the timeout: the peer is idle, not stuck mid-frame."""
+
+
 def recv_header(sock: socket.socket, view: memoryview) -> bool:
     """Fill view (a frame header); False on a clean EOF before its first byte."""
     try:
         count = sock.recv_into(view, len(view))
     except OSError as exc:
         if _timed_out(exc):
-            raise TimeoutError("bulk peer sent no frame within the timeout") from exc
+            raise IdleTimeout("bulk peer sent no frame within the timeout") from exc
         raise
     if count == 0:
         return False

@@ -58,7 +58,7 @@ from fireflyfs.common.errors import FfsError, InvalidArgument, NotFound, TooLarg
 from fireflyfs.fabric.traffic import TrafficClass, mark_socket
 
 from . import bulk_wire as wire
-from .bulk_io import Sender, recv_exact, recv_header, tune
+from .bulk_io import IdleTimeout, Sender, recv_exact, recv_header, tune
 from .chain_driver import ChainDriver
 from .chunk_engine import ReadExtent, chunk_key
 from .routing_view import RoutingView
@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 _CRC = struct.Struct("<I")
 connections_max = 512
 peer_timeout_s_default = 60.0      # a client that stops reading or sending mid-frame is dropped
+                                   # (an idle one between frames is kept: pooled connections)
 write_buffer_bytes_initial = 4 * 1024 * 1024
 
 
@@ -97,8 +98,12 @@ class BulkHandler:
         header_view = memoryview(header)
         buffer = bytearray(0)
         while not stopping():
-            if not recv_header(sock, header_view):
-                return
+            try:
+                if not recv_header(sock, header_view):
+                    return
+            except IdleTimeout:
+                continue        # a pooled client connection between requests: keep it
+
             try:
                 op, status, count, meta_len, data_len = wire.parse_header(header)
                 wire.check_request(op, count, meta_len, data_len)
@@ -310,6 +315,7 @@ class BulkServer:
     def _serve(self, sock: socket.socket) -> None:
         try:
             tune(sock, self.peer_timeout_s)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)   # a vanished client host
             self.handler.serve(sock, self._stopping.is_set)
         except (ConnectionError, TimeoutError) as exc:
             log.debug("bulk connection from %s ended: %s", _peer(sock), exc)

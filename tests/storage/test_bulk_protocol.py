@@ -290,3 +290,23 @@ def test_segment_math():
     assert wire.segment_count(5, 0, BLOCK) == 0
     assert list(wire.segments(BLOCK - 2, BLOCK + 4, BLOCK)) == [(0, 2), (2, BLOCK + 2), (BLOCK + 2, BLOCK + 4)]
     assert struct.calcsize(wire.HEADER.format) == 20
+
+
+def test_idle_connections_are_kept_but_a_peer_stuck_mid_frame_is_dropped(node):
+    import time
+
+    node.put(b"idle")
+    server = BulkServer(node.server.handler, "127.0.0.1:0", peer_timeout_s=0.2)
+    server.start()
+    try:
+        connection = BulkConnection(server.address, 10.0)
+        assert read(connection, (1, 1, 9, 0, 0, 4))[0][0] == b"idle"
+        time.sleep(0.6)                     # idle between frames for three timeouts
+        assert read(connection, (1, 1, 9, 0, 1, 3))[0][0] == b"dle"
+        stuck = socket.create_connection(("127.0.0.1", server.port))
+        stuck.sendall(wire.header(wire.OP_READ, 1, wire.READ_IO.size, 0) + b"\x00" * 5)
+        stuck.settimeout(5)
+        assert stuck.recv(100) == b"", "a frame left half-sent is cut after the timeout"
+        stuck.close()
+    finally:
+        server.stop()
