@@ -1,0 +1,58 @@
+"""``ffs bench fabric``: HFReduce latency under storage load on the shaped testbed (bench/fabric_bench.py).
+
+Needs root (network namespaces, tc); elsewhere it says so and exits 0 with
+``{"skipped": ...}`` under --json.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ._output import emit_json, json_mode, json_option, print_table
+
+
+@click.command("fabric")
+@click.option("--trials", type=click.IntRange(1), default=3, show_default=True,
+              help="Rounds over all configurations (the issue asks for at least 3).")
+@click.option("--rate-mbit", type=click.FloatRange(1), default=100.0, show_default=True,
+              help="Bottleneck rate toward the client host.")
+@click.option("--seconds", type=click.FloatRange(0.2), default=4.0, show_default=True,
+              help="HFReduce window per configuration and trial.")
+@click.option("--rts-permits", type=click.IntRange(1), default=1, show_default=True,
+              help="K of request-to-send in the rts configurations.")
+@click.option("--weights", default="hfreduce=0.4,storage=0.4,collective=0.1,control=0.1", show_default=True,
+              help="HTB guaranteed shares in the classes configurations.")
+@click.option("--only", default=None, help="Comma-separated configurations (default: all six).")
+@json_option
+def fabric(trials, rate_mbit, seconds, rts_permits, weights, only) -> None:
+    """HFReduce p50/p99 idle, under storage load with a shared queue, classes, RTS, both; CPU control."""
+    from fireflyfs.bench.fabric_bench import FabricBenchConfig, Skipped, run
+
+    config = FabricBenchConfig(trials=trials, rate_mbit=rate_mbit, hfreduce_seconds=seconds,
+                               rts_permits=rts_permits, weights=weights)
+    if only:
+        config.configs = tuple(part.strip() for part in only.split(",") if part.strip())
+    try:
+        config.check()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    quiet = json_mode() or not sys.stderr.isatty()
+    try:
+        report = run(config, None if quiet else lambda text: click.echo(text, err=True))
+    except Skipped as exc:
+        click.echo(f"skipped: {exc}", err=True)
+        if json_mode():
+            emit_json({"skipped": str(exc), "configs": {}})
+        return
+    if json_mode():
+        emit_json(report)
+        return
+    rows = [(name, entry["p50_ms"], entry["p99_ms"], entry["max_ms"],
+             f"{entry['spread']['p99_ms'][0]}-{entry['spread']['p99_ms'][1]}",
+             report.get("p99_vs_idle", {}).get(name), entry["storage_MiBps"])
+            for name, entry in report["configs"].items()]
+    print_table(f"HFReduce on a {rate_mbit:g} Mbit/s bottleneck, median of {trials} trials",
+                ["config", "p50 ms", "p99 ms", "max ms", "p99 spread", "p99/idle", "storage MiB/s"], rows)
+    click.echo(f"targets: {report.get('targets')}")
