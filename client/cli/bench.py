@@ -53,7 +53,7 @@ def _size(ctx, param, value):
         raise click.BadParameter(str(exc)) from exc
 
 
-@click.command()
+@click.group(invoke_without_command=True)   # plus ``ffs bench fabric`` (bench_fabric.py)
 @click.option("--url", default=None, help="An existing cluster (ffs://HOST:PORT); default: start a local one "
                                           "(3 storage nodes, replication 1) in a tmp dir.")
 @click.option("--full", is_flag=True, help="The issue's sizes: a 1 GiB file, more requests and files "
@@ -76,6 +76,8 @@ def _size(ctx, param, value):
 @json_option
 def bench(url, full, only, seq_size, block, small_files, threads, seconds, repeats, replicas, seed) -> None:
     """Measure sequential, random and small-file IO with the machine's own limits alongside."""
+    if click.get_current_context().invoked_subcommand:
+        return
     from fireflyfs.bench.ffs_bench import BenchConfig, Reporter, run, summary_rows
 
     overrides = {key: value for key, value in dict(
@@ -100,3 +102,8 @@ def bench(url, full, only, seq_size, block, small_files, threads, seconds, repea
     print_table(f"FireflyFS at {report.url}, each figure next to this machine's limit",
                 ["group", "test", "FireflyFS", "p50 ms", "p99 ms", "limit", "limit value", "ratio", "target"],
                 summary_rows(report))
+
+
+from .bench_fabric import fabric as _fabric  # noqa: E402 - registered after the group exists
+
+bench.add_command(_fabric)
