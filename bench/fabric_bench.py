@@ -32,7 +32,9 @@ saturate it on 2 shared cores; 64 KiB allreduces (about 5 ms on the wire) with
 a 20 ms gap use ~20 Mbit/s, less than HFReduce's class guarantee (40%), like
 gradients in a step that also computes; the 1 MB FIFO holds 80 ms of traffic,
 so a full shared queue shows plainly; 256 KiB reads with K=1 bound the queue
-request-to-send leaves at ~21 ms.
+request-to-send leaves at ~21 ms. TCP congestion control is the machine's
+default (bbr here: a namespace may not pick cubic, which is not in
+tcp_allowed_congestion_control); the shared FIFO still fills and drops.
 """
 
 from __future__ import annotations
@@ -132,8 +134,7 @@ class FabricBench:
         if reason:
             raise Skipped(f"ffs bench fabric needs the namespace testbed: {reason}")
         name = self.config.name or f"fb{os.getpid() % 10000}"
-        self.bed = Testbed(TestbedSpec(name=name, storage_hosts=2, peer_hosts=1, congestion_control="cubic"),
-                           base_dir)
+        self.bed = Testbed(TestbedSpec(name=name, storage_hosts=2, peer_hosts=1), base_dir)
         self._phase("testbed up")
         self.bed.up(services=True)
         self._phase("writing the files storage load reads")
