@@ -72,7 +72,7 @@ def _links_in_root() -> set[str]:
 
 @pytest.mark.skipif(netns.available() is not None, reason=f"needs the namespace testbed: {netns.available()}")
 def test_a_tiny_run_reports_every_configuration_and_cleans_up():
-    namespaces_before = set(netns.list_namespaces())
+    namespaces_before = set(netns.list_namespaces("ffstb-fb"))   # other runs may hold other testbeds
     links_before = _links_in_root()
     result = subprocess.run([sys.executable, "-m", "fireflyfs.client.cli.main", "bench", "fabric", "--json",
                              "--trials", "1", "--seconds", "0.5"],
@@ -91,5 +91,5 @@ def test_a_tiny_run_reports_every_configuration_and_cleans_up():
     assert report["configs"]["rts"]["trials"][0]["rts"]["peak"] <= report["settings"]["rts_permits"]
     assert report["configs"]["classes"]["trials"][0]["bottleneck"]["hfreduce"]["bytes"] > 0
     assert report["testbed_removed"]["namespaces"]
-    assert set(netns.list_namespaces()) == namespaces_before      # ffs testbed down's guarantee
+    assert set(netns.list_namespaces("ffstb-fb")) == namespaces_before      # ffs testbed down's guarantee
     assert _links_in_root() == links_before
