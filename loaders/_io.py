@@ -1,12 +1,15 @@
 """The loaders' one door to storage: open files, batched ranged reads, atomic writes.
 
-Everything the loaders read or write goes through this module, so moving to
-the client's upcoming batch read API (``read_batch(requests, into=buffer)``,
-results in place, USRBIO-like) is a change here only. Today a batch of
-FireflyFS ranges is one ``FfsClient.pread_many`` call: one Storage.BatchRead
-per storage node, nodes in parallel. Other fsspec URLs work too (local paths
-through ``os.pread``, anything else through ``cat_ranges``), which keeps the
-formats usable, and testable, off the cluster.
+Everything the loaders read or write goes through this module. A batch of
+FireflyFS ranges is one ``FfsClient.read_batch(requests, into=buffer)`` call
+(USRBIO-like: every range lands in one caller-owned buffer, one bulk request
+per storage node, nodes in parallel, no metadata RPC for open handles).
+Record batches land in a per-thread scratch buffer that is reused from batch
+to batch (checked there, then copied once into the ``bytes`` handed out);
+token windows and checkpoint tensors land in their destination's memory.
+Other fsspec URLs work too (local paths through ``os.preadv`` into the same
+buffers, anything else through ``cat_ranges``), which keeps the formats
+usable, and testable, off the cluster.
 
 Open files are cached per process and per URL: record and token files are
 immutable once written, so a handle (inode, layout, length) stays valid and a
@@ -30,6 +33,7 @@ from typing import Any, Iterable, Sequence
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from ..client.batch_read import byte_view
 from ..client.client import FfsClient, FileHandle
 from ..client.fsspec_fs import FireflyFileSystem
 from ..common import limits
@@ -44,6 +48,9 @@ write_windows_in_flight = 3
 bulk_request_bytes = limits.chunk_size_default    # one concurrent request of a bulk read
 bulk_requests_in_flight = 8                       # measured best on this VM (4-16 are close)
 generic_write_block_bytes = 8 * limits.MiB
+scratch_bytes_min = 1 * limits.MiB                # a thread's reusable read buffer starts at this
+
+_local = threading.local()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -114,31 +121,105 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def read_ranges(reads: Sequence[tuple[OpenFile, int, int]]) -> list[bytes]:
-    """Bytes of each (file, offset, length), clamped at the file's end.
+def _raise_failure(opened: OpenFile, offset: int, length: int, error: BaseException) -> None:
+    error.add_note(f"while reading {length} bytes at {offset} of {opened.url}")
+    raise error
 
-    All FireflyFS ranges of one cluster go out as one batched request.
+
+def _scratch(size: int) -> memoryview:
+    """This thread's reusable buffer of at least size bytes: reads whose bytes are copied out
+    (or checked and dropped) land here, so a batch touches no fresh pages (machine-limits.md:
+    first-touch page faults dominate copies on this VM)."""
+    buffer = getattr(_local, "scratch", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _local.scratch = bytearray(max(size, scratch_bytes_min,
+                                                2 * len(buffer) if buffer is not None else 0))
+    return memoryview(buffer)
+
+
+def read_batch(reads: Sequence[tuple[OpenFile, int, int]], into: Any = None) -> Batch:
+    """Each (file, offset, length) packed into one buffer, request i at sum(lengths[:i]).
+
+    into: a writable buffer of at least sum(lengths) bytes (bytearray, numpy,
+    torch CPU tensor, memoryview), or None for this thread's scratch buffer,
+    valid until the thread's next read_batch. FireflyFS ranges of one cluster
+    are one ``FfsClient.read_batch`` (handles: no metadata RPC; the bytes land
+    in the buffer without a copy), local files one ``os.preadv`` each. Reads
+    are clamped at the file's end (``Batch.nbytes``); a failed read raises.
     """
-    out: list[bytes | None] = [None] * len(reads)
-    groups: dict[int, list[int]] = {}
-    for slot, (opened, _offset, _length) in enumerate(reads):
-        groups.setdefault(id(opened.fs), []).append(slot)
-    for slots in groups.values():
-        first = reads[slots[0]][0]
-        if first.ffs_handle is not None:
-            results = first.client.pread_many(
-                [(reads[s][0].ffs_handle, reads[s][1], reads[s][2]) for s in slots])
-        elif first.local_file is not None:
-            results = [os.pread(reads[s][0].local_file.fileno(), reads[s][2], reads[s][1])
-                       for s in slots]
-        else:
-            results = first.fs.cat_ranges([reads[s][0].path for s in slots],
-                                          [reads[s][1] for s in slots],
-                                          [reads[s][1] + reads[s][2] for s in slots],
-                                          on_error="raise")
-        for slot, data in zip(slots, results):
-            out[slot] = data
-    return out  # type: ignore[return-value]
+    slots, total = [], 0
+    for _opened, _offset, length in reads:
+        slots.append(total)
+        total += length
+    buffer = _scratch(total) if into is None else byte_view(into, total)
+    nbytes = [0] * len(reads)
+    first = reads[0][0] if reads else None
+    if first is not None and all(opened.fs is first.fs for opened, _, _ in reads):
+        _read_group(reads, range(len(reads)), buffer, slots, nbytes)
+    else:
+        groups: dict[int, list[int]] = {}
+        for number, (opened, _offset, _length) in enumerate(reads):
+            groups.setdefault(id(opened.fs), []).append(number)
+        for numbers in groups.values():
+            _read_group(reads, numbers, buffer, slots, nbytes)
+    return Batch(buffer, slots, nbytes)
+
+
+def _read_group(reads, numbers, buffer: memoryview, slots: list[int], nbytes: list[int]) -> None:
+    """Read reads[numbers] (all of one filesystem) into their slots of buffer."""
+    first = reads[numbers[0]][0]
+    if first.ffs_handle is not None:
+        contiguous = len(numbers) == len(reads)
+        requests = [(reads[n][0].ffs_handle, reads[n][1], reads[n][2]) for n in numbers]
+        if contiguous:
+            result = first.client.read_batch(requests, into=buffer)
+        else:   # a mixed batch: this cluster's share packed apart, then moved to its slots
+            result = first.client.read_batch(requests)
+        for position, number in enumerate(numbers):
+            error = result.errors[position]
+            if error is not None:
+                opened, offset, length = reads[number]
+                _raise_failure(opened, offset, length, error)
+            nbytes[number] = result.nbytes[position]
+            if not contiguous:
+                buffer[slots[number]:slots[number] + nbytes[number]] = result.view(position)
+    elif first.local_file is not None:
+        for number in numbers:
+            opened, offset, length = reads[number]
+            if length:
+                nbytes[number] = os.preadv(opened.local_file.fileno(),
+                                           [buffer[slots[number]:slots[number] + length]], offset)
+    else:
+        results = first.fs.cat_ranges([reads[n][0].path for n in numbers],
+                                      [reads[n][1] for n in numbers],
+                                      [reads[n][1] + reads[n][2] for n in numbers],
+                                      on_error="raise")
+        for number, data in zip(numbers, results):
+            size = min(len(data), reads[number][2])
+            buffer[slots[number]:slots[number] + size] = memoryview(data)[:size]
+            nbytes[number] = size
+
+
+def read_ranges(reads: Sequence[tuple[OpenFile, int, int]]) -> list[bytes]:
+    """Bytes of each (file, offset, length), clamped at the file's end, as new bytes objects
+    (one batched read into this thread's scratch buffer, then one copy per range)."""
+    if not reads:
+        return []
+    batch = read_batch(reads)
+    return [bytes(batch.view(number)) for number in range(len(reads))]
+
+
+@dataclasses.dataclass(slots=True)
+class Batch:
+    """What read_batch answers: the buffer, where request i starts, and its bytes read."""
+
+    buffer: memoryview
+    offsets: list[int]
+    nbytes: list[int]
+
+    def view(self, number: int) -> memoryview:
+        start = self.offsets[number]
+        return self.buffer[start:start + self.nbytes[number]]
 
 
 def _bulk_pool() -> ThreadPoolExecutor:
@@ -174,11 +255,16 @@ def _bulk_groups(reads: Sequence[tuple[OpenFile, int, int]], buffers: Sequence[m
 
 
 def _fill(group) -> None:
-    for (opened, offset, length, buffer), data in zip(
-            group, read_ranges([(opened, offset, length) for opened, offset, length, _ in group])):
-        if len(data) != length:
-            raise EOFError(f"{opened.url}: wanted {length} bytes at {offset}, got {len(data)}")
-        buffer[:] = data
+    """One request's ranges: a single range straight into its buffer (no copy), several
+    small ones packed into the scratch buffer and copied to theirs."""
+    reads = [(opened, offset, length) for opened, offset, length, _ in group]
+    batch = read_batch(reads, into=group[0][3] if len(group) == 1 else None)
+    for number, (opened, offset, length, buffer) in enumerate(group):
+        if batch.nbytes[number] != length:
+            raise EOFError(f"{opened.url}: wanted {length} bytes at {offset}, "
+                           f"got {batch.nbytes[number]}")
+        if len(group) > 1:
+            buffer[:] = batch.view(number)
 
 
 def read_ranges_into(reads: Sequence[tuple[OpenFile, int, int]],

@@ -53,11 +53,36 @@ class RecordDataset(torch.utils.data.Dataset):
         first = self._ends[file_number - 1] if file_number else 0
         return self.urls[file_number], index - first
 
+    def _readers(self) -> list:
+        readers = self.__dict__.get("_readers_cache")
+        if readers is None:
+            readers = self._readers_cache = [self._reader(url) for url in self.urls]
+        return readers
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_readers_cache", None)     # workers share their process's readers
+        return state
+
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-        wanted = []
-        for index in indices:
-            url, number = self.locate(int(index))
-            wanted.append((self._reader(url), number))
+        readers, total = self._readers(), len(self)
+        if len(readers) == 1:
+            reader = readers[0]
+            wanted = []
+            for index in indices:
+                index = int(index)
+                if not 0 <= index < total:
+                    raise IndexError(f"index {index} out of range for {total} records")
+                wanted.append((reader, index))
+        else:
+            ends, wanted = self._ends, []
+            for index in indices:
+                index = int(index)
+                if not 0 <= index < total:
+                    raise IndexError(f"index {index} out of range for {total} records")
+                file_number = bisect.bisect_right(ends, index)
+                wanted.append((readers[file_number],
+                               index - (ends[file_number - 1] if file_number else 0)))
         records = read_records(wanted)
         if self.decode is None:
             return records

@@ -175,16 +175,37 @@ class RecordReader:
 
 
 def read_records(wanted: Sequence[tuple[RecordReader, int]]) -> list[bytes]:
-    """Records of any files, (reader, number) each, fetched in one batched read."""
+    """Records of any files, (reader, number) each, fetched in one batched read.
+
+    The records land packed in this thread's reused scratch buffer
+    (``_io.read_batch``), each is CRC-checked there and copied once into the
+    ``bytes`` returned: plain bytes are the cheapest objects for DataLoader
+    workers to hand over (machine-limits.md).
+    """
     reads = []
+    append = reads.append
     for reader, number in wanted:
-        offset, length = reader.span(number)
-        reads.append((reader._load()[0], offset, length))
-    results = _io.read_ranges(reads)
-    for (reader, number), data in zip(wanted, results):
-        if reader.verify:
-            check_record(reader._load()[1], number, data, reader.url)
-    return results
+        opened, index = reader._load()
+        if not 0 <= number < len(index.crcs):
+            reader.span(number)                    # raises the IndexError
+        offsets = index.offsets
+        start = offsets[number]
+        length = offsets[number + 1] - start
+        if length < 0:
+            reader.span(number)                    # raises CorruptRecordFile
+        append((opened, start, length))
+    if not reads:
+        return []
+    batch = _io.read_batch(reads)
+    buffer, slots, nbytes = batch.buffer, batch.offsets, batch.nbytes
+    out = []
+    for (reader, number), slot, size, (_opened, _start, length) in zip(wanted, slots, nbytes, reads):
+        data = buffer[slot:slot + size]
+        if reader.verify and (size != length or
+                              crc32c.crc32c(data) != reader._index.crcs[number]):
+            check_record(reader._index, number, data, reader.url)
+        out.append(bytes(data))
+    return out
 
 
 _readers: dict[tuple, RecordReader] = {}

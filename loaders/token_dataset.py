@@ -8,8 +8,9 @@ token of one window is the first of the next, the usual input/target
 overlap. The randomness is the sampler's (a global shuffle of window
 indices), so the order is seeded and resumable like any other dataset.
 
-A batch is one batched read of its windows (one request per storage node);
-windows never cross a file boundary. Samples are int64 tensors (what
+A batch is one batched read of its windows (``FfsClient.read_batch``: one
+request per storage node), packed into a reused per-thread buffer and
+widened to int64 in one numpy pass; windows never cross a file boundary. Samples are int64 tensors (what
 ``nn.Embedding`` takes). Pickles as URLs and sizes, like RecordDataset.
 """
 
@@ -73,14 +74,15 @@ class TokenWindowDataset(torch.utils.data.Dataset):
         for index in indices:
             url, offset, length = self.span(int(index))
             reads.append((self._open(url), offset, length))
-        results = _io.read_ranges(reads)
-        for (opened, offset, length), data in zip(reads, results):
-            if len(data) != length:
-                raise EOFError(f"{opened.url}: {len(data)} of {length} bytes at {offset}; "
+        batch = _io.read_batch(reads)          # packed windows, in this thread's scratch buffer
+        for (opened, offset, length), size in zip(reads, batch.nbytes):
+            if size != length:
+                raise EOFError(f"{opened.url}: {size} of {length} bytes at {offset}; "
                                "the file shrank after the dataset was built")
-        windows = np.frombuffer(b"".join(results), dtype=_DTYPES[self.dtype])
-        batch = torch.from_numpy(windows.astype(np.int64).reshape(len(reads), self.window_tokens))
-        return list(batch.unbind(0))
+        total = sum(length for _, _, length in reads)
+        windows = np.frombuffer(batch.buffer[:total], dtype=_DTYPES[self.dtype])
+        stacked = torch.from_numpy(windows.reshape(len(reads), self.window_tokens).astype(np.int64))
+        return list(stacked.unbind(0))     # one int64 copy; the collate stacks the views
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.__getitems__([index])[0]

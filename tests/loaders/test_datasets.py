@@ -88,8 +88,9 @@ def test_each_batch_is_one_batched_read(two_files, monkeypatch):
     dataset = RecordDataset(two_files, decode_index)
     dataset[0]
     calls = []
-    real = _io.read_ranges
-    monkeypatch.setattr(_io, "read_ranges", lambda reads: calls.append(len(reads)) or real(reads))
+    real = _io.read_batch
+    monkeypatch.setattr(_io, "read_batch",
+                        lambda reads, into=None: calls.append(len(reads)) or real(reads, into))
     batches = list(DataLoader(dataset, batch_size=32, sampler=ShuffledShardSampler(dataset)))
     assert calls == [32] * 9 + [12] and len(batches) == 10
 

@@ -76,8 +76,9 @@ def test_batch_across_files_is_one_batched_read(ffs_url, monkeypatch):
     readers = reader_for(f"{ffs_url}/x.rec"), reader_for(f"{ffs_url}/y.rec")
     len(readers[0]), len(readers[1])            # header and index loaded before counting
     calls = []
-    real = _io.read_ranges
-    monkeypatch.setattr(_io, "read_ranges", lambda reads: calls.append(len(reads)) or real(reads))
+    real = _io.read_batch
+    monkeypatch.setattr(_io, "read_batch",
+                        lambda reads, into=None: calls.append(len(reads)) or real(reads, into))
     wanted = [(readers[1], 59), (readers[0], 3), (readers[1], 0), (readers[0], 49)]
     assert read_records(wanted) == [second[59], first[3], second[0], first[49]]
     assert calls == [4]
@@ -167,3 +168,15 @@ def test_record_format_needs_neither_torch_nor_numpy(tmp_path):
         "assert RecordReader(url).read([1, 0]) == [b'bc', b'a']\n"
         "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)\n")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_one_batch_across_ffs_and_local_files(ffs_url, tmp_path):
+    """A batch mixing backends is still one read_batch call; each record lands in its slot."""
+    remote, local = sample_records(30, 4), sample_records(20, 5)
+    write_records(f"{ffs_url}/mixed.rec", remote)
+    write_records(str(tmp_path / "mixed.rec"), local)
+    readers = reader_for(f"{ffs_url}/mixed.rec"), reader_for(str(tmp_path / "mixed.rec"))
+    wanted = [(readers[1], 19), (readers[0], 0), (readers[1], 3), (readers[0], 29), (readers[0], 7)]
+    assert read_records(wanted) == [local[19], remote[0], local[3], remote[29], remote[7]]
+    batch = _io.read_batch([(readers[0]._load()[0], 0, 4), (readers[1]._load()[0], 0, 4)])
+    assert [bytes(batch.view(n)) for n in range(2)] == [b"FFLY", b"FFLY"]
