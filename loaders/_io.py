@@ -21,6 +21,7 @@ carry URLs and reopen lazily in each worker. Writers that replace files
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -335,50 +336,75 @@ def _write_generic(fs, path: str, blocks: Iterable[bytes | memoryview]) -> int:
 
 
 def _write_ffs(client: FfsClient, path: str, blocks: Iterable[bytes | memoryview]) -> int:
-    """Gather blocks into chunk-aligned windows, each one parallel pwrite (one
-    Storage.Write per whole chunk, chunks in parallel); the next window is filled
-    while the previous ones are written, so the storage nodes never wait on us."""
-    handle = client.create(path, exclusive=True, parents=True)
-    window_bytes = handle.layout.chunk_size * write_window_chunks
-    windows = [memoryview(bytearray(window_bytes)) for _ in range(write_windows_in_flight)]
-    in_flight: list[Future | None] = [None] * write_windows_in_flight
-    pool = _bulk_pool()
-    number = window_offset = filled = 0
+    """Write blocks as chunk-aligned pwrites (one Storage.Write per whole chunk, chunks in
+    parallel), at most write_windows_in_flight of them outstanding.
 
-    def submit(length: int) -> None:
-        nonlocal number, window_offset, filled
-        slot = number % write_windows_in_flight
-        in_flight[slot] = pool.submit(client.pwrite, handle, window_offset, windows[slot][:length])
-        number, window_offset, filled = number + 1, window_offset + length, 0
-        following = in_flight[number % write_windows_in_flight]
-        if following is not None:
-            following.result()         # that buffer is about to be refilled
+    Whole chunks that lie inside one block (a big tensor) are written straight
+    from the block's memory, no copy; only the bytes around block boundaries
+    (small tensors, padding, the tail) are gathered in reused window buffers.
+    """
+    handle = client.create(path, exclusive=True, parents=True)
+    chunk = handle.layout.chunk_size
+    window_bytes = chunk * write_window_chunks
+    spare: list[memoryview] = []
+    in_flight: collections.deque[tuple[Future, memoryview | None]] = collections.deque()
+    pool = _bulk_pool()
+    position = 0                  # file offset of the next byte handed to us
+    window: memoryview | None = None
+    filled = 0                    # bytes gathered in window; it starts at position - filled
+
+    def wait_oldest() -> None:
+        future, buffer = in_flight.popleft()
+        future.result()
+        if buffer is not None:
+            spare.append(buffer)
+
+    def submit(offset: int, view: memoryview, buffer: memoryview | None) -> None:
+        while len(in_flight) >= write_windows_in_flight:
+            wait_oldest()
+        in_flight.append((pool.submit(client.pwrite, handle, offset, view), buffer))
+
+    def flush_window() -> None:
+        nonlocal window, filled
+        if filled:
+            submit(position - filled, window[:filled], window)
+            window, filled = None, 0
 
     try:
         for block in blocks:
             source = memoryview(block).cast("B")
             while len(source):
-                view = windows[number % write_windows_in_flight]
-                take = min(len(source), window_bytes - filled)
-                view[filled:filled + take] = source[:take]
+                if filled == 0 and len(source) >= chunk:          # position is chunk-aligned here
+                    take = min(len(source) // chunk * chunk, window_bytes)
+                    submit(position, source[:take], None)
+                    position += take
+                    source = source[take:]
+                    continue
+                if window is None:
+                    window = spare.pop() if spare else memoryview(bytearray(window_bytes))
+                to_boundary = chunk - filled % chunk
+                if filled % chunk == 0 and len(source) >= chunk:
+                    flush_window()                                # then straight from the block
+                    continue
+                take = to_boundary if len(source) >= to_boundary + chunk else min(
+                    len(source), window_bytes - filled)
+                window[filled:filled + take] = source[:take]
                 filled += take
+                position += take
                 source = source[take:]
                 if filled == window_bytes:
-                    submit(filled)
-        if filled:
-            submit(filled)
-        for future in in_flight:
-            if future is not None:
-                future.result()
+                    flush_window()
+        flush_window()
+        while in_flight:
+            wait_oldest()
     except BaseException:
-        for future in in_flight:
-            if future is not None:
-                future.cancel()
-                try:
-                    future.result()
-                except BaseException:  # noqa: BLE001 - the first error is re-raised below
-                    pass
+        for future, _buffer in in_flight:
+            future.cancel()
+            try:
+                future.result()
+            except BaseException:  # noqa: BLE001 - the first error is re-raised below
+                pass
         client.close(handle, 0)
         raise
-    client.close(handle, window_offset)
-    return window_offset
+    client.close(handle, position)
+    return position
