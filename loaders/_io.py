@@ -270,8 +270,8 @@ def _fill(group) -> None:
 
 def read_ranges_into(reads: Sequence[tuple[OpenFile, int, int]],
                      buffers: Sequence[memoryview]) -> None:
-    """Fill each buffer with its range (the shape the client's read_batch will serve
-    without a copy); raises EOFError if a range ends beyond its file.
+    """Fill each buffer with its range (a piece of one range is read_batch straight into
+    its buffer, no copy); raises EOFError if a range ends beyond its file.
 
     Bulk data goes as several concurrent requests of about one chunk: a single
     batched read puts all of a node's share in one BatchRead, which the node
