@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import os
 import random
@@ -49,19 +48,11 @@ import sys
 import tempfile
 import threading
 import time
+from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
 
 MiB = 1024 * 1024
 BLOCK = 4 * MiB
 CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "268435456"}
-
-
-def tune_malloc() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 * MiB)    # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 256 * MiB)   # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def progress(message: str) -> None:
@@ -404,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serve:
         kind, rest = args.serve[0], args.serve[1:]
-        tune_malloc()
+        keep_large_buffers_on_heap()
 
         def port_out(port: int) -> None:
             print(port, flush=True)
@@ -415,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         servers[kind]()
         return 0
 
-    tune_malloc()
+    keep_large_buffers_on_heap()
     total = args.mib * MiB
     mib = args.mib
     work_dir = tempfile.mkdtemp(prefix="ffs-data-plane-")

@@ -38,13 +38,11 @@ it; ``client/cli/bench.py`` is the command line and the progress display.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import os
 import random
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +50,7 @@ import threading
 import time
 import uuid
 from typing import Any, Callable, Iterable
+from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -253,26 +252,6 @@ def expected_at(pattern: bytes, offset: int, length: int) -> bytes:
         offset += len(piece)
         length -= len(piece)
     return bytes(out)
-
-
-def parse_size(text: str) -> int:
-    """'256MiB', '1GiB', '4k', '4096' -> bytes."""
-    import re
-
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B?)?\s*", str(text), re.IGNORECASE)
-    if not match:
-        raise ValueError(f"bad size {text!r} (e.g. 1GiB, 256MiB, 4KiB, 4096)")
-    factor = {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": 1024 * GiB}[match.group(2).upper()]
-    return int(match.group(1)) * factor
-
-
-def tune_malloc() -> bool:
-    """Keep large buffers on the heap (glibc), as the cluster processes do (machine-limits.md)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 64 * MiB)) and bool(libc.mallopt(-1, 256 * MiB))
-    except (OSError, AttributeError):
-        return False
 
 
 # ---- the machine's limits ------------------------------------------------------------------------
@@ -663,7 +642,7 @@ def run(config: BenchConfig, reporter: Reporter | None = None) -> BenchReport:
 
     config.check()
     reporter = reporter or Reporter()
-    malloc_tuned = tune_malloc()
+    malloc_tuned = keep_large_buffers_on_heap()
     work = tempfile.mkdtemp(prefix="ffs-bench-", dir=config.tmp_dir)
     local_dir = os.path.join(work, "local")
     os.makedirs(local_dir)

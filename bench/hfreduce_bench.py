@@ -30,17 +30,9 @@ import statistics
 import subprocess
 import sys
 import time
+from fireflyfs.common.units import parse_positive_size, parse_size
 
 ALGORITHMS = ("hfreduce_tree", "hfreduce_shm", "ring", "gloo")
-
-
-def parse_size(text: str) -> int:
-    units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "b": 1}
-    lowered = text.strip().lower()
-    for unit, factor in units.items():
-        if lowered.endswith(unit):
-            return int(float(lowered[: -len(unit)]) * factor)
-    return int(lowered)
 
 
 def free_port() -> int:
@@ -108,7 +100,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="1MiB,16MiB,64MiB",
                         type=lambda s: [parse_size(x) for x in s.split(",")])
     parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument("--chunk-bytes", type=parse_size, default=512 * 1024)
+    parser.add_argument("--chunk-bytes", type=parse_positive_size, default=512 * 1024)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--rank", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ports", default=None, help=argparse.SUPPRESS)

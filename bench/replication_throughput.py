@@ -34,10 +34,8 @@ what was written. Progress goes to stderr; --json prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -47,6 +45,8 @@ import threading
 import time
 
 import crc32c
+from fireflyfs.common.units import parse_positive_size
+from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
 
 HEARTBEAT_TIMEOUT_MS = 2000
 SAMPLE_S = 0.05
@@ -54,26 +54,6 @@ DETECT_S_MAX = 30.0
 SYNC_START_S_MAX = 60.0
 RESYNC_S_MAX = 300.0
 MiB = 1024 * 1024
-
-
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B?)?\s*", text, re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 1GiB, 256MiB, 4096)")
-    value = int(match.group(1)) * {"": 1, "K": 1024, "M": MiB, "G": 1024 * MiB, "T": 1024 ** 4}[match.group(2).upper()]
-    if value <= 0:
-        raise argparse.ArgumentTypeError("size must be positive")
-    return value
-
-
-def tune_malloc() -> bool:
-    """Keep big buffers on the heap (glibc), as the cluster processes do (see bench/seq_throughput.py)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 64 * MiB)) and bool(libc.mallopt(m_trim_threshold, 256 * MiB))
-    except (OSError, AttributeError):
-        return False
 
 
 def progress(message: str) -> None:
@@ -214,13 +194,13 @@ def throughput(reads: list[tuple[float, float, int]]) -> tuple[float, int, float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write-size", type=parse_size, default=512 * MiB,
+    parser.add_argument("--write-size", type=parse_positive_size, default=512 * MiB,
                         help="bytes per table per repeat (default 512MiB)")
-    parser.add_argument("--read-size", type=parse_size, default=256 * MiB,
+    parser.add_argument("--read-size", type=parse_positive_size, default=256 * MiB,
                         help="data set read during resync (default 256MiB)")
-    parser.add_argument("--resync-size", type=parse_size, default=768 * MiB,
+    parser.add_argument("--resync-size", type=parse_positive_size, default=768 * MiB,
                         help="written while a node is down, so it has that much to resync (default 768MiB)")
-    parser.add_argument("--block", type=parse_size, default=16 * MiB,
+    parser.add_argument("--block", type=parse_positive_size, default=16 * MiB,
                         help="bytes per pwrite/pread (default 16MiB: 4 chunks in parallel)")
     parser.add_argument("--files", type=int, default=4, help="files per measurement (default 4)")
     parser.add_argument("--read-seconds", type=float, default=4.0,
@@ -237,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     from fireflyfs.client.client import FfsClient
     from fireflyfs.client.config import ClientConfig
 
-    malloc_tuned = tune_malloc()
+    malloc_tuned = keep_large_buffers_on_heap()
     tmp_dir = tempfile.mkdtemp(prefix="ffs-bench-repl-")
     local = None
     result: dict = {}

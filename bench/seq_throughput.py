@@ -21,10 +21,8 @@ as one JSON object. Progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -32,6 +30,9 @@ import sys
 import tempfile
 import time
 import uuid
+
+from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
+from fireflyfs.common.units import parse_positive_size
 
 MiB = 1024 * 1024
 block_bytes_default = 4 * MiB
@@ -47,28 +48,6 @@ with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(buf[:n])
         sent += n
 """
-
-
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B?)?\s*", text, re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 1GiB, 256MiB, 4096)")
-    factor = {"": 1, "K": 1024, "M": MiB, "G": 1024 * MiB, "T": 1024 ** 4}[match.group(2).upper()]
-    value = int(match.group(1)) * factor
-    if value <= 0:
-        raise argparse.ArgumentTypeError("size must be positive")
-    return value
-
-
-def tune_malloc() -> bool:
-    """Keep big buffers on the heap (glibc), as the cluster processes do; see machine-limits.md."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 64 * MiB)) and bool(
-            libc.mallopt(M_TRIM_THRESHOLD, 256 * MiB))
-    except (OSError, AttributeError):
-        return False
 
 
 def progress(message: str) -> None:
@@ -172,8 +151,8 @@ def n_last(total: int, block: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=parse_size, default=1024 * MiB, help="file size (default 1GiB)")
-    parser.add_argument("--block", type=parse_size, default=block_bytes_default,
+    parser.add_argument("--size", type=parse_positive_size, default=1024 * MiB, help="file size (default 1GiB)")
+    parser.add_argument("--block", type=parse_positive_size, default=block_bytes_default,
                         help="bytes per write/readinto (default 4MiB)")
     parser.add_argument("--url", help="an existing cluster (ffs://host:port); default: start one")
     parser.add_argument("--storage-nodes", type=int, default=3)
@@ -191,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fireflyfs.deploy.local_cluster import LocalCluster
 
-    malloc_tuned = tune_malloc()
+    malloc_tuned = keep_large_buffers_on_heap()
     tmp_dir = None
     local = None
     best = {"tcp": float("inf"), "tcp_fresh": float("inf"), "write": float("inf"), "read": float("inf"),

@@ -31,18 +31,15 @@ import sys
 import time
 from typing import Any
 
+from fireflyfs.common.process_tuning import MALLOC_ENV
+
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 META = "meta"
 
-# glibc: keep 4 MiB gRPC receive buffers on the heap instead of fresh mmaps,
-# which otherwise page-fault ~2,000 times per reply (see machine-limits.md).
-CHILD_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "67108864",
-    "MALLOC_TRIM_THRESHOLD_": "268435456",
-    "PYTHONUNBUFFERED": "1",
-}
+# glibc keeps multi-MiB buffers on the heap (common/process_tuning.py says why).
+CHILD_ENV = {**MALLOC_ENV, "PYTHONUNBUFFERED": "1"}
 
 startup_timeout_s_default = 60.0
 heartbeat_interval_ms_max = 1000         # the storage default; shorter when the timeout is short

@@ -34,7 +34,6 @@ writes survive SIGKILL without it; turn it on for power-loss durability.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
 import logging
 import os
@@ -44,6 +43,7 @@ import time
 from pathlib import Path
 
 from fireflyfs.common import limits
+from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
 from fireflyfs.common.rpc import make_channel, make_server
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
@@ -250,30 +250,10 @@ def setup_logging(config: StorageConfig) -> None:
     root.setLevel(logging.INFO)
 
 
-def tune_malloc() -> bool:
-    """Keep multi-MiB buffers (gRPC messages, protobuf bytes) on glibc's heap instead of fresh mmaps.
-
-    A fresh mapping page-faults on every 4 KiB of a 4 MiB message (~1,000
-    faults, first-touched in the hypervisor on this VM: machine-limits.md);
-    the heap reuses warm pages. Same values as deploy/local_cluster.py's
-    MALLOC_* environment, applied here too so any launcher gets them; an
-    explicit MALLOC_MMAP_THRESHOLD_ in the environment wins.
-    """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 64 * 1024 * 1024)) and bool(
-            libc.mallopt(m_trim_threshold, 256 * 1024 * 1024))
-    except (OSError, AttributeError):
-        return False
-
-
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     setup_logging(config)
-    tune_malloc()
+    keep_large_buffers_on_heap()
     node = StorageNode(config)
 
     def on_signal(signum, frame) -> None:

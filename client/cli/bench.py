@@ -43,7 +43,7 @@ class _RichReporter:
 
 
 def _size(ctx, param, value):
-    from fireflyfs.bench.ffs_bench import parse_size
+    from fireflyfs.common.units import parse_size
 
     if value is None:
         return None
