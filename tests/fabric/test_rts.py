@@ -318,8 +318,12 @@ def test_replies_in_flight_never_exceed_k_across_servers_and_threads(nodes, gate
     for thread in threads:
         thread.join()
     assert errors == []
+    # Every reply waited for a grant, and the client never had more than K granted at once.
+    # The servers' own sending counter is not bounded by K: a server thread decrements it
+    # only after its last byte left, and the client may receive that byte, free the permit
+    # and grant the next server before the first thread runs again (seen as a peak of K+1).
     assert gate.stats.granted == 90 and gate.stats.timed_out == 0
-    assert 1 <= gate.stats.sending_peak <= permits      # counted where the bytes leave
+    assert gate.stats.sending_peak >= 1 and gate.stats.sending_now == 0
     assert limiter.stats().in_use_peak <= permits and limiter.stats().in_use == 0
 
 
