@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import logging
 
-from fireflyfs.common.errors import Internal, InvalidArgument, IsADirectory, NotFound
+from fireflyfs.common.errors import Internal, InvalidArgument, IsADirectory
 from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import path_components
 from fireflyfs.proto import meta_pb2, types_pb2
 
 from .idempotency import IdemKey
 from .layouts import allocate_file_layout
-from .records import (close_session, inline_data, load_file_any, make_dirs, new_inode, open_session,
-                      put_inline_record, release_link, store_file_any, touch_dir)
+from .records import (close_session, end_sessions_of_client, inline_data, make_dirs, new_inode, open_session,
+                      put_inline_record, release_link, touch_dir)
 from .resolve import DIR, FILE, as_path, load_inode, resolve, resolve_parent, walk
 from .store import session_key, u64_key
 
@@ -133,24 +133,8 @@ class CopyOps:
 
     def _end_orphaned_copies(self, now_ns: int) -> int:
         """At start: copies whose meta process died hold sessions forever; end them (GC then reclaims)."""
-        with self.store.read() as txn:
-            orphaned = []
-            for _key, value in txn.scan("sessions"):
-                session = meta_pb2.FileSession()
-                session.ParseFromString(value)
-                if session.client_id == COPY_CLIENT_ID:
-                    orphaned.append(session)
-        if not orphaned:
-            return 0
-        with self.store.write() as txn:
-            for session in orphaned:
-                try:
-                    inode, where = load_file_any(txn, session.inode_id)
-                except NotFound:
-                    txn.delete("sessions", session_key(session.inode_id, session.session_id))
-                    continue
-                close_session(txn, inode, session.session_id)
-                store_file_any(txn, inode, where)
-        log.info("ended %d write sessions of copies interrupted by a restart", len(orphaned))
-        return len(orphaned)
+        ended = end_sessions_of_client(self.store, COPY_CLIENT_ID)
+        if ended:
+            log.info("ended %d write sessions of copies interrupted by a restart", ended)
+        return ended
 

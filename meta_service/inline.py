@@ -53,8 +53,9 @@ from fireflyfs.proto import meta_pb2, types_pb2
 
 from .idempotency import IdemKey
 from .layouts import allocate_file_layout
-from .records import (check_mode, close_session, inline_data, inline_record, load_file_any, make_dirs,
-                      new_inode, open_session, put_inline_record, store_file_any, touch_dir)
+from .records import (check_mode, close_session, end_sessions_of_client, inline_data, inline_record,
+                      load_file_any, make_dirs, new_inode, open_session, put_inline_record, store_file_any,
+                      touch_dir)
 from .resolve import FILE, as_path, resolve, resolve_parent, walk
 from .store import session_key
 
@@ -229,26 +230,10 @@ class InlineOps:
 
     def _end_orphaned_moves(self) -> int:
         """At start: moves a restart interrupted hold sessions forever; end them (records stay MOVING)."""
-        with self.store.read() as txn:
-            orphaned = []
-            for _key, value in txn.scan("sessions"):
-                session = meta_pb2.FileSession()
-                session.ParseFromString(value)
-                if session.client_id == MOVE_CLIENT_ID:
-                    orphaned.append(session)
-        if not orphaned:
-            return 0
-        with self.store.write() as txn:
-            for session in orphaned:
-                txn.delete("sessions", session_key(session.inode_id, session.session_id))
-                try:
-                    inode, where = load_file_any(txn, session.inode_id)
-                except FileNotFoundError:
-                    continue
-                inode.open_write_sessions = max(0, inode.open_write_sessions - 1)
-                store_file_any(txn, inode, where)
-        log.info("ended %d sessions of inline-to-chunk moves interrupted by a restart", len(orphaned))
-        return len(orphaned)
+        ended = end_sessions_of_client(self.store, MOVE_CLIENT_ID)
+        if ended:
+            log.info("ended %d sessions of inline-to-chunk moves interrupted by a restart", ended)
+        return ended
 
     # -- truncate ------------------------------------------------------------
     def _truncate_inline(self, inode_id: int, length: int, now_ns: int, key: IdemKey | None, result_of):

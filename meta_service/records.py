@@ -119,6 +119,34 @@ def close_session(txn: Txn, inode: types_pb2.Inode, session_id: int) -> None:
     inode.open_write_sessions = max(0, inode.open_write_sessions - 1)
 
 
+def end_sessions_of_client(store, client_id: str) -> int:
+    """End every write session client_id holds; returns how many.
+
+    The meta process itself holds sessions (copies, inline-to-chunk moves) under
+    fixed client ids; a restart leaves them open forever, blocking GC, so
+    startup ends them here.
+    """
+    with store.read() as txn:
+        orphaned = []
+        for _key, value in txn.scan("sessions"):
+            session = meta_pb2.FileSession()
+            session.ParseFromString(value)
+            if session.client_id == client_id:
+                orphaned.append(session)
+    if not orphaned:
+        return 0
+    with store.write() as txn:
+        for session in orphaned:
+            txn.delete("sessions", session_key(session.inode_id, session.session_id))
+            try:
+                inode, where = load_file_any(txn, session.inode_id)
+            except NotFound:
+                continue
+            inode.open_write_sessions = max(0, inode.open_write_sessions - 1)
+            store_file_any(txn, inode, where)
+    return len(orphaned)
+
+
 def make_dirs(txn: Txn, components: list[str], now_ns: int, mode: int, parents: bool, exist_ok: bool,
               layout: types_pb2.Layout | None, shown_path: str) -> tuple[types_pb2.Inode, list[str]]:
     """mkdir (-p) inside txn; (directory inode, canonical components).
