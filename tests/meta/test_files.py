@@ -193,3 +193,19 @@ def test_chain_allocator_round_robin_is_persisted(store, chunks):
 
 def test_session_key_layout_groups_by_inode():
     assert session_key(1, 2) < session_key(1, 3) < session_key(2, 0)
+
+
+def test_startup_sweep_ends_only_the_named_clients_sessions(ns, store):
+    """The sessions the meta process holds itself (copies, inline moves) are ended at start;
+    users' sessions on the same file stay."""
+    from fireflyfs.meta_service.records import end_sessions_of_client
+
+    ns.create("/swept", NOW, open_for_write=True, client_id="meta-internal")
+    ns.create("/swept", NOW, open_for_write=True, client_id="user")
+    assert ns.stat("/swept")[0].open_write_sessions == 2
+    assert end_sessions_of_client(store, "meta-internal") == 1
+    assert ns.stat("/swept")[0].open_write_sessions == 1
+    assert end_sessions_of_client(store, "meta-internal") == 0
+    with store.read() as txn:
+        clients = [value for _key, value in txn.scan("sessions")]
+    assert len(clients) == 1 and b"user" in clients[0]
