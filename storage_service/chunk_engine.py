@@ -879,23 +879,8 @@ class ChunkEngine:
         file_version = max(versions.update_version, old.file_version + 1) if old else versions.update_version
         length = len(view)
         crcs = self._new_crcs(key, None, None, 0, view, length, self.block_size)
-        path = self._path(key, file_version)
         with self._space_errors(key):
-            fd = self._create(path, whole=True)
-            try:
-                try:
-                    self._pwrite_all(fd, view, 0)
-                    self._sync_file(fd)
-                finally:
-                    os.close(fd)
-                self._sync_dir()
-                meta = ChunkMeta(length, chunk_size, self.block_size, versions.commit_version,
-                                 versions.update_version, versions.chain_version, file_version, crcs)
-                self._put_meta(key, meta)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    self._unlink(path)
-                raise
+            meta = self._write_fresh(key, file_version, 0, view, chunk_size, crcs, versions)
         if old is not None:
             self._discard(self._path(key, old.file_version))
         self._adjust_stats(length - (old.length if old else 0), 0 if old else 1)
@@ -905,7 +890,17 @@ class ChunkEngine:
                    versions: _Versions) -> ChunkMeta:
         length = offset + len(view)
         crcs = self._new_crcs(key, None, None, offset, view, length, self.block_size)
-        file_version = versions.update_version
+        meta = self._write_fresh(key, versions.update_version, offset, view, chunk_size, crcs, versions)
+        self.counters.append_writes += 1
+        return meta
+
+    def _write_fresh(self, key: bytes, file_version: int, offset: int, view: memoryview, chunk_size: int,
+                     crcs: bytes, versions: _Versions) -> ChunkMeta:
+        """Write a chunk into a new file (never a live one's name), then commit its meta.
+
+        A kill before the meta commit leaves only an orphan file, removed here on
+        failure or at the next startup."""
+        length = offset + len(view)
         path = self._path(key, file_version)
         fd = self._create(path, whole=offset == 0)   # a hole before offset needs a fresh (zero) file
         try:
@@ -924,7 +919,6 @@ class ChunkEngine:
             with contextlib.suppress(OSError):
                 self._unlink(path)
             raise
-        self.counters.append_writes += 1
         return meta
 
     def _write_append(self, key: bytes, old: ChunkMeta, offset: int, view: memoryview,
