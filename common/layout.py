@@ -8,7 +8,7 @@ into the chain table, wrapping around it), shuffled with the seed.
 3FS lost layouts when its shuffle changed between libstdc++ releases (#368),
 so the shuffle here is our own: a Fisher–Yates driven by SplitMix64, plain
 integer arithmetic that gives the same answer on every Python and platform.
-``tests/test_layout.py`` pins it with test vectors: changing it orphans every
+``tests/common/test_layout.py`` pins it with test vectors: changing it orphans every
 stored file.
 """
 
@@ -45,10 +45,6 @@ def seeded_shuffle(items: list[int], seed: int) -> list[int]:
         j = value % (i + 1)
         shuffled[i], shuffled[j] = shuffled[j], shuffled[i]
     return shuffled
-
-
-def is_power_of_two(value: int) -> bool:
-    return value > 0 and value & (value - 1) == 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,7 +112,7 @@ def stripe_chain_indices(base: int, stripe_size: int, seed: int, chain_count: in
 
 
 def validate_chunk_size(chunk_size: int) -> int:
-    if not is_power_of_two(chunk_size):
+    if not limits.is_power_of_two(chunk_size):
         raise InvalidArgument(f"chunk size {chunk_size} is not a power of two")
     if not limits.chunk_size_min <= chunk_size <= limits.chunk_size_max:
         raise InvalidArgument(

@@ -39,10 +39,11 @@ batch_read_reply_bytes_max = grpc_message_bytes_max - 2 * MiB   # storage reject
 batch_read_request_bytes_target = 32 * MiB                       # the client splits batches at this size
 
 
-def _check() -> None:
-    def is_power_of_two(value: int) -> bool:
-        return value > 0 and value & (value - 1) == 0
+def is_power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
 
+
+def _check() -> None:
     for name, value in (("chunk_size_min", chunk_size_min), ("chunk_size_max", chunk_size_max),
                         ("chunk_size_default", chunk_size_default),
                         ("checksum_block_bytes_default", checksum_block_bytes_default)):

@@ -1,11 +1,18 @@
-"""gRPC plumbing shared by every service and client: options, servers, channels.
+"""gRPC plumbing shared by every service and client: options, servers, channels, error mapping.
+
+The one mapping between FfsError (common/errors.py, which knows no gRPC) and
+gRPC statuses lives here, one direction each: a server aborts with the
+class's status code, its message, and the class name in the ``ffs-error``
+trailing metadata (``abort_with``); a client turns that back into the same
+class (``error_from_rpc``, ``rpc_errors_mapped``), or into the closest class
+for statuses the transport raised itself.
 
 Servicers stay thin: ``map_servicer_errors`` wraps each RPC method so an
-FfsError raised by the logic underneath becomes a gRPC status with a message
-(see errors.abort_with), and anything else becomes INTERNAL with the traceback
-logged, never a silent hang.
+FfsError raised by the logic underneath becomes a gRPC status with a message,
+and anything else becomes INTERNAL with the traceback logged, never a silent
+hang.
 
-Every server and channel carries a traffic class (fabric/traffic.py): its
+Every server and channel carries a traffic class (common/traffic.py): its
 packets are marked with that class's DSCP so a shared network can queue
 storage data apart from control and from training traffic. The default is
 CONTROL (meta, mgmtd, heartbeats); storage data paths pass STORAGE.
@@ -13,18 +20,96 @@ CONTROL (meta, mgmtd, heartbeats); storage data paths pass STORAGE.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from concurrent import futures
+from typing import Iterator
 
 import grpc
 
-from fireflyfs.fabric.traffic import TrafficClass, grpc_options
-
-from . import limits
-from .errors import FfsError, Internal, abort_with
+from . import errors, limits
+from .errors import FfsError, Internal
+from .traffic import TrafficClass, grpc_options
 
 log = logging.getLogger(__name__)
+
+ERROR_METADATA_KEY = "ffs-error"
+
+# The status each error class aborts with; a subclass not listed takes its nearest listed base's.
+_STATUS_OF_ERROR: dict[type[FfsError], grpc.StatusCode] = {
+    FfsError: grpc.StatusCode.UNKNOWN,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.NotADirectory: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.IsADirectory: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.DirectoryNotEmpty: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.ChecksumMismatch: grpc.StatusCode.DATA_LOSS,
+    errors.Retryable: grpc.StatusCode.UNAVAILABLE,
+    errors.StaleChainVersion: grpc.StatusCode.ABORTED,
+    errors.ChunkNotCommitted: grpc.StatusCode.ABORTED,
+    errors.NotHead: grpc.StatusCode.ABORTED,
+    errors.MissingUpdate: grpc.StatusCode.ABORTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.NoSpace: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.NoChainTable: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Internal: grpc.StatusCode.INTERNAL,
+}
+
+# Statuses raised by the transport itself (no ffs-error metadata).
+_ERROR_OF_STATUS: dict[grpc.StatusCode, type[FfsError]] = {
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.TooLarge,
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.DATA_LOSS: errors.ChecksumMismatch,
+    grpc.StatusCode.UNIMPLEMENTED: errors.Internal,
+}
+
+
+def status_of(error_class: type[FfsError]) -> grpc.StatusCode:
+    """The gRPC status code a server aborts with for error_class."""
+    for cls in error_class.__mro__:
+        if cls in _STATUS_OF_ERROR:
+            return _STATUS_OF_ERROR[cls]
+    raise TypeError(f"{error_class.__name__} is not an FfsError")
+
+
+def abort_with(context: grpc.ServicerContext, exc: FfsError) -> None:
+    """Server side: end the call with exc's status code, message and name. Never returns."""
+    context.set_trailing_metadata(((ERROR_METADATA_KEY, errors.error_name(exc)),))
+    context.abort(status_of(type(exc)), str(exc))
+
+
+def error_from_rpc(rpc_error: grpc.RpcError) -> FfsError:
+    """Turn a failed call into the FfsError the server raised (or the closest one)."""
+    code = rpc_error.code() if hasattr(rpc_error, "code") else grpc.StatusCode.UNKNOWN
+    details = (rpc_error.details() if hasattr(rpc_error, "details") else "") or ""
+    name = ""
+    trailing = rpc_error.trailing_metadata() if hasattr(rpc_error, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == ERROR_METADATA_KEY:
+            name = value
+    if name in errors.ERRORS_BY_NAME:
+        return errors.ERRORS_BY_NAME[name](details)
+    cls = _ERROR_OF_STATUS.get(code, Internal)
+    return cls(f"{code.name}: {details}" if details else code.name)
+
+
+@contextlib.contextmanager
+def rpc_errors_mapped() -> Iterator[None]:
+    """Client side: raise the FfsError a failed call carries, chained to the RpcError."""
+    try:
+        yield
+    except grpc.RpcError as rpc_error:
+        raise error_from_rpc(rpc_error) from rpc_error
+
 
 MESSAGE_OPTIONS = [
     ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
