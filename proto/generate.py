@@ -3,7 +3,7 @@
 The protos import each other as "fireflyfs/proto/NAME.proto"; protoc's virtual
 path mapping (``-Ifireflyfs/proto=<dir>``) makes the generated modules import
 ``fireflyfs.proto.types_pb2`` so they work as installed package modules.
-Run ``python proto/generate.py``; ``tests/test_proto_fresh.py`` fails when the
+Run ``python proto/generate.py``; ``tests/proto/test_proto_fresh.py`` fails when the
 committed modules differ from what this produces.
 """
 

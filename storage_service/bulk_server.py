@@ -55,10 +55,10 @@ import time
 from typing import Callable
 
 from fireflyfs.common.errors import FfsError, InvalidArgument, NotFound, TooLarge
-from fireflyfs.fabric.traffic import TrafficClass, mark_socket
+from fireflyfs.common.traffic import TrafficClass, mark_socket
 
-from . import bulk_wire as wire
-from .bulk_io import IdleTimeout, Sender, recv_exact, recv_header, tune
+from fireflyfs.proto import bulk_wire as wire
+from fireflyfs.proto.bulk_io import IdleTimeout, Sender, recv_exact, recv_header, tune
 from .chain_driver import ChainDriver
 from .chunk_engine import ReadExtent, chunk_key
 from .routing_view import RoutingView

@@ -14,9 +14,9 @@ import os
 import socket
 import struct
 
-from fireflyfs.fabric.traffic import TrafficClass, mark_socket
+from fireflyfs.common.traffic import TrafficClass, mark_socket
 
-from .bulk_wire import ProtocolError
+from fireflyfs.proto.bulk_wire import ProtocolError
 
 iovecs_per_sendmsg_max = 512        # below IOV_MAX (1024)
 sendfile_bytes_min = 64 * 1024      # smaller file ranges are read and sent from memory
@@ -33,7 +33,7 @@ def set_timeouts(sock: socket.socket, seconds: float) -> None:
 
 
 def tune(sock: socket.socket, timeout_s: float) -> None:
-    """Blocking with kernel timeouts, no Nagle delay, and marked as storage traffic (fabric/traffic.py)."""
+    """Blocking with kernel timeouts, no Nagle delay, and marked as storage traffic (common/traffic.py)."""
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     set_timeouts(sock, timeout_s)

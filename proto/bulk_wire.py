@@ -1,7 +1,7 @@
 """The bulk data protocol: framing shared by the storage node's bulk listener and the client.
 
 gRPC stays the control contract (storage.proto); this is the lean path for
-chunk bytes (see bulk_server.py for why it exists, with numbers). Every frame,
+chunk bytes (see storage_service/bulk_server.py for why it exists, with numbers). Every frame,
 request or reply, is one fixed header, a *meta* section whose length the
 header gives, and a raw *data* section whose length the header gives::
 
