@@ -32,7 +32,7 @@ compare within one run). Throughput is MiB/s (2**20 bytes), rates are
 operations per second, latencies are per call (a batch call counts once).
 
 The logic lives here (``run(BenchConfig) -> BenchReport``) so scripts can reuse
-it; ``client/cli/bench.py`` is the command line and the progress display.
+it; ``cli/bench.py`` is the command line and the progress display.
 """
 
 from __future__ import annotations
@@ -692,9 +692,3 @@ def summary_rows(report: BenchReport) -> Iterable[list[Any]]:
         yield [f.group, f.name, number(f.value, f.unit), number(f.p50_ms), number(f.p99_ms),
                f.limit or "", number(f.limit_value, f.unit if f.limit else ""),
                "" if f.ratio is None else f"{f.ratio:.0%}", (f.target or "") + met]
-
-
-if __name__ == "__main__":  # python bench/ffs_bench.py: the same as `ffs bench`
-    from fireflyfs.client.cli.bench import bench as _command
-
-    _command()

@@ -5,9 +5,12 @@ Modules, one job each: ``channels`` (per-process gRPC channels, fork safe),
 routing: heads and serving replicas), ``replica_select`` (least-outstanding
 read balancing), ``retry`` (bounded backoff), ``storage_client`` (chunk IO and
 failover), ``meta_client`` (Meta RPCs with request ids), ``client``
-(FfsClient), ``fsspec_fs`` and ``fsspec_file`` (the fsspec face), ``fsck`` and
-``fsck_runner`` (replica comparison and repair). Imports are lazy so
-``import fireflyfs.client.cli`` stays cheap.
+(FfsClient), ``fsspec_fs`` and ``fsspec_file`` (the fsspec face).
+
+The package imports nothing from ``fireflyfs.cli``, ``fireflyfs.deploy`` or
+``fireflyfs.bench`` (tests/test_layers.py checks). The names below load on
+first use, so importing one submodule (``fireflyfs.client.config`` in a
+DataLoader worker, say) does not load fsspec and every gRPC stub.
 """
 
 __all__ = ["FfsClient", "FileHandle", "FireflyFileSystem", "FireflyFile"]

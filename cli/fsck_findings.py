@@ -21,7 +21,7 @@ import enum
 from typing import Iterable, Mapping, Sequence
 
 
-class Kind(str, enum.Enum):
+class FindingKind(str, enum.Enum):
     DIVERGENT = "divergent"
     MISSING = "missing"
     EXTRA = "extra"
@@ -61,7 +61,7 @@ class ChunkMeta:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Finding:
-    kind: Kind
+    kind: FindingKind
     chain_id: int
     inode: int
     index: int
@@ -101,24 +101,24 @@ def compare_chain(chain_id: int, replicas: Sequence[Replica]) -> list[Finding]:
         return []
     head = replicas[0]
     head_metas = {meta.chunk: meta for meta in head.metas}
-    findings = [Finding(Kind.PENDING, chain_id, m.inode, m.index, head.target_id, head.target_id,
+    findings = [Finding(FindingKind.PENDING, chain_id, m.inode, m.index, head.target_id, head.target_id,
                         m.describe()) for m in head.metas if m.pending]
     for replica in replicas[1:]:
         metas = {meta.chunk: meta for meta in replica.metas}
         for chunk, meta in sorted(metas.items()):
             reference = head_metas.get(chunk)
             if meta.pending:
-                findings.append(Finding(Kind.PENDING, chain_id, *chunk, replica.target_id, head.target_id,
+                findings.append(Finding(FindingKind.PENDING, chain_id, *chunk, replica.target_id, head.target_id,
                                         meta.describe()))
             elif reference is None:
-                findings.append(Finding(Kind.EXTRA, chain_id, *chunk, replica.target_id, head.target_id,
+                findings.append(Finding(FindingKind.EXTRA, chain_id, *chunk, replica.target_id, head.target_id,
                                         f"{meta.describe()}; absent on the head"))
             elif not reference.pending and (fields := _differs(reference, meta)):
-                findings.append(Finding(Kind.DIVERGENT, chain_id, *chunk, replica.target_id, head.target_id,
+                findings.append(Finding(FindingKind.DIVERGENT, chain_id, *chunk, replica.target_id, head.target_id,
                                         f"{', '.join(fields)} differ: head {reference.describe()}, "
                                         f"replica {meta.describe()}"))
         for chunk in sorted(set(head_metas) - set(metas)):
-            findings.append(Finding(Kind.MISSING, chain_id, *chunk, replica.target_id, head.target_id,
+            findings.append(Finding(FindingKind.MISSING, chain_id, *chunk, replica.target_id, head.target_id,
                                     f"head has {head_metas[chunk].describe()}"))
     return findings
 
@@ -126,7 +126,7 @@ def compare_chain(chain_id: int, replicas: Sequence[Replica]) -> list[Finding]:
 def find_orphans(chain_id: int, replicas: Sequence[Replica], live_inodes: set[int]) -> list[Finding]:
     """Chunks of this chain whose inode is in none of live_inodes (existing or GC-pending)."""
     head_id = replicas[0].target_id if replicas else 0
-    return [Finding(Kind.ORPHAN, chain_id, meta.inode, meta.index, replica.target_id, head_id,
+    return [Finding(FindingKind.ORPHAN, chain_id, meta.inode, meta.index, replica.target_id, head_id,
                     f"inode {meta.inode} is neither in the namespace nor queued for GC")
             for replica in replicas for meta in replica.metas if meta.inode not in live_inodes]
 
@@ -155,7 +155,7 @@ class Report:
         return not self.findings
 
     def counts(self) -> Mapping[str, int]:
-        counts = {kind.value: 0 for kind in Kind}
+        counts = {kind.value: 0 for kind in FindingKind}
         for finding in self.findings:
             counts[finding.kind.value] += 1
         return counts

@@ -1,8 +1,8 @@
 """``ffs admin fsck URL [--repair] [--json]``: compare chunk replicas, find orphans, optionally repair.
 
 A dry run by default: it only reads. Exit codes: 0 clean, 1 problems found
-(dry run) or left after ``--repair``. The logic is in fireflyfs.client.fsck
-(comparison) and fireflyfs.client.fsck_runner (gathering and repair).
+(dry run) or left after ``--repair``. The logic is in fireflyfs.cli.fsck_findings
+(comparison) and fireflyfs.cli.fsck_runner (gathering and repair).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .fs import _url_arg, parse_url
 @click.pass_context
 def fsck(ctx: click.Context, url: str, repair: bool, recheck_delay: float) -> None:
     """Compare every chain's serving replicas (length, checksum, version) and find orphaned chunks."""
-    from fireflyfs.client.fsck_runner import FsckRunner
+    from fireflyfs.cli.fsck_runner import FsckRunner
 
     host, port, _ = parse_url(url)
     runner = FsckRunner(f"{host}:{port}", recheck_delay_s=recheck_delay)

@@ -40,7 +40,7 @@ class FfsGroup(click.Group):
             os.dup2(devnull, sys.stdout.fileno())
             ctx.exit(0)
         except grpc.RpcError as rpc_error:
-            from fireflyfs.common.errors import error_from_rpc
+            from fireflyfs.common.rpc import error_from_rpc
             report_failure(error_from_rpc(rpc_error))
             ctx.exit(EXIT_FAILURE)
         except Exception as exc:  # every operation failure: OSError, FfsError, ValueError...
@@ -68,5 +68,5 @@ for command in fs.COMMANDS:
     cli.add_command(command)
 
 
-if __name__ == "__main__":  # python -m fireflyfs.client.cli.main
+if __name__ == "__main__":  # python -m fireflyfs.cli.main
     cli()

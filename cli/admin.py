@@ -26,7 +26,7 @@ rpc_timeout_s = 10.0
 
 def _call(url: str, method: str, request):
     """One Mgmtd RPC to the cluster at url, errors mapped to FfsError."""
-    from fireflyfs.common.errors import rpc_errors_mapped
+    from fireflyfs.common.rpc import rpc_errors_mapped
     from fireflyfs.common.rpc import make_channel
     from fireflyfs.proto import mgmtd_pb2_grpc
 

@@ -1,4 +1,4 @@
-"""fsck against a running cluster: gather replicas' chunk metadata, compare (fsck.py), repair.
+"""fsck against a running cluster: gather replicas' chunk metadata, compare (fsck_findings.py), repair.
 
 A pass: for every chain, page each SERVING replica's chunk metadata
 (Storage.GetChunkMetas, addressed by target), compare them with the head's,
@@ -26,14 +26,16 @@ from typing import Callable
 
 import crc32c
 
-from ..common import errors, limits
-from ..proto import storage_pb2, types_pb2
-from .channels import ChannelPool, shared_pool
-from .config import ClientConfig
-from .fsck import ChunkMeta, Finding, Kind, Replica, Report, compare_chain, find_orphans, inode_ids, persistent
-from .meta_client import MetaClient
-from .routing import Route, RoutingCache
-from .storage_client import StorageClient
+from fireflyfs.common import errors, limits
+from fireflyfs.proto import storage_pb2, types_pb2
+from fireflyfs.client.channels import ChannelPool, shared_pool
+from fireflyfs.client.config import ClientConfig
+from fireflyfs.client.meta_client import MetaClient
+from fireflyfs.client.routing import Route, RoutingCache
+from fireflyfs.client.storage_client import StorageClient
+
+from .fsck_findings import (ChunkMeta, Finding, FindingKind, Replica, Report, compare_chain, find_orphans,
+                            inode_ids, persistent)
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +121,9 @@ class FsckRunner:
         self.routing.refresh()
         for finding in report.findings:
             try:
-                if finding.kind in (Kind.DIVERGENT, Kind.MISSING):
+                if finding.kind in (FindingKind.DIVERGENT, FindingKind.MISSING):
                     self._recopy(finding)
-                elif finding.kind in (Kind.EXTRA, Kind.ORPHAN):
+                elif finding.kind in (FindingKind.EXTRA, FindingKind.ORPHAN):
                     self._remove(finding)
                 else:
                     raise errors.ChunkNotCommitted("an update is pending; the next write or a resync "
