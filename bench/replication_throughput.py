@@ -61,7 +61,7 @@ def progress(message: str) -> None:
 
 
 def create_table(local, table_id: int, replicas: int):
-    from fireflyfs.common.errors import rpc_errors_mapped
+    from fireflyfs.common.rpc import rpc_errors_mapped
     from fireflyfs.common.rpc import make_channel
     from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
 

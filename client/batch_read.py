@@ -14,7 +14,7 @@ import dataclasses
 import operator
 from typing import Any, Sequence
 
-from ..common.errors import FfsError, InvalidArgument
+from fireflyfs.common.errors import FfsError, InvalidArgument
 
 
 def byte_view(into: Any, size: int) -> memoryview:

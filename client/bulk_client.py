@@ -1,6 +1,6 @@
 """Client side of the bulk data path: pooled connections to storage nodes' bulk listeners.
 
-The protocol is storage_service/bulk_wire.py (why it exists, with numbers:
+The protocol is proto/bulk_wire.py (why it exists, with numbers:
 storage_service/bulk_server.py). A ``BulkConnection`` sends a read batch or a
 write as one frame and receives the reply straight into the caller's views
 (``recv_into``; small pieces go through one scratch buffer and a copy, which
@@ -25,12 +25,12 @@ import threading
 
 import crc32c
 
-from ..common import errors
-from ..common.errors import ChecksumMismatch, Unavailable
-from ..fabric import pacing
-from ..fabric.traffic import TrafficClass
-from ..storage_service import bulk_wire as wire
-from ..storage_service.bulk_io import Sender, recv_exact, tune
+from fireflyfs.common import errors
+from fireflyfs.common.errors import ChecksumMismatch, Unavailable
+from fireflyfs.common import pacing
+from fireflyfs.common.traffic import TrafficClass
+from fireflyfs.proto import bulk_wire as wire
+from fireflyfs.proto.bulk_io import Sender, recv_exact, tune
 
 _CRC = struct.Struct("<I")
 small_piece_bytes_max = 64 * 1024      # pieces this small are received through the scratch buffer
@@ -134,7 +134,7 @@ class BulkConnection:
 
         rts: a GrantLimiter (client/rts.py): the server sends the data only once
         recv_read has granted it a permit. Paced as storage traffic if configured
-        (fabric/pacing.py).
+        (common/pacing.py).
         """
         op = wire.OP_READ if rts is None else wire.OP_READ_RTS
         meta = bytearray(wire.header(op, len(ios), len(ios) * wire.READ_IO.size, 0))

@@ -19,7 +19,7 @@ from typing import Callable, TypeVar
 
 import grpc
 
-from ..common import limits, rpc
+from fireflyfs.common import limits, rpc
 
 StubT = TypeVar("StubT")
 

@@ -19,10 +19,10 @@ import time
 import uuid
 from typing import Iterator
 
-from ..common.errors import FfsError, InvalidArgument, IsADirectory, NotADirectory, error_from_name
-from ..common.layout import Layout
-from ..common.paths import canonical_path
-from ..proto import meta_pb2, types_pb2
+from fireflyfs.common.errors import FfsError, InvalidArgument, IsADirectory, NotADirectory, error_from_name
+from fireflyfs.common.layout import Layout
+from fireflyfs.common.paths import canonical_path
+from fireflyfs.proto import meta_pb2, types_pb2
 from .batch_read import BatchReadResult, byte_view, check_requests
 from .config import ClientConfig
 from .meta_client import MetaClient

@@ -33,7 +33,7 @@ import uuid
 
 from fsspec.spec import AbstractBufferedFile
 
-from ..common import limits, paths
+from fireflyfs.common import limits, paths
 from .client import FileHandle
 from .streams import SequentialReader, WriteBehind, filled_bytes
 

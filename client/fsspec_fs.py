@@ -47,10 +47,10 @@ from fsspec.caching import BaseCache, register_cache
 from fsspec.spec import AbstractFileSystem
 from fsspec.utils import stringify_path
 
-from ..common import limits
-from ..common import paths as ffs_paths
-from ..common.errors import error_from_name
-from ..proto import meta_pb2, types_pb2
+from fireflyfs.common import limits
+from fireflyfs.common import paths as ffs_paths
+from fireflyfs.common.errors import error_from_name
+from fireflyfs.proto import meta_pb2, types_pb2
 from .client import FfsClient, FileHandle
 from .fsspec_file import FireflyFile
 

@@ -35,9 +35,10 @@ from typing import Any, Callable, Sequence
 
 import grpc
 
-from ..common import limits
-from ..common.errors import Unavailable, error_from_name, error_from_rpc
-from ..proto import meta_pb2, meta_pb2_grpc, types_pb2
+from fireflyfs.common import limits
+from fireflyfs.common.errors import Unavailable, error_from_name
+from fireflyfs.common.rpc import error_from_rpc
+from fireflyfs.proto import meta_pb2, meta_pb2_grpc, types_pb2
 from .channels import ChannelPool, shared_pool
 from .config import ClientConfig
 from .retry import RetryBudget

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ..common.errors import FfsError
+from fireflyfs.common.errors import FfsError
 from .config import ClientConfig
 
 

@@ -18,9 +18,10 @@ import logging
 import threading
 from typing import Callable
 
-from ..common.errors import NoChainTable, Unavailable, rpc_errors_mapped
-from ..common.layout import Layout
-from ..proto import mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
+from fireflyfs.common.errors import NoChainTable, Unavailable
+from fireflyfs.common.rpc import rpc_errors_mapped
+from fireflyfs.common.layout import Layout
+from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
 from .channels import ChannelPool, shared_pool
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ server has read the data, it asks the client for permission to send; the client
 holds a semaphore of ``max_concurrent_transmission`` tokens (64) and releases a
 token when the reply has arrived, or on error or timeout.
 
-On the bulk path (storage_service/bulk_wire.py) a read request with op
+On the bulk path (proto/bulk_wire.py) a read request with op
 READ_RTS makes the server send an RTS frame once its data is ready; the
 client's ``BulkConnection`` takes a permit from the process's
 ``GrantLimiter`` (below), answers GRANT, receives the data, and gives the
@@ -36,7 +36,7 @@ import threading
 import time
 from typing import Callable
 
-from ..common.errors import Unavailable
+from fireflyfs.common.errors import Unavailable
 
 permits_max_default = 64        # 3FS max_concurrent_transmission
 permit_wait_s_default = 10.0

@@ -47,10 +47,11 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import crc32c
 import grpc
 
-from ..common import errors, limits
-from ..common.errors import ChecksumMismatch, ChunkNotCommitted, Retryable, Unavailable, rpc_errors_mapped
-from ..common.layout import Layout
-from ..proto import storage_pb2, storage_pb2_grpc, types_pb2
+from fireflyfs.common import errors, limits
+from fireflyfs.common.errors import ChecksumMismatch, ChunkNotCommitted, Retryable, Unavailable
+from fireflyfs.common.rpc import rpc_errors_mapped
+from fireflyfs.common.layout import Layout
+from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 from .bulk_client import BulkPool, BulkTransportError
 from .rts import limiter_for as rts_limiter_for
 from .channels import ChannelPool, shared_pool

@@ -32,8 +32,8 @@ import threading
 from concurrent.futures import Future
 from typing import Callable
 
-from ..common.errors import FfsError
-from ..common.layout import Layout
+from fireflyfs.common.errors import FfsError
+from fireflyfs.common.layout import Layout
 from .bulk_client import BulkConnection, ReplyStream
 from .routing import Route
 

@@ -354,7 +354,7 @@ class LocalCluster:
             time.sleep(0.1)
 
     def _create_chain_table(self) -> None:
-        from fireflyfs.common.errors import rpc_errors_mapped
+        from fireflyfs.common.rpc import rpc_errors_mapped
         from fireflyfs.common.rpc import make_channel
         from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
 

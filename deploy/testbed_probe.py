@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from fireflyfs.fabric.traffic import TrafficClass, mark_socket
+from fireflyfs.common.traffic import TrafficClass, mark_socket
 
 block_bytes = 64 * 1024
 

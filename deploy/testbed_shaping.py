@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from fireflyfs.fabric.traffic import TrafficClass, dscp_of
+from fireflyfs.common.traffic import TrafficClass, dscp_of
 
 CLASS_IDS = {TrafficClass.HFREDUCE: 10, TrafficClass.COLLECTIVE: 20, TrafficClass.STORAGE: 30,
              TrafficClass.CONTROL: 40}

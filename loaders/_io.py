@@ -34,10 +34,10 @@ from typing import Any, Iterable, Sequence
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..client.batch_read import byte_view
-from ..client.client import FfsClient, FileHandle
-from ..client.fsspec_fs import FireflyFileSystem
-from ..common import limits
+from fireflyfs.client.batch_read import byte_view
+from fireflyfs.client.client import FfsClient, FileHandle
+from fireflyfs.client.fsspec_fs import FireflyFileSystem
+from fireflyfs.common import limits
 
 log = logging.getLogger(__name__)
 

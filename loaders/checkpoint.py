@@ -39,7 +39,7 @@ import crc32c
 import fsspec
 import torch
 
-from ..common.errors import ChecksumMismatch, InvalidArgument
+from fireflyfs.common.errors import ChecksumMismatch, InvalidArgument
 from . import _io
 
 MAGIC = b"FFLYCKPT"

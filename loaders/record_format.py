@@ -20,7 +20,7 @@ import sys
 
 import crc32c
 
-from ..common.errors import ChecksumMismatch
+from fireflyfs.common.errors import ChecksumMismatch
 
 MAGIC = b"FFLYREC\x00"
 VERSION = 1

@@ -25,7 +25,8 @@ import threading
 import time
 from typing import Callable
 
-from fireflyfs.common.errors import FfsError, NotFound, rpc_errors_mapped
+from fireflyfs.common.errors import FfsError, NotFound
+from fireflyfs.common.rpc import rpc_errors_mapped
 from fireflyfs.proto import mgmtd_pb2, types_pb2
 
 from .fencing import Fence

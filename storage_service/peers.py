@@ -13,7 +13,8 @@ import threading
 
 import grpc
 
-from fireflyfs.common.errors import Unavailable, rpc_errors_mapped
+from fireflyfs.common.errors import Unavailable
+from fireflyfs.common.rpc import rpc_errors_mapped
 from fireflyfs.common.rpc import make_channel
 from fireflyfs.proto import storage_pb2_grpc
 

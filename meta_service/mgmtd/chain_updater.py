@@ -17,7 +17,7 @@ from typing import Callable
 
 from fireflyfs.proto import types_pb2
 
-from ..store import Txn, u32_key, u64_key
+from fireflyfs.meta_service.store import Txn, u32_key, u64_key
 from .target_states import LocalState, PublicState, TargetState, generate_new_chain
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ import threading
 from fireflyfs.common.errors import AlreadyExists, InvalidArgument, NotFound
 from fireflyfs.proto import mgmtd_pb2, types_pb2
 
-from ..store import Store, Txn, u32_key, u64_key
+from fireflyfs.meta_service.store import Store, Txn, u32_key, u64_key
 from .chain_table import default_replicas, generate_chains
 from .chain_updater import update_chains
 from .target_states import LocalState
