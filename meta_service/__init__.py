@@ -3,7 +3,7 @@
     store.py        LMDB environment, key layout, one writer (durability notes)
     resolve.py      path -> inode inside a transaction, symlinks followed
     layouts.py      directory default layouts, chain range + seed for new files
-    records.py      inode/dentry/session helpers shared by operations
+    inodes.py       inode/dentry/session record helpers shared by operations
     namespace.py    Namespace: stat, list, find, mkdirs, symlink, link, rename, remove, setattr
     files.py        create/open/close/sync (sessions, length rule), truncate
     copy.py         server-side copy into an unlinked inode, linked at dst only when complete

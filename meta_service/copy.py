@@ -27,7 +27,7 @@ from fireflyfs.proto import meta_pb2, types_pb2
 
 from .idempotency import IdemKey
 from .layouts import allocate_file_layout
-from .records import (close_session, end_sessions_of_client, inline_data, make_dirs, new_inode, open_session,
+from .inodes import (close_session, end_sessions_of_client, inline_data, make_dirs, new_inode, open_session,
                       put_inline_record, release_link, touch_dir)
 from .resolve import DIR, FILE, as_path, load_inode, resolve, resolve_parent, walk
 from .store import session_key, u64_key

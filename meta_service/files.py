@@ -39,7 +39,7 @@ from .copy import CopyOps
 from .idempotency import IdemKey, IdemTable, Replayed, replay
 from .inline import MOVE_ATTEMPTS_MAX, InlineOps, NeedsMove
 from .layouts import allocate_file_layout
-from .records import (check_mode, close_session, get_session, inline_data, inline_record, load_file_any,
+from .inodes import (check_mode, close_session, get_session, inline_data, inline_record, load_file_any,
                       make_dirs, new_inode, open_session, release_link, store_file_any, touch_dir)
 from .resolve import DIR, FILE, as_path, resolve, resolve_parent, walk
 from .store import Store, Txn

@@ -53,7 +53,7 @@ from fireflyfs.proto import meta_pb2, types_pb2
 
 from .idempotency import IdemKey
 from .layouts import allocate_file_layout
-from .records import (check_mode, close_session, end_sessions_of_client, inline_data, inline_record,
+from .inodes import (check_mode, close_session, end_sessions_of_client, inline_data, inline_record,
                       load_file_any, make_dirs, new_inode, open_session, put_inline_record, store_file_any,
                       touch_dir)
 from .resolve import FILE, as_path, resolve, resolve_parent, walk

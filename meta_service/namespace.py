@@ -25,7 +25,7 @@ from .chunk_store import ChunkStore
 from .files import FileOps
 from .idempotency import IdemTable
 from .layouts import root_layout
-from .records import check_mode, make_dirs, new_inode, release_link, touch_dir
+from .inodes import check_mode, make_dirs, new_inode, release_link, touch_dir
 from .resolve import DIR, FILE, ROOT_ID, SYMLINK, as_path, load_inode, resolve, resolve_parent
 from .store import Store, Txn
 

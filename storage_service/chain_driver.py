@@ -35,7 +35,7 @@ from fireflyfs.common.errors import FfsError, Retryable, StaleChainVersion, Unav
 from fireflyfs.proto import storage_pb2, types_pb2
 
 from .chunk_engine import ChunkMeta, chunk_key, split_key
-from .craq import Action, ChainOp, ChainView, ChunkState, Do, Kind, Mutation
+from .craq import Action, ChainOp, ChainView, ChunkState, Do, UpdateKind, Mutation
 from .peers import Peers
 from .routing_view import RoutingView
 from .target import Target, WriteOutcome
@@ -103,7 +103,7 @@ class ChainDriver:
                    client_id: str = "", channel: int = 0, seqnum: int = 0) -> WriteOutcome:
         """A client write at the head (gRPC Write or the bulk path); data is only read during the call."""
         key = chunk_key(inode, index)
-        mutation = Mutation(Kind.WRITE, chunk_size, offset=offset, data=data)
+        mutation = Mutation(UpdateKind.WRITE, chunk_size, offset=offset, data=data)
 
         def apply() -> WriteOutcome:
             state = self._run(target, key, chain_id, chain_version, mutation, checksum=checksum)
@@ -116,7 +116,7 @@ class ChainDriver:
     def truncate(self, target: Target, request: storage_pb2.TruncateChunkRequest) -> ChunkState | None:
         """A missing chunk cut to 0, or a committed one already at that length, is left alone."""
         key = chunk_key(request.chunk.inode, request.chunk.index)
-        mutation = Mutation(Kind.TRUNCATE, request.chunk_size, length=request.length)
+        mutation = Mutation(UpdateKind.TRUNCATE, request.chunk_size, length=request.length)
 
         def noop(meta: ChunkMeta | None) -> bool:
             if meta is None:
@@ -133,11 +133,11 @@ class ChainDriver:
         write = request.write
         key = chunk_key(write.chunk.inode, write.chunk.index)
         if request.full_replace:
-            mutation = Mutation(Kind.REPLACE, write.chunk_size, data=write.data)
+            mutation = Mutation(UpdateKind.REPLACE, write.chunk_size, data=write.data)
         elif request.kind == storage_pb2.UPDATE_TRUNCATE:
-            mutation = Mutation(Kind.TRUNCATE, write.chunk_size, length=request.truncate_length)
+            mutation = Mutation(UpdateKind.TRUNCATE, write.chunk_size, length=request.truncate_length)
         else:
-            mutation = Mutation(Kind.WRITE, write.chunk_size, offset=write.offset, data=write.data)
+            mutation = Mutation(UpdateKind.WRITE, write.chunk_size, offset=write.offset, data=write.data)
         state = self._run(target, key, write.chain_id, write.chain_version, mutation,
                           update_version=request.update_version, full_replace=request.full_replace,
                           from_target=request.from_target, checksum=write.checksum,
@@ -269,7 +269,7 @@ class ChainDriver:
                 meta = engine.stage(key, mutation.kind.value, action.version, action.chain_version,
                                     mutation.chunk_size, commit=action.commit, offset=mutation.offset,
                                     data=mutation.data, length=mutation.length,
-                                    checksum=checksum if mutation.kind is not Kind.TRUNCATE else None)
+                                    checksum=checksum if mutation.kind is not UpdateKind.TRUNCATE else None)
                 action = op.staged(state_of(meta))
             elif action.do is Do.COMMIT:
                 action = op.committed(state_of(engine.commit(key, action.version, action.chain_version)))
@@ -316,7 +316,7 @@ class ChainDriver:
         else:
             assert mutation is not None
             write.chunk_size = mutation.chunk_size
-            if mutation.kind is Kind.TRUNCATE:
+            if mutation.kind is UpdateKind.TRUNCATE:
                 request.kind, request.truncate_length = storage_pb2.UPDATE_TRUNCATE, mutation.length
             else:
                 data = mutation.data if isinstance(mutation.data, bytes) else bytes(mutation.data)

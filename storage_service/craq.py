@@ -1,7 +1,7 @@
 """CRAQ chain replication as pure logic: what one replica does with one chunk update.
 
 Nothing here does I/O. A driver (``chain_driver.py`` on a storage node, the
-step-by-step simulation in ``tests/storage/craq_sim.py``) feeds events in and
+step-by-step simulation in ``tests/storage_service/craq_sim.py``) feeds events in and
 performs the returned ``Action``: stage on disk, forward to the successor,
 commit, answer upstream, or back off and retry with the routing of that time.
 Both drivers run this same code, so the simulation tests the rules the node
@@ -48,13 +48,13 @@ import logging
 
 from fireflyfs.common.errors import (FfsError, Internal, MissingUpdate, NotHead, Retryable,
                                      StaleChainVersion)
+from fireflyfs.meta_service.mgmtd.target_states import READABLE, WRITABLE
 from fireflyfs.proto import types_pb2
 
 log = logging.getLogger(__name__)
 
 SERVING = types_pb2.SERVING
 SYNCING = types_pb2.SYNCING
-_WRITE_MEMBER_STATES = (SERVING, SYNCING)
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -83,7 +83,7 @@ class ChainView:
     @property
     def members(self) -> tuple[int, ...]:
         """Targets that take writes (SERVING or SYNCING), in chain order."""
-        return tuple(t for t, s in zip(self.targets, self.states) if s in _WRITE_MEMBER_STATES)
+        return tuple(t for t, s in zip(self.targets, self.states) if s in WRITABLE)
 
     @property
     def head(self) -> int | None:
@@ -94,7 +94,7 @@ class ChainView:
 
     @property
     def serving(self) -> tuple[int, ...]:
-        return tuple(t for t, s in zip(self.targets, self.states) if s == SERVING)
+        return tuple(t for t, s in zip(self.targets, self.states) if s in READABLE)
 
     def successor(self, target_id: int) -> int | None:
         members = self.members
@@ -126,7 +126,7 @@ class ChunkState:
         return self.update_version != self.commit_version
 
 
-class Kind(enum.Enum):
+class UpdateKind(enum.Enum):
     WRITE = "write"          # bytes at an offset
     TRUNCATE = "truncate"    # set the length
     REPLACE = "replace"      # the whole chunk (full replace)
@@ -136,7 +136,7 @@ class Kind(enum.Enum):
 class Mutation:
     """What an update does to a chunk."""
 
-    kind: Kind
+    kind: UpdateKind
     chunk_size: int
     offset: int = 0
     data: bytes = b""        # WRITE: the bytes; REPLACE: the whole chunk
@@ -191,7 +191,7 @@ class ChainOp:
         self.request_chain_version = request_chain_version
         self.mutation = mutation
         self.update_version = update_version
-        self.full_replace_in = full_replace or (mutation is not None and mutation.kind is Kind.REPLACE)
+        self.full_replace_in = full_replace or (mutation is not None and mutation.kind is UpdateKind.REPLACE)
         self.from_target = from_target
         self.push = push
         self.phase = Phase.ADMIT

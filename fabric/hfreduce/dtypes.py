@@ -20,7 +20,7 @@ DTYPE_CODES = {name: index + 1 for index, name in enumerate(SUPPORTED)}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Kind:
+class ElementType:
     """A logical element type: its name, its storage dtype, and its accumulation dtype."""
 
     name: str
@@ -32,39 +32,39 @@ class Kind:
         return DTYPE_CODES[self.name]
 
 
-KINDS = {
-    "float32": Kind("float32", np.dtype(np.float32), np.dtype(np.float32)),
-    "float64": Kind("float64", np.dtype(np.float64), np.dtype(np.float64)),
-    "float16": Kind("float16", np.dtype(np.float16), np.dtype(np.float32)),
-    "bfloat16": Kind("bfloat16", np.dtype(np.uint16), np.dtype(np.float32)),
+ELEMENT_TYPES = {
+    "float32": ElementType("float32", np.dtype(np.float32), np.dtype(np.float32)),
+    "float64": ElementType("float64", np.dtype(np.float64), np.dtype(np.float64)),
+    "float16": ElementType("float16", np.dtype(np.float16), np.dtype(np.float32)),
+    "bfloat16": ElementType("bfloat16", np.dtype(np.uint16), np.dtype(np.float32)),
 }
 
 
-def kind_named(name: str) -> Kind:
+def element_type_named(name: str) -> ElementType:
     try:
-        return KINDS[name]
+        return ELEMENT_TYPES[name]
     except KeyError:
         raise TypeError(f"HFReduce reduces {', '.join(SUPPORTED)}; not {name}") from None
 
 
-def to_accumulate(values: np.ndarray, kind: Kind) -> np.ndarray:
+def to_accumulate(values: np.ndarray, element_type: ElementType) -> np.ndarray:
     """Storage values widened to the accumulation dtype (a copy unless already that dtype)."""
-    if kind.name == "bfloat16":
+    if element_type.name == "bfloat16":
         return (values.astype(np.uint32) << 16).view(np.float32)
-    return values.astype(kind.accumulate, copy=False)
+    return values.astype(element_type.accumulate, copy=False)
 
 
-def add_into(total: np.ndarray, values: np.ndarray, kind: Kind) -> None:
+def add_into(total: np.ndarray, values: np.ndarray, element_type: ElementType) -> None:
     """total += values (storage dtype), in the accumulation dtype."""
-    if kind.name == "bfloat16":
-        np.add(total, to_accumulate(values, kind), out=total)
+    if element_type.name == "bfloat16":
+        np.add(total, to_accumulate(values, element_type), out=total)
     else:
         np.add(total, values, out=total, casting="same_kind")
 
 
-def round_into(out: np.ndarray, total: np.ndarray, kind: Kind) -> None:
+def round_into(out: np.ndarray, total: np.ndarray, element_type: ElementType) -> None:
     """out (storage dtype) = total rounded to nearest even as torch does; NaN stays a quiet NaN."""
-    if kind.name == "bfloat16":
+    if element_type.name == "bfloat16":
         bits = total.view(np.uint32)
         rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
         np.copyto(out, rounded, casting="unsafe")
@@ -75,17 +75,17 @@ def round_into(out: np.ndarray, total: np.ndarray, kind: Kind) -> None:
         np.copyto(out, total, casting="same_kind")
 
 
-def storage_view(array) -> tuple[np.ndarray, Kind, object]:
-    """(flat writable storage view, kind, original) of a numpy array or CPU torch tensor.
+def storage_view(array) -> tuple[np.ndarray, ElementType, object]:
+    """(flat writable storage view, element_type, original) of a numpy array or CPU torch tensor.
 
     The view aliases the caller's memory, so the allreduce works in place;
     a non-contiguous or read-only input is refused rather than silently copied.
     """
     if isinstance(array, np.ndarray):
-        kind = kind_named(array.dtype.name)
+        element_type = element_type_named(array.dtype.name)
         if not array.flags.c_contiguous or not array.flags.writeable:
             raise ValueError("allreduce needs a C-contiguous, writable array")
-        return array.reshape(-1), kind, array
+        return array.reshape(-1), element_type, array
     torch = _torch_if_tensor(array)
     if torch is None:
         raise TypeError(f"allreduce takes a numpy array or a torch tensor, not {type(array).__name__}")
@@ -94,11 +94,11 @@ def storage_view(array) -> tuple[np.ndarray, Kind, object]:
     if not array.is_contiguous():
         raise ValueError("allreduce needs a contiguous tensor")
     name = str(array.dtype).removeprefix("torch.")
-    kind = kind_named(name)
+    element_type = element_type_named(name)
     flat = array.detach().view(-1)
-    if kind.name == "bfloat16":
+    if element_type.name == "bfloat16":
         flat = flat.view(torch.int16)
-    return flat.numpy().view(kind.storage), kind, array
+    return flat.numpy().view(element_type.storage), element_type, array
 
 
 def _torch_if_tensor(value):

@@ -163,16 +163,16 @@ class HFReduceGroup:
         """
         if op not in pipeline.OPS:
             raise ValueError(f"op must be one of {sorted(pipeline.OPS)}, not {op!r}")
-        view, kind, original = dtypes.storage_view(array)
+        view, element_type, original = dtypes.storage_view(array)
         with self._lock:
             if self._broken:
                 raise HFReduceError(f"HFReduce group is unusable after an earlier failure: {self._broken}")
             self._seq += 1
-            header = pipeline.HEADER.pack(self._seq, len(view), kind.code, pipeline.OPS[op])
+            header = pipeline.HEADER.pack(self._seq, len(view), element_type.code, pipeline.OPS[op])
             try:
                 if self.world_size > 1:
                     if self.topology.is_leader:
-                        self._lead(view, kind, op, header)
+                        self._lead(view, element_type, op, header)
                     else:
                         self._follow(view, header)
             except Exception as exc:
@@ -198,7 +198,7 @@ class HFReduceGroup:
             raise HFReduceError(self._recv_bytes(link, length).decode())
         np.copyto(view, self._buffer.region(0, view.dtype, len(view)))
 
-    def _lead(self, view: np.ndarray, kind: dtypes.Kind, op: str, header: bytes) -> None:
+    def _lead(self, view: np.ndarray, element_type: dtypes.ElementType, op: str, header: bytes) -> None:
         topo = self.topology
         members = topo.local_ranks[1:]
         member_links = [self._accepted[(LinkKind.LOCAL, r)] for r in members]
@@ -227,11 +227,11 @@ class HFReduceGroup:
                     raise transport.LinkError("local member sent garbage instead of READY")
             self._buffer.unlink()     # every member has it mapped now
             inputs += [self._buffer.region(i, view.dtype, len(view)) for i in range(1, len(topo.local_ranks))]
-        if len(self._scratch) < len(view) or self._scratch.dtype != kind.accumulate:
-            self._scratch = np.empty(len(view), dtype=kind.accumulate)
-        call = pipeline.Call(inputs=inputs, out=view, total=self._scratch[:len(view)], kind=kind,
+        if len(self._scratch) < len(view) or self._scratch.dtype != element_type.accumulate:
+            self._scratch = np.empty(len(view), dtype=element_type.accumulate)
+        call = pipeline.Call(inputs=inputs, out=view, total=self._scratch[:len(view)], element_type=element_type,
                              divisor=self.world_size if op == "mean" else 1, header=header,
-                             chunk_elements=max(1, self.chunk_bytes // kind.accumulate.itemsize),
+                             chunk_elements=max(1, self.chunk_bytes // element_type.accumulate.itemsize),
                              copy_out=self._buffer.region(0, view.dtype, len(view)) if members else None)
         try:
             pipeline.run(call, self._tree_links(), self._workers)

@@ -46,7 +46,7 @@ class Call:
     inputs: list[np.ndarray]      # storage views of the host's inputs, local rank order
     out: np.ndarray               # storage view the result lands in
     total: np.ndarray             # accumulation scratch, same length
-    kind: dtypes.Kind
+    element_type: dtypes.ElementType
     divisor: int                  # world size for a mean, 1 for a sum
     header: bytes
     chunk_elements: int
@@ -98,20 +98,20 @@ def run(call: Call, links: list[TreeLinks], workers: concurrent.futures.Executor
 
 
 def _up(call: Call, tree: TreeLinks, lo: int, hi: int) -> None:
-    kind = call.kind
+    element_type = call.element_type
     for child in tree.children:
         _check_header(child, call.header)
     if tree.parent is not None:
         transport.send(tree.parent, call.header)
-    received = np.empty(min(call.chunk_elements, max(hi - lo, 1)), dtype=kind.accumulate)
+    received = np.empty(min(call.chunk_elements, max(hi - lo, 1)), dtype=element_type.accumulate)
     for a, b in chunks(lo, hi, call.chunk_elements):
         total = call.total[a:b]
-        if kind.name == "bfloat16":
-            np.copyto(total, dtypes.to_accumulate(call.inputs[0][a:b], kind))
+        if element_type.name == "bfloat16":
+            np.copyto(total, dtypes.to_accumulate(call.inputs[0][a:b], element_type))
         else:
             np.copyto(total, call.inputs[0][a:b], casting="same_kind")
         for other in call.inputs[1:]:
-            dtypes.add_into(total, other[a:b], kind)
+            dtypes.add_into(total, other[a:b], element_type)
         for child in tree.children:
             piece = received[: b - a]
             transport.recv_into(child, memoryview(piece))
@@ -121,7 +121,7 @@ def _up(call: Call, tree: TreeLinks, lo: int, hi: int) -> None:
             continue
         if call.divisor != 1:
             np.divide(total, call.divisor, out=total)
-        dtypes.round_into(call.out[a:b], total, kind)
+        dtypes.round_into(call.out[a:b], total, element_type)
         if call.copy_out is not None:
             np.copyto(call.copy_out[a:b], call.out[a:b])     # while the chunk is still in cache
         for child in tree.children:

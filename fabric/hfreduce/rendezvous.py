@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 
-from fireflyfs.fabric.traffic import TrafficClass, mark_socket
+from fireflyfs.common.traffic import TrafficClass, mark_socket
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ def _exchange(left: socket.socket, right: socket.socket, outgoing: np.ndarray, i
 
 def ring_allreduce(array, op: str, rank: int, n: int, left: socket.socket, right: socket.socket,
                    workers: concurrent.futures.Executor):
-    view, kind, original = dtypes.storage_view(array)
-    total = dtypes.to_accumulate(view, kind).copy()
+    view, element_type, original = dtypes.storage_view(array)
+    total = dtypes.to_accumulate(view, element_type).copy()
     segments = _segments(len(view), n)
-    scratch = np.empty(max(hi - lo for lo, hi in segments), dtype=kind.accumulate)
+    scratch = np.empty(max(hi - lo for lo, hi in segments), dtype=element_type.accumulate)
     for step in range(n - 1):                       # reduce-scatter
         send_lo, send_hi = segments[(rank - step) % n]
         recv_lo, recv_hi = segments[(rank - step - 1) % n]
@@ -49,7 +49,7 @@ def ring_allreduce(array, op: str, rank: int, n: int, left: socket.socket, right
     own_lo, own_hi = segments[(rank + 1) % n]      # this rank now holds the full sum here
     if op == "mean":
         np.divide(total[own_lo:own_hi], n, out=total[own_lo:own_hi])
-    dtypes.round_into(view[own_lo:own_hi], total[own_lo:own_hi], kind)
+    dtypes.round_into(view[own_lo:own_hi], total[own_lo:own_hi], element_type)
     for step in range(n - 1):                       # allgather the rounded results
         send_lo, send_hi = segments[(rank + 1 - step) % n]
         recv_lo, recv_hi = segments[(rank - step) % n]

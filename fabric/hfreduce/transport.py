@@ -20,7 +20,7 @@ import socket
 import struct
 import time
 
-from fireflyfs.fabric.traffic import TrafficClass, mark_socket
+from fireflyfs.common.traffic import TrafficClass, mark_socket
 
 HELLO = struct.Struct("!4sBI")
 MAGIC = b"HFR1"
