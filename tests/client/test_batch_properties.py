@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import unique_dir
+from tests.conftest import unique_dir
 from fireflyfs.client.client import FfsClient
 from fireflyfs.common import limits
 

@@ -24,7 +24,7 @@ from fireflyfs.client.streams import SequentialReader, WriteBehind, filled_bytes
 from fireflyfs.common.errors import Unavailable
 from fireflyfs.common.layout import Layout
 
-from conftest import unique_dir
+from tests.conftest import unique_dir
 
 CHUNK = 64 * 1024
 

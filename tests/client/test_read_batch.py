@@ -14,7 +14,7 @@ import pytest
 from fireflyfs.client.client import FfsClient
 from fireflyfs.common.errors import FfsError, InvalidArgument, IsADirectory, NotFound
 
-from conftest import unique_dir
+from tests.conftest import unique_dir
 
 CHUNK = 64 * 1024
 

@@ -18,14 +18,14 @@ def test_bfloat16_rounding_matches_torch_including_ties_nan_and_inf():
         (np.arange(64, dtype=np.uint32) << 16 | 0x8000).view(np.float32),
     ])
     ours = np.empty(len(values), dtype=np.uint16)
-    dtypes.round_into(ours, values.copy(), dtypes.KINDS["bfloat16"])
+    dtypes.round_into(ours, values.copy(), dtypes.ELEMENT_TYPES["bfloat16"])
     theirs = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     nan = np.isnan(values)
     assert np.array_equal(ours[~nan], theirs[~nan])
     # NaN stays NaN (torch's NaN payload differs by platform; any NaN is fine)
     assert all((bits & 0x7F80) == 0x7F80 and bits & 0x7F for bits in ours[nan])
     ours[nan] = theirs[nan]
-    back = dtypes.to_accumulate(ours, dtypes.KINDS["bfloat16"])
+    back = dtypes.to_accumulate(ours, dtypes.ELEMENT_TYPES["bfloat16"])
     torch_back = torch.from_numpy(theirs.view(np.int16).copy()).view(torch.bfloat16).float().numpy()
     assert np.array_equal(back.view(np.uint32), torch_back.view(np.uint32))
 
@@ -33,12 +33,12 @@ def test_bfloat16_rounding_matches_torch_including_ties_nan_and_inf():
 def test_views_alias_numpy_and_torch_buffers():
     torch = pytest.importorskip("torch")
     array = np.zeros(8, dtype=np.float16)
-    view, kind, original = dtypes.storage_view(array)
+    view, element_type, original = dtypes.storage_view(array)
     view[3] = 2
-    assert kind.name == "float16" and original is array and array[3] == 2
+    assert element_type.name == "float16" and original is array and array[3] == 2
     tensor = torch.zeros(2, 4, dtype=torch.bfloat16)
-    view, kind, original = dtypes.storage_view(tensor)
-    assert kind.name == "bfloat16" and view.dtype == np.uint16 and len(view) == 8
+    view, element_type, original = dtypes.storage_view(tensor)
+    assert element_type.name == "bfloat16" and view.dtype == np.uint16 and len(view) == 8
     view[5] = 0x3F80                       # 1.0 in bfloat16
     assert tensor[1, 1].item() == 1.0
 

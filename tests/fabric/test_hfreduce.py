@@ -177,9 +177,9 @@ def _ports_job(rank, world_size, port):
 
 
 def test_every_hfreduce_link_is_marked_on_the_wire():
-    from fireflyfs.fabric.traffic import TrafficClass, tos_of
+    from fireflyfs.common.traffic import TrafficClass, tos_of
 
-    from .capture import LoopbackCapture, capture_available
+    from tests.common.capture import LoopbackCapture, capture_available
 
     if not capture_available():
         pytest.skip("packet capture needs root (AF_PACKET)")
