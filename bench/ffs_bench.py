@@ -1,7 +1,6 @@
 """``ffs bench``: FireflyFS next to this machine's own limits, measured in the same run.
 
     ffs bench [--url ffs://HOST:PORT] [--full] [--json] [--only sequential,random,small] ...
-    python bench/ffs_bench.py ...        (the same command)
 
 What runs (each measurement stops at its count or its time budget, whichever
 comes first, so a default run takes about a minute or two):

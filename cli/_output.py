@@ -90,10 +90,3 @@ def human_bytes(count: int | None) -> str:
 def stdout_binary():
     """The binary stdout (sys.stdout is looked up at call time so test runners can swap it)."""
     return sys.stdout.buffer
-
-
-def flush_stdout() -> None:
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        pass

@@ -29,7 +29,7 @@ those pages and flushes them later. Only a power loss or kernel crash can lose
 them. ``fsync=True`` makes every commit call fdatasync (power-loss durable)
 at a large cost in commit rate. On the 2-core development VM a one-inode
 commit measured ~120k commits/s without sync against ~3.3k/s with it
-(``python -m fireflyfs.meta_service.store`` prints both); figures vary.
+(``python bench/meta_commit_rate.py`` prints both); figures vary.
 """
 
 from __future__ import annotations
@@ -213,24 +213,3 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
-
-
-def _bench(commits: int = 2000) -> None:
-    """Commit rate with and without sync, for the docstring above."""
-    import tempfile
-    import time
-
-    for fsync in (False, True):
-        with tempfile.TemporaryDirectory() as tmp:
-            store = Store(tmp, fsync=fsync)
-            began = time.perf_counter()
-            for i in range(commits):
-                with store.write() as txn:
-                    txn.put_inode(types_pb2.Inode(id=i + 2, type=types_pb2.INODE_FILE))
-            elapsed = time.perf_counter() - began
-            store.close()
-            print(f"fsync={fsync}: {commits / elapsed:,.0f} commits/s")
-
-
-if __name__ == "__main__":
-    _bench()
