@@ -1,4 +1,4 @@
-"""The one error hierarchy of FireflyFS, and its one mapping to and from gRPC.
+"""The one error hierarchy of FireflyFS, with the Python built-in each error also is.
 
     FfsError
     ├── NotFound            (FileNotFoundError)
