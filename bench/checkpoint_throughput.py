@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 
-MiB = 1024 * 1024
+from fireflyfs.common.limits import MiB
 
 
 def make_state(total_bytes: int) -> dict:

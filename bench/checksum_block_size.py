@@ -29,8 +29,7 @@ import time
 
 import crc32c
 
-KiB = 1024
-MiB = 1024 * KiB
+from fireflyfs.common.limits import KiB, MiB
 
 
 def verify_blocks(view: memoryview, block_size: int) -> int:

@@ -49,11 +49,10 @@ import threading
 import time
 import uuid
 from typing import Any, Callable, Iterable
+
+from fireflyfs.common.limits import GiB, KiB, MiB
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
 
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
 
 GROUPS = ("sequential", "random", "small")
 

@@ -38,7 +38,8 @@ import tempfile
 import time
 import uuid
 
-MiB = 1024 * 1024
+from fireflyfs.common.limits import MiB
+
 batch_size_default = 64
 record_bytes_min, record_bytes_max = 1024, 8192
 

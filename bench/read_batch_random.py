@@ -23,7 +23,8 @@ import sys
 import tempfile
 import time
 
-MiB = 1024 * 1024
+from fireflyfs.common.limits import MiB
+
 READ_BYTES = 4096
 BATCH = 256
 _TICK = os.sysconf("SC_CLK_TCK")

@@ -45,15 +45,16 @@ import threading
 import time
 
 import crc32c
-from fireflyfs.common.units import parse_positive_size
+
+from fireflyfs.common.limits import MiB
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
+from fireflyfs.common.units import parse_positive_size
 
 HEARTBEAT_TIMEOUT_MS = 2000
 SAMPLE_S = 0.05
 DETECT_S_MAX = 30.0
 SYNC_START_S_MAX = 60.0
 RESYNC_S_MAX = 300.0
-MiB = 1024 * 1024
 
 
 def progress(message: str) -> None:

@@ -31,10 +31,10 @@ import tempfile
 import time
 import uuid
 
+from fireflyfs.common.limits import MiB
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
 from fireflyfs.common.units import parse_positive_size
 
-MiB = 1024 * 1024
 block_bytes_default = 4 * MiB
 
 _SENDER = r"""

@@ -6,6 +6,7 @@ the relations between them true at import time (they raise even under -O).
 
 KiB = 1024
 MiB = 1024 * KiB
+GiB = 1024 * MiB
 
 name_bytes_max = 255                  # one path component, as POSIX NAME_MAX
 path_bytes_max = 4096                 # whole path, as POSIX PATH_MAX
