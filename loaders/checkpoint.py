@@ -50,7 +50,8 @@ TORCH_ZIP_MAGIC = b"PK\x03\x04"
 tensor_alignment_bytes = 64
 pickle_protocol = 4
 
-assert HEADER.size == 16 and FOOTER.size == 48
+if HEADER.size != 16 or FOOTER.size != 48:   # the on-disk format; checked even under -O
+    raise AssertionError("checkpoint header/footer sizes changed")
 
 
 class CorruptCheckpoint(ChecksumMismatch):

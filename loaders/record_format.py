@@ -30,7 +30,8 @@ OFFSET_BYTES = 8                       # one u64 offset per record, plus the end
 CRC_BYTES = 4                          # one u32 CRC32C per record
 record_count_max = 1 << 40             # keeps index arithmetic far from overflow
 
-assert HEADER_BYTES == 32
+if HEADER_BYTES != 32:   # the on-disk format (docs/record-format.md); checked even under -O
+    raise AssertionError("record file header must be 32 bytes")
 
 
 class CorruptRecordFile(ChecksumMismatch):

@@ -100,7 +100,8 @@ TRANSITIONS: dict[tuple[LocalState, PublicState], Rule] = {
     (L.OFFLINE, P.WAITING): Rule(P.OFFLINE, "offline"),
     (L.OFFLINE, P.OFFLINE): Rule(P.OFFLINE, "offline"),
 }
-assert len(TRANSITIONS) == len(LocalState) * len(PublicState)
+if len(TRANSITIONS) != len(LocalState) * len(PublicState):   # not an assert: must hold under -O too
+    raise AssertionError("TRANSITIONS must cover every (local, public) state pair")
 
 # Chain order: the head is the first SERVING target; offline targets sit at the end.
 ORDER_RANK = {P.SERVING: 0, P.LASTSRV: 1, P.SYNCING: 2, P.WAITING: 3, P.OFFLINE: 4}
