@@ -216,7 +216,7 @@ def serve_storage(port_out, data_dir: str, chunks: int) -> None:
     from fireflyfs.proto import types_pb2
     from fireflyfs.storage_service.bulk_server import BulkHandler, BulkServer
     from fireflyfs.storage_service.chain_driver import ChainDriver
-    from fireflyfs.storage_service.chunk_engine import chunk_key
+    from fireflyfs.storage_service.chunk_meta import chunk_key
     from fireflyfs.storage_service.fencing import Fence
     from fireflyfs.storage_service.peers import Peers
     from fireflyfs.storage_service.routing_view import RoutingView
@@ -310,7 +310,8 @@ def measure_loop(kind: str, total: int, echoes: int) -> tuple[float, float]:
 
 def measure_engine(total: int, work_dir: str) -> tuple[float, float, float]:
     """(new-file write s, pooled-file write s, read s) of ChunkEngine alone."""
-    from fireflyfs.storage_service.chunk_engine import ChunkEngine, chunk_key
+    from fireflyfs.storage_service.chunk_engine import ChunkEngine
+    from fireflyfs.storage_service.chunk_meta import chunk_key
 
     chunks = total // BLOCK
     engine = ChunkEngine(os.path.join(work_dir, "engine"), pool_files_max=chunks)

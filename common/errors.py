@@ -143,3 +143,15 @@ def error_name(exc: FfsError) -> str:
 def error_from_name(name: str, message: str) -> FfsError:
     """Rebuild an error from a per-item status (error name + message)."""
     return ERRORS_BY_NAME.get(name, Internal)(message)
+
+
+def require(value, what: str):
+    """value, unless it is None: then Internal naming what is missing.
+
+    For invariants of the protocol code where None would mean a bug: unlike an
+    assert, the check survives ``python -O``, and a caller never ends up
+    raising or writing None.
+    """
+    if value is None:
+        raise Internal(f"broken invariant: {what} is missing")
+    return value

@@ -16,7 +16,6 @@ import struct
 
 from fireflyfs.common.traffic import TrafficClass, mark_socket
 
-from fireflyfs.proto.bulk_wire import ProtocolError
 
 iovecs_per_sendmsg_max = 512        # below IOV_MAX (1024)
 sendfile_bytes_min = 64 * 1024      # smaller file ranges are read and sent from memory
@@ -149,8 +148,3 @@ class Sender:
             step = min(count, len(_ZEROS))
             self.add(_ZEROS[:step])
             count -= step
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise ProtocolError(message)

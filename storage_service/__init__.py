@@ -1,6 +1,9 @@
 """FireflyFS storage service: chunk targets replicated along CRAQ chains.
 
-    chunk_engine.py  chunk files + LMDB metadata of one target; stage/commit of chain updates
+    chunk_engine.py  one target's chunks: writes, stage/commit of chain updates, verified reads
+    chunk_meta.py    chunk keys and the per-chunk meta record (versions, length, block CRCs)
+    chunk_files.py   chunk file writes and range copies; the pool of free chunk files
+    fd_cache.py      read descriptors of chunk files kept open across reads
     target.py        a target: engine, local state, chunk locks, client write dedup
     craq.py          the chain protocol as pure logic (ChainOp, ChainView, resync planning)
     chain_driver.py  runs ChainOps on the node: engine I/O, forwarding to successors, retries
@@ -13,5 +16,7 @@
     peers.py         gRPC stubs to other storage nodes
     heartbeat.py     registration (with incarnation) and heartbeats to mgmtd
     servicer.py      thin Storage gRPC servicer
+    bulk_server.py   the bulk listener: chunk bytes over proto/bulk_wire.py (sendfile reads)
+    rts.py           request-to-send: a bulk read asks before its data goes out
     server.py        StorageConfig + StorageNode; __main__ runs it
 """

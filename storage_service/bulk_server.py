@@ -60,7 +60,8 @@ from fireflyfs.common.traffic import TrafficClass, mark_socket
 from fireflyfs.proto import bulk_wire as wire
 from fireflyfs.proto.bulk_io import IdleTimeout, Sender, recv_exact, recv_header, tune
 from .chain_driver import ChainDriver
-from .chunk_engine import ReadExtent, chunk_key
+from .chunk_engine import ReadExtent
+from .chunk_meta import chunk_key
 from .routing_view import RoutingView
 from .rts import GrantGate
 from .target import Target

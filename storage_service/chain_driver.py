@@ -31,10 +31,10 @@ from typing import Callable, Iterator
 
 import crc32c
 
-from fireflyfs.common.errors import FfsError, Retryable, StaleChainVersion, Unavailable
+from fireflyfs.common.errors import FfsError, Retryable, StaleChainVersion, Unavailable, require
 from fireflyfs.proto import storage_pb2, types_pb2
 
-from .chunk_engine import ChunkMeta, chunk_key, split_key
+from .chunk_meta import ChunkMeta, chunk_key, split_key
 from .craq import Action, ChainOp, ChainView, ChunkState, Do, UpdateKind, Mutation
 from .peers import Peers
 from .routing_view import RoutingView
@@ -106,8 +106,8 @@ class ChainDriver:
         mutation = Mutation(UpdateKind.WRITE, chunk_size, offset=offset, data=data)
 
         def apply() -> WriteOutcome:
-            state = self._run(target, key, chain_id, chain_version, mutation, checksum=checksum)
-            assert state is not None
+            state = require(self._run(target, key, chain_id, chain_version, mutation, checksum=checksum),
+                            "the chunk state after a client write")
             return WriteOutcome(state.commit_version, state.length, state.checksum)
 
         with self._client_op():
@@ -142,8 +142,7 @@ class ChainDriver:
                           update_version=request.update_version, full_replace=request.full_replace,
                           from_target=request.from_target, checksum=write.checksum,
                           caller_active=caller_active)
-        assert state is not None
-        return state
+        return require(state, "the chunk state after a chain update")
 
     def push(self, target: Target, key: bytes, chain_id: int, syncing_target: int | None,
              lock_timeout_s: float | None = None) -> bool:
@@ -163,7 +162,7 @@ class ChainDriver:
                 if syncing_target is None and (meta is None or meta.committed):
                     return False
                 if meta is None:
-                    assert syncing_target is not None
+                    syncing_target = require(syncing_target, "the syncing target of a removal push")
                     inode, index = split_key(key)
                     self.peers.call(syncing_target, "RemoveChunk", storage_pb2.RemoveChunkRequest(
                         chain_id=chain_id, chain_version=chain.version, target_id=syncing_target,
@@ -264,9 +263,8 @@ class ChainDriver:
         backoff = backoff_s_first
         while True:
             if action.do is Do.STAGE:
-                mutation = op.mutation
-                assert mutation is not None
-                meta = engine.stage(key, mutation.kind.value, action.version, action.chain_version,
+                mutation = require(op.mutation, "the mutation of a STAGE action")
+                meta = engine.stage(key, mutation.kind, action.version, action.chain_version,
                                     mutation.chunk_size, commit=action.commit, offset=mutation.offset,
                                     data=mutation.data, length=mutation.length,
                                     checksum=checksum if mutation.kind is not UpdateKind.TRUNCATE else None)
@@ -284,18 +282,15 @@ class ChainDriver:
                              action.version, key.hex(), action.to_target, type(exc).__name__, exc)
                     action = op.failed(exc)
             elif action.do is Do.WAIT:
-                assert action.error is not None
-                backoff = self._backoff(deadline, backoff, action.error,
+                backoff = self._backoff(deadline, backoff, require(action.error, "the error of a WAIT action"),
                                         f"target {target.id} chain {op.chain.chain_id} update of {key.hex()}")
                 chain = self._chain(op.chain.chain_id)
                 target.in_flight.set_version(slot, chain.version)
                 action = op.retry(chain)
             elif action.do is Do.REPLY:
-                assert action.state is not None
-                return action.state
+                return require(action.state, "the chunk state of a REPLY action")
             else:
-                assert action.error is not None
-                raise action.error
+                raise require(action.error, "the error of a FAIL action")
 
     def _update_request(self, target: Target, op: ChainOp, key: bytes, action: Action
                         ) -> storage_pb2.UpdateRequest:
@@ -308,13 +303,12 @@ class ChainDriver:
         write.chunk.CopyFrom(chunk)
         mutation = op.mutation
         if action.full_replace:
-            meta = target.engine.get_meta(key)
-            assert meta is not None
+            meta = require(target.engine.get_meta(key), f"the chunk {key.hex()} a full replace sends")
             data, _ = target.engine.read(key, 0, meta.length, allow_pending=True)
             write.data, write.chunk_size, write.checksum = data, meta.chunk_size, crc32c.crc32c(data)
             request.chunk_chain_version = meta.chain_version
         else:
-            assert mutation is not None
+            mutation = require(mutation, "the mutation an update forwards")
             write.chunk_size = mutation.chunk_size
             if mutation.kind is UpdateKind.TRUNCATE:
                 request.kind, request.truncate_length = storage_pb2.UPDATE_TRUNCATE, mutation.length

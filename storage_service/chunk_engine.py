@@ -1,124 +1,22 @@
 """The chunk engine of one storage target: chunk files plus chunk metadata in LMDB.
 
-Layout on disk (``target_dir``)::
-
-    meta.lmdb/                 LMDB: chunk key -> ChunkMeta (the only source of truth)
-    chunks/<key-hex>.<fver>    chunk data, one file per chunk version that owns its bytes
-    pool/<n>                   free chunk files kept for reuse (no meta names them)
-
-The chunk key is ``struct.pack(">QI", inode, index)``: big-endian, so a file's
-chunks are contiguous in LMDB and "last chunk of inode" / "remove chunks
-[begin, end) of inode" are range scans, as 3FS lays out its ChunkId.
-
-Checksums
----------
-Every chunk carries one CRC32C per fixed-size block (``block_size``, stored in
-the chunk's meta so a target can change its default without rewriting old
-chunks), as HDFS (512 B) and Ceph BlueStore (4 KiB) do. The last, partial
-block's CRC covers only the committed bytes. A read preads only the blocks it
-touches (one pread for the contiguous run), verifies each, and slices; a
-mismatch raises ChecksumMismatch naming the chunk, the block and the target,
-never returns bad bytes. ``chunk_checksum`` (sent in WriteReply to compare
-replicas) is the CRC32C of the packed block CRCs.
-
-Block size, measured with ``bench/checksum_block_size.py`` on the 2-vCPU dev VM
-(hardware CRC32C, page cache warm, 2 runs agreed within 5%)::
-
-    block    whole 4 MiB chunk   random 4 KiB read   meta per 4 MiB / 64 MiB chunk
-    4 KiB      6.3-6.7 GB/s         3.9-4.1 us          4096 B / 65536 B
-    16 KiB     8.5     GB/s         5.2-5.4 us          1024 B / 16384 B
-    32 KiB     9.3-9.4 GB/s         6.7-6.9 us           512 B /  8192 B
-    64 KiB     9.6-9.7 GB/s        10.1-10.3 us          256 B /  4096 B
-    128 KiB    9.9-10.3 GB/s       16.3 us               128 B /  2048 B
-    1 MiB     10.3-10.5 GB/s       93-130 us              16 B /   256 B
-
-Choice: **16 KiB**. Sequential verification (8.5 GB/s) stays 4x above what
-gRPC can move (~2.2 GB/s per 4 MiB message), so bigger blocks buy nothing
-visible there; a random 4 KiB read verifies 4x its size instead of 16x at
-64 KiB, which matters on a cold cache (O_DIRECT disk ~1.4 GB/s: 11 us vs 46 us
-of extra transfer per read); and the meta value stays at 1 KiB for the default
-4 MiB chunk (16 KiB only for the largest 64 MiB chunks), while 4 KiB blocks
-would make every small write rewrite a 64 KiB LMDB value on big chunks.
-
-Crash safety (no torn chunk visible after SIGKILL)
---------------------------------------------------
-The LMDB meta (length, versions, block CRCs, file version) is the commit
-point; the data file holds bytes the meta may or may not reference yet:
-
-* **Append** (write at or after the committed end, or extend): the bytes go in
-  place into the current chunk file beyond the committed length. They become
-  visible only when the meta transaction commits the new length and CRCs. A
-  kill before the commit leaves garbage past the committed length, which no
-  read can reach; the next append truncates it away (or overwrites it), so a
-  gap always reads as zeros. This is the hot path of sequential writers and
-  costs no copy.
-* **Overwrite** of committed bytes: copy-on-write. A new file
-  ``<key>.<new update version>`` gets the untouched committed ranges
-  (``copy_file_range``, no user-space copy) plus the new data; the meta commit
-  flips the file version; then the old file is unlinked. A kill before the
-  commit leaves the old file and old meta intact (the new file is an orphan);
-  a kill after it leaves an orphan old file. Write-then-rename would work as
-  well, but would need the meta and the rename to agree after a crash; with the
-  version in the file name the meta alone says which file is live.
-* **Truncate down**: the meta commits the shorter length first, then the file
-  is shortened (a kill in between leaves harmless bytes past the end).
-* **Remove**: the meta deletions commit, then the files are unlinked.
-* **Startup** moves every file in ``chunks/`` that no meta references to the pool.
-* **File pool** (as 3FS's chunk allocator keeps files to reuse): a chunk file
-  nothing references any more (removed chunk, the old file of a copy-on-write
-  or replace) is renamed into ``pool/`` after the meta commit instead of
-  unlinked, up to ``pool_files_max`` files; a new chunk file whose writer
-  covers every byte of [0, length) is renamed out of the pool instead of
-  created. Its stale bytes past the length are unreachable (reads stop at
-  the committed length; an append past the file's end truncates first), and
-  a kill at any step leaves at worst an unreferenced file in ``chunks/``,
-  which startup returns to the pool. Why: on this VM a write into fresh
-  page-cache pages of an ext4 file runs at ~0.4 GB/s while overwriting cached
-  pages of an existing file runs at ~5-9 GB/s (new pages are first-touched
-  in the hypervisor); ``prefill_pool`` (storage ``--chunk-pool-prefill-mib``)
-  pays that cost at start instead of on the first writes.
-
-Partially touched blocks are read and verified against their stored CRC
-before they are merged with new data, and untouched blocks keep their stored
-CRC, so a write never launders a corrupted block into a "valid" one.
-
-A process kill does not lose the page cache, so with ``fsync=False`` (the
-default) every acknowledged write survives a SIGKILL: LMDB commits with
-``write()`` into the page cache too. ``fsync=True`` adds fdatasync of the data
-file (and of ``chunks/`` after a new file) before the meta commit, and LMDB
-sync on commit, for power-loss durability.
-
-Concurrency: writers of one chunk are serialized by a striped lock (as the 3FS
-head serializes per chunk); readers take no lock. A reader that raced a
-writer (file unlinked, or bytes changed under its older meta) sees a missing
-file or a CRC mismatch, re-reads the meta, and retries when the meta changed;
-only a mismatch under an unchanged meta is reported as corruption.
-
-Versions (CRAQ): each chunk carries commit_version v, update_version u and
-chain_version. ``stage`` applies a chain update as version u and persists it
-*pending* (u != v; the chain version stays that of the last commit) unless
-the caller is the tail, which commits in the same meta transaction;
-``commit`` later flips v := u and sets the chain version. A pending chunk's
-bytes are the staged ones (the crash rules above apply unchanged) and reads
-answer ChunkNotCommitted, so a crash between stage and commit leaves a pending
-chunk that the chain logic rolls forward (storage_service/craq.py); it is
-never half-visible. ``read(..., allow_pending=True)`` reads the staged bytes
-for a full-chunk replace. ``write``/``truncate`` are the one-replica shortcut
-(stage and commit at once).
+It writes (appends in place, overwrites copy-on-write, the LMDB meta commit as
+the switch), stages and commits CRAQ updates, and reads with every touched
+block's CRC32C verified. Why each rule holds, with the measurements behind the
+block size and the file pool, is in docs/chunk-engine.md; the parts it uses
+sit beside it: chunk_meta.py (keys and the meta record), chunk_files.py (file
+writes, range copies, the pool of free files), fd_cache.py (read descriptors).
 """
 
 from __future__ import annotations
 
 import array
-import collections
 import contextlib
 import dataclasses
 import errno
 import logging
 import os
 import shutil
-import struct
-import sys
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -131,109 +29,21 @@ from fireflyfs.common.errors import (ChecksumMismatch, ChunkNotCommitted, Intern
                                      NoSpace)
 from fireflyfs.common.layout import validate_chunk_size
 
+from .chunk_files import ChunkFilePool, copy_range, pwrite_all
+from .craq import UpdateKind
+from .chunk_meta import ChunkMeta, chunk_key, crcs_from_bytes, crcs_to_bytes, describe_key, key_range_end, split_key
+from .fd_cache import CachedFd, FdCache
+
 log = logging.getLogger(__name__)
 
-KiB = 1024
 CHECKSUM_BLOCK_BYTES_DEFAULT = limits.checksum_block_bytes_default   # measured, see the module docstring
 CHECKSUM_BLOCK_BYTES_MIN = limits.checksum_block_bytes_min
 
-_KEY = struct.Struct(">QI")
-_CRC = struct.Struct("<I")
-_META_HEADER = struct.Struct("<B3xIIIQQIQ")
-_META_FORMAT = 1
 _LOCK_STRIPES = 256
 _DECODED_METAS_MAX = 8192
 POOL_FILES_MAX_DEFAULT = 64       # free chunk files kept per target for reuse (256 MiB of 4 MiB chunks)
 _READ_FDS_MAX = 128
 _READ_RETRIES_MAX = 8
-_COPY_BYTES_MAX = 8 * 1024 * 1024
-
-if array.array("I").itemsize != 4:  # the packed CRC array format depends on it
-    raise ImportError("array('I') must be 4 bytes on this platform")
-
-
-def chunk_key(inode: int, index: int) -> bytes:
-    """The LMDB key of chunk (inode, index): big-endian so a file's chunks sort together."""
-    if not 0 <= inode < 1 << 64 or not 0 <= index < 1 << 32:
-        raise InvalidArgument(f"chunk id ({inode}, {index}) out of range")
-    return _KEY.pack(inode, index)
-
-
-def split_key(key: bytes) -> tuple[int, int]:
-    return _KEY.unpack(key)
-
-
-def describe_key(key: bytes) -> str:
-    inode, index = split_key(key)
-    return f"chunk {inode}:{index}"
-
-
-def _crcs_to_bytes(crcs: array.array) -> bytes:
-    if sys.byteorder == "little":
-        return crcs.tobytes()
-    swapped = array.array("I", crcs)
-    swapped.byteswap()
-    return swapped.tobytes()
-
-
-def _crcs_from_bytes(raw: bytes) -> array.array:
-    crcs = array.array("I")
-    crcs.frombytes(raw)
-    if sys.byteorder != "little":
-        crcs.byteswap()
-    return crcs
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ChunkMeta:
-    """Everything LMDB holds about one chunk. ``block_crcs``: packed little-endian uint32."""
-
-    length: int
-    chunk_size: int
-    block_size: int
-    commit_version: int
-    update_version: int
-    chain_version: int
-    file_version: int      # suffix of the chunk file holding the bytes
-    block_crcs: bytes
-
-    @property
-    def block_count(self) -> int:
-        return -(-self.length // self.block_size)
-
-    @property
-    def committed(self) -> bool:
-        return self.update_version == self.commit_version
-
-    @property
-    def chunk_checksum(self) -> int:
-        """CRC32C over the block CRCs: equal for byte-identical replicas with the same block size."""
-        return crc32c.crc32c(self.block_crcs)
-
-    def crcs(self) -> array.array:
-        return _crcs_from_bytes(self.block_crcs)
-
-    def block_crc(self, block: int) -> int:
-        return _CRC.unpack_from(self.block_crcs, 4 * block)[0]
-
-    def encode(self) -> bytes:
-        return _META_HEADER.pack(_META_FORMAT, self.length, self.chunk_size, self.block_size,
-                                 self.commit_version, self.update_version, self.chain_version,
-                                 self.file_version) + self.block_crcs
-
-    @classmethod
-    def decode(cls, raw: bytes) -> "ChunkMeta":
-        (fmt, length, chunk_size, block_size, commit_version, update_version, chain_version,
-         file_version) = _META_HEADER.unpack_from(raw)
-        if fmt != _META_FORMAT:
-            raise Internal(f"unknown chunk meta format {fmt}")
-        meta = cls(length, chunk_size, block_size, commit_version, update_version, chain_version,
-                   file_version, bytes(raw[_META_HEADER.size:]))
-        if len(meta.block_crcs) != 4 * meta.block_count:
-            raise Internal(f"chunk meta holds {len(meta.block_crcs) // 4} block CRCs for "
-                           f"{meta.block_count} blocks")
-        return meta
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Versions:
@@ -277,8 +87,8 @@ class ReadExtent:
     end: int
     crcs: tuple[int, ...]
     parts: tuple
-    _handle: "_CachedFd | None" = None
-    _cache: "_FdCache | None" = None
+    _handle: "CachedFd | None" = None
+    _cache: "FdCache | None" = None
 
     @property
     def length(self) -> int:
@@ -291,94 +101,6 @@ class ReadExtent:
         self.fd = -1
 
 
-@dataclasses.dataclass(slots=True)
-class _CachedFd:
-    path: str
-    fd: int
-    users: int = 0
-    retired: bool = False
-
-
-class _FdCache:
-    """Read-only descriptors of recently read chunk files, reused across reads (saves open/close).
-
-    The engine is the only one that unlinks or recreates chunk files, and it
-    calls ``forget`` first: a forgotten descriptor closes when its last reader
-    releases it, and the next reader opens the path anew. So a cached
-    descriptor never outlives its file name's meaning; readers that hold one
-    read the file their meta named (unlinked files stay readable), exactly as
-    with a private open().
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._lock = threading.Lock()
-        self._entries: collections.OrderedDict[str, _CachedFd] = collections.OrderedDict()
-        self._generation = 0      # bumped by every forget: an open racing it is not cached
-
-    def acquire(self, path: str) -> _CachedFd:
-        with self._lock:
-            entry = self._entries.get(path)
-            if entry is not None:
-                entry.users += 1
-                self._entries.move_to_end(path)
-                return entry
-            generation = self._generation
-        fd = os.open(path, os.O_RDONLY)
-        fresh = _CachedFd(path, fd, 1)
-        with self._lock:
-            if self._generation != generation:
-                # A file was unlinked or recreated while we opened: ours may name the old one.
-                fresh.retired = True
-                return fresh
-            entry = self._entries.get(path)
-            if entry is not None:        # another reader opened it meanwhile: use theirs
-                entry.users += 1
-                stale = fresh
-            else:
-                self._entries[path] = entry = fresh
-                stale = None
-            evicted = []
-            while len(self._entries) > self._capacity:
-                _, old = self._entries.popitem(last=False)
-                old.retired = True
-                if old.users == 0:
-                    evicted.append(old.fd)
-        if stale is not None:
-            os.close(stale.fd)
-        for old_fd in evicted:
-            os.close(old_fd)
-        return entry
-
-    def release(self, entry: _CachedFd) -> None:
-        with self._lock:
-            entry.users -= 1
-            close = entry.retired and entry.users == 0
-        if close:
-            os.close(entry.fd)
-
-    def forget(self, path: str) -> None:
-        with self._lock:
-            self._generation += 1
-            entry = self._entries.pop(path, None)
-            if entry is None:
-                return
-            entry.retired = True
-            close = entry.users == 0
-        if close:
-            os.close(entry.fd)
-
-    def close(self) -> None:
-        with self._lock:
-            entries, self._entries = list(self._entries.values()), collections.OrderedDict()
-            for entry in entries:
-                entry.retired = True
-        for entry in entries:
-            if entry.users == 0:
-                os.close(entry.fd)
-
-
-@dataclasses.dataclass(slots=True)
 class EngineCounters:
     """Plain counters for tests and metrics (updated without a lock: approximate under races)."""
 
@@ -395,7 +117,7 @@ class ChunkEngine:
     def __init__(self, target_dir: str | os.PathLike, block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT,
                  fsync: bool = False, map_size_bytes: int = 1 << 30,
                  pool_files_max: int = POOL_FILES_MAX_DEFAULT) -> None:
-        if not (block_size >= CHECKSUM_BLOCK_BYTES_MIN and block_size & (block_size - 1) == 0
+        if not (block_size >= CHECKSUM_BLOCK_BYTES_MIN and limits.is_power_of_two(block_size)
                 and block_size <= limits.chunk_size_min):
             raise InvalidArgument(f"checksum block size {block_size} must be a power of two in "
                                   f"{CHECKSUM_BLOCK_BYTES_MIN}..{limits.chunk_size_min}")
@@ -409,20 +131,15 @@ class ChunkEngine:
                               subdir=True, sync=fsync, metasync=fsync, max_dbs=0, readahead=False)
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._stats_lock = threading.Lock()
-        self._zeros = bytes(max(block_size, 64 * KiB))
+        self._zeros = bytes(max(block_size, 64 * limits.KiB))
         self.counters = EngineCounters()
         self._used_bytes = 0
         self._chunk_count = 0
         self._pending: set[bytes] = set()    # chunks with a staged, uncommitted update
         self._decoded: dict[bytes, tuple[bytes, ChunkMeta]] = {}   # raw meta -> decoded, for hot reads
-        self._fds = _FdCache(_READ_FDS_MAX)
+        self._fds = FdCache(_READ_FDS_MAX)
         self.pool_dir = self.target_dir / "pool"
-        self.pool_dir.mkdir(exist_ok=True)
-        self._pool_prefix = f"{self.pool_dir}{os.sep}"
-        self.pool_files_max = pool_files_max
-        self._pool_lock = threading.Lock()
-        self._pool: list[str] = []       # free chunk files, most recently freed last
-        self._pool_next = 0
+        self.pool = ChunkFilePool(self.pool_dir, pool_files_max)
         self._closed = False
         self._recover()
 
@@ -439,13 +156,6 @@ class ChunkEngine:
                 self._chunk_count += 1
                 if not meta.committed:
                     self._pending.add(bytes(key))
-        for entry in os.scandir(self.pool_dir):
-            if entry.name.isdigit():
-                self._pool.append(entry.name)
-                self._pool_next = max(self._pool_next, int(entry.name) + 1)
-            else:
-                os.unlink(entry.path)
-        del self._pool[self.pool_files_max:]
         removed = 0
         for entry in os.scandir(self.chunks_dir):
             if entry.name not in live:
@@ -492,40 +202,19 @@ class ChunkEngine:
         fresh file costs a new page-cache page per 4 KiB (machine-limits.md).
         """
         self._fds.forget(path)
-        if whole:
-            with self._pool_lock:
-                name = self._pool.pop() if self._pool else None
-            if name is not None:
-                try:
-                    os.rename(self._pool_prefix + name, path)
-                    self.counters.pooled_files_used += 1
-                    return os.open(path, os.O_WRONLY)
-                except OSError as exc:
-                    log.warning("target %s: pooled chunk file %s unusable: %s", self.target_dir, name, exc)
+        if whole and self.pool.take(path):
+            self.counters.pooled_files_used += 1
+            return os.open(path, os.O_WRONLY)
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def _discard(self, path: str) -> None:
         """A chunk file nothing references any more: into the pool (pages stay cached), or unlinked."""
         self._fds.forget(path)
-        with self._pool_lock:
-            keep = len(self._pool) < self.pool_files_max
-            if keep:
-                name = str(self._pool_next)
-                self._pool_next += 1
-        if keep:
-            try:
-                os.rename(path, self._pool_prefix + name)
-            except FileNotFoundError:
-                return
-            with self._pool_lock:
-                self._pool.append(name)
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        self.pool.give(path)
 
     @property
     def pool_files(self) -> int:
-        return len(self._pool)
+        return len(self.pool)
 
     def prefill_pool(self, files: int, file_bytes: int, stop: threading.Event | None = None) -> int:
         """Create zero-filled chunk files until the pool holds files of them; returns how many were made.
@@ -533,24 +222,7 @@ class ChunkEngine:
         Run on a background thread at start (storage ``--chunk-pool-prefill-mib``):
         the page-cache pages are allocated now instead of on the first writes.
         """
-        files = min(files, self.pool_files_max)
-        made = 0
-        zeros = memoryview(bytes(min(file_bytes, 4 * 1024 * 1024)))
-        while len(self._pool) < files and not self._closed and not (stop and stop.is_set()):
-            with self._pool_lock:
-                name = str(self._pool_next)
-                self._pool_next += 1
-            path = self._pool_prefix + name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                for offset in range(0, file_bytes, len(zeros)):
-                    self._pwrite_all(fd, zeros[:min(len(zeros), file_bytes - offset)], offset)
-            finally:
-                os.close(fd)
-            with self._pool_lock:
-                self._pool.append(name)
-            made += 1
-        return made
+        return self.pool.prefill(files, file_bytes, lambda: self._closed or (stop is not None and stop.is_set()))
 
     def _lock_for(self, key: bytes) -> threading.Lock:
         return self._locks[hash(key) % _LOCK_STRIPES]
@@ -604,33 +276,6 @@ class ChunkEngine:
             finally:
                 os.close(fd)
 
-    @staticmethod
-    def _pwrite_all(fd: int, data, offset: int) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view = view[written:]
-            offset += written
-
-    @staticmethod
-    def _copy_range(src: int, dst: int, offset: int, count: int) -> None:
-        """Copy [offset, offset+count) of src into dst at the same offset, in the kernel when it can."""
-        while count > 0:
-            try:
-                copied = os.copy_file_range(src, dst, min(count, _COPY_BYTES_MAX), offset, offset)
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                copied = 0
-            if copied == 0:  # unsupported or source shorter than its meta: fall back, detect below
-                data = os.pread(src, min(count, _COPY_BYTES_MAX), offset)
-                if not data:
-                    raise Internal(f"chunk file shorter than its committed length at offset {offset}")
-                ChunkEngine._pwrite_all(dst, data, offset)
-                copied = len(data)
-            offset += copied
-            count -= copied
-
     def _read_verified_block(self, key: bytes, meta: ChunkMeta, fd: int, block: int) -> bytes:
         """The committed bytes of one block of meta's file, verified against its CRC."""
         start = block * meta.block_size
@@ -660,7 +305,7 @@ class ChunkEngine:
         if offset == old_length and offset % block_size == 0 and new_length == offset + len(data):
             # Appending whole blocks (every sequential writer): no old block to merge.
             crcs.extend([crc32c.crc32c(data[at:at + block_size]) for at in range(0, len(data), block_size)])
-            return _crcs_to_bytes(crcs)
+            return crcs_to_bytes(crcs)
         end = offset + len(data)
         change_start = min(offset, old_length)
         block_count = -(-new_length // block_size)
@@ -699,7 +344,7 @@ class ChunkEngine:
                 old_bytes = memoryview(old_block(block))
                 crc = crc32c.crc32c(old_bytes[position - block_start:block_end - block_start], crc)
             crcs[block] = crc
-        return _crcs_to_bytes(crcs)
+        return crcs_to_bytes(crcs)
 
     # ------------------------------------------------------------------ write path
 
@@ -771,12 +416,12 @@ class ChunkEngine:
             return self._apply_write(key, old, offset, view, self._versions(old, version, chain_version, True),
                                      chunk_size)
 
-    def stage(self, key: bytes, kind: str, version: int, chain_version: int, chunk_size: int, *,
+    def stage(self, key: bytes, kind: UpdateKind, version: int, chain_version: int, chunk_size: int, *,
               commit: bool, offset: int = 0, data: bytes | memoryview = b"", length: int = 0,
               checksum: int | None = None) -> ChunkMeta:
         """Apply one chain update as update version `version` (CRAQ staging); returns the meta.
 
-        kind "write" (data at offset), "truncate" (to length) or "replace" (data is the whole
+        kind WRITE (data at offset), TRUNCATE (to length) or REPLACE (data is the whole
         chunk). With commit=False the chunk becomes pending (update_version = version,
         commit_version unchanged): reads answer ChunkNotCommitted until ``commit``. With
         commit=True (the tail) it is committed in the same meta transaction. Which versions
@@ -785,11 +430,11 @@ class ChunkEngine:
         sets whatever versions it carries (resync of a target holding stale versions).
         """
         view = memoryview(data).cast("B")
-        if kind == "write":
+        if kind is UpdateKind.WRITE:
             self._check_write(key, offset, view, chunk_size, checksum)
-        elif kind == "replace":
+        elif kind is UpdateKind.REPLACE:
             self._check_write(key, 0, view, chunk_size, checksum)
-        elif kind == "truncate":
+        elif kind is UpdateKind.TRUNCATE:
             validate_chunk_size(chunk_size)
             if not 0 <= length <= chunk_size:
                 raise InvalidArgument(f"{describe_key(key)}: truncate length {length} not in 0..{chunk_size}")
@@ -799,15 +444,15 @@ class ChunkEngine:
             raise InvalidArgument(f"{describe_key(key)}: update version {version} < 1")
         with self._lock_for(key):
             old = self.get_meta(key)
-            if kind != "replace":
+            if kind is not UpdateKind.REPLACE:
                 self._check_chunk_size(key, chunk_size, old)
-            if kind != "replace" and old is not None and not old.committed and version < old.update_version:
+            if kind is not UpdateKind.REPLACE and old is not None and not old.committed and version < old.update_version:
                 raise Internal(f"{describe_key(key)}: staging update {version} below pending "
                                f"update {old.update_version}")
             versions = self._versions(old, version, chain_version, commit)
-            if kind == "write":
+            if kind is UpdateKind.WRITE:
                 return self._apply_write(key, old, offset, view, versions, chunk_size)
-            if kind == "truncate":
+            if kind is UpdateKind.TRUNCATE:
                 return self._apply_truncate(key, old, length, chunk_size, versions)
             return self._apply_replace(key, old, view, chunk_size, versions)
 
@@ -905,7 +550,7 @@ class ChunkEngine:
         fd = self._create(path, whole=offset == 0)   # a hole before offset needs a fresh (zero) file
         try:
             try:
-                self._pwrite_all(fd, view, offset)  # the hole before offset reads as zeros
+                pwrite_all(fd, view, offset)  # the hole before offset reads as zeros
                 if not view:
                     os.ftruncate(fd, length)
                 self._sync_file(fd)
@@ -929,7 +574,7 @@ class ChunkEngine:
         try:
             if offset > old.length and os.fstat(fd).st_size > old.length:
                 os.ftruncate(fd, old.length)  # drop uncommitted leftovers so the gap reads as zeros
-            self._pwrite_all(fd, view, offset)
+            pwrite_all(fd, view, offset)
             if not view:
                 os.ftruncate(fd, length)
             self._sync_file(fd)
@@ -954,10 +599,10 @@ class ChunkEngine:
             try:
                 try:
                     if offset > 0:
-                        self._copy_range(old_fd, new_fd, 0, offset)
+                        copy_range(old_fd, new_fd, 0, offset)
                     if end < old.length:
-                        self._copy_range(old_fd, new_fd, end, old.length - end)
-                    self._pwrite_all(new_fd, view, offset)
+                        copy_range(old_fd, new_fd, end, old.length - end)
+                    pwrite_all(new_fd, view, offset)
                     self._sync_file(new_fd)
                 finally:
                     os.close(new_fd)
@@ -1008,7 +653,7 @@ class ChunkEngine:
             finally:
                 os.close(fd)
             crcs[blocks - 1] = crc32c.crc32c(memoryview(last)[:length - (blocks - 1) * block_size])
-        meta = dataclasses.replace(old, length=length, block_crcs=_crcs_to_bytes(crcs),
+        meta = dataclasses.replace(old, length=length, block_crcs=crcs_to_bytes(crcs),
                                    **versions.as_fields())
         self._put_meta(key, meta)
         with contextlib.suppress(FileNotFoundError):
@@ -1018,12 +663,9 @@ class ChunkEngine:
     def keys_in_range(self, inode: int, begin_index: int, end_index: int | None) -> list[bytes]:
         """Keys of chunks [begin_index, end_index) of inode held here (None: no upper bound)."""
         start = chunk_key(inode, begin_index)
-        if end_index is not None:
-            if end_index <= begin_index:
-                return []
-            stop = _KEY.pack(inode, end_index) if end_index < 1 << 32 else _KEY.pack(inode, 0xFFFFFFFF) + b"\x00"
-        else:
-            stop = _KEY.pack(inode, 0xFFFFFFFF) + b"\x00"
+        if end_index is not None and end_index <= begin_index:
+            return []
+        stop = key_range_end(inode, end_index)
         keys = []
         with self._env.begin() as txn:
             cursor = txn.cursor()
@@ -1165,7 +807,7 @@ class ChunkEngine:
                 raise
         raise Internal(f"{describe_key(key)}: read kept racing writers ({_READ_RETRIES_MAX} tries)")
 
-    def _extent(self, key: bytes, meta: ChunkMeta, handle: "_CachedFd", offset: int, end: int
+    def _extent(self, key: bytes, meta: ChunkMeta, handle: "CachedFd", offset: int, end: int
                 ) -> "ReadExtent":
         fd = handle.fd
         block_size = meta.block_size
@@ -1195,7 +837,7 @@ class ChunkEngine:
                 while run_end + 1 <= last and min((run_end + 2) * block_size, meta.length) <= end:
                     run_end += 1
                 run_stop = min((run_end + 1) * block_size, meta.length)
-                crcs.extend(_crcs_from_bytes(stored[4 * block:4 * (run_end + 1)]))
+                crcs.extend(crcs_from_bytes(stored[4 * block:4 * (run_end + 1)]))
                 parts.append((block_start, run_stop - block_start))
                 block = run_end + 1
                 continue
@@ -1211,7 +853,7 @@ class ChunkEngine:
     def last_chunk(self, inode: int) -> LastChunk | None:
         """The highest-indexed chunk of inode on this target, its length, and the chunk count."""
         start = chunk_key(inode, 0)
-        stop = _KEY.pack(inode, 0xFFFFFFFF) + b"\x00"
+        stop = key_range_end(inode, None)
         count = 0
         last_key = None
         with self._env.begin() as txn:

@@ -47,7 +47,7 @@ import enum
 import logging
 
 from fireflyfs.common.errors import (FfsError, Internal, MissingUpdate, NotHead, Retryable,
-                                     StaleChainVersion)
+                                     StaleChainVersion, require)
 from fireflyfs.meta_service.mgmtd.target_states import READABLE, WRITABLE
 from fireflyfs.proto import types_pb2
 
@@ -245,8 +245,7 @@ class ChainOp:
         return self._admit_update(local)
 
     def _admit_update(self, local: ChunkState | None) -> Action:
-        u = self.update_version
-        assert u is not None
+        u = require(self.update_version, "the update version of a chain update")
         if self.full_replace_in:
             if (local is not None and not local.pending and local.commit_version > u
                     and local.chain_version == self.chain.version):
@@ -277,8 +276,7 @@ class ChainOp:
 
     def replied(self, commit_version: int, checksum: int) -> Action:
         """The successor answered success with its chunk's commit version and checksum."""
-        staged = self.staged_state
-        assert staged is not None
+        staged = require(self.staged_state, "the staged state a successor's reply answers")
         if commit_version < self.version:
             log.warning("chain %d: successor %s answered commit %d for update %d; resending the chunk",
                         self.chain.chain_id, self.successor, commit_version, self.version)

@@ -32,7 +32,7 @@ from fireflyfs.common.errors import FfsError, Unavailable
 from fireflyfs.proto import storage_pb2, types_pb2
 
 from .chain_driver import ChainDriver, state_of
-from .chunk_engine import chunk_key
+from .chunk_meta import chunk_key
 from .craq import ChunkState, plan_sync
 from .peers import Peers
 from .routing_view import RoutingView

@@ -29,9 +29,6 @@ from .fencing import Fence
 
 log = logging.getLogger(__name__)
 
-ChainRoute = ChainView   # the name older callers use
-
-
 class RoutingView:
     """Thread-safe; updated by the heartbeat thread, read by every request."""
 
@@ -49,10 +46,6 @@ class RoutingView:
         self._addresses: dict[int, str] = {}
         self.refresh_wanted = threading.Event()  # the heartbeat thread refreshes soon after
         self._listeners: list[Callable[["RoutingView"], None]] = []
-
-    @property
-    def ready(self) -> bool:
-        return self._version is not None
 
     @property
     def version(self) -> int | None:
@@ -103,9 +96,6 @@ class RoutingView:
     def address_of_target(self, target_id: int) -> str | None:
         node_id = self._node_of_target.get(target_id)
         return None if node_id is None else self._addresses.get(node_id)
-
-    def local_chains(self) -> dict[int, ChainView]:
-        return {cid: c for cid, c in self._chains.items() if self.local_target_ids & set(c.targets)}
 
     # ------------------------------------------------------------------ fences
 

@@ -44,7 +44,7 @@ from fireflyfs.common.rpc import map_servicer_errors
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 
 from .chain_driver import ChainDriver, meta_info
-from .chunk_engine import chunk_key
+from .chunk_meta import chunk_key
 from .routing_view import RoutingView
 from .target import Target
 

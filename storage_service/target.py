@@ -22,8 +22,8 @@ from fireflyfs.common import limits
 from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.proto import types_pb2
 
-from .chunk_engine import (CHECKSUM_BLOCK_BYTES_DEFAULT, POOL_FILES_MAX_DEFAULT, ChunkEngine, ChunkMeta,
-                           SpaceStats, describe_key)
+from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT, POOL_FILES_MAX_DEFAULT, ChunkEngine, SpaceStats
+from .chunk_meta import ChunkMeta, describe_key
 from .chunk_locks import ChunkLocks, InFlight
 from .local_state import LocalStateTracker
 

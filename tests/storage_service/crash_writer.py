@@ -22,9 +22,10 @@ import sys
 
 import crc32c
 
-from fireflyfs.storage_service.chunk_engine import ChunkEngine, chunk_key
+from fireflyfs.common.limits import KiB
+from fireflyfs.storage_service.chunk_engine import ChunkEngine
+from fireflyfs.storage_service.chunk_meta import chunk_key
 
-KiB = 1024
 BLOCK_BYTES = 4 * KiB
 CHUNK_BYTES = 64 * KiB
 KEYS = [chunk_key(77, index) for index in range(3)]

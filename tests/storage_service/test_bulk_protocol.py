@@ -24,7 +24,7 @@ from fireflyfs.proto import types_pb2
 from fireflyfs.proto import bulk_wire as wire
 from fireflyfs.storage_service.bulk_server import BulkHandler, BulkServer
 from fireflyfs.storage_service.chain_driver import ChainDriver
-from fireflyfs.storage_service.chunk_engine import chunk_key
+from fireflyfs.storage_service.chunk_meta import chunk_key
 from fireflyfs.storage_service.fencing import Fence
 from fireflyfs.storage_service.peers import Peers
 from fireflyfs.storage_service.routing_view import RoutingView

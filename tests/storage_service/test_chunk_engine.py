@@ -15,9 +15,10 @@ import pytest
 
 from fireflyfs.common import limits
 from fireflyfs.common.errors import ChecksumMismatch, InvalidArgument
-from fireflyfs.storage_service.chunk_engine import ChunkEngine, ChunkMeta, LastChunk, chunk_key
+from fireflyfs.common.limits import KiB
+from fireflyfs.storage_service.chunk_engine import ChunkEngine, LastChunk
+from fireflyfs.storage_service.chunk_meta import ChunkMeta, chunk_key
 
-KiB = 1024
 BLOCK = 4 * KiB          # small blocks so tests touch many of them
 CHUNK = 64 * KiB         # limits.chunk_size_min
 

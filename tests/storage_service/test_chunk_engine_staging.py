@@ -13,7 +13,9 @@ import crc32c
 import pytest
 
 from fireflyfs.common.errors import ChunkNotCommitted, Internal, InvalidArgument
-from fireflyfs.storage_service.chunk_engine import ChunkEngine, chunk_key
+from fireflyfs.storage_service.craq import UpdateKind
+from fireflyfs.storage_service.chunk_engine import ChunkEngine
+from fireflyfs.storage_service.chunk_meta import chunk_key
 
 BLOCK = 4096
 CHUNK = 64 * 1024
@@ -27,7 +29,7 @@ def engine(tmp_path):
 
 
 def stage_write(eng, offset, data, version, commit=False, chain_version=3):
-    return eng.stage(KEY, "write", version, chain_version, CHUNK, commit=commit, offset=offset, data=data,
+    return eng.stage(KEY, UpdateKind.WRITE, version, chain_version, CHUNK, commit=commit, offset=offset, data=data,
                      checksum=crc32c.crc32c(data))
 
 
@@ -48,8 +50,8 @@ def test_pending_write_is_not_readable_until_commit(engine):
 def test_pending_state_survives_a_restart(tmp_path):
     """A crash between stage and commit leaves the staged update pending, bytes intact."""
     with ChunkEngine(tmp_path / "t", block_size=BLOCK) as eng:
-        eng.stage(KEY, "write", 1, 1, CHUNK, commit=True, data=b"x" * 100)
-        eng.stage(KEY, "write", 2, 1, CHUNK, commit=False, offset=50, data=b"y" * 100)
+        eng.stage(KEY, UpdateKind.WRITE, 1, 1, CHUNK, commit=True, data=b"x" * 100)
+        eng.stage(KEY, UpdateKind.WRITE, 2, 1, CHUNK, commit=False, offset=50, data=b"y" * 100)
         assert eng.pending_keys() == [KEY]
     with ChunkEngine(tmp_path / "t", block_size=BLOCK) as eng:
         assert eng.pending_keys() == [KEY], "found again on open"
@@ -76,10 +78,10 @@ def test_reapplying_a_pending_update_gives_the_same_bytes(engine):
 
 def test_full_replace_sets_versions_and_bytes(engine):
     stage_write(engine, 0, b"old" * 100, 1, commit=True)
-    meta = engine.stage(KEY, "replace", 9, 5, CHUNK, commit=True, data=b"new" * 7)
+    meta = engine.stage(KEY, UpdateKind.REPLACE, 9, 5, CHUNK, commit=True, data=b"new" * 7)
     assert (meta.commit_version, meta.update_version, meta.chain_version, meta.length) == (9, 9, 5, 21)
     assert engine.read(KEY, 0, CHUNK)[0] == b"new" * 7
-    pending = engine.stage(KEY, "replace", 10, 6, CHUNK, commit=False, data=b"z" * 5)
+    pending = engine.stage(KEY, UpdateKind.REPLACE, 10, 6, CHUNK, commit=False, data=b"z" * 5)
     assert (pending.commit_version, pending.update_version, pending.chain_version) == (9, 10, 5)
     assert len(os.listdir(engine.chunks_dir)) == 1, "the replaced file is gone"
 
@@ -87,11 +89,11 @@ def test_full_replace_sets_versions_and_bytes(engine):
 def test_truncate_update_always_bumps_the_version(engine):
     """Successors must follow the head's versions even when the length does not change."""
     stage_write(engine, 0, b"q" * 100, 1, commit=True)
-    meta = engine.stage(KEY, "truncate", 2, 3, CHUNK, commit=True, length=100)
+    meta = engine.stage(KEY, UpdateKind.TRUNCATE, 2, 3, CHUNK, commit=True, length=100)
     assert (meta.commit_version, meta.length) == (2, 100)
-    meta = engine.stage(KEY, "truncate", 3, 3, CHUNK, commit=True, length=10)
+    meta = engine.stage(KEY, UpdateKind.TRUNCATE, 3, 3, CHUNK, commit=True, length=10)
     assert engine.read(KEY, 0, CHUNK)[0] == b"q" * 10
-    meta = engine.stage(chunk_key(8, 1), "truncate", 1, 3, CHUNK, commit=True, length=0)
+    meta = engine.stage(chunk_key(8, 1), UpdateKind.TRUNCATE, 1, 3, CHUNK, commit=True, length=0)
     assert meta.length == 0 and engine.get_meta(chunk_key(8, 1)) is not None
 
 
@@ -106,14 +108,14 @@ def test_stage_refuses_to_go_below_a_pending_update(engine):
         engine.stage(KEY, "bogus", 4, 1, CHUNK, commit=True)
     assert engine.get_meta(KEY).update_version == 3
     # A full replace sets the versions it carries (the sender's chunk is the truth).
-    meta = engine.stage(KEY, "replace", 2, 9, CHUNK, commit=True, data=b"r")
+    meta = engine.stage(KEY, UpdateKind.REPLACE, 2, 9, CHUNK, commit=True, data=b"r")
     assert (meta.commit_version, meta.update_version, meta.chain_version) == (2, 2, 9)
 
 
 def test_remove_one_chunk_and_page_metas(engine):
     keys = [chunk_key(inode, index) for inode in (1, 2) for index in range(3)]
     for key in keys:
-        engine.stage(key, "write", 1, 1, CHUNK, commit=True, data=b"d")
+        engine.stage(key, UpdateKind.WRITE, 1, 1, CHUNK, commit=True, data=b"d")
     assert engine.remove(keys[1]) is True
     assert engine.remove(keys[1]) is False
     remaining = [k for k in keys if k != keys[1]]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 
-from fireflyfs.storage_service.chunk_engine import ChunkEngine, chunk_key
+from fireflyfs.storage_service.craq import UpdateKind
+from fireflyfs.storage_service.chunk_engine import ChunkEngine
+from fireflyfs.storage_service.chunk_meta import chunk_key
 
 CHUNK = 64 * 1024
 BLOCK = 4096
@@ -65,7 +67,7 @@ def test_replace_and_cow_recycle_the_old_file(tmp_path):
     engine.write(key, 0, b"b" * 10, CHUNK, 1)                # COW: the old file goes to the pool
     assert engine.pool_files == 1
     assert engine.read(key, 0, 20)[0] == b"b" * 10 + b"a" * 10
-    engine.stage(key, "replace", 5, 1, CHUNK, commit=True, data=b"c" * 100)
+    engine.stage(key, UpdateKind.REPLACE, 5, 1, CHUNK, commit=True, data=b"c" * 100)
     assert engine.read(key, 0, CHUNK)[0] == b"c" * 100
     assert len(os.listdir(engine.chunks_dir)) == 1
     engine.close()

@@ -25,7 +25,8 @@ from fireflyfs.common.rpc import rpc_errors_mapped
 from fireflyfs.common.rpc import make_channel, make_server
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 from fireflyfs.storage_service.chain_driver import ChainDriver
-from fireflyfs.storage_service.chunk_engine import chunk_key
+from fireflyfs.storage_service.craq import UpdateKind
+from fireflyfs.storage_service.chunk_meta import chunk_key
 from fireflyfs.storage_service.fencing import Fence
 from fireflyfs.storage_service.peers import Peers
 from fireflyfs.storage_service.resync import ResyncManager
@@ -220,7 +221,7 @@ def test_head_rolls_forward_an_update_a_failure_left_pending(cluster):
     cluster.write(b"v1")
     key = chunk_key(5, 0)
     for target in (101, 201):
-        cluster.node(target).target.engine.stage(key, "write", 2, cluster.chain_version, CHUNK,
+        cluster.node(target).target.engine.stage(key, UpdateKind.WRITE, 2, cluster.chain_version, CHUNK,
                                                  commit=False, offset=2, data=b"+v2")
     assert cluster.read(201).status.error == "ChunkNotCommitted"
     assert cluster.read(301).data == b"v1"

@@ -19,7 +19,7 @@ from fireflyfs.common.rpc import rpc_errors_mapped
 from fireflyfs.common.rpc import make_channel, make_server
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 from fireflyfs.storage_service.chain_driver import ChainDriver
-from fireflyfs.storage_service.chunk_engine import chunk_key
+from fireflyfs.storage_service.chunk_meta import chunk_key
 from fireflyfs.storage_service.fencing import Fence
 from fireflyfs.storage_service.peers import Peers
 from fireflyfs.storage_service.routing_view import RoutingView
