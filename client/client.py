@@ -24,10 +24,11 @@ from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import canonical_path
 from fireflyfs.proto import meta_pb2, types_pb2
 from .batch_read import BatchReadResult, byte_view, check_requests
+from .buffers import ReadRequest, request_size
 from .config import ClientConfig
 from .meta_client import MetaClient
 from .routing import RoutingCache
-from .storage_client import ReadRequest, StorageClient, request_size
+from .storage_client import StorageClient
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

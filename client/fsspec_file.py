@@ -35,7 +35,8 @@ from fsspec.spec import AbstractBufferedFile
 
 from fireflyfs.common import limits, paths
 from .client import FileHandle
-from .streams import SequentialReader, WriteBehind, filled_bytes
+from .buffers import filled_bytes
+from .streams import SequentialReader, WriteBehind
 
 log = logging.getLogger(__name__)
 

@@ -52,6 +52,7 @@ from fireflyfs.common.errors import ChecksumMismatch, ChunkNotCommitted, Retryab
 from fireflyfs.common.rpc import rpc_errors_mapped
 from fireflyfs.common.layout import Layout
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
+from .buffers import ReadRequest, as_bytes, new_bytes, request_size, zero_fill
 from .bulk_client import BulkPool, BulkTransportError
 from .rts import limiter_for as rts_limiter_for
 from .channels import ChannelPool, shared_pool
@@ -66,17 +67,6 @@ T = TypeVar("T")
 
 batch_read_bytes_max = limits.batch_read_request_bytes_target
 copy_window_chunks = 4
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReadRequest:
-    """One byte range of one file, for ``StorageClient.read_many``."""
-
-    inode_id: int
-    layout: Layout
-    file_length: int
-    offset: int
-    length: int
 
 
 @dataclasses.dataclass(slots=True)
@@ -115,23 +105,6 @@ class _WriteChannels:
 def _where(route: Route) -> str:
     return (f"chain {route.chain_id} v{route.chain_version}, target {route.target_id} "
             f"on node {route.node_id} ({route.address})")
-
-
-_ZEROS = memoryview(bytes(1 << 20))
-
-
-def zero_fill(view: memoryview) -> None:
-    """Write zeros over view (holes, chunks shorter than the file)."""
-    position, total = 0, len(view)
-    while position < total:
-        count = min(total - position, len(_ZEROS))
-        view[position:position + count] = _ZEROS[:count]
-        position += count
-
-
-def request_size(request: ReadRequest) -> int:
-    """Bytes a read request returns: its length clamped at the file's end (0 past it)."""
-    return max(0, min(request.offset + request.length, request.file_length) - request.offset)
 
 
 class StorageClient:
@@ -255,8 +228,6 @@ class StorageClient:
 
         Raises the first request's error (see ``read_into`` for per-request errors).
         """
-        from .streams import as_bytes, new_bytes   # (streams imports this module's helpers lazily too)
-
         results = [new_bytes(request_size(request)) for request in requests]
         failures = self.read_into(requests, [view for _, view in results])
         for failure in failures:

@@ -24,52 +24,18 @@ when every chunk is acknowledged (committed on the whole chain).
 from __future__ import annotations
 
 import collections
-import ctypes
 import dataclasses
 import os
-import sys
 import threading
 from concurrent.futures import Future
-from typing import Callable
 
 from fireflyfs.common.errors import FfsError
 from fireflyfs.common.layout import Layout
+from .buffers import ReadRequest, zero_fill
 from .bulk_client import BulkConnection, ReplyStream
 from .routing import Route
 
 _pool_bytes_max = 64 * 1024 * 1024
-_BYTES_DATA_OFFSET = bytes.__basicsize__ - 1      # PyBytesObject.ob_sval
-_new_bytes_min = 4096
-
-
-def new_bytes(size: int) -> tuple[bytes | bytearray, memoryview]:
-    """(object, writable view of its bytes): a new bytes object to fill in place before it escapes.
-
-    ``read()`` must return bytes; filling a bytearray and converting would copy
-    every byte into freshly mapped memory a second time (on this VM first-touch
-    page faults dominate such copies: machine-limits.md). On CPython a fresh
-    ``bytes(size)`` (calloc'd, never shared for size >= 2, hash not computed
-    yet) is written through a ctypes view of its storage. Elsewhere, or below
-    ``_new_bytes_min``, the object is a bytearray: pass it through ``as_bytes``.
-    """
-    if size >= _new_bytes_min and sys.implementation.name == "cpython":
-        data = bytes(size)
-        storage = (ctypes.c_char * size).from_address(id(data) + _BYTES_DATA_OFFSET)
-        storage.owner = data          # the view keeps the bytes object alive, never the reverse
-        return data, memoryview(storage).cast("B")
-    buffer = bytearray(size)
-    return buffer, memoryview(buffer)
-
-
-def as_bytes(data: bytes | bytearray) -> bytes:
-    return data if type(data) is bytes else bytes(data)
-
-
-def filled_bytes(size: int, fill: Callable[[memoryview], object]) -> bytes:
-    """A new bytes object of size whose storage fill(view) wrote before anyone else saw it."""
-    data, view = new_bytes(size)
-    fill(view)
-    return as_bytes(data)
 
 
 class _BufferPool:
@@ -171,8 +137,6 @@ class SequentialReader:
                 self.close()
             except FfsError:
                 self.close()    # the general path below retries, fails over, or names the error
-        from .storage_client import ReadRequest
-
         failure = self._storage.read_into(
             [ReadRequest(self._inode_id, self._layout, self._length, offset + position, count - position)],
             [out[position:]])[0]
@@ -215,8 +179,6 @@ class SequentialReader:
         if data:
             stream.recv_into(view[:data])
         if data < len(view):
-            from .storage_client import zero_fill
-
             zero_fill(view[data:])     # a hole, or a chunk shorter than the file
         head.consumed += len(view)
 

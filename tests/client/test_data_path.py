@@ -18,9 +18,10 @@ import types
 import fsspec
 import pytest
 
+from fireflyfs.client.buffers import filled_bytes
 from fireflyfs.client.client import FfsClient
 from fireflyfs.client.config import ClientConfig
-from fireflyfs.client.streams import SequentialReader, WriteBehind, filled_bytes
+from fireflyfs.client.streams import SequentialReader, WriteBehind
 from fireflyfs.common.errors import Unavailable
 from fireflyfs.common.layout import Layout
 

@@ -8,10 +8,11 @@ import os
 
 import pytest
 
-from fireflyfs.common.errors import InvalidArgument, StaleChainVersion, Unavailable
+from fireflyfs.common.errors import InvalidArgument, Unavailable
 from fireflyfs.common.layout import Layout
 from fireflyfs.client.routing import RoutingCache
-from fireflyfs.client.storage_client import ReadRequest, StorageClient
+from fireflyfs.client.buffers import ReadRequest
+from fireflyfs.client.storage_client import StorageClient
 
 from .fakes import FakeCluster, FakePool, make_routing
 
