@@ -67,6 +67,7 @@ class FabricBenchConfig:
     weights: str = "hfreduce=0.4,storage=0.4,collective=0.1,control=0.1"
     hfreduce_count: int = 16384           # float32 elements per allreduce (64 KiB)
     hfreduce_seconds: float = 4.0          # the measured window per configuration and trial
+    hfreduce_iterations_min: int = 20      # measured allreduces per trial at least, however slow they are
     hfreduce_gap_ms: float = 20.0          # "compute" between allreduces
     reader_threads: int = 16
     read_bytes: int = 256 * 1024
@@ -78,8 +79,9 @@ class FabricBenchConfig:
     configs: tuple[str, ...] = CONFIGS
 
     def check(self) -> None:
-        if self.trials < 1 or self.hfreduce_seconds <= 0 or self.rate_mbit <= 0:
-            raise ValueError("trials, window and rate must be positive")
+        if (self.trials < 1 or self.hfreduce_seconds <= 0 or self.rate_mbit <= 0
+                or self.hfreduce_iterations_min < 1):
+            raise ValueError("trials, window, rate and minimum iterations must be positive")
         unknown = set(self.configs) - set(CONFIGS)
         if unknown:
             raise ValueError(f"unknown configurations {sorted(unknown)}; known: {', '.join(CONFIGS)}")
@@ -173,6 +175,7 @@ class FabricBench:
         ranks = [self.bed.spawn(host, [*PROCS, "rank", "--rank", str(rank), "--world-size", "2",
                                        "--master", master, "--count", str(config.hfreduce_count),
                                        "--seconds", str(config.hfreduce_seconds),
+                                       "--iterations-min", str(config.hfreduce_iterations_min),
                                        "--gap-ms", str(config.hfreduce_gap_ms)],
                                 label=f"rank-{rank}", stdout=subprocess.PIPE, text=True)
                  for rank, host in enumerate(["c", "p1"])]

@@ -2,7 +2,8 @@
 
     python -m fireflyfs.bench.fabric_procs rank --rank R --world-size W --master HOST:PORT ...
         One HFReduce rank: allreduce, record the iteration latency, sleep a gap
-        (the step's compute), until rank 0's window is over. Rank 0 decides when
+        (the step's compute), until rank 0's window is over and at least
+        --iterations-min allreduces were measured. Rank 0 decides when
         to stop and tells everyone inside the allreduce itself (a flag element),
         so all ranks run the same number of iterations. Prints one JSON line:
         latencies and the monotonic start/end of the window.
@@ -55,8 +56,9 @@ def rank_main(args) -> int:
             measuring = iteration >= args.warmup
             if measuring and not started:
                 started = time.monotonic()
-            if args.rank == 0:    # the flag: rank 0 says "last one" once its window is over
-                data[-1] = 1.0 if started and time.monotonic() - started >= args.seconds else 0.0
+            if args.rank == 0:    # the flag: "last one" once the window is over and enough were measured
+                window_over = started and time.monotonic() - started >= args.seconds
+                data[-1] = 1.0 if window_over and measuring and len(latencies_ms) + 1 >= args.iterations_min else 0.0
             else:
                 data[-1] = 0.0
             begin = time.perf_counter()
@@ -152,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     rank.add_argument("--seconds", type=float, default=4.0)
     rank.add_argument("--gap-ms", type=float, default=20.0)
     rank.add_argument("--warmup", type=int, default=5)
+    rank.add_argument("--iterations-min", type=int, default=1,
+                      help="measured allreduces at least, however long the window takes")
     rank.add_argument("--iterations-max", type=int, default=100_000)
     for name in ("prepare", "load"):
         command = sub.add_parser(name)

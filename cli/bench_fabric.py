@@ -20,17 +20,20 @@ from ._output import emit_json, json_mode, json_option, print_table
               help="Bottleneck rate toward the client host.")
 @click.option("--seconds", type=click.FloatRange(0.2), default=4.0, show_default=True,
               help="HFReduce window per configuration and trial.")
+@click.option("--iterations-min", type=click.IntRange(1), default=20, show_default=True,
+              help="Measured allreduces per configuration and trial at least, however long that takes.")
 @click.option("--rts-permits", type=click.IntRange(1), default=1, show_default=True,
               help="K of request-to-send in the rts configurations.")
 @click.option("--weights", default="hfreduce=0.4,storage=0.4,collective=0.1,control=0.1", show_default=True,
               help="HTB guaranteed shares in the classes configurations.")
 @click.option("--only", default=None, help="Comma-separated configurations (default: all six).")
 @json_option
-def fabric(trials, rate_mbit, seconds, rts_permits, weights, only) -> None:
+def fabric(trials, rate_mbit, seconds, iterations_min, rts_permits, weights, only) -> None:
     """HFReduce p50/p99 idle, under storage load with a shared queue, classes, RTS, both; CPU control."""
     from fireflyfs.bench.fabric_bench import FabricBenchConfig, Skipped, run
 
     config = FabricBenchConfig(trials=trials, rate_mbit=rate_mbit, hfreduce_seconds=seconds,
+                               hfreduce_iterations_min=iterations_min,
                                rts_permits=rts_permits, weights=weights)
     if only:
         config.configs = tuple(part.strip() for part in only.split(",") if part.strip())

@@ -8,12 +8,19 @@ so tests sharing the cluster never see each other's files. ``make_cluster``
 starts dedicated clusters for tests that kill or restart processes (fault
 tests: a short heartbeat timeout so failures are seen in ~2-3 s) and stops
 them when the test ends.
+
+Seeds: every randomized test draws everything from one seed, read from the one
+variable ``FFS_SEED`` (else drawn fresh), announces ``SEED=<n>`` and its
+parameters first, and on failure reports the one replay form
+``FFS_SEED=<n> [FFS_...=...] .venv/bin/pytest '<file>::<test>' -s``
+(``seed`` fixture, ``announce_seed``, ``seeds_or``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import re
 import sys
 import uuid
@@ -21,6 +28,56 @@ import uuid
 import pytest
 
 from fireflyfs.deploy.local_cluster import LocalCluster
+
+SEED_ENV = "FFS_SEED"
+_REPLAY = pytest.StashKey[str]()
+
+
+def seed_from_env(default: int | None = None) -> int:
+    """FFS_SEED when set (a replay), else default, else a fresh random 32-bit seed."""
+    value = os.environ.get(SEED_ENV)
+    if value:
+        return int(value)
+    return default if default is not None else random.SystemRandom().getrandbits(32)
+
+
+def seeds_or(defaults) -> list[int]:
+    """The seeds of a test that runs many: only FFS_SEED when set (a replay), else defaults."""
+    value = os.environ.get(SEED_ENV)
+    return [int(value)] if value else list(defaults)
+
+
+def replay_command(nodeid: str, seed: int, env: dict[str, object] | None = None, args: str = "") -> str:
+    """The one replay form: the seed, other parameters, the test without its parameter id."""
+    settings = "".join(f" {name}={value}" for name, value in (env or {}).items())
+    test = nodeid.split("[")[0]
+    return f"{SEED_ENV}={seed}{settings} .venv/bin/pytest{' ' + args if args else ''} '{test}' -s"
+
+
+def announce_seed(request, seed: int, env: dict[str, object] | None = None, args: str = "",
+                  **parameters) -> str:
+    """Print SEED= and the parameters first; a failure of the test reports the replay command."""
+    command = replay_command(request.node.nodeid, seed, env, args)
+    shown = "".join(f" {name}={value}" for name, value in parameters.items())
+    print(f"SEED={seed}{shown}\nreplay: {command}", flush=True)
+    request.node.stash[_REPLAY] = command
+    return command
+
+
+@pytest.fixture
+def seed(request) -> int:
+    """This run's seed (FFS_SEED or fresh), announced with its replay command."""
+    value = seed_from_env()
+    announce_seed(request, value)
+    return value
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _REPLAY in item.stash:
+        report.sections.append(("replay", item.stash[_REPLAY]))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
 from click.testing import CliRunner
 
 from fireflyfs.cli.main import cli
@@ -27,10 +26,6 @@ from tests.client.test_failover_cluster import CHUNK, replica_bytes
 ORPHAN_INODE = 987_654_321
 
 
-def storage_has_fsck_rpcs() -> bool:
-    from fireflyfs.storage_service.servicer import StorageServicer
-
-    return all(name in vars(StorageServicer) for name in ("GetChunkMetas", "RemoveChunk"))
 
 
 def fsck(url: str, *args: str) -> tuple[int, dict]:
@@ -40,16 +35,14 @@ def fsck(url: str, *args: str) -> tuple[int, dict]:
 
 
 def test_fsck_finds_and_repairs_missing_and_orphaned_chunks(make_cluster):
-    if not storage_has_fsck_rpcs():
-        pytest.skip("this storage build has no GetChunkMetas/RemoveChunk yet")
     local = make_cluster(storage_nodes=3, replicas=3, targets_per_node=1, heartbeat_timeout_ms=None)
     client = FfsClient(local.meta_address)
     client.mkdir("/f", chunk_size=CHUNK)
     files = {f"/f/{i}": os.urandom(CHUNK * 2 + 1 + i) for i in range(3)}
     for path, data in files.items():
         client.write_file(path, data)
-    if len(set(replica_bytes(client, "/f/0"))) != 1:
-        pytest.skip("this storage build does not forward writes along the chain yet")
+    replicas = replica_bytes(client, "/f/0")
+    assert len(replicas) == 3 and len(set(replicas)) == 1, "an acknowledged write must be on every replica"
 
     code, report = fsck(local.url)
     assert (code, report["clean"]) == (0, True), report

@@ -183,6 +183,7 @@ def test_sequential_reader_without_bulk_uses_read_into():
 
     class Storage:
         config = ClientConfig(bulk_enabled=0)
+        bulk = None          # no bulk connection pool: the transport is gRPC only
 
         def read_into(self, requests, outs):
             calls.append((requests[0].offset, len(outs[0])))

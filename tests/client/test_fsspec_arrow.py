@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import collections
 
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
-ds = pytest.importorskip("pyarrow.dataset")
-
-from fireflyfs.client import fsspec_fs  # noqa: E402
+from fireflyfs.client import fsspec_fs
 
 ROWS = 30_000
 ROW_GROUP = 2_000

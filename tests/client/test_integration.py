@@ -263,9 +263,9 @@ def test_fsspec_open_url_in_a_fresh_interpreter(cluster, ffs, ffs_dir):
 
 
 def test_pyarrow_parquet_round_trip(cluster, ffs, ffs_dir):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
     import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
 
     table = pa.table({"x": list(range(5000)), "part": [i % 3 for i in range(5000)],
                       "s": [f"row-{i}" for i in range(5000)]})

@@ -108,7 +108,8 @@ def test_handles_cost_no_metadata_and_match_paths(client, files):
 
 
 def test_numpy_and_torch_buffers_fill_in_place(client, files):
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
     base = files["__base__"].decode()
     big = f"{base}/big"
     array = np.full(2 * CHUNK // 4, -1, dtype=np.float32)     # typed, multi-byte elements
@@ -118,7 +119,8 @@ def test_numpy_and_torch_buffers_fill_in_place(client, files):
     matrix = np.zeros((4, 1024), dtype=np.uint8)
     client.read_batch([(big, 7, 4096)], into=matrix)
     assert matrix.tobytes() == files[big][7:7 + 4096]
-    torch = pytest.importorskip("torch")
+    import torch
+
     tensor = torch.zeros(4096, dtype=torch.int16)
     client.read_batch([(big, 100, 8192)], into=tensor)
     assert tensor.numpy().tobytes() == files[big][100:100 + 8192]
@@ -137,7 +139,8 @@ def test_bad_arguments_raise_invalid_argument(client, files):
         client.read_batch([(big, 0, -10)])
     with pytest.raises(InvalidArgument):
         client.read_batch([(big, 0)])
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
     with pytest.raises(InvalidArgument):
         client.read_batch([(big, 0, 10)], into=np.zeros((10, 10), dtype=np.uint8)[:, :2])
     assert client.read_batch([]).nbytes == []

@@ -9,7 +9,8 @@ from fireflyfs.fabric.hfreduce import dtypes
 
 
 def test_bfloat16_rounding_matches_torch_including_ties_nan_and_inf():
-    torch = pytest.importorskip("torch")
+    import torch
+
     rng = np.random.default_rng(3)
     values = np.concatenate([
         rng.standard_normal(10000).astype(np.float32) * 1e3,
@@ -31,7 +32,8 @@ def test_bfloat16_rounding_matches_torch_including_ties_nan_and_inf():
 
 
 def test_views_alias_numpy_and_torch_buffers():
-    torch = pytest.importorskip("torch")
+    import torch
+
     array = np.zeros(8, dtype=np.float16)
     view, element_type, original = dtypes.storage_view(array)
     view[3] = 2

@@ -98,7 +98,8 @@ def test_each_batch_is_one_batched_read(two_files, monkeypatch):
 @pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")
 @pytest.mark.parametrize("workers", [0, 2])
 def test_stateful_dataloader_resumes_at_the_exact_next_batch(two_files, workers):
-    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+    import torchdata.stateful_dataloader as stateful
+
     dataset = RecordDataset(two_files, decode_index)
 
     def loader():
@@ -123,7 +124,8 @@ def test_stateful_dataloader_resumes_at_the_exact_next_batch(two_files, workers)
 @pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")
 def test_stateful_dataloader_elastic_resume_on_more_ranks(two_files):
     """Two ranks run 5 batches; rank 0's loader state resumes three ranks: nothing lost."""
-    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+    import torchdata.stateful_dataloader as stateful
+
     dataset = RecordDataset(two_files, decode_index)
 
     def loader(rank, world):

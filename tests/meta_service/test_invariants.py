@@ -4,8 +4,8 @@ Method: from one seeded ``random.Random`` draw a few hundred operations over a
 small set of paths (so renames, links and removes collide often), run each on
 a Namespace over real LMDB with the fake chunk store, and after every step
 check the invariants below. An operation that raises an FfsError must leave
-every DB byte-identical. The seed is in the test id; rerun one with
-``pytest tests/meta_service/test_invariants.py -k <seed>``.
+every DB byte-identical. Each run announces its seed and the command that
+replays it alone (``FFS_SEED=<seed>``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from fireflyfs.meta_service.namespace import Namespace
 from fireflyfs.meta_service.resolve import DIR, FILE, ROOT_ID
 from fireflyfs.meta_service.store import Store
 from fireflyfs.proto import meta_pb2, types_pb2
+from tests.conftest import announce_seed, seeds_or
 
 from .conftest import dump, install_chain_table
 from .fakes import FakeChunkStore
@@ -88,8 +89,9 @@ def random_path(rng: random.Random, ns: Namespace) -> str:
     return "/" + "/".join(rng.choice(NAMES) for _ in range(rng.randint(1, 3)))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_operations_keep_invariants(tmp_path, seed):
+@pytest.mark.parametrize("seed", seeds_or([1, 2, 3]))
+def test_random_operations_keep_invariants(tmp_path, seed, request):
+    announce_seed(request, seed)
     rng = random.Random(seed)
     store = Store(str(tmp_path / "m"))
     install_chain_table(store, 4)

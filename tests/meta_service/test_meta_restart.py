@@ -9,13 +9,12 @@ SIGKILLs the meta process at random moments and restarts it with
 AlreadyExists/NotFound thanks to the request ids), and the namespace holds
 exactly what was acknowledged, every file with its bytes. A second test makes
 the lost-reply case deterministic: the same request sent again after a
-restart gets the first reply back. The seed is printed; rerun with
-FFS_TEST_SEED=<seed>.
+restart gets the first reply back. The seed is printed first, with the command
+that replays it (FFS_SEED=<seed>).
 """
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sys
@@ -97,9 +96,7 @@ class Writer(threading.Thread):
             self.error = exc
 
 
-def test_clients_carry_on_across_meta_kills(cluster):
-    seed = int(os.environ.get("FFS_TEST_SEED", random.randrange(1 << 32)))
-    print(f"SEED={seed} (rerun: FFS_TEST_SEED={seed})")
+def test_clients_carry_on_across_meta_kills(cluster, seed):
     rng = random.Random(seed)
     writer = Writer(FfsClient(cluster.meta_address), f"/work-{seed}", random.Random(rng.random()))
     writer.start()

@@ -20,8 +20,7 @@ import time
 import grpc
 import pytest
 
-from fireflyfs.common.rpc import ERROR_METADATA_KEY
-from fireflyfs.common.rpc import make_channel
+from fireflyfs.common.rpc import ERROR_METADATA_KEY, make_channel
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc, mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
 
 STARTUP_TIMEOUT_S = 15

@@ -12,8 +12,7 @@ import threading
 import grpc
 
 from fireflyfs.common.errors import NotFound, Unavailable
-from fireflyfs.common.rpc import abort_with
-from fireflyfs.common.rpc import make_server
+from fireflyfs.common.rpc import abort_with, make_server
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
 
 

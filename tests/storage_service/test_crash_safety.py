@@ -9,7 +9,7 @@ checks, per chunk: every block CRC verifies on a full read, no unreferenced
 chunk file is left, and the content is exactly the last acknowledged state, or
 the one in-flight state whose intent was logged (it may have committed before
 the kill cut the acknowledgement). Then the writer restarts from there.
-Everything random derives from one seed, printed first (FFS_CRASH_SEED replays).
+Everything random derives from one seed, printed first (FFS_SEED replays).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import crc32c
 import pytest
 
 from fireflyfs.storage_service.chunk_engine import ChunkEngine
+from tests.conftest import announce_seed, seed_from_env
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 CHUNK_BYTES = 64 * 1024
@@ -70,10 +71,9 @@ def check_target(target: Path, log_path: Path) -> int:
     return len(metas)
 
 
-def run_kills(tmp_path: Path, kills: int, acks_per_round_min: int, delay_s_max: float) -> None:
-    seed = int(os.environ.get("FFS_CRASH_SEED", random.randrange(1 << 32)))
-    print(f"SEED={seed} kills={kills} acks_per_round_min={acks_per_round_min} delay_s_max={delay_s_max}"
-          f" (replay: FFS_CRASH_SEED={seed})")
+def run_kills(request, tmp_path: Path, kills: int, acks_per_round_min: int, delay_s_max: float) -> None:
+    seed = seed_from_env()
+    announce_seed(request, seed, kills=kills, acks_per_round_min=acks_per_round_min, delay_s_max=delay_s_max)
     rng = random.Random(seed)
     target = tmp_path / "target"
     log_path = tmp_path / "acks.log"
@@ -98,10 +98,10 @@ def run_kills(tmp_path: Path, kills: int, acks_per_round_min: int, delay_s_max: 
     assert acks >= kills * acks_per_round_min and acked
 
 
-def test_sigkill_loses_no_acknowledged_write(tmp_path):
-    run_kills(tmp_path, kills=4, acks_per_round_min=20, delay_s_max=0.15)
+def test_sigkill_loses_no_acknowledged_write(request, tmp_path):
+    run_kills(request, tmp_path, kills=4, acks_per_round_min=20, delay_s_max=0.15)
 
 
 @pytest.mark.slow
-def test_sigkill_soak(tmp_path):
-    run_kills(tmp_path, kills=25, acks_per_round_min=50, delay_s_max=0.4)
+def test_sigkill_soak(request, tmp_path):
+    run_kills(request, tmp_path, kills=25, acks_per_round_min=50, delay_s_max=0.4)

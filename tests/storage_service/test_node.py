@@ -18,8 +18,7 @@ import crc32c
 import pytest
 
 from fireflyfs.common.errors import StaleChainVersion
-from fireflyfs.common.rpc import rpc_errors_mapped
-from fireflyfs.common.rpc import make_channel
+from fireflyfs.common.rpc import make_channel, rpc_errors_mapped
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 from fireflyfs.storage_service.server import StorageConfig, StorageNode, parse_args
 

@@ -21,8 +21,7 @@ import crc32c
 import pytest
 
 from fireflyfs.common.errors import NotHead, StaleChainVersion
-from fireflyfs.common.rpc import rpc_errors_mapped
-from fireflyfs.common.rpc import make_channel, make_server
+from fireflyfs.common.rpc import make_channel, make_server, rpc_errors_mapped
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 from fireflyfs.storage_service.chain_driver import ChainDriver
 from fireflyfs.storage_service.craq import UpdateKind

@@ -11,7 +11,6 @@ version, chunk checksum) is identical, i.e. the replicas are byte-identical.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import time
@@ -20,12 +19,12 @@ import pytest
 
 from fireflyfs.client.client import FfsClient
 from fireflyfs.client.config import ClientConfig
-from fireflyfs.common.rpc import rpc_errors_mapped
-from fireflyfs.common.rpc import make_channel
+from fireflyfs.common.rpc import make_channel, rpc_errors_mapped
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc
+from tests.conftest import announce_seed, seed_from_env
 
 CHUNK = 64 * 1024
-SEED = int(os.environ.get("FFS_SEED", "3"))
+SEED = seed_from_env(default=3)   # fixed in CI; FFS_SEED replays another
 
 
 def chunk_metas(address: str, target_id: int) -> dict[tuple[int, int], tuple[int, int, int, int]]:
@@ -59,9 +58,9 @@ def divergent_chains(local) -> list[str]:
     return problems
 
 
-def test_killed_node_resyncs_and_replicas_end_byte_identical(make_cluster):
+def test_killed_node_resyncs_and_replicas_end_byte_identical(make_cluster, request):
     rng = random.Random(SEED)
-    print(f"SEED={SEED} (replay: FFS_SEED={SEED})")
+    announce_seed(request, SEED)
     local = make_cluster(storage_nodes=4, replicas=3, heartbeat_timeout_ms=2000, targets_per_node=1)
     local.wait_all_serving(timeout_s=30)
     client = FfsClient(local.meta_address, config=ClientConfig(retry_time_s=90.0))
@@ -107,8 +106,9 @@ def test_killed_node_resyncs_and_replicas_end_byte_identical(make_cluster):
     assert all(t.public_state == 1 for t in routing.targets), "every target SERVING"
 
 
-def test_whole_cluster_sigkilled_and_restarted(make_cluster):
+def test_whole_cluster_sigkilled_and_restarted(make_cluster, request):
     """Every storage node and the meta process SIGKILLed at once: all comes back, nothing lost."""
+    announce_seed(request, SEED)
     rng = random.Random(SEED)
     local = make_cluster(storage_nodes=4, replicas=3, heartbeat_timeout_ms=2000, targets_per_node=1)
     local.wait_all_serving(timeout_s=30)
@@ -132,10 +132,10 @@ def test_whole_cluster_sigkilled_and_restarted(make_cluster):
 
 
 @pytest.mark.slow
-def test_chaos_rounds_of_kills_and_restarts(make_cluster):
+def test_chaos_rounds_of_kills_and_restarts(make_cluster, request):
     """Several rounds: SIGKILL a random storage node, write and read, restart it, wait for SERVING."""
     rng = random.Random(SEED)
-    print(f"SEED={SEED} (replay: FFS_SEED={SEED})")
+    announce_seed(request, SEED)
     local = make_cluster(storage_nodes=4, replicas=3, heartbeat_timeout_ms=2000, targets_per_node=2)
     local.wait_all_serving(timeout_s=30)
     client = FfsClient(local.meta_address, config=ClientConfig(retry_time_s=90.0))

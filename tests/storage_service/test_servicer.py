@@ -10,13 +10,11 @@ as the client library sees them.
 from __future__ import annotations
 
 import crc32c
-import grpc
 import pytest
 
 from fireflyfs.common import limits
 from fireflyfs.common.errors import (ChecksumMismatch, InvalidArgument, NotFound, NotHead, StaleChainVersion, TooLarge, Unavailable)
-from fireflyfs.common.rpc import rpc_errors_mapped
-from fireflyfs.common.rpc import make_channel, make_server
+from fireflyfs.common.rpc import make_channel, make_server, rpc_errors_mapped
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 from fireflyfs.storage_service.chain_driver import ChainDriver
 from fireflyfs.storage_service.chunk_meta import chunk_key

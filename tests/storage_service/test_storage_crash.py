@@ -17,7 +17,6 @@ one (``-m slow``) many more.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sys
@@ -28,6 +27,7 @@ import pytest
 
 from fireflyfs.client.client import FfsClient
 from fireflyfs.deploy.local_cluster import LocalCluster, storage_role
+from tests.conftest import announce_seed, seed_from_env
 
 CHUNK_SIZE = 64 * 1024
 FILE_SPAN = 24 * CHUNK_SIZE          # writes land anywhere in the first 24 chunks (and extend it)
@@ -35,7 +35,6 @@ WRITE_BYTES_MAX = 3 * CHUNK_SIZE
 
 
 def run_kill_loop(base_dir, rounds: int, seed: int) -> None:
-    print(f"SEED={seed} rounds={rounds} (replay: FFS_SEED={seed})", flush=True)
     rng = random.Random(seed)
     cluster = LocalCluster(base_dir, storage_nodes=2, targets_per_node=2, replicas=1,
                            python=sys.executable)
@@ -90,14 +89,14 @@ def run_kill_loop(base_dir, rounds: int, seed: int) -> None:
         cluster.down()
 
 
-def seed_from_env() -> int:
-    return int(os.environ.get("FFS_SEED", random.SystemRandom().getrandbits(32)))
-
-
-def test_storage_sigkill_loop_keeps_acknowledged_writes(tmp_path):
-    run_kill_loop(tmp_path / "cluster", rounds=3, seed=seed_from_env())
+def test_storage_sigkill_loop_keeps_acknowledged_writes(tmp_path, request):
+    seed = seed_from_env()
+    announce_seed(request, seed, rounds=3)
+    run_kill_loop(tmp_path / "cluster", rounds=3, seed=seed)
 
 
 @pytest.mark.slow
-def test_storage_sigkill_loop_keeps_acknowledged_writes_soak(tmp_path):
-    run_kill_loop(tmp_path / "cluster", rounds=25, seed=seed_from_env())
+def test_storage_sigkill_loop_keeps_acknowledged_writes_soak(tmp_path, request):
+    seed = seed_from_env()
+    announce_seed(request, seed, rounds=25)
+    run_kill_loop(tmp_path / "cluster", rounds=25, seed=seed)

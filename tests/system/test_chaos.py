@@ -36,8 +36,9 @@ Method (TigerBeetle's VOPR, on real processes):
   CLI (a subprocess) exits 0 reporting clean, and every target is SERVING.
 
 The CI test runs four rounds (single, double, meta, whole cluster; 15-30 s). The full
-run is ``FFS_CHAOS_SEED=<n> FFS_CHAOS_ROUNDS=<r> .venv/bin/pytest -m chaos
-tests/system/test_chaos.py -s``; FFS_CHAOS_NODES sets the storage node count.
+run is ``FFS_SEED=<n> FFS_CHAOS_ROUNDS=<r> .venv/bin/pytest -m chaos
+'tests/system/test_chaos.py::test_chaos_full' -s`` (no FFS_SEED: a fresh seed);
+FFS_CHAOS_NODES sets the storage node count.
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ import fsspec
 import pytest
 
 from fireflyfs.client.client import FfsClient
+from fireflyfs.common.limits import KiB
 from fireflyfs.deploy.local_cluster import META, ClusterError, LocalCluster, log_tail, storage_role
+from tests.conftest import announce_seed, seed_from_env
 
-KiB = 1024
 HEARTBEAT_TIMEOUT_MS = 2000
 ROOT = "/chaos"
 DETECT_S_MAX = 20.0            # a killed node's targets OFFLINE in routing (heartbeat timeout 2 s)
@@ -464,7 +466,6 @@ def quiet_phase(chaos: Chaos, writers: Writers) -> dict:
 
 
 def run_chaos(base_dir, params: ChaosParameters, replay: str, monkeypatch) -> dict:
-    print(f"SEED={params.seed}", flush=True)
     for field in dataclasses.fields(params):
         print(f"  {field.name}={getattr(params, field.name)}", flush=True)
     rng = random.Random(params.seed)
@@ -521,19 +522,14 @@ def run_chaos(base_dir, params: ChaosParameters, replay: str, monkeypatch) -> di
                 w.join(timeout=30)
 
 
-def seed_from_env() -> int:
-    return int(os.environ.get("FFS_CHAOS_SEED") or random.SystemRandom().getrandbits(32))
-
-
-def test_chaos_single_double_and_whole_cluster_kills(tmp_path, monkeypatch):
+def test_chaos_single_double_and_whole_cluster_kills(tmp_path, monkeypatch, request):
     """CI: one round of each failure kind (one node, two of a chain, meta, everything) and the quiet phase."""
     seed = seed_from_env()
     params = ChaosParameters.from_seed(seed, rounds=4, storage_nodes=4,
                                        schedule=("single", "double", "meta", "whole"))
     params = dataclasses.replace(params, run_s_max=min(params.run_s_max, 1.0), down_s_max=min(params.down_s_max, 2.5),
                                  settle_probability=0.0, writers=2)
-    replay = (f"FFS_CHAOS_SEED={seed} .venv/bin/pytest "
-              f"'tests/system/test_chaos.py::test_chaos_single_double_and_whole_cluster_kills' -s")
+    replay = announce_seed(request, seed)
     result = run_chaos(tmp_path / "cluster", params, replay, monkeypatch)
     assert result["writes_acknowledged"] > params.rounds
     assert result["kills"].get(META) == 2 and sum(result["kills"].values()) == 1 + 2 + 1 + 1 + params.storage_nodes
@@ -542,14 +538,14 @@ def test_chaos_single_double_and_whole_cluster_kills(tmp_path, monkeypatch):
 @pytest.mark.chaos
 @pytest.mark.slow            # a -m on the command line replaces addopts' "not chaos"; "not slow" still skips it
 @pytest.mark.timeout(3600)
-def test_chaos_full(tmp_path, monkeypatch):
+def test_chaos_full(tmp_path, monkeypatch, request):
     """On demand: many rounds (FFS_CHAOS_ROUNDS, default 20) of kinds drawn from the seed."""
     seed = seed_from_env()
     rounds = int(os.environ.get("FFS_CHAOS_ROUNDS", "20"))
     nodes = int(os.environ.get("FFS_CHAOS_NODES", "0")) or None
     assert rounds >= 1 and (nodes is None or nodes >= 4)
     params = ChaosParameters.from_seed(seed, rounds=rounds, storage_nodes=nodes)
-    replay = (f"FFS_CHAOS_SEED={seed} FFS_CHAOS_ROUNDS={rounds}"
-              f"{f' FFS_CHAOS_NODES={nodes}' if nodes else ''} .venv/bin/pytest -m chaos tests/system/test_chaos.py -s")
+    env = {"FFS_CHAOS_ROUNDS": rounds, **({"FFS_CHAOS_NODES": nodes} if nodes else {})}
+    replay = announce_seed(request, seed, env, args="-m chaos")
     result = run_chaos(tmp_path / "cluster", params, replay, monkeypatch)
     assert result["writes_acknowledged"] > params.rounds

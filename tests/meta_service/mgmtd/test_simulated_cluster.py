@@ -4,8 +4,8 @@ Goal: the real ClusterState (LMDB store, injected clock) plus storage nodes that
 follow the storage contract never let a replica that missed a write serve, and
 once faults stop every target ends SERVING and the chains stop changing.
 Method (VOPR-style): one ``random.Random(seed)`` draws everything. The seed is
-printed first; replay one run with ``FFS_MGMTD_SEED=<seed> pytest
-tests/meta_service/mgmtd/test_simulated_cluster.py -k replay``. Time moves in 100 ms steps.
+printed first with the command that replays it alone (``FFS_SEED=<seed>``
+runs only that seed). Time moves in 100 ms steps.
 Fault phase: nodes crash and restart (new incarnation), get partitioned from
 mgmtd (heartbeats lost) for a while, single heartbeats get lost, operators set
 targets offline/online, mgmtd itself restarts. Storage nodes play the contract:
@@ -23,7 +23,6 @@ rules hold. Quiet phase: everyone back, no faults; all SERVING within a budget.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 
 import pytest
@@ -33,6 +32,7 @@ from fireflyfs.meta_service.mgmtd.cluster import ClusterState
 from fireflyfs.meta_service.mgmtd.target_states import ORDER_RANK, PublicState
 from fireflyfs.meta_service.store import Store
 from fireflyfs.proto import mgmtd_pb2, types_pb2
+from tests.conftest import announce_seed, seeds_or
 
 STEP_MS = 100
 TIMEOUT_MS = 1000
@@ -269,8 +269,8 @@ class Sim:
         self.store.close()
 
 
-def run(seed: int, tmp_path) -> None:
-    print(f"SEED={seed}")
+def run(seed: int, tmp_path, request) -> None:
+    announce_seed(request, seed)
     sim = Sim(seed, str(tmp_path / f"sim-{seed}"))
     print(f"params {sim.params}")
     try:
@@ -281,24 +281,16 @@ def run(seed: int, tmp_path) -> None:
         print(f"converged after {steps} quiet steps; {sim.acked_writes} acknowledged writes")
         assert sim.acked_writes > 0 and max(sim.chain_versions.values()) > 1
         assert all(t.has_all for t in sim.targets.values())
-    except BaseException:
-        print(f"replay: FFS_MGMTD_SEED={seed} pytest tests/meta_service/mgmtd/test_simulated_cluster.py -k replay -s")
-        raise
     finally:
         sim.close()
 
 
-@pytest.mark.parametrize("seed", range(1, 9))
-def test_faults_then_convergence(seed, tmp_path):
-    run(seed, tmp_path)
+@pytest.mark.parametrize("seed", seeds_or(range(1, 9)))
+def test_faults_then_convergence(seed, tmp_path, request):
+    run(seed, tmp_path, request)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(100, 160))
-def test_faults_then_convergence_many_seeds(seed, tmp_path):
-    run(seed, tmp_path)
-
-
-@pytest.mark.skipif("FFS_MGMTD_SEED" not in os.environ, reason="set FFS_MGMTD_SEED to replay one run")
-def test_replay(tmp_path):
-    run(int(os.environ["FFS_MGMTD_SEED"]), tmp_path)
+@pytest.mark.parametrize("seed", seeds_or(range(100, 160)))
+def test_faults_then_convergence_many_seeds(seed, tmp_path, request):
+    run(seed, tmp_path, request)
