@@ -17,7 +17,6 @@ afresh. A connection that failed mid-frame is closed, never reused.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import socket
 import struct
@@ -31,6 +30,7 @@ from fireflyfs.common import pacing
 from fireflyfs.common.traffic import TrafficClass
 from fireflyfs.proto import bulk_wire as wire
 from fireflyfs.proto.bulk_io import Sender, recv_exact, tune
+from .storage_transport import ReadOutcome
 
 _CRC = struct.Struct("<I")
 small_piece_bytes_max = 64 * 1024      # pieces this small are received through the scratch buffer
@@ -40,17 +40,6 @@ idle_connections_per_node_max = 16
 
 class BulkTransportError(Unavailable):
     """The connection broke, timed out or spoke nonsense: retry elsewhere or later."""
-
-
-@dataclasses.dataclass(slots=True)
-class ReadOutcome:
-    """One IO of a read reply: bytes received (into its view), chunk facts, or an error."""
-
-    data_len: int = 0
-    chunk_length: int = 0
-    commit_version: int = 0
-    error: errors.FfsError | None = None
-    checksum_failed: bool = False      # the bytes arrived but did not match their CRC
 
 
 class BulkConnection:

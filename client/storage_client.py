@@ -1,28 +1,33 @@
 """Chunk IO against storage nodes: the data path, with no metadata service in it.
 
+StorageClient is the layer above one storage transport (storage_transport.py:
+bulk listeners with gRPC where there is none, in production; gRPC alone with
+``bulk_enabled=0`` (FFS_CLIENT_BULK_ENABLED=0); an in-process one in tests).
+It owns what spans nodes and attempts; the transport only carries one request
+to one node.
+
 A file range is split into chunk pieces by the layout math and each piece
 routed to its chain (RoutingCache; one lookup per chain and round). Pieces for
-one node travel together: over the node's bulk listener (storage_service/
-bulk_wire.py; client side bulk_client.py) when routing names one, else in one
-Storage.BatchRead. Bulk requests are sent from the calling thread ahead of
-their replies, at most ``node_requests_inflight_max`` per node and
+one node travel together, cut into requests under the transport's
+``ReadLimits``. Pipelined requests (bulk) are sent from the calling thread
+ahead of their replies, at most ``node_requests_inflight_max`` per node and
 ``requests_inflight_max`` in total (ClientConfig), and each reply is received
 straight into the caller's buffer, CRC32C checked against the stored block
 checksums (a mismatch is read once more, then reported for that request
-only). Writes go to the chain head, one write per chunk piece with its
-CRC32C, chunks in parallel on the IO threads (at most
-``node_requests_inflight_max`` per node); the head answers only after every
-replica of the chain committed, and only that answer acknowledges the write.
-``bulk_enabled=0`` (FFS_CLIENT_BULK_ENABLED=0) keeps everything on gRPC.
+only); the others (gRPC) run on the IO threads meanwhile. Writes go to the
+chain head, one write per chunk piece with its CRC32C, chunks in parallel on
+the IO threads (at most ``node_requests_inflight_max`` per node); the head
+answers only after every replica of the chain committed, and only that answer
+acknowledges the write.
 
 Failover (CRAQ, 3FS's client rules):
 - reads pick, per piece, the SERVING replica whose node has the fewest of our
-  requests outstanding (ReplicaSelector); a node that just failed is skipped
-  while another serves;
+  requests outstanding (ReplicaSelector); a node that just failed (the
+  transport said ``NodeUnreachable``) is skipped while another serves;
 - a chunk mid-write answers ChunkNotCommitted: a short pause and the read is
   asked again, from the tail (which commits first) after a couple of tries;
-- StaleChainVersion, NotHead, Unavailable, deadlines and broken bulk
-  connections refresh the routing and retry with exponential backoff until
+- StaleChainVersion, NotHead, Unavailable, deadlines and broken connections
+  refresh the routing and retry with exponential backoff until
   ``retry_time_s`` has passed, then raise an error naming the chain, target
   and node that failed last.
 
@@ -38,34 +43,31 @@ import collections
 import contextlib
 import dataclasses
 import logging
-import os
 import threading
 import time
 from concurrent.futures import Future
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import crc32c
-import grpc
 
-from fireflyfs.common import errors, limits
-from fireflyfs.common.errors import ChecksumMismatch, ChunkNotCommitted, Retryable, Unavailable
-from fireflyfs.common.rpc import rpc_errors_mapped
+from fireflyfs.common import errors
+from fireflyfs.common.errors import ChunkNotCommitted, FfsError, Retryable, Unavailable
 from fireflyfs.common.layout import Layout
-from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 from .buffers import ReadRequest, as_bytes, new_bytes, request_size, zero_fill
-from .bulk_client import BulkPool, BulkTransportError
-from .rts import limiter_for as rts_limiter_for
+from .bulk_client import BulkPool
+from .bulk_transport import BulkStorageTransport, shared_bulk_pool
 from .channels import ChannelPool, shared_pool
 from .config import ClientConfig
+from .grpc_transport import GrpcStorageTransport
 from .replica_select import ReplicaSelector
 from .retry import RetryBudget
 from .routing import Route, RoutingCache
+from .storage_transport import NodeUnreachable, ReadIO, StorageTransport, describe
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-batch_read_bytes_max = limits.batch_read_request_bytes_target
 copy_window_chunks = 4
 
 
@@ -79,7 +81,11 @@ class _Piece:
     offset: int           # within the chunk
     length: int
     not_committed: int = 0   # ChunkNotCommitted answers so far
-    checksum_failures: int = 0   # bulk replies whose bytes failed their CRC (a racing truncate, or bad bytes)
+    checksum_failures: int = 0   # replies whose bytes failed their CRC (a racing truncate, or bad bytes)
+
+
+_Batch = list[tuple[_Piece, Route]]      # one read request: pieces for one node, each with its route
+_BatchResult = tuple[list[_Piece], list[Retryable]]    # (pieces to retry, why)
 
 
 class _WriteChannels:
@@ -102,20 +108,21 @@ class _WriteChannels:
             self._free.append(channel)
 
 
-def _where(route: Route) -> str:
-    return (f"chain {route.chain_id} v{route.chain_version}, target {route.target_id} "
-            f"on node {route.node_id} ({route.address})")
-
-
 class StorageClient:
-    """Reads and writes file chunks directly on storage nodes."""
+    """Reads and writes file chunks directly on storage nodes.
+
+    transport: what carries requests (default: bulk with gRPC fallback, or gRPC
+    alone when ``config.bulk_enabled`` is 0). pool: the gRPC channels and the IO
+    threads that run parallel requests.
+    """
 
     def __init__(self, routing: RoutingCache, client_id: str, pool: ChannelPool | None = None,
                  config: ClientConfig | None = None, retry_time_s: float | None = None,
                  verify_checksums: bool = True,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
-                 selector: ReplicaSelector | None = None) -> None:
+                 selector: ReplicaSelector | None = None,
+                 transport: StorageTransport | None = None) -> None:
         config = config or ClientConfig.from_env()
         if retry_time_s is not None:
             config = dataclasses.replace(config, retry_time_s=retry_time_s)
@@ -123,16 +130,21 @@ class StorageClient:
         self.client_id = client_id
         self.config = config
         self._pool = pool or shared_pool()
-        self._verify_checksums = verify_checksums
         self._sleep = sleep
         self._clock = clock
         self.selector = selector or ReplicaSelector(config.failed_node_avoid_s, clock)
         self._channels = _WriteChannels()
-        self.bulk = shared_bulk_pool(max(config.storage_read_timeout_s, config.storage_write_timeout_s))
-        self.rts = rts_limiter_for(config)     # request-to-send permits (None: off)
+        self.grpc = GrpcStorageTransport(self._pool, config, verify_checksums)
+        if transport is None:
+            transport = self.grpc
+            if config.bulk_enabled:
+                timeout_s = max(config.storage_read_timeout_s, config.storage_write_timeout_s)
+                transport = BulkStorageTransport(shared_bulk_pool(timeout_s), self.grpc, config)
+        self.transport: StorageTransport = transport
+        # SequentialReader (streams.py) streams readahead over these connections; None: no bulk transport.
+        self.bulk: BulkPool | None = transport.pool if isinstance(transport, BulkStorageTransport) else None
         self._node_slots: dict[int, threading.BoundedSemaphore] = {}   # chunk writes in flight per node
         self._node_slots_lock = threading.Lock()
-        self._client_id_bytes = client_id.encode()
 
     @classmethod
     def for_mgmtd(cls, mgmtd_address: str, client_id: str, **kwargs) -> "StorageClient":
@@ -143,22 +155,22 @@ class StorageClient:
 
     # ---- plumbing -------------------------------------------------------
 
-    def _stub(self, address: str) -> storage_pb2_grpc.StorageStub:
-        return self._pool.stub(address, storage_pb2_grpc.StorageStub)
+    def _unreachable(self, route: Route, exc: NodeUnreachable) -> Unavailable:
+        """The node is avoided for a while; the caller sees Unavailable, as for any other outage."""
+        self.selector.mark_failed(route.node_id)
+        return Unavailable(str(exc))
+
+    @contextlib.contextmanager
+    def _reaching(self, route: Route) -> Iterator[None]:
+        try:
+            yield
+        except NodeUnreachable as exc:
+            raise self._unreachable(route, exc) from exc
 
     def call(self, route: Route, method: str, request, timeout_s: float | None = None):
-        """One Storage RPC to route's node; a Retryable failure names the chain, target and node."""
-        stub = self._stub(route.address)
-        try:
-            with rpc_errors_mapped():
-                return getattr(stub, method)(request, timeout=timeout_s or self.config.storage_other_timeout_s)
-        except Retryable as exc:
-            cause = exc.__cause__
-            if isinstance(cause, grpc.RpcError) and cause.code() == grpc.StatusCode.UNAVAILABLE:
-                self._pool.forget(route.address)   # it may have restarted elsewhere: reconnect
-            if isinstance(exc, Unavailable):
-                self.selector.mark_failed(route.node_id)
-            raise type(exc)(f"{method} on {_where(route)}: {exc}") from exc
+        """One Storage RPC by name over gRPC, for tools that need more than the data path (fsck)."""
+        with self._reaching(route):
+            return self.grpc.call(route, method, request, timeout_s)
 
     def _refresh_routing(self) -> None:
         try:
@@ -224,7 +236,7 @@ class StorageClient:
                                for offset, length in ranges])
 
     def read_many(self, requests: list[ReadRequest]) -> list[bytes]:
-        """Ranges of any files: one BatchRead per node (split by size), nodes in parallel.
+        """Ranges of any files: requests per node (split by size), nodes in parallel.
 
         Raises the first request's error (see ``read_into`` for per-request errors).
         """
@@ -282,7 +294,7 @@ class StorageClient:
         return failures
 
     def _route_pieces(self, pending: list[_Piece], failed: list[_Piece], why: list[Retryable]
-                      ) -> dict[str, list[tuple[_Piece, Route]]]:
+                      ) -> dict[str, _Batch]:
         """Pieces grouped by the node address that serves them.
 
         One routing lookup per chain and round, not per piece; each piece of a
@@ -308,7 +320,7 @@ class StorageClient:
                 by_chain[chain_id] = [piece]
             else:
                 group.append(piece)
-        by_address: dict[str, list[tuple[_Piece, Route]]] = {}
+        by_address: dict[str, _Batch] = {}
         tail_after = self.config.not_committed_tries_before_tail
         for chain_id, pieces in by_chain.items():
             try:
@@ -345,21 +357,19 @@ class StorageClient:
         failed: list[_Piece] = []
         failures_retry: list[Retryable] = []
         by_address = self._route_pieces(pending, failed, failures_retry)
-        grpc_batches: list[list[tuple[_Piece, Route]]] = []
-        bulk_batches: list[list[tuple[_Piece, Route]]] = []
+        blocking_batches: list[_Batch] = []
+        pipelined_batches: list[_Batch] = []
         for items in by_address.values():
-            if self.config.bulk_enabled and items[0][1].bulk_address:
-                bulk_batches.extend(_split_batches(items, self.config.bulk_read_bytes_max,
-                                                   self.config.bulk_read_ios_max))
-            else:
-                grpc_batches.extend(_split_batches(items))
-        calls = [lambda b=batch: self._batch_read_counted(b, outs, failures) for batch in grpc_batches]
+            read_limits = self.transport.read_limits(items[0][1])
+            batches = pipelined_batches if read_limits.pipelined else blocking_batches
+            batches.extend(_split_batches(items, read_limits.bytes_max, read_limits.ios_max))
+        calls = [lambda b=batch: self._read_batch(b, outs, failures) for batch in blocking_batches]
         futures: list[Future] = []
-        if calls and bulk_batches:   # gRPC batches on IO threads while this thread runs the bulk ones
+        if calls and pipelined_batches:   # blocking batches on IO threads while this thread pipelines
             executor = self._pool.executor()
             futures = [executor.submit(call) for call in calls]
             calls = []
-        outcomes = self._bulk_read_batches(bulk_batches, outs, failures) if bulk_batches else []
+        outcomes = self._read_pipelined(pipelined_batches, outs, failures) if pipelined_batches else []
         outcomes += self._parallel(calls) if calls else []
         first_error = None
         for future in futures:
@@ -377,153 +387,112 @@ class StorageClient:
         others = [exc for exc in failures_retry if not isinstance(exc, ChunkNotCommitted)]
         return failed, (others or failures_retry or [Unavailable("reads left over")])[-1]
 
-    def _bulk_read_batches(self, batches: list[list[tuple[_Piece, Route]]], outs: list[memoryview],
-                           failures: list[errors.FfsError | None]
-                           ) -> list[tuple[list[_Piece], list[Retryable]]]:
-        """Bulk read batches from this thread: requests sent ahead (bounded per node and in total),
-        replies received in order straight into outs while the nodes work on the next ones."""
+    def _read_batch(self, batch: _Batch, outs: list[memoryview],
+                    failures: list[errors.FfsError | None]) -> _BatchResult:
+        """One read request, sent and answered in turn (a transport that does not pipeline)."""
+        route = batch[0][1]
+        ios = [_io(piece, piece_route) for piece, piece_route in batch]
+        try:
+            sent = self.transport.send_read(route, ios)
+        except FfsError as exc:
+            return self._request_failed(batch, exc, failures)
+        return self._receive(route, sent, batch, ios, outs, failures)
+
+    def _read_pipelined(self, batches: list[_Batch], outs: list[memoryview],
+                        failures: list[errors.FfsError | None]) -> list[_BatchResult]:
+        """Read requests from this thread: sent ahead (bounded per node and in total), replies
+        received in order straight into outs while the nodes work on the next ones."""
+        transport = self.transport
         queue = collections.deque(batches)
         inflight: collections.deque = collections.deque()
         per_node: collections.Counter = collections.Counter()
         node_max = self.config.node_requests_inflight_max
         total_max = self.config.requests_inflight_max
-        results: list[tuple[list[_Piece], list[Retryable]]] = []
+        results: list[_BatchResult] = []
         while queue or inflight:
             skipped = 0
             while queue and len(inflight) < total_max and skipped < len(queue):
                 batch = queue[0]
-                address = batch[0][1].bulk_address
-                if per_node[address] >= node_max:
+                route = batch[0][1]
+                if per_node[route.address] >= node_max:
                     queue.rotate(-1)
                     skipped += 1
                     continue
                 queue.popleft()
-                ios = [(route.chain_id, route.chain_version, piece.inode_id, piece.chunk_index,
-                        piece.offset, piece.length) for piece, route in batch]
+                ios = [(piece_route.chain_id, piece_route.chain_version, piece.inode_id, piece.chunk_index,
+                        piece.offset, piece.length) for piece, piece_route in batch]
                 try:
-                    connection = self.bulk.get(address)
-                    connection.send_read(ios, self.rts)
-                except BulkTransportError as exc:
-                    results.append(self._bulk_broken(batch, exc))
+                    sent = transport.send_read(route, ios)
+                except FfsError as exc:
+                    results.append(self._request_failed(batch, exc, failures))
                     continue
-                inflight.append((connection, batch, ios))
-                per_node[address] += 1
+                inflight.append((sent, batch, ios))
+                per_node[route.address] += 1
             if not inflight:
                 continue
-            connection, batch, ios = inflight.popleft()
-            per_node[connection.address] -= 1
-            results.append(self._bulk_receive(connection, batch, ios, outs, failures))
+            sent, batch, ios = inflight.popleft()
+            route = batch[0][1]
+            per_node[route.address] -= 1
+            results.append(self._receive(route, sent, batch, ios, outs, failures))
         return results
 
-    def _bulk_broken(self, batch: list[tuple[_Piece, Route]], exc: Exception
-                     ) -> tuple[list[_Piece], list[Retryable]]:
+    def _request_failed(self, batch: _Batch, exc: FfsError, failures: list[errors.FfsError | None]
+                        ) -> _BatchResult:
+        """A whole read request failed: every piece is retried, or (not retryable) fails its request."""
         route = batch[0][1]
         self.selector.done(route.node_id, len(batch))
-        self.selector.mark_failed(route.node_id)
-        self.bulk.forget(route.bulk_address)
-        error = Unavailable(f"BatchRead on {_where(route)}: {exc}")
-        return [piece for piece, _ in batch], [error]
+        if isinstance(exc, NodeUnreachable):
+            return [piece for piece, _ in batch], [self._unreachable(route, exc)]
+        if isinstance(exc, Retryable):
+            return [piece for piece, _ in batch], [exc]
+        for piece, _ in batch:
+            failures[piece.request] = failures[piece.request] or exc
+        return [], []
 
-    def _bulk_receive(self, connection, batch: list[tuple[_Piece, Route]], ios, outs: list[memoryview],
-                      failures: list[errors.FfsError | None]) -> tuple[list[_Piece], list[Retryable]]:
-        route = batch[0][1]
+    def _receive(self, route: Route, sent, batch: _Batch, ios: list[ReadIO], outs: list[memoryview],
+                 failures: list[errors.FfsError | None]) -> _BatchResult:
+        """The reply to one sent request, into outs; (pieces to retry, why).
+
+        A non-retryable failure of a piece goes into failures[its request].
+        """
         views = [outs[piece.request][piece.out_offset:piece.out_offset + piece.length] for piece, _ in batch]
         try:
-            outcomes = connection.recv_read(ios, views)
-        except BulkTransportError as exc:
-            return self._bulk_broken(batch, exc)
-        except errors.FfsError as exc:   # the whole request failed (a fence, TooLarge, ...)
+            outcomes = self.transport.receive_read(route, sent, ios, views)
+        except FfsError as exc:
+            return self._request_failed(batch, exc, failures)
+        except BaseException:
             self.selector.done(route.node_id, len(batch))
-            self.bulk.put(connection)
-            if isinstance(exc, Retryable):
-                return [piece for piece, _ in batch], [exc]
-            for piece, _ in batch:
-                failures[piece.request] = failures[piece.request] or exc
-            return [], []
+            raise
         self.selector.done(route.node_id, len(batch))
-        self.bulk.put(connection)
         failed: list[_Piece] = []
         why: list[Retryable] = []
         for (piece, piece_route), outcome, view in zip(batch, outcomes, views):
             exc = outcome.error
             if exc is None:
                 if outcome.data_len < piece.length:
-                    zero_fill(view[outcome.data_len:])
+                    zero_fill(view[outcome.data_len:])     # a hole, or a chunk shorter than the file
                 continue
             if outcome.checksum_failed and piece.checksum_failures == 0:
                 piece.checksum_failures += 1     # once more: a truncate may have raced the send
                 failed.append(piece)
-                why.append(Unavailable(f"chunk {piece.inode_id}:{piece.chunk_index} on {_where(piece_route)}: "
+                why.append(Unavailable(f"chunk {piece.inode_id}:{piece.chunk_index} on {describe(piece_route)}: "
                                        f"{exc}; reading again"))
                 continue
             if isinstance(exc, Retryable):
                 if isinstance(exc, ChunkNotCommitted):
                     piece.not_committed += 1
                 failed.append(piece)
-                why.append(type(exc)(f"chunk {piece.inode_id}:{piece.chunk_index} on {_where(piece_route)}: "
+                why.append(type(exc)(f"chunk {piece.inode_id}:{piece.chunk_index} on {describe(piece_route)}: "
                                      f"{exc}"))
                 continue
             failures[piece.request] = failures[piece.request] or type(exc)(
-                f"chunk {piece.inode_id}:{piece.chunk_index} on {_where(piece_route)}: {exc}")
-        return failed, why
-
-    def _batch_read_counted(self, batch: list[tuple[_Piece, Route]], outs: list[memoryview],
-                            failures: list[errors.FfsError | None]):
-        route = batch[0][1]
-        try:
-            return self._batch_read(route, batch, outs, failures)
-        finally:
-            self.selector.done(route.node_id, len(batch))
-
-    def _batch_read(self, route: Route, batch: list[tuple[_Piece, Route]], outs: list[memoryview],
-                    failures: list[errors.FfsError | None]) -> tuple[list[_Piece], list[Retryable]]:
-        """One BatchRead to route's node; fills outs; returns (pieces to retry, why).
-
-        A non-retryable failure of a piece goes into failures[its request].
-        """
-        request = storage_pb2.BatchReadRequest(verify_checksum=self._verify_checksums, ios=[
-            storage_pb2.ReadIO(chain_id=r.chain_id, chain_version=r.chain_version,
-                               chunk=types_pb2.ChunkId(inode=piece.inode_id, index=piece.chunk_index),
-                               offset=piece.offset, length=piece.length)
-            for piece, r in batch])
-        try:
-            reply = self.call(route, "BatchRead", request, self.config.storage_read_timeout_s)
-        except Retryable as exc:
-            return [piece for piece, _ in batch], [exc]
-        if len(reply.results) != len(batch):
-            raise errors.Internal(f"BatchRead from {route.address}: {len(reply.results)} results "
-                                  f"for {len(batch)} reads")
-        failed: list[_Piece] = []
-        why: list[Retryable] = []
-        for (piece, piece_route), result in zip(batch, reply.results):
-            if result.status.error:
-                exc = errors.error_from_name(
-                    result.status.error, f"chunk {piece.inode_id}:{piece.chunk_index} on "
-                                         f"{_where(piece_route)}: {result.status.message}")
-                if isinstance(exc, Retryable):
-                    if isinstance(exc, ChunkNotCommitted):
-                        piece.not_committed += 1
-                    failed.append(piece)
-                    why.append(exc)
-                    continue
-                failures[piece.request] = failures[piece.request] or exc
-                continue
-            data = result.data
-            if self._verify_checksums and result.checksum != crc32c.crc32c(data):
-                failures[piece.request] = failures[piece.request] or ChecksumMismatch(
-                    f"chunk {piece.inode_id}:{piece.chunk_index} read from {_where(piece_route)}: "
-                    "CRC32C mismatch in transit")
-                continue
-            count = min(len(data), piece.length)
-            out = outs[piece.request]
-            out[piece.out_offset:piece.out_offset + count] = memoryview(data)[:count]
-            zero_fill(out[piece.out_offset + count:piece.out_offset + piece.length])
+                f"chunk {piece.inode_id}:{piece.chunk_index} on {describe(piece_route)}: {exc}")
         return failed, why
 
     # ---- writes ---------------------------------------------------------
 
     def write(self, inode_id: int, layout: Layout, offset: int, data: bytes) -> None:
-        """Write data at offset: one Storage.Write per chunk piece, chunks in parallel
+        """Write data at offset: one chunk write per chunk piece, chunks in parallel
         (at most ``node_requests_inflight_max`` per node, and the IO threads in total).
 
         Returns once the head of every chain touched answered that the chain committed.
@@ -539,54 +508,25 @@ class StorageClient:
             self._parallel(calls)
 
     def _write_piece(self, inode_id: int, layout: Layout, chunk_index: int, offset: int,
-                     part: memoryview) -> storage_pb2.WriteReply:
+                     part: memoryview) -> None:
         checksum = crc32c.crc32c(part)
-        payload: bytes | None = None    # the gRPC path needs bytes; the bulk path sends part as it is
         channel, seqnum = self._channels.acquire()
         try:
-            def attempt() -> storage_pb2.WriteReply:
-                nonlocal payload
+            def attempt() -> None:
                 route = self.routing.chain_for(layout, chunk_index, for_write=True)
-                if self.config.bulk_enabled and route.bulk_address:
-                    with self._node_slot(route.node_id), self.selector.holding(route.node_id):
-                        reply = self._bulk_write(route, inode_id, chunk_index, offset, part, checksum,
-                                                 layout.chunk_size, channel, seqnum)
-                else:
-                    if payload is None:
-                        payload = bytes(part)
-                    request = storage_pb2.WriteRequest(
-                        chain_id=route.chain_id, chain_version=route.chain_version,
-                        chunk=types_pb2.ChunkId(inode=inode_id, index=chunk_index), offset=offset,
-                        data=payload, checksum=checksum, chunk_size=layout.chunk_size,
-                        client_id=self.client_id, channel=channel, seqnum=seqnum)
-                    with self._node_slot(route.node_id), self.selector.holding(route.node_id):
-                        reply = self.call(route, "Write", request, self.config.storage_write_timeout_s)
-                if reply.commit_version == 0:
-                    raise errors.Internal(f"Write of chunk {inode_id}:{chunk_index} on {_where(route)}: "
+                with self._node_slot(route.node_id), self.selector.holding(route.node_id):
+                    try:
+                        ack = self.transport.write(route, inode_id, chunk_index, offset, part, checksum,
+                                                   layout.chunk_size, self.client_id, channel, seqnum)
+                    except NodeUnreachable as exc:
+                        raise self._unreachable(route, exc) from exc
+                if ack.commit_version == 0:
+                    raise errors.Internal(f"Write of chunk {inode_id}:{chunk_index} on {describe(route)}: "
                                           "the head answered without a commit version")
-                return reply
 
-            return self.retrying(attempt, f"write of chunk {inode_id}:{chunk_index}")
+            self.retrying(attempt, f"write of chunk {inode_id}:{chunk_index}")
         finally:
             self._channels.release(channel)
-
-    def _bulk_write(self, route: Route, inode_id: int, chunk_index: int, offset: int, part: memoryview,
-                    checksum: int, chunk_size: int, channel: int, seqnum: int) -> storage_pb2.WriteReply:
-        try:
-            connection = self.bulk.get(route.bulk_address)
-            commit_version, chunk_length, chunk_checksum = connection.write(
-                route.chain_id, route.chain_version, inode_id, chunk_index, offset, part, checksum, chunk_size,
-                self._client_id_bytes, channel, seqnum)
-        except BulkTransportError as exc:
-            self.selector.mark_failed(route.node_id)
-            self.bulk.forget(route.bulk_address)
-            raise Unavailable(f"Write on {_where(route)}: {exc}") from exc
-        except errors.FfsError as exc:
-            self.bulk.put(connection)
-            raise type(exc)(f"Write on {_where(route)}: {exc}") from exc
-        self.bulk.put(connection)
-        return storage_pb2.WriteReply(commit_version=commit_version, chunk_length=chunk_length,
-                                      chunk_checksum=chunk_checksum)
 
     # ---- whole-file operations (also used by the metadata service) -------
 
@@ -598,25 +538,17 @@ class StorageClient:
                 by_address.setdefault(route.address, []).append(route)
             calls = [lambda r=routes: self._query_last(r, inode_id) for routes in by_address.values()]
             length = 0
-            for results in self._parallel(calls):
-                for result in results:
-                    if result.found:
-                        length = max(length, result.last_index * layout.chunk_size
-                                     + result.last_length)
+            for lasts in self._parallel(calls):
+                for last in lasts:
+                    if last is not None:
+                        length = max(length, last.last_index * layout.chunk_size + last.last_length)
             return length
 
         return self.retrying(attempt, f"query length of {inode_id}")
 
     def _query_last(self, routes: list[Route], inode_id: int):
-        request = storage_pb2.QueryLastChunkRequest(queries=[
-            storage_pb2.LastChunkQuery(chain_id=r.chain_id, chain_version=r.chain_version,
-                                       inode=inode_id) for r in routes])
-        reply = self.call(routes[0], "QueryLastChunk", request)
-        for route, result in zip(routes, reply.results):
-            if result.status.error:
-                raise errors.error_from_name(result.status.error,
-                                             f"QueryLastChunk on {_where(route)}: {result.status.message}")
-        return list(reply.results)
+        with self._reaching(routes[0]):
+            return self.transport.query_last_chunks(routes, inode_id)
 
     def truncate(self, inode_id: int, layout: Layout, new_length: int) -> None:
         """Cut the file's chunks to new_length (the metadata length is the caller's job)."""
@@ -628,12 +560,9 @@ class StorageClient:
         if tail:
             def attempt() -> None:
                 route = self.routing.chain_for(layout, last_index)
-                request = storage_pb2.TruncateChunkRequest(
-                    chain_id=route.chain_id, chain_version=route.chain_version,
-                    chunk=types_pb2.ChunkId(inode=inode_id, index=last_index), length=tail,
-                    chunk_size=layout.chunk_size)
                 try:
-                    self.call(route, "TruncateChunk", request)
+                    with self._reaching(route):
+                        self.transport.truncate_chunk(route, inode_id, last_index, tail, layout.chunk_size)
                 except errors.NotFound:
                     pass   # no such chunk: it is a hole, nothing to cut
 
@@ -644,12 +573,12 @@ class StorageClient:
         return self._remove_from(inode_id, layout, 0)
 
     def _remove_from(self, inode_id: int, layout: Layout, begin_index: int) -> int:
+        def remove(route: Route) -> int:
+            with self._reaching(route):
+                return self.transport.remove_chunks(route, inode_id, begin_index)
+
         def attempt() -> int:
-            calls = [lambda r=route: self.call(r, "RemoveChunks", storage_pb2.RemoveChunksRequest(
-                         chain_id=r.chain_id, chain_version=r.chain_version, inode=inode_id,
-                         begin_index=begin_index, end_index=0)).removed
-                     for route in self._stripe_routes(layout)]
-            return sum(self._parallel(calls))
+            return sum(self._parallel([lambda r=route: remove(r) for route in self._stripe_routes(layout)]))
 
         return self.retrying(attempt, f"remove chunks of {inode_id} from {begin_index}")
 
@@ -663,10 +592,13 @@ class StorageClient:
                 self.write(dst_inode, dst_layout, offset, data)
 
 
-def _split_batches(items: list[tuple[_Piece, Route]], bytes_max: int = batch_read_bytes_max,
-                   ios_max: int = limits.batch_read_ios_max) -> Iterable[list[tuple[_Piece, Route]]]:
-    """Cut one node's reads into BatchReads under the IO-count and reply-size limits."""
-    batch: list[tuple[_Piece, Route]] = []
+def _io(piece: _Piece, route: Route) -> ReadIO:
+    return (route.chain_id, route.chain_version, piece.inode_id, piece.chunk_index, piece.offset, piece.length)
+
+
+def _split_batches(items: _Batch, bytes_max: int, ios_max: int) -> Iterable[_Batch]:
+    """Cut one node's reads into requests under the IO-count and size limits."""
+    batch: _Batch = []
     batch_bytes = 0
     for item in items:
         if batch and (len(batch) >= ios_max
@@ -677,27 +609,3 @@ def _split_batches(items: list[tuple[_Piece, Route]], bytes_max: int = batch_rea
         batch_bytes += item[0].length
     if batch:
         yield batch
-
-
-_bulk_pools: dict[float, BulkPool] = {}
-_bulk_pools_lock = threading.Lock()
-
-
-def shared_bulk_pool(timeout_s: float) -> BulkPool:
-    """One pool of bulk connections per process (and timeout), shared by every client in it.
-
-    A forked child keeps the pool objects; each drops the parent's sockets on first use.
-    """
-    pool = _bulk_pools.get(timeout_s)
-    if pool is None:
-        with _bulk_pools_lock:
-            pool = _bulk_pools.setdefault(timeout_s, BulkPool(timeout_s))
-    return pool
-
-
-def _after_fork_in_child() -> None:
-    global _bulk_pools_lock
-    _bulk_pools_lock = threading.Lock()   # a parent thread may have held it at fork time
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -100,7 +100,7 @@ class SequentialReader:
         self._ahead: collections.deque[_Ahead] = collections.deque()
         self._sent_end = 0
         self._last_end = -1
-        self._bulk = bool(storage.config.bulk_enabled)
+        self._bulk = storage.bulk is not None     # a bulk connection pool to stream from
 
     def readinto(self, offset: int, out: memoryview) -> int:
         """Fill out with bytes from offset (fewer at EOF); returns the count."""
