@@ -270,9 +270,6 @@ class FireflyFileSystem(AbstractFileSystem):
             info["destination"] = inode.symlink_target
         return info
 
-    def _handle_info(self, handle: FileHandle) -> dict:
-        return self._inode_info(handle.path, handle.inode, size=handle.length)
-
     def info(self, path, **kwargs) -> dict:
         """One Meta.Stat (following symlinks); exact size even while a writer is active."""
         path = self._strip_protocol(path)

@@ -81,8 +81,6 @@ class Coalescer:
         self.inflight_max = inflight_max
         self.batch_max = batch_max
         self._reset()
-        self.batches_sent = 0
-        self.items_sent = 0
 
     def _reset(self) -> None:
         self._pid = os.getpid()
@@ -99,8 +97,6 @@ class Coalescer:
             if alone:
                 self._inflight = 1
         if alone:
-            self.batches_sent += 1
-            self.items_sent += 1
             try:
                 outcome = self._send([item])[0]
             finally:
@@ -133,8 +129,6 @@ class Coalescer:
         return slot.result
 
     def _run(self, batch: list[_Slot]) -> None:
-        self.batches_sent += 1
-        self.items_sent += len(batch)
         try:
             outcomes = self._send([slot.item for slot in batch])
             if len(outcomes) != len(batch):
