@@ -1,11 +1,23 @@
 """FireflyFS client: the Python API (FfsClient) and the fsspec filesystem (ffs://).
 
-Modules, one job each: ``channels`` (per-process gRPC channels, fork safe),
-``config`` (ClientConfig: deadlines, retry budgets), ``routing`` (cached chain
-routing: heads and serving replicas), ``replica_select`` (least-outstanding
-read balancing), ``retry`` (bounded backoff), ``storage_client`` (chunk IO and
-failover), ``meta_client`` (Meta RPCs with request ids), ``client``
-(FfsClient), ``fsspec_fs`` and ``fsspec_file`` (the fsspec face).
+Modules, one job each:
+
+- the face: ``client`` (FfsClient), ``fsspec_fs`` and ``fsspec_file`` (the
+  fsspec filesystem), ``arrow_fs`` (pyarrow), ``batch_read`` (read_batch's
+  buffer and results), ``streams`` (readahead reader, write-behind writer);
+- metadata: ``meta_client`` (Meta RPCs with request ids, coalesced stats);
+- storage, layered as httpx is: ``storage_client`` (StorageClient: routing,
+  replica choice, batching, in-flight limits, retries and failover) over one
+  ``storage_transport`` (the interface: one request to one node), whose
+  implementations are ``grpc_transport`` (Storage.* RPCs) and
+  ``bulk_transport`` (the bulk listeners, gRPC where there is none; its
+  connections are ``bulk_client``'s); ``buffers`` (read ranges and the bytes
+  they land in), ``rts`` (request-to-send permits);
+- shared plumbing: ``channels`` (per-process gRPC channels and IO threads,
+  fork safe), ``config`` (ClientConfig: deadlines, retry budgets, limits),
+  ``routing`` (cached chain routing: heads and serving replicas),
+  ``replica_select`` (least-outstanding read balancing), ``retry`` (bounded
+  backoff).
 
 The package imports nothing from ``fireflyfs.cli``, ``fireflyfs.deploy`` or
 ``fireflyfs.bench`` (tests/test_layers.py checks). The names below load on
