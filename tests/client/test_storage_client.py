@@ -1,20 +1,26 @@
-"""StorageClient over fake storage nodes: splitting, batching, holes, retries, exactly-once.
+"""StorageClient over in-process storage nodes: splitting, batching, holes, retries, exactly-once, limits.
 
-Method: a FakePool stands where the gRPC channel pool would; each fake node
-serves the Storage RPCs from one shared chunk dict and records what it saw.
+Method: an InProcessCluster (tests/client/in_process.py: real targets, chain
+drivers and Storage servicers, no sockets) behind the InProcessTransport, once
+as a blocking transport (the gRPC path: batches on IO threads) and once
+pipelined (the bulk path: requests sent ahead from the calling thread). The
+transport records every request; the targets' chunk metadata shows what was
+stored and how often. Time is a fake clock, so retry budgets cost nothing.
 """
 
 import os
 
 import pytest
 
-from fireflyfs.common.errors import InvalidArgument, Unavailable
-from fireflyfs.common.layout import Layout
-from fireflyfs.client.routing import RoutingCache
 from fireflyfs.client.buffers import ReadRequest
+from fireflyfs.client.config import ClientConfig
+from fireflyfs.client.routing import RoutingCache
 from fireflyfs.client.storage_client import StorageClient
+from fireflyfs.common.errors import ChecksumMismatch, InvalidArgument, Unavailable
+from fireflyfs.common.layout import Layout
 
-from .fakes import FakeCluster, FakePool, make_routing
+from .fakes import make_routing
+from .in_process import InProcessCluster, InProcessTransport
 
 CHUNK = 64 * 1024
 LAYOUT = Layout(chunk_size=CHUNK, stripe_size=4, chain_table_id=1, chain_table_version=1,
@@ -33,35 +39,46 @@ class Clock:
         self.now += seconds
 
 
-@pytest.fixture
-def setup():
-    cluster = FakeCluster()
-    versions = {"routing": make_routing(version=1)}
-    cache = RoutingCache(lambda known: None if versions["routing"].version == known
-                         else versions["routing"])
-    cluster.layout, cluster.routing = LAYOUT, cache
-    clock = Clock()
-    client = StorageClient(cache, "client-1", pool=FakePool(cluster), retry_time_s=5.0,
-                           sleep=clock.sleep, clock=clock)
-    return cluster, client, versions, clock
+class Setup:
+    def __init__(self, tmp_path, pipelined: bool, config: ClientConfig | None = None, **transport_options):
+        self.routing = make_routing(version=1)
+        self.cluster = InProcessCluster(tmp_path, self.routing)
+        self.transport = InProcessTransport(self.cluster, pipelined=pipelined, **transport_options)
+        self.cache = RoutingCache(lambda known: None if self.routing.version == known else self.routing)
+        self.clock = Clock()
+        self.client = StorageClient(self.cache, "client-1", config=config or ClientConfig(), retry_time_s=5.0,
+                                    sleep=self.clock.sleep, clock=self.clock, transport=self.transport)
+
+    def move_routing(self, routing) -> None:
+        """mgmtd publishes routing: the nodes have it at once, the client when it asks."""
+        self.routing = routing
+        self.cluster.install(routing)
+
+
+@pytest.fixture(params=[False, True], ids=["blocking", "pipelined"])
+def setup(request, tmp_path):
+    made = Setup(tmp_path, pipelined=request.param)
+    yield made
+    made.cluster.close()
 
 
 def test_write_then_read_across_chunk_boundaries(setup):
-    cluster, client, _, _ = setup
+    client = setup.client
     data = os.urandom(5 * CHUNK + 123)
     client.write(INODE, LAYOUT, 1000, data)
-    # One Write per chunk piece, never crossing a chunk boundary.
-    pieces = sorted((index, offset, length) for _chain, index, offset, length in cluster.writes)
+    # One write per chunk piece, never crossing a chunk boundary, each to its chain's head.
+    pieces = sorted((index, offset, length) for _, _, index, offset, length, *_ in setup.transport.writes)
     assert pieces[0] == (0, 1000, CHUNK - 1000)
     assert all(offset + length <= CHUNK for _, offset, length in pieces)
     assert sum(length for _, _, length in pieces) == len(data)
+    assert setup.cluster.chunk_indices(INODE) == set(range(6))
     length = 1000 + len(data)
     assert client.read(INODE, LAYOUT, length, 1000, len(data)) == data
     assert client.read(INODE, LAYOUT, length, CHUNK - 10, 20) == data[CHUNK - 1010:CHUNK - 990]
 
 
 def test_holes_read_as_zeros_and_reads_clamp_at_eof(setup):
-    _, client, _, _ = setup
+    client = setup.client
     client.write(INODE, LAYOUT, 3 * CHUNK, b"tail")
     length = 3 * CHUNK + 4 + 100   # a length hint beyond the stored bytes
     out = client.read(INODE, LAYOUT, length, 0, 10 * CHUNK)
@@ -75,20 +92,20 @@ def test_holes_read_as_zeros_and_reads_clamp_at_eof(setup):
         client.read(INODE, LAYOUT, length, -1, 10)
 
 
-def test_read_ranges_batches_one_call_per_node(setup):
-    cluster, client, _, _ = setup
+def test_read_ranges_batches_one_request_per_node(setup):
+    client = setup.client
     data = os.urandom(8 * CHUNK)
     client.write(INODE, LAYOUT, 0, data)
     ranges = [(i * CHUNK + 7, 100) for i in range(8)] + [(CHUNK - 50, 100), (0, 8 * CHUNK)]
-    cluster.batch_reads.clear()
+    setup.transport.reads.clear()
     out = client.read_ranges(INODE, LAYOUT, len(data), ranges)
     assert out == [data[o:o + n] for o, n in ranges]
-    addresses = [address for address, _ in cluster.batch_reads]
-    assert len(addresses) == len(set(addresses)), "one BatchRead per node"
+    addresses = [address for address, _ in setup.transport.reads]
+    assert len(addresses) == len(set(addresses)), "one read request per node"
 
 
 def test_read_many_spans_files(setup):
-    _, client, _, _ = setup
+    client = setup.client
     client.write(1, LAYOUT, 0, b"a" * 10)
     client.write(2, LAYOUT, 0, b"b" * 10)
     out = client.read_many([ReadRequest(1, LAYOUT, 10, 2, 3), ReadRequest(2, LAYOUT, 10, 8, 5)])
@@ -96,50 +113,63 @@ def test_read_many_spans_files(setup):
 
 
 def test_stale_chain_version_refreshes_routing_and_retries(setup):
-    cluster, client, versions, _ = setup
+    client = setup.client
     client.write(INODE, LAYOUT, 0, b"x" * 10)
-    cluster.chain_version = 2          # storage moved on; the client still routes by v1
-    versions["routing"] = make_routing(version=2, chain_version=2)
+    setup.move_routing(make_routing(version=2, chain_version=2))   # the client still routes by v1
     client.write(INODE, LAYOUT, 10, b"y" * 10)
     assert client.routing.version == 2
     assert client.read(INODE, LAYOUT, 20, 0, 20) == b"x" * 10 + b"y" * 10
 
 
 def test_retryable_errors_give_up_after_the_deadline(setup):
-    cluster, client, _, clock = setup
-    cluster.failures = [Unavailable("node down")] * 1000
+    setup.transport.failures = [Unavailable("node down")] * 1000
     with pytest.raises(Unavailable, match="gave up"):
-        client.write(INODE, LAYOUT, 0, b"z")
-    assert clock.now >= 5.0
+        setup.client.write(INODE, LAYOUT, 0, b"z")
+    assert setup.clock.now >= 5.0
 
 
 def test_a_retried_write_keeps_its_seqnum_and_seqnums_grow_per_channel(setup):
-    cluster, client, _, _ = setup
-    cluster.failures = [Unavailable("flaky")]
+    client = setup.client
+    setup.transport.failures = [Unavailable("flaky")]
     client.write(INODE, LAYOUT, 0, b"first")
     client.write(INODE, LAYOUT, 5, b"second")
-    # The fake asserts seqnums grow per (client, channel); a retry reusing the
-    # same seqnum after a failure that stored nothing must still be accepted.
-    assert cluster.seqnums[("client-1", 1)] == 2
+    # The target's dedup cache refuses a seqnum that does not grow per (client, channel); the failed
+    # first attempt stored nothing, so its retry with the same seqnum is a new write there.
+    assert [(client_id, channel, seqnum) for *_, client_id, channel, seqnum in setup.transport.writes] == [
+        ("client-1", 1, 1), ("client-1", 1, 2)]
     assert client.read(INODE, LAYOUT, 11, 0, 11) == b"firstsecond"
 
 
+def test_a_write_whose_reply_was_lost_is_applied_once(setup):
+    client = setup.client
+    setup.transport.lost_write_acks = 1      # applied on the chain, then the connection broke
+    client.write(INODE, LAYOUT, 0, b"once")
+    sent = [(channel, seqnum) for *_, channel, seqnum in setup.transport.writes]
+    assert sent == [(1, 1), (1, 1)], "the retry repeats the write's exactly-once id"
+    assert list(setup.cluster.metas(INODE, 0).values()) == [(4, 1, 1)], "one version: applied once"
+    assert client.read(INODE, LAYOUT, 4, 0, 4) == b"once"
+
+
 def test_file_length_truncate_and_remove(setup):
-    cluster, client, _, _ = setup
+    client = setup.client
     assert client.file_length_from_chunks(INODE, LAYOUT) == 0
     client.write(INODE, LAYOUT, 0, os.urandom(5 * CHUNK + 10))
     assert client.file_length_from_chunks(INODE, LAYOUT) == 5 * CHUNK + 10
     client.truncate(INODE, LAYOUT, 2 * CHUNK + 5)
     assert client.file_length_from_chunks(INODE, LAYOUT) == 2 * CHUNK + 5
-    assert sorted(index for _, index in cluster.chunks) == [0, 1, 2]
+    assert setup.cluster.chunk_indices(INODE) == {0, 1, 2}
     client.truncate(INODE, LAYOUT, CHUNK)
-    assert sorted(index for _, index in cluster.chunks) == [0]
-    assert client.remove_file_chunks(INODE, LAYOUT) == 1
-    assert cluster.chunks == {}
+    assert setup.cluster.chunk_indices(INODE) == {0}
+    client.truncate(INODE, LAYOUT, 7 * CHUNK + 3)     # growing: the chunk at the new end holds the length
+    assert client.file_length_from_chunks(INODE, LAYOUT) == 7 * CHUNK + 3
+    assert client.read(INODE, LAYOUT, 7 * CHUNK + 3, CHUNK, 6 * CHUNK + 3) == bytes(6 * CHUNK + 3)
+    assert setup.cluster.chunk_indices(INODE) == {0, 7}
+    assert client.remove_file_chunks(INODE, LAYOUT) == 2
+    assert setup.cluster.chunk_indices(INODE) == set()
 
 
 def test_copy_file_chunks_keeps_bytes_and_holes(setup):
-    cluster, client, _, _ = setup
+    client = setup.client
     data = os.urandom(100)
     client.write(INODE, LAYOUT, 9 * CHUNK, data)
     length = 9 * CHUNK + 100
@@ -147,4 +177,36 @@ def test_copy_file_chunks_keeps_bytes_and_holes(setup):
                    chain_base=5, seed=1)
     client.copy_file_chunks(INODE, LAYOUT, length, 77, other)
     assert client.read(77, other, length, 0, length) == bytes(9 * CHUNK) + data
-    assert {index for inode, index in cluster.chunks if inode == 77} == {4}
+    assert setup.cluster.chunk_indices(77) == {4}
+
+
+def test_pipelined_reads_stay_within_the_in_flight_limits(tmp_path):
+    config = ClientConfig(node_requests_inflight_max=2, requests_inflight_max=3)
+    made = Setup(tmp_path, pipelined=True, config=config, bytes_max=CHUNK, ios_max=2)
+    try:
+        data = os.urandom(24 * CHUNK)
+        made.client.write(INODE, LAYOUT, 0, data)
+        ranges = [(offset, 4096) for offset in range(0, len(data), 8192)]   # 4 per chunk, 2 per request
+        made.transport.reads.clear()
+        assert made.client.read_ranges(INODE, LAYOUT, len(data), ranges) == [data[o:o + n] for o, n in ranges]
+        assert len(made.transport.reads) == len(ranges) // 2 and all(n == 2 for _, n in made.transport.reads)
+        peaks = made.transport.inflight_peak
+        assert peaks["total"] == 3, "sends ahead up to the total limit"
+        assert max(peak for address, peak in peaks.items() if address != "total") == 2, "and the per-node one"
+    finally:
+        made.cluster.close()
+
+
+def test_bytes_that_fail_their_checksum_are_read_once_more_then_reported(setup):
+    client = setup.client
+    data = os.urandom(3 * CHUNK)
+    client.write(INODE, LAYOUT, 0, data)
+    setup.transport.corrupt_reads = {(INODE, 1): 1}
+    assert client.read(INODE, LAYOUT, len(data), 0, len(data)) == data, "the second read is clean"
+    setup.transport.corrupt_reads = {(INODE, 0): 2}
+    failures = client.read_into([ReadRequest(INODE, LAYOUT, len(data), 0, 100),
+                                 ReadRequest(INODE, LAYOUT, len(data), 2 * CHUNK, 100)],
+                                [memoryview(bytearray(100)), memoryview(out := bytearray(100))])
+    assert isinstance(failures[0], ChecksumMismatch) and "chunk 42:0" in str(failures[0])
+    assert failures[1] is None and out == data[2 * CHUNK:2 * CHUNK + 100], "only that request fails"
+    assert setup.transport.corrupt_reads == {(INODE, 0): 0}, "read twice, not more"
