@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fireflyfs.client.fsspec_fs import FireflyFileSystem, SequentialReadaheadCache
+from fireflyfs.common.limits import KiB
 
-KiB = 1024
 BLOCK = 64 * KiB
 
 
