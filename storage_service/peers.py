@@ -14,8 +14,7 @@ import threading
 import grpc
 
 from fireflyfs.common.errors import Unavailable
-from fireflyfs.common.rpc import rpc_errors_mapped
-from fireflyfs.common.rpc import make_channel
+from fireflyfs.common.rpc import make_channel, rpc_errors_mapped
 from fireflyfs.proto import storage_pb2_grpc
 
 from .routing_view import RoutingView
