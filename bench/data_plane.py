@@ -48,9 +48,10 @@ import sys
 import tempfile
 import threading
 import time
+
+from fireflyfs.common.limits import MiB
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
 
-MiB = 1024 * 1024
 BLOCK = 4 * MiB
 CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "268435456"}
 

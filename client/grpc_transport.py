@@ -106,11 +106,15 @@ class GrpcStorageTransport:
         request = storage_pb2.QueryLastChunkRequest(queries=[
             storage_pb2.LastChunkQuery(chain_id=r.chain_id, chain_version=r.chain_version, inode=inode_id)
             for r in routes])
-        reply = self.call(routes[0], "QueryLastChunk", request)
-        found: list[LastChunk | None] = []
-        for route, result in zip(routes, reply.results):
-            if result.status.error:
-                raise errors.error_from_name(result.status.error,
-                                             f"QueryLastChunk on {describe(route)}: {result.status.message}")
-            found.append(LastChunk(result.last_index, result.last_length) if result.found else None)
-        return found
+        return last_chunks_from_reply(routes, self.call(routes[0], "QueryLastChunk", request))
+
+
+def last_chunks_from_reply(routes: list[Route], reply: storage_pb2.QueryLastChunkReply) -> list[LastChunk | None]:
+    """Each route's last chunk (None: it holds none), or the first per-chain error a reply carries."""
+    found: list[LastChunk | None] = []
+    for route, result in zip(routes, reply.results):
+        if result.status.error:
+            raise errors.error_from_name(result.status.error,
+                                         f"QueryLastChunk on {describe(route)}: {result.status.message}")
+        found.append(LastChunk(result.last_index, result.last_length) if result.found else None)
+    return found

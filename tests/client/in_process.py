@@ -46,6 +46,7 @@ from pathlib import Path
 import crc32c
 import grpc
 
+from fireflyfs.client.grpc_transport import last_chunks_from_reply
 from fireflyfs.client.storage_transport import (LastChunk, NodeUnreachable, ReadIO, ReadLimits, ReadOutcome,
                                                 WriteAck, describe)
 from fireflyfs.client.routing import Route
@@ -285,13 +286,7 @@ class InProcessTransport:
         reply = self._reach(routes[0], "QueryLastChunk").call("QueryLastChunk", storage_pb2.QueryLastChunkRequest(
             queries=[storage_pb2.LastChunkQuery(chain_id=r.chain_id, chain_version=r.chain_version, inode=inode_id)
                      for r in routes]))
-        found: list[LastChunk | None] = []
-        for route, result in zip(routes, reply.results):
-            if result.status.error:
-                raise errors.error_from_name(result.status.error,
-                                             f"QueryLastChunk on {describe(route)}: {result.status.message}")
-            found.append(LastChunk(result.last_index, result.last_length) if result.found else None)
-        return found
+        return last_chunks_from_reply(routes, reply)
 
 
 

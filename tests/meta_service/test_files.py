@@ -12,6 +12,7 @@ import pytest
 
 from fireflyfs.common import errors, limits
 from fireflyfs.common.layout import Layout
+from fireflyfs.common.limits import MiB
 from fireflyfs.meta_service.gc import GarbageCollector
 from fireflyfs.meta_service.namespace import Namespace
 from fireflyfs.meta_service.store import session_key
@@ -20,7 +21,6 @@ from fireflyfs.proto import types_pb2
 from .conftest import dump, install_chain_table
 
 NOW = 1_000
-MiB = 1 << 20
 
 
 def write(chunks, inode, offset, length):
