@@ -36,7 +36,7 @@ from .fd_cache import CachedFd, FdCache
 
 log = logging.getLogger(__name__)
 
-CHECKSUM_BLOCK_BYTES_DEFAULT = limits.checksum_block_bytes_default   # measured, see the module docstring
+CHECKSUM_BLOCK_BYTES_DEFAULT = limits.checksum_block_bytes_default   # measured: docs/chunk-engine.md, "Checksums"
 CHECKSUM_BLOCK_BYTES_MIN = limits.checksum_block_bytes_min
 
 _LOCK_STRIPES = 256
@@ -112,7 +112,7 @@ class EngineCounters:
 
 
 class ChunkEngine:
-    """Chunk files + LMDB metadata for one target. Thread-safe; see the module docstring."""
+    """Chunk files + LMDB metadata for one target; thread-safe (its rules: docs/chunk-engine.md)."""
 
     def __init__(self, target_dir: str | os.PathLike, block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT,
                  fsync: bool = False, map_size_bytes: int = 1 << 30,
