@@ -49,7 +49,9 @@ import grpc
 from fireflyfs.client.grpc_transport import last_chunks_from_reply
 from fireflyfs.client.storage_transport import (LastChunk, NodeUnreachable, ReadIO, ReadLimits, ReadOutcome,
                                                 WriteAck, describe)
-from fireflyfs.client.routing import Route
+from fireflyfs.client.config import ClientConfig
+from fireflyfs.client.routing import Route, RoutingCache
+from fireflyfs.client.storage_client import StorageClient
 from fireflyfs.common import errors, limits
 from fireflyfs.common.errors import FfsError, Unavailable
 from fireflyfs.common.rpc import ERROR_METADATA_KEY, status_of
@@ -344,3 +346,46 @@ class LoopbackChannelPool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+class FakeClock:
+    """Time that moves only when the code under test sleeps, so retry budgets cost nothing."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class ClientOnNodes:
+    """A StorageClient on a fake clock over an InProcessCluster; ``move_routing`` publishes new routing."""
+
+    def __init__(self, tmp_path, routing: types_pb2.RoutingInfo, *, pipelined: bool, client_id: str = "client-1",
+                 config: ClientConfig | None = None, transport_options: dict | None = None,
+                 **client_options) -> None:
+        self.routing = routing
+        self.fetches = 0
+        self.cluster = InProcessCluster(tmp_path, routing)
+        self.transport = InProcessTransport(self.cluster, pipelined=pipelined, **(transport_options or {}))
+        self.cache = RoutingCache(self._fetch)
+        self.clock = FakeClock()
+        self.client = StorageClient(self.cache, client_id, config=config or ClientConfig(), sleep=self.clock.sleep,
+                                    clock=self.clock, transport=self.transport, **client_options)
+
+    def _fetch(self, known: int):
+        self.fetches += 1
+        return None if self.routing.version == known else self.routing
+
+    def move_routing(self, routing: types_pb2.RoutingInfo) -> None:
+        """mgmtd publishes routing: the nodes have it at once, the client when it asks."""
+        self.routing = routing
+        self.cluster.install(routing)
+
+    def close(self) -> None:
+        self.cluster.close()

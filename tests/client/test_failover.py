@@ -20,14 +20,13 @@ import pytest
 
 from fireflyfs.client.config import ClientConfig
 from fireflyfs.client.replica_select import ReplicaSelector
-from fireflyfs.client.routing import Route, RoutingCache
-from fireflyfs.client.storage_client import StorageClient
+from fireflyfs.client.routing import Route
 from fireflyfs.common import errors
 from fireflyfs.common.layout import Layout
 from fireflyfs.proto import types_pb2
 
 from .fakes import make_routing
-from .in_process import InProcessCluster, InProcessTransport
+from .in_process import ClientOnNodes, FakeClock
 
 CHUNK = 64 * 1024
 ONE_CHAIN = Layout(chunk_size=CHUNK, stripe_size=1, chain_table_id=1, chain_table_version=1,
@@ -35,44 +34,12 @@ ONE_CHAIN = Layout(chunk_size=CHUNK, stripe_size=1, chain_table_id=1, chain_tabl
 INODE = 7
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-class Env:
-    def __init__(self, tmp_path, pipelined: bool) -> None:
-        self.routing = make_routing(replicas=3)
-        self.fetches = 0
-        self.cluster = InProcessCluster(tmp_path, self.routing)
-        self.transport = InProcessTransport(self.cluster, pipelined=pipelined)
-        self.clock = Clock()
-        self.client = StorageClient(RoutingCache(self._fetch), "c1", config=ClientConfig(retry_time_s=10.0),
-                                    sleep=self.clock.sleep, clock=self.clock, transport=self.transport)
-
-    def _fetch(self, known):
-        self.fetches += 1
-        return None if self.routing.version == known else self.routing
-
-    def move_routing(self, routing) -> None:
-        """mgmtd publishes routing: the nodes have it at once, the client when it asks."""
-        self.routing = routing
-        self.cluster.install(routing)
-
-
 @pytest.fixture(params=[False, True], ids=["blocking", "pipelined"])
 def env(request, tmp_path):
-    made = Env(tmp_path, pipelined=request.param)
+    made = ClientOnNodes(tmp_path, make_routing(replicas=3), pipelined=request.param, client_id="c1",
+                         config=ClientConfig(retry_time_s=10.0))
     yield made
-    made.cluster.close()
+    made.close()
 
 
 def test_reads_spread_over_the_replicas_by_outstanding_requests(env):
@@ -172,7 +139,7 @@ def test_a_write_is_acknowledged_only_with_a_commit_version(env):
 
 
 def test_selector_prefers_idle_and_healthy_nodes():
-    clock = Clock()
+    clock = FakeClock()
     selector = ReplicaSelector(avoid_s=2.0, clock=clock)
     routes = [Route(1, 1, 100 + n, n, f"node-{n}") for n in (1, 2, 3)]
     picked = [selector.pick(routes).node_id for _ in range(6)]

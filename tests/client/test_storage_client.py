@@ -14,13 +14,11 @@ import pytest
 
 from fireflyfs.client.buffers import ReadRequest
 from fireflyfs.client.config import ClientConfig
-from fireflyfs.client.routing import RoutingCache
-from fireflyfs.client.storage_client import StorageClient
 from fireflyfs.common.errors import ChecksumMismatch, InvalidArgument, Unavailable
 from fireflyfs.common.layout import Layout
 
 from .fakes import make_routing
-from .in_process import InProcessCluster, InProcessTransport
+from .in_process import ClientOnNodes
 
 CHUNK = 64 * 1024
 LAYOUT = Layout(chunk_size=CHUNK, stripe_size=4, chain_table_id=1, chain_table_version=1,
@@ -28,38 +26,11 @@ LAYOUT = Layout(chunk_size=CHUNK, stripe_size=4, chain_table_id=1, chain_table_v
 INODE = 42
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
-class Setup:
-    def __init__(self, tmp_path, pipelined: bool, config: ClientConfig | None = None, **transport_options):
-        self.routing = make_routing(version=1)
-        self.cluster = InProcessCluster(tmp_path, self.routing)
-        self.transport = InProcessTransport(self.cluster, pipelined=pipelined, **transport_options)
-        self.cache = RoutingCache(lambda known: None if self.routing.version == known else self.routing)
-        self.clock = Clock()
-        self.client = StorageClient(self.cache, "client-1", config=config or ClientConfig(), retry_time_s=5.0,
-                                    sleep=self.clock.sleep, clock=self.clock, transport=self.transport)
-
-    def move_routing(self, routing) -> None:
-        """mgmtd publishes routing: the nodes have it at once, the client when it asks."""
-        self.routing = routing
-        self.cluster.install(routing)
-
-
 @pytest.fixture(params=[False, True], ids=["blocking", "pipelined"])
 def setup(request, tmp_path):
-    made = Setup(tmp_path, pipelined=request.param)
+    made = ClientOnNodes(tmp_path, make_routing(version=1), pipelined=request.param, retry_time_s=5.0)
     yield made
-    made.cluster.close()
+    made.close()
 
 
 def test_write_then_read_across_chunk_boundaries(setup):
@@ -182,7 +153,8 @@ def test_copy_file_chunks_keeps_bytes_and_holes(setup):
 
 def test_pipelined_reads_stay_within_the_in_flight_limits(tmp_path):
     config = ClientConfig(node_requests_inflight_max=2, requests_inflight_max=3)
-    made = Setup(tmp_path, pipelined=True, config=config, bytes_max=CHUNK, ios_max=2)
+    made = ClientOnNodes(tmp_path, make_routing(version=1), pipelined=True, config=config, retry_time_s=5.0,
+                         transport_options={"bytes_max": CHUNK, "ios_max": 2})
     try:
         data = os.urandom(24 * CHUNK)
         made.client.write(INODE, LAYOUT, 0, data)
@@ -194,7 +166,7 @@ def test_pipelined_reads_stay_within_the_in_flight_limits(tmp_path):
         assert peaks["total"] == 3, "sends ahead up to the total limit"
         assert max(peak for address, peak in peaks.items() if address != "total") == 2, "and the per-node one"
     finally:
-        made.cluster.close()
+        made.close()
 
 
 def test_bytes_that_fail_their_checksum_are_read_once_more_then_reported(setup):
