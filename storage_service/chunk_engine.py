@@ -71,6 +71,25 @@ class SpaceStats:
     chunk_count: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChunkVerdict:
+    """What re-reading one committed chunk from disk found (``ChunkEngine.verify``).
+
+    bad_blocks: blocks whose bytes no longer match their stored CRC32C (bit rot,
+    a torn file, a missing file: every block). content_crc: CRC32C of the whole
+    chunk as read, so replicas can be compared by content, not only by the
+    metadata they store.
+    """
+
+    meta: ChunkMeta
+    bad_blocks: tuple[int, ...]
+    content_crc: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad_blocks
+
+
 @dataclasses.dataclass(slots=True)
 class ReadExtent:
     """A verified plan for sending [start, end) of a chunk (``ChunkEngine.read_extent``).
@@ -734,6 +753,39 @@ class ChunkEngine:
                 self.counters.read_retries += 1
                 meta = fresh
         raise Internal(f"{describe_key(key)}: read kept racing writers ({_READ_RETRIES_MAX} tries)")
+
+    def verify(self, key: bytes) -> ChunkVerdict | None:
+        """Re-read a committed chunk and recompute every block's CRC (scrub, fsck).
+
+        None when the chunk is absent or pending (nothing committed to check),
+        or when a writer replaced it while we read (the caller checks it later).
+        """
+        meta = self.get_meta(key)
+        if meta is None or not meta.committed:
+            return None
+        blocks = -(-meta.length // meta.block_size)
+        try:
+            fd = os.open(self._path(key, meta.file_version), os.O_RDONLY)
+        except FileNotFoundError:
+            data = b""
+        else:
+            try:
+                data = os.pread(fd, meta.length, 0)
+            finally:
+                os.close(fd)
+        if self.get_meta(key) != meta:
+            return None
+        view = memoryview(data)
+        crcs = meta.crcs()
+        bad = []
+        for block in range(blocks):
+            start = block * meta.block_size
+            expected = min(meta.block_size, meta.length - start)
+            piece = view[start:start + meta.block_size]
+            self.counters.blocks_verified += 1
+            if len(piece) != expected or crc32c.crc32c(piece) != crcs[block]:
+                bad.append(block)
+        return ChunkVerdict(meta, tuple(bad), crc32c.crc32c(view))
 
     def _read_blocks(self, key: bytes, meta: ChunkMeta, offset: int, end: int) -> bytes:
         block_size = meta.block_size

@@ -176,6 +176,22 @@ def test_flipped_byte_is_caught_and_named(engine):
         engine.read(key, 2 * BLOCK, 1)
 
 
+def test_verify_names_every_rotten_block_and_digests_content(engine):
+    key = chunk_key(23, 1)
+    data = random.Random(3).randbytes(4 * BLOCK + 123)
+    write(engine, key, 0, data)
+    clean = engine.verify(key)
+    assert clean.ok and clean.content_crc == crc32c.crc32c(data)
+    flip_byte(engine, key, BLOCK + 5)
+    flip_byte(engine, key, 4 * BLOCK + 100)   # inside the short last block
+    rotten = engine.verify(key)
+    assert rotten.bad_blocks == (1, 4) and not rotten.ok
+    assert rotten.content_crc != clean.content_crc
+    os.unlink(engine.chunks_dir / f"{key.hex()}.{rotten.meta.file_version}")
+    assert engine.verify(key).bad_blocks == (0, 1, 2, 3, 4)
+    assert engine.verify(chunk_key(23, 99)) is None
+
+
 def test_partial_read_verifies_only_touched_blocks(engine):
     key = chunk_key(22, 0)
     write(engine, key, 0, bytes(range(256)) * (CHUNK // 256))
