@@ -11,14 +11,22 @@ budget must cut verifying pages short without losing or repeating a chunk.
 from __future__ import annotations
 
 import crc32c
+import pytest
 
 from fireflyfs.proto import storage_pb2
 from fireflyfs.storage_service import servicer
 from fireflyfs.storage_service.chunk_meta import chunk_key
 
-from tests.storage_service.test_servicer import node  # noqa: F401 - the fixture
+from tests.storage_service.test_servicer import Node
 
 BLOCK = 4096
+
+
+@pytest.fixture
+def node(tmp_path):
+    running = Node(tmp_path)
+    yield running
+    running.close()
 
 
 def chunk_file(target, inode: int, index: int) -> str:
