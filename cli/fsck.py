@@ -89,11 +89,12 @@ def _print(report, found, plan, acted: bool) -> None:
 
 
 def _print_plan(plan, acted: bool) -> None:
-    title = "repair plan" + ("" if acted else " (dry run: nothing changed)")
-    print_table(title, ["target", "rewrites", "deletions"],
-                [(target, counts["rewrites"], counts["deletions"]) for target, counts in plan.per_target().items()])
-    click.echo(f"{len(plan.rewrites)} rewrites, {len(plan.deletions)} deletions, "
-               f"{len(plan.left_alone)} findings left alone")
+    if not plan.empty:
+        print_table("repair plan", ["target", "rewrites", "deletions"],
+                    [(target, counts["rewrites"], counts["deletions"])
+                     for target, counts in plan.per_target().items()])
+    click.echo(f"repair plan{'' if acted else ' (dry run)'}: {len(plan.rewrites)} rewrites, "
+               f"{len(plan.deletions)} deletions, {len(plan.left_alone)} findings left alone")
     reasons: dict[str, int] = {}
     for _finding, reason in plan.left_alone:
         reasons[reason] = reasons.get(reason, 0) + 1

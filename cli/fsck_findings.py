@@ -181,8 +181,10 @@ def decide(copies: Sequence[tuple[int, ChunkMeta | None]]) -> Decision:
     ranked = sorted(votes.items(), key=lambda item: -len(item[1]))
     top, top_targets = ranked[0]
     if 2 * len(top_targets) > len(voting):
+        silent = len(copies) - len(voting)
         return Decision(True, top, 0 if top == ABSENT else top_targets[0],
-                        f"{len(top_targets)} of {len(voting)} voting replicas agree", with_bytes)
+                        f"{len(top_targets)} of {len(voting)} voting replicas agree"
+                        + (f"; {silent} rotten or pending did not vote" if silent else ""), with_bytes)
     head_id = copies[0][0]
     head_vote = next((vote for vote, targets in votes.items() if head_id in targets), None)
     if (head_vote is not None and len(votes[head_vote]) == len(top_targets)
