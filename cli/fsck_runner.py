@@ -1,20 +1,22 @@
-"""fsck against a running cluster: gather replicas' chunk metadata, compare (fsck_findings.py), repair.
+"""fsck against a running cluster: gather replicas' chunk metadata, judge (fsck_findings.py), repair.
 
 A pass: for every chain, page each SERVING replica's chunk metadata
-(Storage.GetChunkMetas, addressed by target), compare them with the head's,
-and ask the metadata service which of the inodes seen still exist or wait for
-GC (Meta.StatInodes). Because writers may be active, a pass that finds
-anything is repeated after ``recheck_delay_s`` and only findings seen in both
-are reported.
+(Storage.GetChunkMetas, addressed by target; with ``verify_bytes`` storage
+re-reads every chunk and checks it against its own block CRCs), let the
+replicas vote on each chunk, and ask the metadata service which of the inodes
+seen still exist or wait for GC (Meta.StatInodes). Because writers may be
+active, a pass that finds anything is repeated after ``recheck_delay_s`` and
+only findings seen in both are reported.
 
-Repair (``--repair``), with the head as the reference, as resync does:
-divergent and missing chunks are re-read from the head and sent to the replica
-as a full-chunk replace (Storage.Update, full_replace, the head's commit and
-chain version) which the replica also forwards down its chain; chunks only a
-replica holds, and orphans, are removed from that target (Storage.RemoveChunk).
-Pending chunks are left to the next write or resync. Repair is meant for a
-quiet cluster: a write racing with it makes that chunk's repair fail (the
-versions no longer match) rather than go back in time.
+Repair carries out a RepairPlan (fsck_plan.py; the CLI shows it first and
+acts only when told): each rewrite reads the chunk from the replica the vote
+chose (BatchRead on that replica's node, which checks the block CRCs) and
+sends it to the bad replica as a full-chunk replace (Storage.Update,
+full_replace, the good copy's commit and chain version), which that replica
+also forwards down its chain; each deletion removes the chunk from that one
+target (Storage.RemoveChunk). Repair is meant for a quiet cluster: a write
+racing with it makes that chunk's repair fail (the versions no longer match)
+rather than go back in time.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from fireflyfs.client.meta_client import MetaClient
 from fireflyfs.client.routing import Route, RoutingCache
 from fireflyfs.client.storage_client import StorageClient
 
-from .fsck_findings import (ChunkMeta, Finding, FindingKind, Replica, Report, compare_chain, find_orphans,
-                            inode_ids, persistent)
+from .fsck_findings import ChunkMeta, Finding, Replica, Report, compare_chain, find_orphans, inode_ids, persistent
+from .fsck_plan import MetaCensus, RepairPlan
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,8 @@ class FsckRunner:
     def __init__(self, address: str, config: ClientConfig | None = None, pool: ChannelPool | None = None,
                  recheck_delay_s: float = recheck_delay_s_default,
                  sleep: Callable[[float], None] = time.sleep,
-                 routing: RoutingCache | None = None, meta: MetaClient | None = None) -> None:
+                 routing: RoutingCache | None = None, meta: MetaClient | None = None,
+                 verify_bytes: bool = True) -> None:
         self.config = config or ClientConfig.from_env()
         pool = pool or shared_pool()
         self.routing = routing or RoutingCache.for_mgmtd(address, pool, self.config.mgmtd_timeout_s)
@@ -56,6 +59,7 @@ class FsckRunner:
         self.storage = StorageClient(self.routing, f"fsck-{uuid.uuid4().hex[:12]}", pool=pool,
                                      config=self.config)
         self.recheck_delay_s = recheck_delay_s
+        self.verify_bytes = verify_bytes
         self._sleep = sleep
         self._chunk_sizes: dict[int, int] = {}
 
@@ -75,7 +79,7 @@ class FsckRunner:
     def _pass(self) -> Report:
         self.routing.refresh()
         routing = self.routing.routing_info()
-        report = Report()
+        report = Report(bytes_verified=self.verify_bytes)
         chains: dict[int, list[Replica]] = {}
         for chain in sorted(routing.chains, key=lambda c: c.id):
             replicas = [Replica(route.target_id, self._chunk_metas(route))
@@ -95,7 +99,7 @@ class FsckRunner:
         start_after = None
         while True:
             request = storage_pb2.GetChunkMetasRequest(target_id=route.target_id, limit=metas_page_limit,
-                                                       start_after=start_after)
+                                                       start_after=start_after, verify=self.verify_bytes)
             reply = self.storage.retrying(lambda: self.storage.call(route, "GetChunkMetas", request),
                                            f"GetChunkMetas of target {route.target_id}")
             metas.extend(ChunkMeta.from_proto(info) for info in reply.metas)
@@ -114,64 +118,64 @@ class FsckRunner:
                     self._chunk_sizes[state.inode_id] = state.chunk_size
         return live
 
+    def census(self) -> MetaCensus:
+        """The metadata store's inode count and next inode id (the orphan guard of fsck_plan.py)."""
+        reply = self.meta.statfs()
+        return MetaCensus(inodes=reply.inodes, next_inode_id=reply.next_inode_id)
+
     # ---- repairing --------------------------------------------------------------------
 
-    def repair(self, report: Report) -> Report:
-        """Act on report's findings; fills report.repaired and report.repair_failures."""
+    def repair(self, plan: RepairPlan, report: Report) -> Report:
+        """Carry out plan; fills report.repaired and report.repair_failures."""
         self.routing.refresh()
-        for finding in report.findings:
-            try:
-                if finding.kind in (FindingKind.DIVERGENT, FindingKind.MISSING):
-                    self._recopy(finding)
-                elif finding.kind in (FindingKind.EXTRA, FindingKind.ORPHAN):
-                    self._remove(finding)
-                else:
-                    raise errors.ChunkNotCommitted("an update is pending; the next write or a resync "
-                                                   "completes it")
-            except errors.FfsError as exc:
-                log.warning("fsck: repair of %s failed: %s", finding, exc)
-                report.repair_failures.append((finding, f"{type(exc).__name__}: {exc}"))
-                continue
-            report.repaired.append(finding)
+        for action, findings in ((self._rewrite, plan.rewrites), (self._remove, plan.deletions)):
+            for finding in findings:
+                try:
+                    action(finding)
+                except errors.FfsError as exc:
+                    log.warning("fsck: repair of %s failed: %s", finding, exc)
+                    report.repair_failures.append((finding, f"{type(exc).__name__}: {exc}"))
+                    continue
+                log.info("fsck: repaired %s %d:%d on target %d", finding.kind.value, finding.inode,
+                         finding.index, finding.target_id)
+                report.repaired.append(finding)
         return report
 
-    def _routes(self, finding: Finding) -> tuple[Route, Route]:
-        routes = self.routing.serving_routes(finding.chain_id)
-        by_target = {route.target_id: route for route in routes}
-        if finding.target_id not in by_target:
-            raise errors.StaleChainVersion(f"target {finding.target_id} no longer serves chain "
-                                           f"{finding.chain_id}; run fsck again")
-        return routes[0], by_target[finding.target_id]
+    def _route(self, chain_id: int, target_id: int, what: str = "target") -> Route:
+        for route in self.routing.serving_routes(chain_id):
+            if route.target_id == target_id:
+                return route
+        raise errors.StaleChainVersion(f"{what} {target_id} no longer serves chain {chain_id}; run fsck again")
 
     def _remove(self, finding: Finding) -> None:
-        _head, route = self._routes(finding)
+        route = self._route(finding.chain_id, finding.target_id)
         self.storage.call(route, "RemoveChunk", storage_pb2.RemoveChunkRequest(
             chain_id=route.chain_id, chain_version=route.chain_version, target_id=route.target_id,
             chunk=types_pb2.ChunkId(inode=finding.inode, index=finding.index)))
 
-    def _head_meta(self, head: Route, inode: int, index: int) -> ChunkMeta:
+    def _meta_on(self, route: Route, inode: int, index: int) -> ChunkMeta:
         after = (types_pb2.ChunkId(inode=inode, index=index - 1) if index
                  else types_pb2.ChunkId(inode=inode - 1, index=_INDEX_MAX))
-        reply = self.storage.call(head, "GetChunkMetas", storage_pb2.GetChunkMetasRequest(
-            target_id=head.target_id, start_after=after, limit=1))
+        reply = self.storage.call(route, "GetChunkMetas", storage_pb2.GetChunkMetasRequest(
+            target_id=route.target_id, start_after=after, limit=1))
         if not reply.metas or (reply.metas[0].chunk.inode, reply.metas[0].chunk.index) != (inode, index):
-            raise errors.NotFound(f"chunk {inode}:{index} is gone from head target {head.target_id}")
+            raise errors.NotFound(f"chunk {inode}:{index} is gone from target {route.target_id}")
         return ChunkMeta.from_proto(reply.metas[0])
 
-    def _recopy(self, finding: Finding) -> None:
-        """The head's committed chunk, sent whole to the replica (which forwards it down the chain)."""
-        head, route = self._routes(finding)
-        if head.target_id != finding.head_target_id:
-            raise errors.NotHead(f"chain {finding.chain_id}: head is now target {head.target_id}; run fsck again")
+    def _rewrite(self, finding: Finding) -> None:
+        """The good copy, read from the replica the vote chose, sent whole to the bad replica."""
+        source = self._route(finding.chain_id, finding.source_target_id, "good-copy target")
+        route = self._route(finding.chain_id, finding.target_id)
         chunk_size = self._chunk_sizes.get(finding.inode, 0)
         if not chunk_size:
             raise errors.NotFound(f"inode {finding.inode}: chunk size unknown (inode gone?)")
-        meta = self._head_meta(head, finding.inode, finding.index)
+        meta = self._meta_on(source, finding.inode, finding.index)
         if meta.pending:
-            raise errors.ChunkNotCommitted(f"chunk {finding.inode}:{finding.index} is mid-write on the head")
+            raise errors.ChunkNotCommitted(f"chunk {finding.inode}:{finding.index} is mid-write on target "
+                                           f"{source.target_id}")
         chunk = types_pb2.ChunkId(inode=finding.inode, index=finding.index)
-        reply = self.storage.call(head, "BatchRead", storage_pb2.BatchReadRequest(verify_checksum=True, ios=[
-            storage_pb2.ReadIO(chain_id=head.chain_id, chain_version=head.chain_version, chunk=chunk,
+        reply = self.storage.call(source, "BatchRead", storage_pb2.BatchReadRequest(verify_checksum=True, ios=[
+            storage_pb2.ReadIO(chain_id=source.chain_id, chain_version=source.chain_version, chunk=chunk,
                                offset=0, length=meta.length)]), self.config.storage_read_timeout_s)
         result = reply.results[0]
         if result.status.error:
@@ -188,4 +192,5 @@ class FsckRunner:
             self.config.storage_write_timeout_s)
         if answer.chunk_checksum != meta.checksum:
             raise errors.ChecksumMismatch(f"target {route.target_id} answered checksum {answer.chunk_checksum:#010x} "
-                                          f"after the replace, the head has {meta.checksum:#010x}")
+                                          f"after the replace, the good copy on {source.target_id} has "
+                                          f"{meta.checksum:#010x}")

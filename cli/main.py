@@ -4,7 +4,7 @@
     ffs testbed up|down|status|shape|exec     namespace hosts behind a shaped router (root)
     ffs ls|stat|cat|put|get|rm|mkdir|mv URL   files, through fsspec
     ffs admin nodes|targets|chains URL        cluster manager views
-    ffs admin fsck URL [--repair]             compare chunk replicas, find orphans
+    ffs admin fsck URL [--repair [--yes]]     compare replicas' bytes, find orphans (docs/fsck.md)
     ffs admin target offline|online ID URL    hold a target offline / release it
     ffs admin chain-table create URL          a chain table (--replicas R)
 

@@ -28,6 +28,8 @@ list_page_entries_max = 10000
 batch_read_ios_max = 4096
 batch_stat_paths_max = 10000
 stat_inodes_ids_max = 10000              # inode ids in one Meta.StatInodes (fsck)
+chunk_metas_verify_bytes_max = 64 * MiB  # chunk bytes re-read for one verifying GetChunkMetas page (fsck)
+chunk_metas_bad_blocks_max = 16          # rotten block indexes listed per chunk in that page (the count is whole)
 query_last_chunk_queries_max = batch_read_ios_max
 write_dedup_entries_max = 65536          # remembered (client, channel) write replies per target
 io_threads_default = 16                  # parallel chunk IOs per client process
@@ -66,6 +68,8 @@ def _check() -> None:
         raise AssertionError("client batches must fit what storage accepts")
     if list_page_entries_default > list_page_entries_max:
         raise AssertionError("list page default exceeds its max")
+    if chunk_metas_verify_bytes_max < chunk_size_max:
+        raise AssertionError("a verifying chunk metas page must be able to hold the largest chunk")
     if not 0 < inline_data_bytes_max < chunk_size_min:
         raise AssertionError("inline data must fit in one chunk of any layout")
 

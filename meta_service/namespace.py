@@ -149,9 +149,14 @@ class Namespace(FileOps):
                 yield from self._walk_tree(txn, inode.id, components, depth + 1, maxdepth, withdirs, None)
 
     def statfs(self) -> meta_pb2.StatFsReply:
-        """Inode and GC counts; the servicer adds capacity from the cluster manager."""
+        """Inode and GC counts and the inode id counter; the servicer adds capacity from the cluster manager.
+
+        next_inode_id peeks the counter inodes.py and files.py allocate from, so
+        fsck can tell chunks of ids this store never handed out (a store older than the data).
+        """
         with self.store.read() as txn:
-            return meta_pb2.StatFsReply(inodes=txn.entries("inodes"), gc_pending=txn.entries("gc"))
+            return meta_pb2.StatFsReply(inodes=txn.entries("inodes"), gc_pending=txn.entries("gc"),
+                                        next_inode_id=txn.get_counter("next_inode", 2))
 
     # -- directory entries -------------------------------------------------
     def mkdirs(self, path: str, now_ns: int, mode: int = 0, parents: bool = False, exist_ok: bool = False,

@@ -232,30 +232,40 @@ class SpaceInfoReply(_message.Message):
     def __init__(self, targets: _Optional[_Iterable[_Union[TargetSpace, _Mapping]]] = ...) -> None: ...
 
 class ChunkMetaInfo(_message.Message):
-    __slots__ = ("chunk", "length", "commit_version", "update_version", "chain_version", "chunk_checksum")
+    __slots__ = ("chunk", "length", "commit_version", "update_version", "chain_version", "chunk_checksum", "verified", "content_crc", "bad_block_count", "bad_blocks")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     COMMIT_VERSION_FIELD_NUMBER: _ClassVar[int]
     UPDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHUNK_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_CRC_FIELD_NUMBER: _ClassVar[int]
+    BAD_BLOCK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BAD_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     chunk: _types_pb2.ChunkId
     length: int
     commit_version: int
     update_version: int
     chain_version: int
     chunk_checksum: int
-    def __init__(self, chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., length: _Optional[int] = ..., commit_version: _Optional[int] = ..., update_version: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk_checksum: _Optional[int] = ...) -> None: ...
+    verified: bool
+    content_crc: int
+    bad_block_count: int
+    bad_blocks: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., length: _Optional[int] = ..., commit_version: _Optional[int] = ..., update_version: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk_checksum: _Optional[int] = ..., verified: _Optional[bool] = ..., content_crc: _Optional[int] = ..., bad_block_count: _Optional[int] = ..., bad_blocks: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetChunkMetasRequest(_message.Message):
-    __slots__ = ("target_id", "start_after", "limit")
+    __slots__ = ("target_id", "start_after", "limit", "verify")
     TARGET_ID_FIELD_NUMBER: _ClassVar[int]
     START_AFTER_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
     target_id: int
     start_after: _types_pb2.ChunkId
     limit: int
-    def __init__(self, target_id: _Optional[int] = ..., start_after: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    verify: bool
+    def __init__(self, target_id: _Optional[int] = ..., start_after: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., limit: _Optional[int] = ..., verify: _Optional[bool] = ...) -> None: ...
 
 class GetChunkMetasReply(_message.Message):
     __slots__ = ("metas", "more")

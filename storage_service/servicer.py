@@ -26,7 +26,9 @@ Behaviour other components rely on:
   chain order; answers the count removed on the head.
 * QueryLastChunk: per query, found=False when the chain's target holds no chunk
   of the inode; else last_index, last_length and chunk_count on that target.
-* GetChunkMetas: one target's chunk metadata, paged (fsck); not fenced.
+* GetChunkMetas: one target's chunk metadata, paged (fsck); not fenced. With
+  verify, every committed chunk is re-read and its bytes checked against its
+  own block CRCs (ChunkEngine.verify), so fsck sees rot the metadata hides.
 * SyncStart / SyncDone / RemoveChunk: resync of a SYNCING target (RemoveChunk
   also serves fsck --repair on a SERVING target).
 """
@@ -55,6 +57,9 @@ batch_read_bytes_max = limits.batch_read_reply_bytes_max
 query_last_chunk_queries_max = limits.query_last_chunk_queries_max
 chunk_metas_page_default = 1000
 chunk_metas_page_max = 10000
+# A verifying page re-reads chunks: it ends after this many bytes, so one call stays short.
+chunk_metas_verify_bytes_max = limits.chunk_metas_verify_bytes_max
+chunk_metas_bad_blocks_max = limits.chunk_metas_bad_blocks_max
 
 
 def _status(exc: FfsError) -> storage_pb2.IoStatus:
@@ -183,8 +188,11 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
     def GetChunkMetas(self, request: storage_pb2.GetChunkMetasRequest,
                       context) -> storage_pb2.GetChunkMetasReply:
         target = self._local(request.target_id)
-        return self._metas_page(target, request.start_after if request.HasField("start_after") else None,
-                                request.limit, storage_pb2.GetChunkMetasReply)
+        reply = self._metas_page(target, request.start_after if request.HasField("start_after") else None,
+                                 request.limit, storage_pb2.GetChunkMetasReply)
+        if request.verify:
+            self._verify_page(target, reply)
+        return reply
 
     def SyncStart(self, request: storage_pb2.SyncStartRequest, context) -> storage_pb2.SyncStartReply:
         target = self._member(request.chain_id, request.chain_version, request.target_id,
@@ -218,6 +226,34 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         for key, meta in page[:limit]:
             reply.metas.append(meta_info(key, meta))
         return reply
+
+    @staticmethod
+    def _verify_page(target: Target, reply: storage_pb2.GetChunkMetasReply) -> None:
+        """Re-read each chunk of the page; cut the page once chunk_metas_verify_bytes_max are read.
+
+        Each verified entry is rewritten from the meta the verdict was taken
+        against, so metadata and verdict always describe the same version.
+        """
+        read_bytes = 0
+        for position, info in enumerate(reply.metas):
+            if read_bytes >= chunk_metas_verify_bytes_max:
+                del reply.metas[position:]
+                reply.more = True
+                return
+            key = chunk_key(info.chunk.inode, info.chunk.index)
+            verdict = target.engine.verify(key)
+            if verdict is None:
+                continue          # pending, gone, or rewritten while we read: reported unverified
+            read_bytes += verdict.meta.length
+            info.CopyFrom(meta_info(key, verdict.meta))
+            info.verified = True
+            info.content_crc = verdict.content_crc
+            info.bad_block_count = len(verdict.bad_blocks)
+            info.bad_blocks.extend(verdict.bad_blocks[:chunk_metas_bad_blocks_max])
+            if verdict.bad_blocks:
+                log.warning("target %d: chunk %d:%d has %d rotten blocks (first %s)", target.id,
+                            info.chunk.inode, info.chunk.index, len(verdict.bad_blocks),
+                            list(verdict.bad_blocks[:chunk_metas_bad_blocks_max]))
 
     def SpaceInfo(self, request: types_pb2.Empty, context) -> storage_pb2.SpaceInfoReply:
         reply = storage_pb2.SpaceInfoReply()

@@ -238,7 +238,8 @@ def test_batch_stat_reports_per_item_errors(ns):
 
 def test_statfs_counts(ns):
     ns.create("/f", NOW)
-    ns.create("/g", NOW)
+    g = ns.create("/g", NOW)[0]
     ns.remove("/g", NOW)
     reply = ns.statfs()
     assert (reply.inodes, reply.gc_pending) == (2, 1)
+    assert reply.next_inode_id == g.id + 1, "the next id meta hands out, above every id it gave (fsck)"
