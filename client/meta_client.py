@@ -172,9 +172,10 @@ class MetaClient:
                                      limits.list_page_entries_default)
         self._creates = Coalescer(self._send_creates, coalesce_inflight_max, 256)
 
-    def _call(self, method: str, request, retry: bool = True):
+    def _call(self, method: str, request, retry: bool = True, timeout_s: float | None = None):
         """One Meta RPC, retried while the service is unreachable (same request, same request_id);
-        retry=False: one attempt (a caller on a schedule of its own, such as lease renewal)."""
+        retry=False: one attempt (a caller on a schedule of its own, such as lease renewal).
+        timeout_s: this call's deadline (default: the config's meta_timeout_s)."""
         if hasattr(request, "request_id") and not request.request_id:
             request.request_id = new_request_id()
         budget = None   # made on the first failure: the common path costs nothing for it
@@ -182,7 +183,7 @@ class MetaClient:
             stub = self._pool.stub(self.address, meta_pb2_grpc.MetaStub)
             try:
                 try:
-                    return getattr(stub, method)(request, timeout=self.config.meta_timeout_s)
+                    return getattr(stub, method)(request, timeout=timeout_s or self.config.meta_timeout_s)
                 except grpc.RpcError as rpc_error:   # as rpc_errors_mapped, without a generator per call
                     raise error_from_rpc(rpc_error) from rpc_error
             except Unavailable as exc:
@@ -292,13 +293,15 @@ class MetaClient:
             inode_id=inode_id, session_id=session_id, client_id=client_id, length_hint=length_hint,
             update_mtime=update_mtime))
 
-    def renew_sessions(self, client_id: str, sessions: list[tuple[int, int]]) -> meta_pb2.RenewSessionsReply:
-        """Renew client_id's lease (one attempt: the renewer keeps its own schedule); the reply
-        names the (inode, session) pairs that no longer exist."""
+    def renew_sessions(self, client_id: str, sessions: list[tuple[int, int]],
+                       timeout_s: float | None = None) -> meta_pb2.RenewSessionsReply:
+        """Renew client_id's lease (one attempt within timeout_s: the renewer keeps its own
+        schedule, shorter than the lease); the reply names the (inode, session) pairs that no
+        longer exist."""
         return self._call("RenewSessions", meta_pb2.RenewSessionsRequest(
             client_id=client_id,
             sessions=[meta_pb2.SessionRef(inode_id=inode_id, session_id=session_id)
-                      for inode_id, session_id in sessions]), retry=False)
+                      for inode_id, session_id in sessions]), retry=False, timeout_s=timeout_s)
 
     def stat_inodes(self, inode_ids: list[int]) -> list[meta_pb2.InodeState]:
         return list(self._call("StatInodes", meta_pb2.StatInodesRequest(inode_ids=inode_ids)).states)

@@ -98,7 +98,8 @@ class SessionLeases:
         try:
             for start in range(0, len(sessions), limits.renew_sessions_refs_max):
                 reply = self.meta.renew_sessions(self.client_id,
-                                                 sessions[start:start + limits.renew_sessions_refs_max])
+                                                 sessions[start:start + limits.renew_sessions_refs_max],
+                                                 timeout_s=self._interval_s)
                 gone = {(ref.inode_id, ref.session_id) for ref in reply.gone}
                 if gone:
                     log.warning("client %s: %d write sessions ended by the metadata service (lease lapsed): "

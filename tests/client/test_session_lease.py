@@ -28,7 +28,8 @@ class FakeMeta:
         self.gone: set[tuple[int, int]] = set()
         self.down = False
 
-    def renew_sessions(self, client_id, sessions):
+    def renew_sessions(self, client_id, sessions, timeout_s=None):
+        assert timeout_s and timeout_s < 60, "a renewal never waits longer than its interval"
         if self.down:
             raise Unavailable("meta restarting")
         self.sent.append((client_id, list(sessions)))

@@ -110,8 +110,8 @@ def test_more_inline_bytes_than_one_message_holds(server):
     sent = []
     call = client._call
 
-    def counting(method, request, retry=True):
-        reply = call(method, request, retry)
+    def counting(method, request, retry=True, timeout_s=None):
+        reply = call(method, request, retry, timeout_s)
         sent.append(reply.ByteSize())
         return reply
 
