@@ -85,9 +85,9 @@ class FileOps(CopyOps, InlineOps):
     leases: LeaseTable
     OWN_CLIENT_IDS: frozenset[str]   # the meta process's own session holders (copies, moves)
 
-    def _lease_for_write(self, client_id: str) -> None:
-        """A write open is about to record a session of client_id: its lease runs from now on
-        (renewed before the session exists, so the reaper never sees it under an old lease)."""
+    def _renew_lease(self, client_id: str) -> None:
+        """client_id renews, or a write open is about to record its session: its lease runs from
+        now on (renewed before the session exists, so the reaper never sees it under an old one)."""
         if client_id in self.OWN_CLIENT_IDS:
             raise InvalidArgument(f"client id {client_id!r} is reserved for the metadata service")
         self.leases.renew(client_id)
@@ -97,9 +97,7 @@ class FileOps(CopyOps, InlineOps):
         if len(sessions) > limits.renew_sessions_refs_max:
             raise TooLarge(f"{len(sessions)} sessions in one RenewSessions; "
                            f"at most {limits.renew_sessions_refs_max}")
-        if client_id in self.OWN_CLIENT_IDS:
-            raise InvalidArgument(f"client id {client_id!r} is reserved for the metadata service")
-        self.leases.renew(client_id)
+        self._renew_lease(client_id)
         with self.store.read() as txn:
             return [(inode_id, session_id) for inode_id, session_id in sessions
                     if not self._holds(txn, inode_id, session_id, client_id)]
@@ -146,7 +144,7 @@ class FileOps(CopyOps, InlineOps):
         """Create (or open an existing) file; (inode, write session id or 0, canonical path)."""
         key = self.idem.key("Create", request_id, now_ns)
         if open_for_write:
-            self._lease_for_write(client_id)
+            self._renew_lease(client_id)
         args = (path, now_ns, check_mode(mode or 0o644), exclusive, parents, open_for_write, client_id, layout,
                 key)
 
@@ -207,7 +205,7 @@ class FileOps(CopyOps, InlineOps):
         """Open a file; a write open records a session. (inode, session id or 0, path)."""
         key = self.idem.key("Open", request_id, now_ns) if (write or truncate) else None
         if write:
-            self._lease_for_write(client_id)
+            self._renew_lease(client_id)
 
         def attempt():
             result = self._open_txn(path, now_ns, write, truncate, client_id, key)
