@@ -153,3 +153,17 @@ def test_inline_creates_opens_and_batches(served):
     # A plain read open (no inline_ok) moves the bytes to chunks first.
     plain = meta.Open(meta_pb2.OpenRequest(path="/d/small"))
     assert not plain.inline and plain.inline_data == b"" and ("write", plain.inode.id, 0, 4) in chunks.calls
+
+
+def test_lease_and_storage_gate_come_from_flags_or_the_environment(monkeypatch):
+    from fireflyfs.meta_service.__main__ import parse_args
+
+    monkeypatch.setenv("FFS_META_SESSION_LEASE_MS", "1500")
+    monkeypatch.setenv("FFS_META_STORAGE_CALLS_MAX", "3")
+    config = parse_args(["--data-dir", "x"])
+    assert (config.session_lease_ms, config.storage_calls_max) == (1500, 3)
+    config = parse_args(["--data-dir", "x", "--session-lease-ms", "9000", "--storage-calls-max", "5"])
+    assert (config.session_lease_ms, config.storage_calls_max) == (9000, 5)
+    monkeypatch.setenv("FFS_META_STORAGE_CALLS_MAX", "16")
+    with pytest.raises(ValueError, match="must stay free for metadata"):
+        parse_args(["--data-dir", "x"])
