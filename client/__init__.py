@@ -5,7 +5,8 @@ Modules, one job each:
 - the face: ``client`` (FfsClient), ``fsspec_fs`` and ``fsspec_file`` (the
   fsspec filesystem), ``arrow_fs`` (pyarrow), ``batch_read`` (read_batch's
   buffer and results), ``streams`` (readahead reader, write-behind writer);
-- metadata: ``meta_client`` (Meta RPCs with request ids, coalesced stats);
+- metadata: ``meta_client`` (Meta RPCs with request ids, coalesced stats),
+  ``session_lease`` (the per-process renewer that keeps write sessions alive);
 - storage, layered as httpx is: ``storage_client`` (StorageClient: routing,
   replica choice, batching, in-flight limits, retries and failover) over one
   ``storage_transport`` (the interface: one request to one node), whose

@@ -6,6 +6,11 @@ process that opened them: after ``os.fork()`` the first call notices the new
 pid and builds fresh clients (with a fresh exactly-once client id) instead of
 touching the parent's gRPC channels. A client pickles as its address.
 
+Write sessions belong to the client id that opened them: only it closes or
+syncs them, and the process's renewer keeps them alive while they are open
+(session_lease.py). A forked child therefore neither renews nor closes its
+parent's sessions; close write handles before ``close_connections``.
+
 Returned metadata is the wire ``Inode`` message (fireflyfs.proto.types_pb2).
 """
 
@@ -28,6 +33,7 @@ from .buffers import ReadRequest, request_size
 from .config import ClientConfig
 from .meta_client import MetaClient
 from .routing import RoutingCache
+from .session_lease import SessionLeases
 from .storage_client import StorageClient
 
 
@@ -73,6 +79,7 @@ class _Connections:
         self.meta = MetaClient(address, config=config)
         self.routing = RoutingCache.for_mgmtd(address, timeout_s=config.mgmtd_timeout_s)
         self.storage = StorageClient(self.routing, self.client_id, config=config)
+        self.leases = SessionLeases(self.meta, self.client_id, config.session_renew_interval_s)
 
 
 class FfsClient:
@@ -210,6 +217,8 @@ class FfsClient:
 
     def _handle(self, reply: meta_pb2.OpenReply, path: str) -> FileHandle:
         inode = reply.inode
+        if reply.session_id:
+            self._current().leases.opened(inode.id, reply.session_id, reply.session_lease_ms)
         if inode.type == types_pb2.INODE_DIRECTORY:
             raise IsADirectory(f"{path} is a directory")
         layout = Layout.from_proto(inode.layout) if inode.layout.chunk_size else None
@@ -264,16 +273,25 @@ class FfsClient:
         """End a write session; length_hint is the highest offset written."""
         if not handle.writable:
             return handle.inode
-        return self.meta.close(handle.inode_id, handle.session_id, length_hint).inode
+        connections = self._current()
+        try:
+            return connections.meta.close(handle.inode_id, handle.session_id, connections.client_id,
+                                          length_hint).inode
+        finally:
+            connections.leases.closed(handle.inode_id, handle.session_id)
 
     def sync(self, handle: FileHandle, length_hint: int = 0) -> types_pb2.Inode:
         """fsync: make the stored length cover what this handle wrote (session stays open).
 
-        The hint is tied to the truncate version seen at open, so a truncate
-        since then wins over it.
+        A truncate since the handle opened wins over the hint (the service
+        knows the session's truncate version). A read-only handle has nothing
+        to sync.
         """
-        return self.meta.sync(handle.inode_id, length_hint,
-                              truncate_version=handle.inode.truncate_version).inode
+        if not handle.writable:
+            return handle.inode
+        connections = self._current()
+        return connections.meta.sync(handle.inode_id, handle.session_id, connections.client_id,
+                                     length_hint).inode
 
     def pread(self, handle: FileHandle, offset: int, length: int) -> bytes:
         """Read from an open file, clamped at its length when opened."""

@@ -49,6 +49,9 @@ class ClientConfig:
     rts_enabled: int = 0
     rts_max_concurrent: int = 64              # K, as 3FS's max_concurrent_transmission
     rts_wait_s: float = 10.0                  # a read waiting longer than this for a permit fails
+    # Write sessions are renewed every third of the lease the metadata service announces
+    # (client/session_lease.py); a non-zero value renews at least this often.
+    session_renew_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -21,6 +21,10 @@ are CPU-bound at about the echo rate; batching the calls that are waiting
 anyway spends that cost once per batch. A lone caller never waits: with
 nothing in flight its call goes out at once, as a plain Stat/Open/Create.
 Each create in a batch keeps its own request_id and outcome.
+
+Replies that list many items stop at a byte budget and say ``more``
+(meta_service/replies.py); ``batch_stat`` asks again for the rest, so callers
+always get one result per path.
 """
 
 from __future__ import annotations
@@ -168,8 +172,10 @@ class MetaClient:
                                      limits.list_page_entries_default)
         self._creates = Coalescer(self._send_creates, coalesce_inflight_max, 256)
 
-    def _call(self, method: str, request):
-        """One Meta RPC, retried while the service is unreachable (same request, same request_id)."""
+    def _call(self, method: str, request, retry: bool = True, timeout_s: float | None = None):
+        """One Meta RPC, retried while the service is unreachable (same request, same request_id);
+        retry=False: one attempt (a caller on a schedule of its own, such as lease renewal).
+        timeout_s: this call's deadline (default: the config's meta_timeout_s)."""
         if hasattr(request, "request_id") and not request.request_id:
             request.request_id = new_request_id()
         budget = None   # made on the first failure: the common path costs nothing for it
@@ -177,10 +183,12 @@ class MetaClient:
             stub = self._pool.stub(self.address, meta_pb2_grpc.MetaStub)
             try:
                 try:
-                    return getattr(stub, method)(request, timeout=self.config.meta_timeout_s)
+                    return getattr(stub, method)(request, timeout=timeout_s or self.config.meta_timeout_s)
                 except grpc.RpcError as rpc_error:   # as rpc_errors_mapped, without a generator per call
                     raise error_from_rpc(rpc_error) from rpc_error
             except Unavailable as exc:
+                if not retry:
+                    raise
                 log.info("Meta.%s: %s; retrying", method, exc)
                 if budget is None:
                     budget = RetryBudget(f"Meta.{method} at {self.address}", self.config,
@@ -198,16 +206,14 @@ class MetaClient:
     def _send_stats(self, paths: list[str]) -> list:
         if len(paths) == 1:
             return [self._call("Stat", meta_pb2.StatRequest(path=paths[0], follow_symlinks=True))]
-        reply = self._call("BatchStat", meta_pb2.BatchStatRequest(paths=paths, follow_symlinks=True,
-                                                                  attrs_only=True))
+        reply = self.batch_stat(paths, attrs_only=True)
         return [error_from_name(r.error, r.message) if r.error else meta_pb2.InodeReply(inode=r.inode, path=r.path)
                 for r in reply.results]
 
     def _send_read_opens(self, paths: list[str]) -> list:
         if len(paths) == 1:
             return [self._call("Open", meta_pb2.OpenRequest(path=paths[0], inline_ok=True))]
-        reply = self._call("BatchStat", meta_pb2.BatchStatRequest(paths=paths, follow_symlinks=True,
-                                                                  inline_ok=True))
+        reply = self.batch_stat(paths, inline_ok=True)
         out: list = []
         for r in reply.results:
             if r.error:
@@ -231,9 +237,18 @@ class MetaClient:
                    inline_ok: bool = False, attrs_only: bool = False) -> meta_pb2.BatchStatReply:
         """inline_ok: the caller serves reads of inline files from StatResult.inline_data (else the
         service first moves such files' bytes to chunks). attrs_only: plain stats (no bytes, no
-        moves), as Stat answers."""
-        return self._call("BatchStat", meta_pb2.BatchStatRequest(
-            paths=paths, follow_symlinks=follow_symlinks, inline_ok=inline_ok, attrs_only=attrs_only))
+        moves), as Stat answers. One result per path: a reply that stopped at its byte budget is
+        followed by another for the remaining paths."""
+        results: list[meta_pb2.StatResult] = []
+        while True:
+            reply = self._call("BatchStat", meta_pb2.BatchStatRequest(
+                paths=paths[len(results):], follow_symlinks=follow_symlinks, inline_ok=inline_ok,
+                attrs_only=attrs_only))
+            results.extend(reply.results)
+            if not reply.more or len(results) >= len(paths):
+                return meta_pb2.BatchStatReply(results=results)
+            if not reply.results:
+                raise Unavailable("BatchStat answered no path and asked for more")
 
     def mkdirs(self, path: str, mode: int = 0, parents: bool = False, exist_ok: bool = False,
                layout: types_pb2.Layout | None = None) -> meta_pb2.InodeReply:
@@ -264,18 +279,29 @@ class MetaClient:
             path=path, inline_data=data, inline=True, exclusive=exclusive, truncate=True,
             parents=parents, mode=mode, layout=layout))
 
-    def close(self, inode_id: int, session_id: int, length_hint: int,
+    def close(self, inode_id: int, session_id: int, client_id: str, length_hint: int,
               update_mtime: bool = True) -> meta_pb2.InodeReply:
+        """End the write session client_id holds."""
         return self._call("Close", meta_pb2.CloseRequest(
-            inode_id=inode_id, session_id=session_id, length_hint=length_hint,
+            inode_id=inode_id, session_id=session_id, client_id=client_id, length_hint=length_hint,
             update_mtime=update_mtime))
 
-    def sync(self, inode_id: int, length_hint: int, update_mtime: bool = True,
-             truncate_version: int | None = None) -> meta_pb2.InodeReply:
-        """truncate_version: the file's, as seen when the hint's bytes were written."""
+    def sync(self, inode_id: int, session_id: int, client_id: str, length_hint: int,
+             update_mtime: bool = True) -> meta_pb2.InodeReply:
+        """fsync through the write session client_id holds."""
         return self._call("Sync", meta_pb2.SyncRequest(
-            inode_id=inode_id, length_hint=length_hint, update_mtime=update_mtime,
-            truncate_version=truncate_version))
+            inode_id=inode_id, session_id=session_id, client_id=client_id, length_hint=length_hint,
+            update_mtime=update_mtime))
+
+    def renew_sessions(self, client_id: str, sessions: list[tuple[int, int]],
+                       timeout_s: float | None = None) -> meta_pb2.RenewSessionsReply:
+        """Renew client_id's lease (one attempt within timeout_s: the renewer keeps its own
+        schedule, shorter than the lease); the reply names the (inode, session) pairs that no
+        longer exist."""
+        return self._call("RenewSessions", meta_pb2.RenewSessionsRequest(
+            client_id=client_id,
+            sessions=[meta_pb2.SessionRef(inode_id=inode_id, session_id=session_id)
+                      for inode_id, session_id in sessions]), retry=False, timeout_s=timeout_s)
 
     def stat_inodes(self, inode_ids: list[int]) -> list[meta_pb2.InodeState]:
         return list(self._call("StatInodes", meta_pb2.StatInodesRequest(inode_ids=inode_ids)).states)

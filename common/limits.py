@@ -35,11 +35,15 @@ write_dedup_entries_max = 65536          # remembered (client, channel) write re
 io_threads_default = 16                  # parallel chunk IOs per client process
 batch_create_requests_max = 1024         # creates in one Meta.BatchCreate
 inline_data_bytes_max = 16 * KiB          # a file this small may live in the metadata store (meta_service/inline.py)
+renew_sessions_refs_max = 65536          # write sessions named in one Meta.RenewSessions
 
 # gRPC messages carry at most one chunk plus framing.
 grpc_message_bytes_max = chunk_size_max + 4 * MiB
 batch_read_reply_bytes_max = grpc_message_bytes_max - 2 * MiB   # storage rejects a BatchRead asking more
 batch_read_request_bytes_target = 32 * MiB                       # the client splits batches at this size
+# A Meta reply that lists (BatchStat, List, Find) stops adding items at this size and says "more":
+# 10,000 inline files of 16 KiB, or as many 4 KiB paths with 4 KiB symlink targets, would not fit.
+meta_reply_bytes_max = 16 * MiB
 
 
 def is_power_of_two(value: int) -> bool:
@@ -70,6 +74,9 @@ def _check() -> None:
         raise AssertionError("list page default exceeds its max")
     if chunk_metas_verify_bytes_max < chunk_size_max:
         raise AssertionError("a verifying chunk metas page must be able to hold the largest chunk")
+    if not path_bytes_max + symlink_target_bytes_max + inline_data_bytes_max < meta_reply_bytes_max \
+            < grpc_message_bytes_max // 2:
+        raise AssertionError("a Meta reply must hold its largest item and fit a message with room to spare")
     if not 0 < inline_data_bytes_max < chunk_size_min:
         raise AssertionError("inline data must fit in one chunk of any layout")
 

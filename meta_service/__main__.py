@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import threading
 
@@ -11,20 +12,26 @@ from .server import MetaConfig, MetaServer, setup_logging
 
 
 def parse_args(argv: list[str] | None = None) -> MetaConfig:
-    defaults = MetaConfig(data_dir="")
+    defaults = MetaConfig.from_env(data_dir="")
     parser = argparse.ArgumentParser(prog="python -m fireflyfs.meta_service", description=__doc__)
     parser.add_argument("--data-dir", required=True, help="directory for meta.lmdb")
     parser.add_argument("--listen", default=defaults.listen, help="host:port to serve on (port 0: any)")
     parser.add_argument("--log-file", default=None)
-    parser.add_argument("--fsync", action="store_true",
+    parser.add_argument("--fsync", action="store_true", default=defaults.fsync,
                         help="fdatasync every commit (power-loss durability; SIGKILL-safe without it)")
     parser.add_argument("--gc-interval-ms", type=int, default=defaults.gc_interval_ms)
     parser.add_argument("--gc-delay-ms", type=int, default=defaults.gc_delay_ms)
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=defaults.heartbeat_timeout_ms)
+    parser.add_argument("--session-lease-ms", type=int, default=defaults.session_lease_ms,
+                        help="write sessions of a client that stops renewing end after this long")
+    parser.add_argument("--storage-calls-max", type=int, default=defaults.storage_calls_max,
+                        help="request threads that may wait on storage at once; more fail fast (retryable)")
     args = parser.parse_args(argv)
-    return MetaConfig(data_dir=args.data_dir, listen=args.listen, log_file=args.log_file, fsync=args.fsync,
-                      gc_interval_ms=args.gc_interval_ms, gc_delay_ms=args.gc_delay_ms,
-                      heartbeat_timeout_ms=args.heartbeat_timeout_ms)
+    return dataclasses.replace(
+        defaults, data_dir=args.data_dir, listen=args.listen, log_file=args.log_file, fsync=args.fsync,
+        gc_interval_ms=args.gc_interval_ms, gc_delay_ms=args.gc_delay_ms,
+        heartbeat_timeout_ms=args.heartbeat_timeout_ms, session_lease_ms=args.session_lease_ms,
+        storage_calls_max=args.storage_calls_max)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,15 @@ Namespace (close/sync/truncate/copy) and the GC talk to storage only through
 ``ChunkStore``; unit tests inject an in-memory fake, the meta process injects
 ``LazyStorageClient``, which builds the client package's ``StorageClient``
 on first use (so importing the meta service never needs the client package).
+
+``GatedChunkStore`` keeps slow storage from taking the metadata service down
+with it: request handlers (Close/Sync length settling, CopyFile, truncate,
+inline moves, session expiry) reach storage through it, and at most
+``calls_max`` of them wait on storage at once. One more fails at once with a
+retryable ``Unavailable`` (the client retries with backoff) instead of
+occupying another gRPC worker thread, so Stat, List and Create keep their
+threads whatever storage does. The GC thread uses the store directly: it is
+one thread of its own.
 """
 
 from __future__ import annotations
@@ -11,12 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Protocol
+from typing import Callable, Protocol, TypeVar
 
 from fireflyfs.common.errors import Unavailable
 from fireflyfs.common.layout import Layout
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ChunkStore(Protocol):
@@ -82,3 +93,39 @@ class LazyStorageClient:
             client, self._client = self._client, None
         if client is not None and hasattr(client, "close"):
             client.close()
+
+
+class GatedChunkStore:
+    """A ChunkStore that lets at most calls_max callers into inner at once; the next one gets
+    Unavailable("storage-bound operations busy") without waiting."""
+
+    def __init__(self, inner: ChunkStore, calls_max: int) -> None:
+        if calls_max < 1:
+            raise ValueError("a storage gate needs at least one slot")
+        self.inner = inner
+        self.calls_max = calls_max
+        self._slots = threading.BoundedSemaphore(calls_max)
+
+    def _gated(self, call: Callable[..., T], *args) -> T:
+        if not self._slots.acquire(blocking=False):
+            raise Unavailable(f"storage-bound operations busy ({self.calls_max} waiting on storage); retry")
+        try:
+            return call(*args)
+        finally:
+            self._slots.release()
+
+    def file_length_from_chunks(self, inode_id: int, layout: Layout) -> int:
+        return self._gated(self.inner.file_length_from_chunks, inode_id, layout)
+
+    def truncate(self, inode_id: int, layout: Layout, new_length: int) -> None:
+        self._gated(self.inner.truncate, inode_id, layout, new_length)
+
+    def write_bytes(self, inode_id: int, layout: Layout, offset: int, data: bytes) -> None:
+        self._gated(self.inner.write_bytes, inode_id, layout, offset, data)
+
+    def remove_file_chunks(self, inode_id: int, layout: Layout) -> int:
+        return self._gated(self.inner.remove_file_chunks, inode_id, layout)
+
+    def copy_file_chunks(self, src_inode: int, src_layout: Layout, length: int,
+                         dst_inode: int, dst_layout: Layout) -> None:
+        self._gated(self.inner.copy_file_chunks, src_inode, src_layout, length, dst_inode, dst_layout)

@@ -1,6 +1,10 @@
 """File operations that involve write sessions or storage: create, open, close,
 sync, truncate, copy.
 
+Write sessions belong to a client id (the holder): only the holder closes or
+syncs one, and it keeps them while it renews its lease (leases.py); the
+sessions of a client that stopped renewing are ended as its Close would.
+
 File length (3FS's rule): while a file is open for writing its stored length
 is a hint. On close of the last write session, and on sync, the service asks
 storage for the extent of the last chunk and stores
@@ -28,6 +32,7 @@ import logging
 import random
 from typing import Callable, TypeVar
 
+from fireflyfs.common import limits
 from fireflyfs.common.errors import (AlreadyExists, FfsError, InvalidArgument, IsADirectory,
                                      TooLarge, Unavailable)
 from fireflyfs.common.layout import Layout
@@ -39,7 +44,8 @@ from .copy import CopyOps
 from .idempotency import IdemKey, IdemTable, Replayed, replay
 from .inline import MOVE_ATTEMPTS_MAX, InlineOps, NeedsMove
 from .layouts import allocate_file_layout
-from .inodes import (check_mode, close_session, get_session, inline_data, inline_record, load_file_any,
+from .leases import LeaseTable
+from .inodes import (check_mode, close_session, held_session, inline_data, inline_record, load_file_any,
                       make_dirs, new_inode, open_session, release_link, store_file_any, touch_dir)
 from .resolve import DIR, FILE, as_path, resolve, resolve_parent, walk
 from .store import Store, Txn
@@ -61,11 +67,48 @@ def layout_of(inode: types_pb2.Inode) -> Layout:
     return Layout.from_proto(inode.layout)
 
 
+def check_length(length: int, inode: types_pb2.Inode, what: str) -> int:
+    """A file length (truncate target, close/sync hint) the inode's layout can hold."""
+    if length < 0:
+        raise InvalidArgument(f"negative {what} {length}")
+    if inode.layout.chunk_size and length // inode.layout.chunk_size > CHUNK_INDEX_MAX:
+        raise TooLarge(f"{what} {length} exceeds the largest file of this layout "
+                       f"({(CHUNK_INDEX_MAX + 1) * inode.layout.chunk_size} bytes)")
+    return length
+
+
 class FileOps(CopyOps, InlineOps):
     store: Store
     chunk_store: ChunkStore
     rng: random.Random
     idem: IdemTable
+    leases: LeaseTable
+    OWN_CLIENT_IDS: frozenset[str]   # the meta process's own session holders (copies, moves)
+
+    def _renew_lease(self, client_id: str) -> None:
+        """client_id renews, or a write open is about to record its session: its lease runs from
+        now on (renewed before the session exists, so the reaper never sees it under an old one)."""
+        if client_id in self.OWN_CLIENT_IDS:
+            raise InvalidArgument(f"client id {client_id!r} is reserved for the metadata service")
+        self.leases.renew(client_id)
+
+    def renew_sessions(self, client_id: str, sessions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Renew client_id's lease; of the (inode, session) pairs it believes it holds, those gone."""
+        if len(sessions) > limits.renew_sessions_refs_max:
+            raise TooLarge(f"{len(sessions)} sessions in one RenewSessions; "
+                           f"at most {limits.renew_sessions_refs_max}")
+        self._renew_lease(client_id)
+        with self.store.read() as txn:
+            return [(inode_id, session_id) for inode_id, session_id in sessions
+                    if not self._holds(txn, inode_id, session_id, client_id)]
+
+    @staticmethod
+    def _holds(txn: Txn, inode_id: int, session_id: int, client_id: str) -> bool:
+        try:
+            held_session(txn, inode_id, session_id, client_id)
+        except FfsError:
+            return False
+        return True
 
     # -- idempotency -----------------------------------------------------------
     def _once(self, key: IdemKey | None, run: Callable[[], T], look_first: bool = True) -> T:
@@ -100,6 +143,8 @@ class FileOps(CopyOps, InlineOps):
                layout: types_pb2.Layout | None = None, request_id: str = "") -> tuple[types_pb2.Inode, int, str]:
         """Create (or open an existing) file; (inode, write session id or 0, canonical path)."""
         key = self.idem.key("Create", request_id, now_ns)
+        if open_for_write:
+            self._renew_lease(client_id)
         args = (path, now_ns, check_mode(mode or 0o644), exclusive, parents, open_for_write, client_id, layout,
                 key)
 
@@ -159,6 +204,8 @@ class FileOps(CopyOps, InlineOps):
              client_id: str = "", request_id: str = "") -> tuple[types_pb2.Inode, int, str]:
         """Open a file; a write open records a session. (inode, session id or 0, path)."""
         key = self.idem.key("Open", request_id, now_ns) if (write or truncate) else None
+        if write:
+            self._renew_lease(client_id)
 
         def attempt():
             result = self._open_txn(path, now_ns, write, truncate, client_id, key)
@@ -223,39 +270,36 @@ class FileOps(CopyOps, InlineOps):
 
     # -- close / sync ------------------------------------------------------
     def close(self, inode_id: int, session_id: int, now_ns: int, length_hint: int = 0,
-              update_mtime: bool = False, request_id: str = "") -> types_pb2.Inode:
-        """End a write session; the last one makes the length exact (asks storage)."""
+              update_mtime: bool = False, request_id: str = "", client_id: str = "") -> types_pb2.Inode:
+        """End client_id's write session; the last one makes the length exact (asks storage)."""
         key = self.idem.key("Close", request_id, now_ns)
         if session_id == 0:
             raise InvalidArgument("close needs the write session id (read-only opens are not tracked)")
-        return self._once(key, lambda: self._settle_length(inode_id, now_ns, length_hint, update_mtime,
-                                                           session_id, None, key))
+        return self._once(key, lambda: self._settle_length(inode_id, session_id, client_id, now_ns, length_hint,
+                                                           update_mtime, True, key))
 
-    def sync(self, inode_id: int, now_ns: int, length_hint: int = 0, update_mtime: bool = False,
-             truncate_version: int | None = None) -> types_pb2.Inode:
-        """fsync: make the stored length exact from storage, keep sessions open.
+    def sync(self, inode_id: int, session_id: int, now_ns: int, length_hint: int = 0,
+             update_mtime: bool = False, client_id: str = "") -> types_pb2.Inode:
+        """fsync of client_id's write session: make the stored length exact from storage, keep the
+        session open. The hint counts unless the file was truncated since the session opened."""
+        if session_id == 0:
+            raise InvalidArgument("sync needs the write session id: only a file open for writing syncs")
+        return self._settle_length(inode_id, session_id, client_id, now_ns, length_hint, update_mtime, False,
+                                   None)
 
-        truncate_version: the file's truncate version the hint was measured
-        against; a hint from before a truncate is ignored (it may describe bytes
-        the truncate cut). None (unknown) trusts the hint only on a file that was
-        never truncated.
-        """
-        return self._settle_length(inode_id, now_ns, length_hint, update_mtime, None,
-                                   truncate_version if truncate_version is not None else 0, None)
-
-    def _settle_length(self, inode_id, now_ns, length_hint, update_mtime, session_id, hint_truncate_version,
+    def _settle_length(self, inode_id, session_id, client_id, now_ns, length_hint, update_mtime, ending,
                        key) -> types_pb2.Inode:
-        """The hint counts when it was measured at the inode's current truncate version: the
-        session's (close) or hint_truncate_version's (sync)."""
+        """The hint counts when it was measured at the inode's current truncate version (the
+        session's). ending: the session closes (only the last writer asks storage)."""
         for _ in range(LENGTH_SETTLE_ATTEMPTS_MAX):
             with self.store.read() as txn:
                 seen, _ = load_file_any(txn, inode_id)
                 if seen.type != FILE:
                     raise InvalidArgument(f"inode {inode_id} is not a regular file")
-                if session_id is not None:
-                    get_session(txn, inode_id, session_id)
+                held_session(txn, inode_id, session_id, client_id)
+                check_length(length_hint, seen, "length hint")
                 inline = inline_record(txn, inode_id) is not None
-            last_writer = session_id is None or seen.open_write_sessions <= 1
+            last_writer = not ending or seen.open_write_sessions <= 1
             extent = (self.chunk_store.file_length_from_chunks(inode_id, layout_of(seen))
                       if last_writer and not inline else 0)
             with self.store.write() as txn:
@@ -265,11 +309,11 @@ class FileOps(CopyOps, InlineOps):
                     continue  # a truncate raced with the storage query: ask again
                 if (inline_record(txn, inode_id) is not None) != inline:
                     continue  # it moved to chunks meanwhile: ask storage
-                if session_id is not None:
-                    hint_truncate_version = get_session(txn, inode_id, session_id).truncate_version
+                session = held_session(txn, inode_id, session_id, client_id)
+                if ending:
                     close_session(txn, inode, session_id)
                 # An inline file's length is its record's: no hint or extent changes it.
-                hint_valid = hint_truncate_version == inode.truncate_version and not inline
+                hint_valid = session.truncate_version == inode.truncate_version and not inline
                 inode.length = max(inode.length, extent, length_hint if hint_valid else 0)
                 if update_mtime:
                     inode.mtime_ns = inode.ctime_ns = now_ns
@@ -298,10 +342,7 @@ class FileOps(CopyOps, InlineOps):
         """
         with self.store.read() as txn:
             inode, _ = load_file_any(txn, inode_id)
-        if length < 0:
-            raise InvalidArgument(f"negative length {length}")
-        if length // inode.layout.chunk_size > CHUNK_INDEX_MAX:
-            raise TooLarge(f"length {length} exceeds the largest file of this layout")
+        check_length(length, inode, "length")
         result = self._truncate_inline(inode_id, length, now_ns, key, result_of)
         if result is not None:
             return result

@@ -4,9 +4,17 @@ Unlink, rmdir -r, rename-over and O_TRUNC only move an inode into the ``gc``
 DB (in their own transaction); this thread later asks storage to remove the
 chunks, then deletes the record, so the request path never waits on storage.
 A record whose file still has write sessions is skipped until they close (as
-3FS defers reclamation). A storage failure leaves the record for the next
-pass; chunk removal is idempotent, so a crash between removal and record
+3FS defers reclamation; a dead client's sessions end with its lease,
+leases.py). A storage failure leaves the record for the next pass, with
+backoff; chunk removal is idempotent, so a crash between removal and record
 deletion only repeats work.
+
+Passes resume where the last one stopped (a cursor over the queue's keys,
+wrapping around) and do bounded work: at most GC_SCAN_RECORDS_MAX records
+looked at and GC_BATCH_INODES_MAX removals tried. So records that cannot go
+yet (open sessions, a dead chain in backoff, the delay) are stepped over, and
+every record is visited within a bounded number of passes however many of
+those there are.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from fireflyfs.common.errors import FfsError
 from fireflyfs.common.layout import Layout
@@ -25,7 +33,8 @@ from .store import Store, u64_key
 
 log = logging.getLogger(__name__)
 
-GC_BATCH_INODES_MAX = 256
+GC_BATCH_INODES_MAX = 256                          # removals tried per pass
+GC_SCAN_RECORDS_MAX = 16 * GC_BATCH_INODES_MAX     # queue records looked at per pass
 GC_RETRY_BACKOFF_MS_MAX = 30_000
 
 
@@ -39,33 +48,50 @@ class GarbageCollector:
         self.delay_ms = delay_ms
         self.clock_ns = clock_ns
         self._retry_at_ns: dict[int, tuple[int, int]] = {}  # inode -> (next try, backoff ms)
+        self._cursor = b""   # key of the last record looked at; the next pass starts after it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def pending(self) -> list[types_pb2.Inode]:
-        """Up to GC_BATCH_INODES_MAX queued files without open write sessions."""
+    def pending(self, now_ns: int) -> list[types_pb2.Inode]:
+        """The next files to try: up to GC_BATCH_INODES_MAX due ones among at most
+        GC_SCAN_RECORDS_MAX records from the cursor on; the cursor moves past each one looked at."""
+        out: list[types_pb2.Inode] = []
         with self.store.read() as txn:
-            out = []
-            for _key, value in txn.scan("gc"):
+            for scanned, (key, value) in enumerate(self._records_from_cursor(txn), start=1):
+                self._cursor = key
                 inode = types_pb2.Inode()
                 inode.ParseFromString(value)
-                if inode.open_write_sessions:
-                    continue  # deferred until its sessions close
-                out.append(inode)
-                if len(out) == GC_BATCH_INODES_MAX:
+                if self._due(inode, now_ns):
+                    out.append(inode)
+                if len(out) == GC_BATCH_INODES_MAX or scanned == GC_SCAN_RECORDS_MAX:
                     break
-            return out
+        return out
+
+    def _records_from_cursor(self, txn) -> Iterator[tuple[bytes, bytes]]:
+        """The queue once around: the records after the cursor, then from the first up to it."""
+        cursor = self._cursor
+        for key, value in txn.scan("gc", start=cursor):
+            if key != cursor:
+                yield key, value
+        if cursor:
+            for key, value in txn.scan("gc"):
+                if key > cursor:
+                    return
+                yield key, value
+
+    def _due(self, inode: types_pb2.Inode, now_ns: int) -> bool:
+        if inode.open_write_sessions:
+            return False   # deferred until its sessions close (or their lease expires)
+        if now_ns - inode.ctime_ns < self.delay_ms * 1_000_000:
+            return False
+        return now_ns >= self._retry_at_ns.get(inode.id, (0, 0))[0]
 
     def run_once(self, now_ns: int | None = None) -> int:
-        """One pass over (a batch of) the queue; returns how many files were reclaimed."""
+        """One bounded pass from the cursor; returns how many files were reclaimed."""
         now_ns = self.clock_ns() if now_ns is None else now_ns
         reclaimed = 0
-        for inode in self.pending():
-            if now_ns - inode.ctime_ns < self.delay_ms * 1_000_000:
-                continue
-            retry_at_ns, backoff_ms = self._retry_at_ns.get(inode.id, (0, 0))
-            if now_ns < retry_at_ns:
-                continue
+        for inode in self.pending(now_ns):
+            backoff_ms = self._retry_at_ns.get(inode.id, (0, 0))[1]
             try:
                 removed = self.chunk_store.remove_file_chunks(inode.id, Layout.from_proto(inode.layout))
             except (FfsError, OSError) as exc:

@@ -53,6 +53,7 @@ from fireflyfs.proto import meta_pb2, types_pb2
 
 from .idempotency import IdemKey
 from .layouts import allocate_file_layout
+from .replies import ReplyBudget
 from .inodes import (check_mode, close_session, end_sessions_of_client, inline_data, inline_record,
                       load_file_any, make_dirs, new_inode, open_session, put_inline_record, store_file_any,
                       touch_dir)
@@ -149,31 +150,35 @@ class InlineOps:
             return inode, as_path(components), inline_data(txn, inode) or b""
 
     def stat_results(self, paths: list[str], follow_symlinks: bool, inline_ok: bool,
-                     attrs_only: bool = False) -> list[meta_pb2.StatResult]:
+                     attrs_only: bool = False) -> tuple[list[meta_pb2.StatResult], bool]:
         """BatchStat: an inline file's bytes come along (inline_ok) or move to chunks first
-        (neither with attrs_only)."""
+        (neither with attrs_only). (results, more): results stop at the reply byte budget
+        (limits.meta_reply_bytes_max) and answer the first len(results) paths."""
         for _ in range(MOVE_ATTEMPTS_MAX):
             results, to_move = self._stat_results_once(paths, follow_symlinks, inline_ok, attrs_only)
             if not to_move:
-                return results
+                return results, len(results) < len(paths)
             for inode_id in to_move:
                 self._move_inline_to_chunks(inode_id)
         raise Unavailable("inline files kept changing while BatchStat moved them to chunks; retry")
 
     def _stat_results_once(self, paths, follow_symlinks, inline_ok, attrs_only):
         results, to_move = [], []
+        budget = ReplyBudget()
         with self.store.read() as txn:
             for path in paths:
                 try:
                     inode, components = resolve(txn, path, follow_symlinks)
+                    data = None if attrs_only else inline_data(txn, inode)
+                    result = meta_pb2.StatResult(inode=inode, path=as_path(components),
+                                                 inline_data=data if inline_ok else None)
                 except FfsError as exc:
-                    results.append(meta_pb2.StatResult(error=error_name(exc), message=str(exc)))
-                    continue
-                data = None if attrs_only else inline_data(txn, inode)
+                    data, result = None, meta_pb2.StatResult(error=error_name(exc), message=str(exc))
+                if not budget.admits(result):
+                    break   # the reply is full: the client asks again for the rest
                 if data is not None and not inline_ok:
                     to_move.append(inode.id)
-                results.append(meta_pb2.StatResult(inode=inode, path=as_path(components),
-                                                   inline_data=data if inline_ok else None))
+                results.append(result)
         return results, to_move
 
     # -- the move to chunks -------------------------------------------------

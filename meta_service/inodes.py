@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
+
 from fireflyfs.common import limits
-from fireflyfs.common.errors import AlreadyExists, InvalidArgument, NotADirectory, NotFound
+from fireflyfs.common.errors import AlreadyExists, InvalidArgument, NotADirectory, NotFound, PermissionDenied
 from fireflyfs.proto import meta_pb2, types_pb2
 
 from .layouts import merge_layout
@@ -95,11 +97,25 @@ def store_file_any(txn: Txn, inode: types_pb2.Inode, where: str) -> None:
     txn.put_msg(where, u64_key(inode.id), inode)
 
 
+SESSION_ID_DRAWS_MAX = 8
+
+
 def open_session(txn: Txn, inode: types_pb2.Inode, client_id: str, now_ns: int) -> int:
-    """Record a write session on inode (caller stores the inode); return its id."""
+    """Record a write session on inode (caller stores the inode); return its id.
+
+    Ids are random 64-bit numbers from the OS's CSPRNG, not a counter (nor a
+    seeded rng): a session id seen once tells nothing about anyone else's.
+    Closing or syncing also needs the holder's client id (``held_session``).
+    """
     if len(client_id.encode()) > limits.name_bytes_max:
         raise InvalidArgument("client id longer than 255 bytes")
-    session_id = txn.next_id("next_session", 1)
+    for _ in range(SESSION_ID_DRAWS_MAX):
+        session_id = secrets.randbits(64)
+        if session_id and txn.get_msg("sessions", session_key(inode.id, session_id),
+                                      meta_pb2.FileSession) is None:
+            break
+    else:
+        raise AssertionError("no free random session id in 8 draws of 64 bits")
     txn.put_msg("sessions", session_key(inode.id, session_id),
                 meta_pb2.FileSession(inode_id=inode.id, session_id=session_id, client_id=client_id,
                                      created_ns=now_ns, truncate_version=inode.truncate_version))
@@ -107,10 +123,15 @@ def open_session(txn: Txn, inode: types_pb2.Inode, client_id: str, now_ns: int) 
     return session_id
 
 
-def get_session(txn: Txn, inode_id: int, session_id: int) -> meta_pb2.FileSession:
+def held_session(txn: Txn, inode_id: int, session_id: int, client_id: str) -> meta_pb2.FileSession:
+    """The write session, when client_id holds it: only the holder closes or syncs a session."""
     session = txn.get_msg("sessions", session_key(inode_id, session_id), meta_pb2.FileSession)
     if session is None:
-        raise NotFound(f"no write session {session_id} on inode {inode_id}")
+        raise NotFound(f"no write session {session_id} on inode {inode_id} (closed, or ended when its "
+                       "client stopped renewing its lease)")
+    if session.client_id != client_id:
+        raise PermissionDenied(f"write session {session_id} on inode {inode_id} is held by another client; "
+                               f"only its holder may close or sync it (request from client {client_id!r})")
     return session
 
 

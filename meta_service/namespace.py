@@ -22,24 +22,34 @@ from fireflyfs.common.paths import path_components
 from fireflyfs.proto import meta_pb2, types_pb2
 
 from .chunk_store import ChunkStore
+from .copy import COPY_CLIENT_ID
 from .files import FileOps
 from .idempotency import IdemTable
+from .inline import MOVE_CLIENT_ID
+from .leases import LeaseTable, session_holders
 from .layouts import root_layout
+from .replies import ReplyBudget
 from .inodes import check_mode, make_dirs, new_inode, release_link, touch_dir
 from .resolve import DIR, FILE, ROOT_ID, SYMLINK, as_path, load_inode, resolve, resolve_parent
 from .store import Store, Txn
 
 
 class Namespace(FileOps):
+    OWN_CLIENT_IDS = frozenset((COPY_CLIENT_ID, MOVE_CLIENT_ID))
+
     def __init__(self, store: Store, chunk_store: ChunkStore, rng: random.Random | None = None,
-                 now_ns: int = 0, idem: IdemTable | None = None) -> None:
+                 now_ns: int = 0, idem: IdemTable | None = None, leases: LeaseTable | None = None) -> None:
+        """leases: the write-session lease table (leases.py); every client holding a stored
+        session starts with a full lease."""
         self.store = store
         self.chunk_store = chunk_store
         self.rng = rng or random.Random()
         self.idem = idem or IdemTable()
+        self.leases = leases or LeaseTable()
         self._ensure_root(now_ns)
         self._end_orphaned_copies(now_ns)
         self._end_orphaned_moves()
+        self.leases.grant_all(session_holders(store, excluded=self.OWN_CLIENT_IDS))
 
     def _ensure_root(self, now_ns: int) -> None:
         with self.store.write() as txn:
@@ -55,10 +65,11 @@ class Namespace(FileOps):
             return inode, as_path(components)
 
     def batch_stat(self, paths: list[str], follow_symlinks: bool = True, inline_ok: bool = False,
-                   attrs_only: bool = False) -> list[meta_pb2.StatResult]:
+                   attrs_only: bool = False) -> tuple[list[meta_pb2.StatResult], bool]:
         """Per path its inode (and canonical path) or error. BatchStat hands out read handles, so an
         inline file's bytes come along (inline_ok) or first move to chunks (inline.py); attrs_only
-        asks for plain stats (neither)."""
+        asks for plain stats (neither). (results, more): more when the reply's byte budget
+        (replies.py) ended it before the last path; results answer the first len(results) paths."""
         if len(paths) > limits.batch_stat_paths_max:
             raise TooLarge(f"{len(paths)} paths in one BatchStat; at most {limits.batch_stat_paths_max}")
         return self.stat_results(paths, follow_symlinks, inline_ok, attrs_only)
@@ -93,11 +104,14 @@ class Namespace(FileOps):
             if directory.type != DIR:
                 raise NotADirectory(f"{path} is not a directory")
             entries = []
+            budget = ReplyBudget()
             for entry in txn.scan_dentries(directory.id, start_after, after=True):
                 if len(entries) == limit:
                     return entries, True
                 if with_attrs:
                     entry.inode.CopyFrom(load_inode(txn, entry.inode_id))
+                if not budget.admits(entry):
+                    return entries, True
                 entries.append(entry)
             return entries, False
 
@@ -122,8 +136,9 @@ class Namespace(FileOps):
                     raise InvalidArgument(f"start_after {start_after!r} is not below {path!r}")
                 resume = after[len(top_components):]
             entries: list[meta_pb2.FoundEntry] = []
+            budget = ReplyBudget()
             for found in self._walk_tree(txn, top.id, top_components, 1, maxdepth, withdirs, resume):
-                if len(entries) == limit:
+                if len(entries) == limit or not budget.admits(found):
                     return entries, True
                 entries.append(found)
             return entries, False

@@ -1,5 +1,6 @@
-"""The metadata service process: LMDB store, Namespace, ClusterState, GC thread
-and one gRPC server carrying both the ``Meta`` and ``Mgmtd`` services."""
+"""The metadata service process: LMDB store, Namespace, ClusterState, the GC and
+session-reaper threads, and one gRPC server carrying both the ``Meta`` and
+``Mgmtd`` services."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import os
 import random
 import threading
 import time
+from typing import Mapping
 
 from fireflyfs.common.rpc import make_server
 from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
 
-from .chunk_store import ChunkStore, LazyStorageClient
+from .chunk_store import ChunkStore, GatedChunkStore, LazyStorageClient
 from .gc import GarbageCollector
+from .leases import SESSION_LEASE_MS_DEFAULT, LeaseTable, SessionReaper
 from .mgmtd.cluster import HEARTBEAT_TIMEOUT_MS_DEFAULT, ClusterState
 from .mgmtd.servicer import MgmtdServicer
 from .mgmtd.ticker import ClusterTicker
@@ -24,10 +27,17 @@ from .store import MAP_SIZE_BYTES_DEFAULT, Store
 
 log = logging.getLogger(__name__)
 
+ENV_PREFIX = "FFS_META_"
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MetaConfig:
-    """Everything the meta process can be told; defaults suit one machine."""
+    """Everything the meta process can be told; defaults suit one machine.
+
+    Every field but data_dir can be overridden from the environment as
+    ``FFS_META_<FIELD>`` (``from_env``), as ClientConfig does for clients, so
+    a launcher such as deploy/local_cluster.py passes one through ``extra_env``.
+    """
 
     data_dir: str
     listen: str = "127.0.0.1:0"
@@ -38,6 +48,34 @@ class MetaConfig:
     heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT
     map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT
     rpc_workers_max: int = 16
+    # A client's write sessions end this long after its last renewal (leases.py); clients renew
+    # every third of it.
+    session_lease_ms: int = SESSION_LEASE_MS_DEFAULT
+    # gRPC workers that may wait on storage at once (chunk_store.GatedChunkStore): half of them,
+    # so slow storage leaves the other half to metadata.
+    storage_calls_max: int = 8
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.storage_calls_max < self.rpc_workers_max:
+            raise ValueError(f"storage_calls_max must be in [1, rpc_workers_max={self.rpc_workers_max}): "
+                             "some workers must stay free for metadata")
+
+    @classmethod
+    def from_env(cls, data_dir: str, environ: Mapping[str, str] | None = None, **overrides) -> "MetaConfig":
+        """Defaults, then FFS_META_* variables, then explicit overrides."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is None or field.name == "data_dir":
+                continue
+            kind = {"int": int, "bool": lambda text: text.lower() in ("1", "true", "yes")}.get(field.type, str)
+            try:
+                values[field.name] = kind(raw)
+            except ValueError as exc:
+                raise ValueError(f"{ENV_PREFIX}{field.name.upper()}={raw!r} is not a {field.type}") from exc
+        values.update(overrides)
+        return cls(data_dir=data_dir, **values)
 
 
 class MetaServer:
@@ -52,8 +90,14 @@ class MetaServer:
         now_ns = time.time_ns()
         self.cluster = ClusterState(self.store, config.heartbeat_timeout_ms, now_ns // 1_000_000)
         self.ticker = ClusterTicker(self.cluster)  # times out silent nodes, advances chains (1 s)
-        self.namespace = Namespace(self.store, self.chunk_store, random.Random(os.urandom(16)), now_ns)
+        self.leases = LeaseTable(config.session_lease_ms)
+        self.namespace = Namespace(self.store, GatedChunkStore(self.chunk_store, config.storage_calls_max),
+                                   random.Random(os.urandom(16)), now_ns, leases=self.leases)
         self.gc = GarbageCollector(self.store, self.chunk_store, config.gc_interval_ms, config.gc_delay_ms)
+        self.reaper = SessionReaper(
+            self.store, self.leases, excluded=Namespace.OWN_CLIENT_IDS,
+            end_session=lambda inode_id, session_id, client_id: self.namespace.close(
+                inode_id, session_id, time.time_ns(), client_id=client_id))
         meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster), self.server)
         mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster), self.server)
         self._stopped = threading.Event()
@@ -61,9 +105,10 @@ class MetaServer:
     def start(self) -> None:
         self.server.start()
         self.gc.start()
+        self.reaper.start()
         self.ticker.start()
-        log.info("meta service listening on %s (data %s, fsync=%s)", self.address, self.config.data_dir,
-                 self.config.fsync)
+        log.info("meta service listening on %s (data %s, fsync=%s, session lease %d ms)", self.address,
+                 self.config.data_dir, self.config.fsync, self.config.session_lease_ms)
 
     def stop(self, grace_s: float = 2.0) -> None:
         if self._stopped.is_set():
@@ -72,6 +117,7 @@ class MetaServer:
         log.info("meta service stopping")
         self.server.stop(grace_s).wait()
         self.ticker.stop()
+        self.reaper.stop()
         self.gc.stop()
         if hasattr(self.chunk_store, "close"):
             self.chunk_store.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from fireflyfs.common import limits
-from fireflyfs.common.errors import FfsError, TooLarge, error_name
+from fireflyfs.common.errors import FfsError, InvalidArgument, TooLarge, error_name
 from fireflyfs.common.rpc import map_servicer_errors
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc, types_pb2
 
@@ -20,6 +20,14 @@ from .namespace import Namespace
 
 def _optional(request, field: str):
     return getattr(request, field) if request.HasField(field) else None
+
+
+def _holder(client_id: str) -> str:
+    """The client id a write session is opened, renewed, closed or synced by: never empty."""
+    if not client_id:
+        raise InvalidArgument("write sessions need a client_id: the client that holds them and renews "
+                              "their lease")
+    return client_id
 
 
 @map_servicer_errors
@@ -33,17 +41,18 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
         inode, path = result
         return meta_pb2.InodeReply(inode=inode, path=path)
 
-    @staticmethod
-    def _open_reply(result) -> meta_pb2.OpenReply:
+    def _open_reply(self, result) -> meta_pb2.OpenReply:
         inode, session_id, path = result
-        return meta_pb2.OpenReply(inode=inode, session_id=session_id, path=path)
+        return meta_pb2.OpenReply(inode=inode, session_id=session_id, path=path,
+                                  session_lease_ms=self.ns.leases.lease_ms if session_id else 0)
 
     def Stat(self, request, context):
         return self._inode_reply(self.ns.stat(request.path, request.follow_symlinks))
 
     def BatchStat(self, request, context):
-        return meta_pb2.BatchStatReply(results=self.ns.batch_stat(
-            list(request.paths), request.follow_symlinks, request.inline_ok, request.attrs_only))
+        results, more = self.ns.batch_stat(list(request.paths), request.follow_symlinks, request.inline_ok,
+                                           request.attrs_only)
+        return meta_pb2.BatchStatReply(results=results, more=more)
 
     def Mkdirs(self, request, context):
         return self._inode_reply(self.ns.mkdirs(
@@ -76,27 +85,35 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
         return self._open_reply(self.ns.create(
             request.path, time.time_ns(), mode=request.mode, exclusive=request.exclusive,
             truncate=request.truncate, parents=request.parents, open_for_write=request.open_for_write,
-            client_id=request.client_id, layout=_optional(request, "layout"), request_id=request.request_id))
+            client_id=_holder(request.client_id) if request.open_for_write else request.client_id, layout=_optional(request, "layout"), request_id=request.request_id))
 
     def Open(self, request, context):
         if request.inline_ok and not (request.write or request.truncate):
             inode, path, data = self.ns.open_inline(request.path)
             return meta_pb2.OpenReply(inode=inode, path=path, inline=bool(data), inline_data=data)
-        return self._open_reply(self.ns.open(request.path, time.time_ns(), write=request.write,
-                                             truncate=request.truncate, client_id=request.client_id,
-                                             request_id=request.request_id))
+        return self._open_reply(self.ns.open(
+            request.path, time.time_ns(), write=request.write, truncate=request.truncate,
+            client_id=_holder(request.client_id) if request.write else request.client_id,
+            request_id=request.request_id))
 
     def Close(self, request, context):
         inode = self.ns.close(request.inode_id, request.session_id, time.time_ns(),
                               length_hint=request.length_hint, update_mtime=request.update_mtime,
-                              request_id=request.request_id)
+                              request_id=request.request_id, client_id=_holder(request.client_id))
         return meta_pb2.InodeReply(inode=inode)
 
     def Sync(self, request, context):
-        inode = self.ns.sync(request.inode_id, time.time_ns(), length_hint=request.length_hint,
-                             update_mtime=request.update_mtime,
-                             truncate_version=_optional(request, "truncate_version"))
+        inode = self.ns.sync(request.inode_id, request.session_id, time.time_ns(),
+                             length_hint=request.length_hint, update_mtime=request.update_mtime,
+                             client_id=_holder(request.client_id))
         return meta_pb2.InodeReply(inode=inode)
+
+    def RenewSessions(self, request, context):
+        gone = self.ns.renew_sessions(_holder(request.client_id),
+                                      [(ref.inode_id, ref.session_id) for ref in request.sessions])
+        return meta_pb2.RenewSessionsReply(
+            gone=[meta_pb2.SessionRef(inode_id=inode_id, session_id=session_id) for inode_id, session_id in gone],
+            lease_ms=self.ns.leases.lease_ms)
 
     def List(self, request, context):
         entries, more = self.ns.list(request.path, request.start_after, request.limit, request.with_attrs)

@@ -72,10 +72,12 @@ class BatchCreateReply(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[CreateResult, _Mapping]]] = ...) -> None: ...
 
 class BatchStatReply(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "more")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[StatResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[StatResult, _Mapping]]] = ...) -> None: ...
+    more: bool
+    def __init__(self, results: _Optional[_Iterable[_Union[StatResult, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class MkdirsRequest(_message.Message):
     __slots__ = ("path", "mode", "parents", "exist_ok", "layout", "request_id")
@@ -136,44 +138,74 @@ class OpenRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., write: _Optional[bool] = ..., truncate: _Optional[bool] = ..., client_id: _Optional[str] = ..., request_id: _Optional[str] = ..., inline_ok: _Optional[bool] = ...) -> None: ...
 
 class OpenReply(_message.Message):
-    __slots__ = ("inode", "session_id", "path", "inline", "inline_data")
+    __slots__ = ("inode", "session_id", "path", "inline", "inline_data", "session_lease_ms")
     INODE_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     INLINE_FIELD_NUMBER: _ClassVar[int]
     INLINE_DATA_FIELD_NUMBER: _ClassVar[int]
+    SESSION_LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     inode: _types_pb2.Inode
     session_id: int
     path: str
     inline: bool
     inline_data: bytes
-    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., session_id: _Optional[int] = ..., path: _Optional[str] = ..., inline: _Optional[bool] = ..., inline_data: _Optional[bytes] = ...) -> None: ...
+    session_lease_ms: int
+    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., session_id: _Optional[int] = ..., path: _Optional[str] = ..., inline: _Optional[bool] = ..., inline_data: _Optional[bytes] = ..., session_lease_ms: _Optional[int] = ...) -> None: ...
 
 class CloseRequest(_message.Message):
-    __slots__ = ("inode_id", "session_id", "length_hint", "update_mtime", "request_id")
+    __slots__ = ("inode_id", "session_id", "length_hint", "update_mtime", "request_id", "client_id")
     INODE_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     LENGTH_HINT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MTIME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     inode_id: int
     session_id: int
     length_hint: int
     update_mtime: bool
     request_id: str
-    def __init__(self, inode_id: _Optional[int] = ..., session_id: _Optional[int] = ..., length_hint: _Optional[int] = ..., update_mtime: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    client_id: str
+    def __init__(self, inode_id: _Optional[int] = ..., session_id: _Optional[int] = ..., length_hint: _Optional[int] = ..., update_mtime: _Optional[bool] = ..., request_id: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
 
 class SyncRequest(_message.Message):
-    __slots__ = ("inode_id", "length_hint", "update_mtime", "truncate_version")
+    __slots__ = ("inode_id", "length_hint", "update_mtime", "session_id", "client_id")
     INODE_ID_FIELD_NUMBER: _ClassVar[int]
     LENGTH_HINT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MTIME_FIELD_NUMBER: _ClassVar[int]
-    TRUNCATE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     inode_id: int
     length_hint: int
     update_mtime: bool
-    truncate_version: int
-    def __init__(self, inode_id: _Optional[int] = ..., length_hint: _Optional[int] = ..., update_mtime: _Optional[bool] = ..., truncate_version: _Optional[int] = ...) -> None: ...
+    session_id: int
+    client_id: str
+    def __init__(self, inode_id: _Optional[int] = ..., length_hint: _Optional[int] = ..., update_mtime: _Optional[bool] = ..., session_id: _Optional[int] = ..., client_id: _Optional[str] = ...) -> None: ...
+
+class RenewSessionsRequest(_message.Message):
+    __slots__ = ("client_id", "sessions")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    sessions: _containers.RepeatedCompositeFieldContainer[SessionRef]
+    def __init__(self, client_id: _Optional[str] = ..., sessions: _Optional[_Iterable[_Union[SessionRef, _Mapping]]] = ...) -> None: ...
+
+class SessionRef(_message.Message):
+    __slots__ = ("inode_id", "session_id")
+    INODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    inode_id: int
+    session_id: int
+    def __init__(self, inode_id: _Optional[int] = ..., session_id: _Optional[int] = ...) -> None: ...
+
+class RenewSessionsReply(_message.Message):
+    __slots__ = ("gone", "lease_ms")
+    GONE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    gone: _containers.RepeatedCompositeFieldContainer[SessionRef]
+    lease_ms: int
+    def __init__(self, gone: _Optional[_Iterable[_Union[SessionRef, _Mapping]]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("path", "start_after", "limit", "with_attrs")

@@ -135,6 +135,11 @@ class MetaStub:
                 request_serializer=fireflyfs_dot_proto_dot_meta__pb2.BatchCreateRequest.SerializeToString,
                 response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.BatchCreateReply.FromString,
                 _registered_method=True)
+        self.RenewSessions = channel.unary_unary(
+                '/fireflyfs.Meta/RenewSessions',
+                request_serializer=fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsReply.FromString,
+                _registered_method=True)
 
 
 class MetaServicer:
@@ -260,6 +265,12 @@ class MetaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewSessions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -362,6 +373,11 @@ def add_MetaServicer_to_server(servicer, server):
                     servicer.BatchCreate,
                     request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.BatchCreateRequest.FromString,
                     response_serializer=fireflyfs_dot_proto_dot_meta__pb2.BatchCreateReply.SerializeToString,
+            ),
+            'RenewSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewSessions,
+                    request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -904,6 +920,33 @@ class Meta:
             '/fireflyfs.Meta/BatchCreate',
             fireflyfs_dot_proto_dot_meta__pb2.BatchCreateRequest.SerializeToString,
             fireflyfs_dot_proto_dot_meta__pb2.BatchCreateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Meta/RenewSessions',
+            fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsReply.FromString,
             options,
             channel_credentials,
             insecure,

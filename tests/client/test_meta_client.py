@@ -71,7 +71,7 @@ def test_every_mutation_carries_a_request_id():
     client.mkdirs("/d")
     client.create(meta_pb2.CreateRequest(path="/f"))
     client.open("/f", write=True)
-    client.close(1, 1, 0)
+    client.close(1, 1, "c", 0)
     client.remove("/f")
     client.symlink("/s", "/f")
     client.hard_link("/f", "/h")

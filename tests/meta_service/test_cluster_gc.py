@@ -48,8 +48,8 @@ def test_unlinked_and_o_trunc_replaced_files_are_reclaimed(cluster, ffs, ffs_dir
         reply = meta.Open(meta_pb2.OpenRequest(path=f"{ffs_dir}/truncated", write=True, truncate=True,
                                                client_id="test"), timeout=5)
         assert reply.inode.id != old.id and reply.inode.length == 0
-        closed = meta.Close(meta_pb2.CloseRequest(inode_id=reply.inode.id, session_id=reply.session_id),
-                            timeout=5).inode
+        closed = meta.Close(meta_pb2.CloseRequest(inode_id=reply.inode.id, session_id=reply.session_id,
+                                                  client_id="test"), timeout=5).inode
         assert closed.length == 0
         wait_until_gone(client, old)
         assert ffs.cat(f"{ffs_dir}/truncated") == b""

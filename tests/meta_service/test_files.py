@@ -34,13 +34,15 @@ def test_sessions_are_recorded_and_closed(ns, store):
     assert sid2 != sid and ns.stat("/f")[0].open_write_sessions == 2
     with store.read() as txn:
         assert {s.client_id for s in txn.sessions_of(inode.id)} == {"c1", "c2"}
-    ns.close(inode.id, sid, NOW)
-    ns.close(inode.id, sid2, NOW)
+    with pytest.raises(errors.PermissionDenied, match="held by another client"):
+        ns.close(inode.id, sid, NOW, client_id="c2")
+    ns.close(inode.id, sid, NOW, client_id="c1")
+    ns.close(inode.id, sid2, NOW, client_id="c2")
     assert ns.stat("/f")[0].open_write_sessions == 0
     with store.read() as txn:
         assert txn.sessions_of(inode.id) == []
     with pytest.raises(errors.NotFound):
-        ns.close(inode.id, sid, NOW)
+        ns.close(inode.id, sid, NOW, client_id="c1")
     _, read_sid, _ = ns.open("/f", NOW)
     assert read_sid == 0
 
@@ -68,7 +70,7 @@ def test_only_the_last_writer_asks_storage(ns, chunks):
 def test_sync_makes_length_exact_and_keeps_the_session(ns, chunks):
     inode, sid, _ = ns.create("/f", NOW, open_for_write=True)
     write(chunks, inode, 0, 4096)
-    assert ns.sync(inode.id, NOW).length == 4096
+    assert ns.sync(inode.id, sid, NOW).length == 4096
     assert ns.stat("/f")[0].open_write_sessions == 1
     ns.close(inode.id, sid, NOW)
 
@@ -76,7 +78,7 @@ def test_sync_makes_length_exact_and_keeps_the_session(ns, chunks):
 def test_truncate_wins_over_a_stale_hint(ns, chunks):
     inode, sid, _ = ns.create("/f", NOW, open_for_write=True)
     write(chunks, inode, 0, 8 * MiB)
-    ns.sync(inode.id, NOW)
+    ns.sync(inode.id, sid, NOW)
     truncated, _ = ns.truncate("/f", 100, NOW + 1)
     assert (truncated.length, truncated.truncate_version) == (100, 1)
     assert chunks.file_length_from_chunks(inode.id, Layout.from_proto(inode.layout)) == 100

@@ -42,10 +42,11 @@ def test_every_mutation_replays_its_first_result(ns, store, chunks):
     created = twice(store, lambda: ns.create("/d/f", NOW, exclusive=True, open_for_write=True,
                                              client_id="c", request_id="c1"))
     write(chunks, created[0], 0, 100)
-    twice(store, lambda: ns.close(created[0].id, created[1], NOW, length_hint=100, request_id="x1"))
+    twice(store, lambda: ns.close(created[0].id, created[1], NOW, length_hint=100, request_id="x1",
+                                  client_id="c"))
     opened = twice(store, lambda: ns.open("/d/f", NOW, write=True, client_id="c", request_id="o1"))
     assert ns.stat("/d/f")[0].open_write_sessions == 1, "a replayed write open opens no second session"
-    ns.close(created[0].id, opened[1], NOW)
+    ns.close(created[0].id, opened[1], NOW, client_id="c")
     twice(store, lambda: ns.symlink("/s", "/d/f", NOW, request_id="s1"))
     twice(store, lambda: ns.hardlink("/d/f", "/h", NOW, request_id="h1"))
     twice(store, lambda: ns.setattr("/h", NOW, mode=0o600, request_id="a1"))
@@ -142,20 +143,21 @@ def test_sync_ignores_a_hint_from_before_a_truncate(ns, chunks):
     inode, sid, _ = ns.create("/f", NOW, open_for_write=True)
     write(chunks, inode, 0, 1000)
     ns.truncate("/f", 10, NOW)
-    assert ns.sync(inode.id, NOW, length_hint=1000, truncate_version=0).length == 10
-    assert ns.sync(inode.id, NOW, length_hint=1000).length == 10, "no version: trusted only if never truncated"
-    assert ns.sync(inode.id, NOW, length_hint=500, truncate_version=1).length == 500
-    other, _, _ = ns.create("/g", NOW)
-    assert ns.sync(other.id, NOW, length_hint=64).length == 64
+    assert ns.sync(inode.id, sid, NOW, length_hint=1000).length == 10, "the session predates the truncate"
+    _, after, _ = ns.open("/f", NOW, write=True)
+    assert ns.sync(inode.id, after, NOW, length_hint=500).length == 500
+    other, other_sid, _ = ns.create("/g", NOW, open_for_write=True)
+    assert ns.sync(other.id, other_sid, NOW, length_hint=64).length == 64
     ns.close(inode.id, sid, NOW)
+    ns.close(inode.id, after, NOW)
 
 
 def test_a_failed_copy_leaves_no_destination_and_its_chunks_go_to_gc(ns, chunks, store):
     from fireflyfs.meta_service.gc import GarbageCollector
 
-    src, _, _ = ns.create("/src", NOW)
+    src, sid, _ = ns.create("/src", NOW, open_for_write=True)
     write(chunks, src, 0, 100)
-    ns.sync(src.id, NOW)
+    ns.close(src.id, sid, NOW)
     ns.create("/dst", NOW)
     old_dst = ns.stat("/dst")[0]
     chunks.fail = True
@@ -174,9 +176,9 @@ def test_a_failed_copy_leaves_no_destination_and_its_chunks_go_to_gc(ns, chunks,
 
 
 def test_copy_replaces_an_existing_file_in_one_step(ns, chunks, store):
-    src, _, _ = ns.create("/src", NOW)
+    src, sid, _ = ns.create("/src", NOW, open_for_write=True)
     write(chunks, src, 0, 300)
-    ns.sync(src.id, NOW)
+    ns.close(src.id, sid, NOW)
     ns.create("/dst", NOW)
     old = ns.stat("/dst")[0]
     copied, path = ns.copy_file("/src", "/dst", NOW)

@@ -139,7 +139,7 @@ def test_a_write_open_moves_the_bytes_to_chunks_first(ns, store, chunks):
     assert opened.id == inode.id and sid
     assert record(store, inode.id) is None
     assert bytes(chunks.data[inode.id]) == b"abcdef"
-    closed = ns.close(inode.id, sid, NOW, length_hint=6)
+    closed = ns.close(inode.id, sid, NOW, length_hint=6, client_id="w")
     assert closed.length == 6 and closed.open_write_sessions == 0
     # Appending (create without O_TRUNC, opening for write) moves too.
     other, _, _ = ns.create_inline("/g", b"xyz", NOW)
@@ -162,11 +162,12 @@ def test_batch_stat_brings_bytes_or_moves_them(ns, store, chunks):
     a, _, _ = ns.create_inline("/a", b"aaa", NOW)
     b, _, _ = ns.create_inline("/b", b"bb", NOW)
     ns.create("/c", NOW)
-    results = ns.batch_stat(["/a", "/b", "/c", "/missing"], inline_ok=True)
+    results, more = ns.batch_stat(["/a", "/b", "/c", "/missing"], inline_ok=True)
+    assert not more
     assert [r.inline_data for r in results] == [b"aaa", b"bb", b"", b""]
     assert results[3].error == "NotFound"
     assert chunks.calls == []
-    results = ns.batch_stat(["/a", "/c"])
+    results, _ = ns.batch_stat(["/a", "/c"])
     assert [r.inline_data for r in results] == [b"", b""] and results[0].inode.length == 3
     assert record(store, a.id) is None and bytes(chunks.data[a.id]) == b"aaa"
     assert record(store, b.id) == (b"bb", False)
@@ -219,10 +220,16 @@ def test_hard_links_share_the_record_until_the_last_goes(ns, store):
         assert txn.entries("gc") == 0
 
 
-def test_close_and_sync_never_change_an_inline_length(ns, store, chunks):
+def test_sync_of_an_inline_file_needs_a_session_and_changes_nothing(ns, store, chunks):
+    """An inline file has no client write session (a write open moves it to chunks first), so
+    no sync or close reaches its record."""
     inode, _, _ = ns.create_inline("/f", b"abc", NOW)
-    synced = ns.sync(inode.id, NOW, length_hint=1000)
-    assert synced.length == 3 and record(store, inode.id) == (b"abc", False)
+    before = dump(store)
+    with pytest.raises(errors.InvalidArgument, match="session"):
+        ns.sync(inode.id, 0, NOW, length_hint=1000)
+    with pytest.raises(errors.NotFound):
+        ns.sync(inode.id, 12345, NOW, length_hint=1000)
+    assert dump(store) == before and record(store, inode.id) == (b"abc", False)
     assert [c for c in chunks.calls if c[0] == "length"] == []
 
 

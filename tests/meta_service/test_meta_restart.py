@@ -139,7 +139,7 @@ def test_a_request_resent_after_a_restart_gets_its_first_reply(cluster):
     first = call("Create", create)
     restart_meta(cluster)
     assert call("Create", create) == first, "the retry is answered from the record, not AlreadyExists"
-    close = meta_pb2.CloseRequest(inode_id=first.inode.id, session_id=first.session_id,
+    close = meta_pb2.CloseRequest(inode_id=first.inode.id, session_id=first.session_id, client_id="test",
                                   request_id="restart-close-1")
     closed = call("Close", close)
     rename = meta_pb2.RenameRequest(src="/once/f", dst="/once/g", request_id="restart-rename-1")

@@ -230,7 +230,8 @@ def test_find_pages_resume_in_order(ns):
 
 def test_batch_stat_reports_per_item_errors(ns):
     ns.create("/f", NOW)
-    results = ns.batch_stat(["/f", "/missing", "/f/x", "bad\x00"])
+    results, more = ns.batch_stat(["/f", "/missing", "/f/x", "bad\x00"])
+    assert not more
     assert results[0].inode.type == types_pb2.INODE_FILE and not results[0].error
     assert [r.error for r in results[1:]] == ["NotFound", "NotADirectory", "InvalidPath"]
     assert all(r.message for r in results[1:])

@@ -47,10 +47,16 @@ def test_every_rpc(served):
     assert meta.Mkdirs(meta_pb2.MkdirsRequest(path="/d", layout=types_pb2.Layout(chunk_size=1 << 16))).path == "/d"
     created = meta.Create(meta_pb2.CreateRequest(path="/d/f", open_for_write=True, client_id="c"))
     assert created.session_id and created.inode.layout.chunk_size == 1 << 16
+    assert created.session_lease_ms == MetaConfig(data_dir="").session_lease_ms
     chunks.write(created.inode.id, Layout.from_proto(created.inode.layout), 0, 100_000)
-    assert meta.Sync(meta_pb2.SyncRequest(inode_id=created.inode.id)).inode.length == 100_000
+    assert meta.Sync(meta_pb2.SyncRequest(inode_id=created.inode.id, session_id=created.session_id,
+                                          client_id="c")).inode.length == 100_000
+    renewed = meta.RenewSessions(meta_pb2.RenewSessionsRequest(client_id="c", sessions=[
+        meta_pb2.SessionRef(inode_id=created.inode.id, session_id=created.session_id),
+        meta_pb2.SessionRef(inode_id=created.inode.id, session_id=created.session_id ^ 1)]))
+    assert [ref.session_id for ref in renewed.gone] == [created.session_id ^ 1] and renewed.lease_ms
     closed = meta.Close(meta_pb2.CloseRequest(inode_id=created.inode.id, session_id=created.session_id,
-                                              update_mtime=True)).inode
+                                              client_id="c", update_mtime=True)).inode
     assert closed.length == 100_000 and closed.open_write_sessions == 0
     opened = meta.Open(meta_pb2.OpenRequest(path="/d/f"))
     assert opened.session_id == 0 and opened.inode.id == created.inode.id
@@ -78,7 +84,7 @@ def test_every_rpc(served):
     assert statfs.inodes == 4 and statfs.gc_pending == 0  # /d/f lives on as /h
     with pytest.raises(errors.IsADirectory):
         with rpc.rpc_errors_mapped():
-            meta.Open(meta_pb2.OpenRequest(path="/", write=True))
+            meta.Open(meta_pb2.OpenRequest(path="/", write=True, client_id="c"))
 
 
 def test_command_line_flags_build_the_config(tmp_path):
@@ -147,3 +153,17 @@ def test_inline_creates_opens_and_batches(served):
     # A plain read open (no inline_ok) moves the bytes to chunks first.
     plain = meta.Open(meta_pb2.OpenRequest(path="/d/small"))
     assert not plain.inline and plain.inline_data == b"" and ("write", plain.inode.id, 0, 4) in chunks.calls
+
+
+def test_lease_and_storage_gate_come_from_flags_or_the_environment(monkeypatch):
+    from fireflyfs.meta_service.__main__ import parse_args
+
+    monkeypatch.setenv("FFS_META_SESSION_LEASE_MS", "1500")
+    monkeypatch.setenv("FFS_META_STORAGE_CALLS_MAX", "3")
+    config = parse_args(["--data-dir", "x"])
+    assert (config.session_lease_ms, config.storage_calls_max) == (1500, 3)
+    config = parse_args(["--data-dir", "x", "--session-lease-ms", "9000", "--storage-calls-max", "5"])
+    assert (config.session_lease_ms, config.storage_calls_max) == (9000, 5)
+    monkeypatch.setenv("FFS_META_STORAGE_CALLS_MAX", "16")
+    with pytest.raises(ValueError, match="must stay free for metadata"):
+        parse_args(["--data-dir", "x"])
