@@ -39,6 +39,16 @@ grpc_message_bytes_max = chunk_size_max + 4 * MiB
 batch_read_reply_bytes_max = grpc_message_bytes_max - 2 * MiB   # storage rejects a BatchRead asking more
 batch_read_request_bytes_target = 32 * MiB                       # the client splits batches at this size
 
+# LMDB maps: address space, not disk (data.mdb grows only as pages are used); a
+# full map doubles up to its max (common/lmdb_env.py).
+meta_map_bytes_default = 16 * GiB
+meta_map_bytes_max_default = 1024 * GiB
+target_map_bytes_default = 1 * GiB        # ~1 KiB of chunk meta per 4 MiB chunk: ~4 TiB of data
+target_map_bytes_max_default = 64 * GiB
+space_warn_fraction_default = 0.8         # warn once when a map or a disk passes this fill
+target_reserve_fraction_default = 0.05    # storage refuses new chunk bytes below this much free...
+target_reserve_bytes_default = 1 * GiB    # ...or this many bytes, whichever is smaller
+
 
 def is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
@@ -66,6 +76,11 @@ def _check() -> None:
         raise AssertionError("client batches must fit what storage accepts")
     if list_page_entries_default > list_page_entries_max:
         raise AssertionError("list page default exceeds its max")
+    if not (meta_map_bytes_default <= meta_map_bytes_max_default
+            and target_map_bytes_default <= target_map_bytes_max_default):
+        raise AssertionError("a map's default size exceeds its max")
+    if not (0 < space_warn_fraction_default < 1 and 0 <= target_reserve_fraction_default < 1):
+        raise AssertionError("space fractions out of range")
     if not 0 < inline_data_bytes_max < chunk_size_min:
         raise AssertionError("inline data must fit in one chunk of any layout")
 
