@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
+
+from fireflyfs.common.units import parse_positive_size
 
 from .server import MetaConfig, MetaServer, setup_logging
 
@@ -21,10 +24,26 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
     parser.add_argument("--gc-interval-ms", type=int, default=defaults.gc_interval_ms)
     parser.add_argument("--gc-delay-ms", type=int, default=defaults.gc_delay_ms)
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=defaults.heartbeat_timeout_ms)
+    parser.add_argument("--map-size", type=parse_positive_size,
+                        default=os.environ.get("FFS_META_MAP_SIZE", str(defaults.map_size_bytes)),
+                        help="initial LMDB map of the metadata store, e.g. 64GiB (address space, not disk); "
+                             "it doubles when full")
+    parser.add_argument("--map-size-max", type=parse_positive_size,
+                        default=os.environ.get("FFS_META_MAP_SIZE_MAX", str(defaults.map_size_bytes_max)),
+                        help="the most the map may grow to; at it, metadata writes answer NoSpace")
+    parser.add_argument("--space-warn-percent", type=float,
+                        default=float(os.environ.get("FFS_SPACE_WARN_PERCENT", defaults.space_warn_fraction * 100)),
+                        help="log a warning once when the map (of its max) or the disk passes this fill")
     args = parser.parse_args(argv)
+    if not 0 < args.space_warn_percent <= 100:
+        parser.error("--space-warn-percent must be in (0, 100]")
+    if args.map_size_max < args.map_size:
+        parser.error("--map-size-max must be at least --map-size")
     return MetaConfig(data_dir=args.data_dir, listen=args.listen, log_file=args.log_file, fsync=args.fsync,
                       gc_interval_ms=args.gc_interval_ms, gc_delay_ms=args.gc_delay_ms,
-                      heartbeat_timeout_ms=args.heartbeat_timeout_ms)
+                      heartbeat_timeout_ms=args.heartbeat_timeout_ms, map_size_bytes=args.map_size,
+                      map_size_bytes_max=args.map_size_max,
+                      space_warn_fraction=args.space_warn_percent / 100)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ import random
 import threading
 import time
 
+from fireflyfs.common import limits
 from fireflyfs.common.rpc import make_server
 from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
 
@@ -20,7 +21,8 @@ from .mgmtd.servicer import MgmtdServicer
 from .mgmtd.ticker import ClusterTicker
 from .namespace import Namespace
 from .servicer import MetaServicer
-from .store import MAP_SIZE_BYTES_DEFAULT, Store
+from .space_check import SPACE_CHECK_INTERVAL_MS_DEFAULT, MetaSpaceCheck
+from .store import MAP_SIZE_BYTES_DEFAULT, MAP_SIZE_BYTES_MAX_DEFAULT, Store
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,10 @@ class MetaConfig:
     gc_interval_ms: int = 200
     gc_delay_ms: int = 0                     # how long an unlinked file waits before its chunks go
     heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT
-    map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT
+    map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT          # LMDB map at start; doubles when full...
+    map_size_bytes_max: int = MAP_SIZE_BYTES_MAX_DEFAULT  # ...up to this, then writes answer NoSpace
+    space_warn_fraction: float = limits.space_warn_fraction_default
+    space_check_interval_ms: int = SPACE_CHECK_INTERVAL_MS_DEFAULT
     rpc_workers_max: int = 16
 
 
@@ -44,7 +49,8 @@ class MetaServer:
     def __init__(self, config: MetaConfig, chunk_store: ChunkStore | None = None) -> None:
         self.config = config
         self.store = Store(os.path.join(config.data_dir, "meta.lmdb"), fsync=config.fsync,
-                           map_size_bytes=config.map_size_bytes)
+                           map_size_bytes=config.map_size_bytes, map_size_bytes_max=config.map_size_bytes_max)
+        self.space_check = MetaSpaceCheck(self.store, config.space_warn_fraction, config.space_check_interval_ms)
         self.server, self.port = make_server(config.listen, config.rpc_workers_max)
         host = config.listen.rpartition(":")[0]
         self.address = f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
@@ -54,7 +60,8 @@ class MetaServer:
         self.ticker = ClusterTicker(self.cluster)  # times out silent nodes, advances chains (1 s)
         self.namespace = Namespace(self.store, self.chunk_store, random.Random(os.urandom(16)), now_ns)
         self.gc = GarbageCollector(self.store, self.chunk_store, config.gc_interval_ms, config.gc_delay_ms)
-        meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster), self.server)
+        meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster,
+                                                                  self.space_check), self.server)
         mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster), self.server)
         self._stopped = threading.Event()
 
@@ -62,6 +69,7 @@ class MetaServer:
         self.server.start()
         self.gc.start()
         self.ticker.start()
+        self.space_check.start()
         log.info("meta service listening on %s (data %s, fsync=%s)", self.address, self.config.data_dir,
                  self.config.fsync)
 
@@ -73,6 +81,7 @@ class MetaServer:
         self.server.stop(grace_s).wait()
         self.ticker.stop()
         self.gc.stop()
+        self.space_check.stop()
         if hasattr(self.chunk_store, "close"):
             self.chunk_store.close()
         self.store.close()
