@@ -113,3 +113,14 @@ def test_the_space_check_warns_once_past_its_threshold(tmp_path, caplog):
     assert "LMDB map" in warning and f"{fraction:.0%} full" in warning
     assert len([r for r in caplog.records if "LMDB map" in r.getMessage()]) == 1
     assert check.warning() == warning
+
+
+def test_meta_flags_set_the_map_sizes():
+    from fireflyfs.meta_service.__main__ import parse_args
+
+    config = parse_args(["--data-dir", "/tmp/unused", "--map-size", "64GiB", "--map-size-max", "2TiB",
+                         "--space-warn-percent", "70"])
+    assert (config.map_size_bytes, config.map_size_bytes_max, config.space_warn_fraction) == \
+        (64 << 30, 2 << 40, 0.7)
+    with pytest.raises(SystemExit):
+        parse_args(["--data-dir", "/tmp/unused", "--map-size", "2GiB", "--map-size-max", "1GiB"])
