@@ -69,31 +69,42 @@ class MapUsage:
 
 
 class _Gate:
-    """Shared slots for transactions, an exclusive turn for set_mapsize; re-entrant per thread."""
+    """Shared slots for transactions, an exclusive turn for set_mapsize; re-entrant per thread.
+
+    The shared path is one plain lock round trip each way (it runs for every
+    chunk-meta lookup); waiting happens on events, only while a grow is on.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._active = 0
         self._growing = False
+        self._drained = threading.Event()      # set by the last slot to leave during a grow
+        self._open = threading.Event()         # cleared while a grow holds new slots off
+        self._open.set()
+        self._turn = threading.Lock()          # one grow at a time
         self._held = threading.local()
 
     def enter(self) -> None:
-        depth = getattr(self._held, "depth", 0)
+        held = self._held
+        depth = getattr(held, "depth", 0)
         if depth == 0:
-            with self._cond:
-                while self._growing:
-                    self._cond.wait()
-                self._active += 1
-        self._held.depth = depth + 1
+            while True:
+                with self._lock:
+                    if not self._growing:
+                        self._active += 1
+                        break
+                self._open.wait()
+        held.depth = depth + 1
 
     def leave(self) -> None:
-        depth = self._held.depth - 1
-        self._held.depth = depth
-        if depth == 0:
-            with self._cond:
+        held = self._held
+        held.depth -= 1
+        if held.depth == 0:
+            with self._lock:
                 self._active -= 1
-                if self._active == 0 and self._growing:
-                    self._cond.notify_all()
+                if self._growing and self._active == 0:
+                    self._drained.set()
 
     def holding(self) -> bool:
         return getattr(self._held, "depth", 0) > 0
@@ -102,18 +113,21 @@ class _Gate:
         """Run action with no transaction active; False when that did not happen within timeout_s."""
         if self.holding():
             return False
-        with self._cond:
-            while self._growing:           # another thread is growing: wait for its turn to end
-                self._cond.wait()
-            self._growing = True
+        with self._turn:                       # another thread growing: wait for its turn to end
+            with self._lock:
+                self._growing = True
+                self._open.clear()
+                self._drained.clear()
+                drained = self._active == 0
             try:
-                if not self._cond.wait_for(lambda: self._active == 0, timeout_s):
+                if not drained and not self._drained.wait(timeout_s):
                     return False
                 action()
                 return True
             finally:
-                self._growing = False
-                self._cond.notify_all()
+                with self._lock:
+                    self._growing = False
+                    self._open.set()
 
 
 class _GatedTxn:
