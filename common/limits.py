@@ -45,6 +45,16 @@ batch_read_request_bytes_target = 32 * MiB                       # the client sp
 # 10,000 inline files of 16 KiB, or as many 4 KiB paths with 4 KiB symlink targets, would not fit.
 meta_reply_bytes_max = 16 * MiB
 
+# LMDB maps: address space, not disk (data.mdb grows only as pages are used); a
+# full map doubles up to its max (common/lmdb_env.py).
+meta_map_bytes_default = 16 * GiB
+meta_map_bytes_max_default = 1024 * GiB
+target_map_bytes_default = 1 * GiB        # ~1 KiB of chunk meta per 4 MiB chunk: ~4 TiB of data
+target_map_bytes_max_default = 64 * GiB
+space_warn_fraction_default = 0.8         # warn once when a map or a disk passes this fill
+target_reserve_fraction_default = 0.05    # storage refuses new chunk bytes below this much free...
+target_reserve_bytes_default = 1 * GiB    # ...or this many bytes, whichever is smaller
+
 
 def is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
@@ -77,6 +87,11 @@ def _check() -> None:
     if not path_bytes_max + symlink_target_bytes_max + inline_data_bytes_max < meta_reply_bytes_max \
             < grpc_message_bytes_max // 2:
         raise AssertionError("a Meta reply must hold its largest item and fit a message with room to spare")
+    if not (meta_map_bytes_default <= meta_map_bytes_max_default
+            and target_map_bytes_default <= target_map_bytes_max_default):
+        raise AssertionError("a map's default size exceeds its max")
+    if not (0 < space_warn_fraction_default < 1 and 0 <= target_reserve_fraction_default < 1):
+        raise AssertionError("space fractions out of range")
     if not 0 < inline_data_bytes_max < chunk_size_min:
         raise AssertionError("inline data must fit in one chunk of any layout")
 

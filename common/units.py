@@ -1,10 +1,11 @@
-"""Human byte sizes on command lines: '4KiB', '256MiB', '1GiB', '4k', '4096'."""
+"""Human byte sizes on command lines: '4KiB', '256MiB', '1GiB', '4k', '4096' (and '5%' where a share will do)."""
 
 from __future__ import annotations
 
 import re
 
 _FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
 _SIZE = re.compile(r"\s*(\d+)\s*([KMGT]?)(i?B?)?\s*", re.IGNORECASE)
 
 
@@ -22,3 +23,14 @@ def parse_positive_size(text: str) -> int:
     if value <= 0:
         raise ValueError(f"size must be positive, not {text!r}")
     return value
+
+
+def parse_size_or_percent(text: str) -> tuple[int | None, float | None]:
+    """(bytes, None) for a size, (None, fraction) for a percentage such as '5%' or '2.5%'; else ValueError."""
+    match = _PERCENT.fullmatch(str(text))
+    if match is None:
+        return parse_size(text), None
+    percent = float(match.group(1))
+    if percent > 100:
+        raise ValueError(f"bad percentage {text!r} (0% to 100%)")
+    return None, percent / 100

@@ -91,6 +91,10 @@ class LocalCluster:
     (which fences itself after half of it), with heartbeats every tenth of it.
     ``chain_table=False`` leaves the chain table to the operator
     (``ffs admin chain-table create``); up() then only waits for registration.
+    ``extra_env`` reaches every process it starts, which is how the services'
+    environment overrides pass through: e.g. ``FFS_TARGET_CAPACITY=8MiB`` and
+    ``FFS_TARGET_RESERVE=1MiB`` for a storage cluster that fills quickly,
+    ``FFS_META_MAP_SIZE``, ``FFS_TARGET_MAP_SIZE`` (and ``_MAX``) for LMDB maps.
     """
 
     def __init__(self, base_dir: str | os.PathLike, storage_nodes: int | None = None,

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import threading
+
+from fireflyfs.common.units import parse_positive_size
 
 from .server import MetaConfig, MetaServer, setup_logging
 
@@ -26,12 +29,27 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
                         help="write sessions of a client that stops renewing end after this long")
     parser.add_argument("--storage-calls-max", type=int, default=defaults.storage_calls_max,
                         help="request threads that may wait on storage at once; more fail fast (retryable)")
+    parser.add_argument("--map-size", type=parse_positive_size,
+                        default=os.environ.get("FFS_META_MAP_SIZE", str(defaults.map_size_bytes)),
+                        help="initial LMDB map of the metadata store, e.g. 64GiB (address space, not disk); "
+                             "it doubles when full")
+    parser.add_argument("--map-size-max", type=parse_positive_size,
+                        default=os.environ.get("FFS_META_MAP_SIZE_MAX", str(defaults.map_size_bytes_max)),
+                        help="the most the map may grow to; at it, metadata writes answer NoSpace")
+    parser.add_argument("--space-warn-percent", type=float,
+                        default=float(os.environ.get("FFS_SPACE_WARN_PERCENT", defaults.space_warn_fraction * 100)),
+                        help="log a warning once when the map (of its max) or the disk passes this fill")
     args = parser.parse_args(argv)
+    if not 0 < args.space_warn_percent <= 100:
+        parser.error("--space-warn-percent must be in (0, 100]")
+    if args.map_size_max < args.map_size:
+        parser.error("--map-size-max must be at least --map-size")
     return dataclasses.replace(
         defaults, data_dir=args.data_dir, listen=args.listen, log_file=args.log_file, fsync=args.fsync,
         gc_interval_ms=args.gc_interval_ms, gc_delay_ms=args.gc_delay_ms,
         heartbeat_timeout_ms=args.heartbeat_timeout_ms, session_lease_ms=args.session_lease_ms,
-        storage_calls_max=args.storage_calls_max)
+        storage_calls_max=args.storage_calls_max, map_size_bytes=args.map_size,
+        map_size_bytes_max=args.map_size_max, space_warn_fraction=args.space_warn_percent / 100)
 
 
 def main(argv: list[str] | None = None) -> None:

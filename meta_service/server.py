@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Mapping
 
+from fireflyfs.common import limits
 from fireflyfs.common.rpc import make_server
 from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
 
@@ -23,7 +24,8 @@ from .mgmtd.servicer import MgmtdServicer
 from .mgmtd.ticker import ClusterTicker
 from .namespace import Namespace
 from .servicer import MetaServicer
-from .store import MAP_SIZE_BYTES_DEFAULT, Store
+from .space_check import SPACE_CHECK_INTERVAL_MS_DEFAULT, MetaSpaceCheck
+from .store import MAP_SIZE_BYTES_DEFAULT, MAP_SIZE_BYTES_MAX_DEFAULT, Store
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,10 @@ class MetaConfig:
     gc_interval_ms: int = 200
     gc_delay_ms: int = 0                     # how long an unlinked file waits before its chunks go
     heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT
-    map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT
+    map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT          # LMDB map at start; doubles when full...
+    map_size_bytes_max: int = MAP_SIZE_BYTES_MAX_DEFAULT  # ...up to this, then writes answer NoSpace
+    space_warn_fraction: float = limits.space_warn_fraction_default
+    space_check_interval_ms: int = SPACE_CHECK_INTERVAL_MS_DEFAULT
     rpc_workers_max: int = 16
     # A client's write sessions end this long after its last renewal (leases.py); clients renew
     # every third of it.
@@ -69,7 +74,7 @@ class MetaConfig:
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is None or field.name == "data_dir":
                 continue
-            kind = {"int": int, "bool": lambda text: text.lower() in ("1", "true", "yes")}.get(field.type, str)
+            kind = {"int": int, "float": float, "bool": lambda text: text.lower() in ("1", "true", "yes")}.get(field.type, str)
             try:
                 values[field.name] = kind(raw)
             except ValueError as exc:
@@ -82,7 +87,8 @@ class MetaServer:
     def __init__(self, config: MetaConfig, chunk_store: ChunkStore | None = None) -> None:
         self.config = config
         self.store = Store(os.path.join(config.data_dir, "meta.lmdb"), fsync=config.fsync,
-                           map_size_bytes=config.map_size_bytes)
+                           map_size_bytes=config.map_size_bytes, map_size_bytes_max=config.map_size_bytes_max)
+        self.space_check = MetaSpaceCheck(self.store, config.space_warn_fraction, config.space_check_interval_ms)
         self.server, self.port = make_server(config.listen, config.rpc_workers_max)
         host = config.listen.rpartition(":")[0]
         self.address = f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
@@ -98,7 +104,8 @@ class MetaServer:
             self.store, self.leases, excluded=Namespace.OWN_CLIENT_IDS,
             end_session=lambda inode_id, session_id, client_id: self.namespace.close(
                 inode_id, session_id, time.time_ns(), client_id=client_id))
-        meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster), self.server)
+        meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster,
+                                                                  self.space_check), self.server)
         mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster), self.server)
         self._stopped = threading.Event()
 
@@ -107,6 +114,7 @@ class MetaServer:
         self.gc.start()
         self.reaper.start()
         self.ticker.start()
+        self.space_check.start()
         log.info("meta service listening on %s (data %s, fsync=%s, session lease %d ms)", self.address,
                  self.config.data_dir, self.config.fsync, self.config.session_lease_ms)
 
@@ -119,6 +127,7 @@ class MetaServer:
         self.ticker.stop()
         self.reaper.stop()
         self.gc.stop()
+        self.space_check.stop()
         if hasattr(self.chunk_store, "close"):
             self.chunk_store.close()
         self.store.close()

@@ -16,6 +16,7 @@ from fireflyfs.proto import meta_pb2, meta_pb2_grpc, types_pb2
 
 from .mgmtd.cluster import ClusterState
 from .namespace import Namespace
+from .space_check import MetaSpaceCheck
 
 
 def _optional(request, field: str):
@@ -32,9 +33,11 @@ def _holder(client_id: str) -> str:
 
 @map_servicer_errors
 class MetaServicer(meta_pb2_grpc.MetaServicer):
-    def __init__(self, namespace: Namespace, cluster: ClusterState) -> None:
+    def __init__(self, namespace: Namespace, cluster: ClusterState,
+                 space_check: MetaSpaceCheck | None = None) -> None:
         self.ns = namespace
         self.cluster = cluster
+        self.space_check = space_check
 
     @staticmethod
     def _inode_reply(result) -> meta_pb2.InodeReply:
@@ -162,6 +165,10 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
         capacity, used = self.cluster.capacity(time.time_ns() // 1_000_000)
         reply.capacity_bytes, reply.used_bytes = capacity, used
         reply.free_bytes = max(0, capacity - used)
+        if self.space_check is not None:
+            usage = self.space_check.store.map_usage()
+            reply.meta_map_used_bytes, reply.meta_map_bytes_max = usage.used_bytes, usage.map_bytes_max
+            reply.meta_warning = self.space_check.warning()
         return reply
 
     def CopyFile(self, request, context):

@@ -42,14 +42,17 @@ from typing import Iterator
 
 import lmdb
 
-from fireflyfs.common.errors import NoSpace
+from fireflyfs.common import limits
+from fireflyfs.common.errors import Unavailable
+from fireflyfs.common.lmdb_env import GrowingEnv, MapUsage, no_space_error
 from fireflyfs.proto import meta_pb2, types_pb2
 
 DB_NAMES = ("inodes", "dentries", "sessions", "gc", "counters",
             "nodes", "targets", "chains", "chain_tables", "idem", "idem_expiry", "inline")
 
 # Address space reserved for the map, not disk: data.mdb grows only as pages are used.
-MAP_SIZE_BYTES_DEFAULT = 16 << 30
+MAP_SIZE_BYTES_DEFAULT = limits.meta_map_bytes_default
+MAP_SIZE_BYTES_MAX_DEFAULT = limits.meta_map_bytes_max_default
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -184,14 +187,23 @@ class Txn:
 
 
 class Store:
-    """The LMDB environment at data_dir/meta.lmdb, with one writer at a time."""
+    """The LMDB environment at data_dir/meta.lmdb, with one writer at a time.
+
+    The map grows on its own (common/lmdb_env.py) up to map_size_bytes_max: a
+    write that finds it full is aborted, the map doubles under the write lock,
+    and the write answers Unavailable, which clients retry (nothing of it was
+    applied). At the max, and on a full disk, writes answer NoSpace.
+    """
 
     def __init__(self, path: str, fsync: bool = False,
-                 map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT) -> None:
+                 map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT,
+                 map_size_bytes_max: int = MAP_SIZE_BYTES_MAX_DEFAULT) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
-        self.env = lmdb.open(path, map_size=map_size_bytes, max_dbs=len(DB_NAMES) + 2,
-                             sync=fsync, metasync=fsync, max_readers=256)
+        self.env = GrowingEnv(path, map_bytes=map_size_bytes,
+                              map_bytes_max=max(map_size_bytes, map_size_bytes_max),
+                              what="metadata store", max_dbs=len(DB_NAMES) + 2,
+                              sync=fsync, metasync=fsync, max_readers=256)
         self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
         self._write_lock = threading.Lock()
 
@@ -199,17 +211,29 @@ class Store:
     def write(self) -> Iterator[Txn]:
         """One write transaction: committed when the block ends, aborted on any exception."""
         with self._write_lock:
+            map_bytes_seen = self.env.map_bytes
             try:
                 with self.env.begin(write=True) as txn:
                     yield Txn(txn, self.dbs)
             except lmdb.MapFullError as exc:
-                raise NoSpace(f"metadata store full ({self.env.info()['map_size']} bytes mapped); "
-                              "restart with a larger map size") from exc
+                # Aborted, and we hold the write lock: no transaction of ours blocks the grow.
+                if not self.env.grow_after_full(map_bytes_seen):
+                    raise self.env.full_error(exc) from exc
+                raise Unavailable(f"metadata store {self.path} was full at {map_bytes_seen} bytes and "
+                                  f"grew to {self.env.map_bytes}; nothing was applied, retry") from exc
+            except lmdb.Error as exc:
+                error = no_space_error(exc, f"metadata store {self.path}")
+                if error is None:
+                    raise
+                raise error from exc
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Txn]:
         with self.env.begin(write=False) as txn:
             yield Txn(txn, self.dbs)
+
+    def map_usage(self) -> MapUsage:
+        return self.env.usage()
 
     def close(self) -> None:
         self.env.close()

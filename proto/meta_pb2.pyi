@@ -358,20 +358,26 @@ class TruncateRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., length: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class StatFsReply(_message.Message):
-    __slots__ = ("capacity_bytes", "used_bytes", "free_bytes", "inodes", "gc_pending", "next_inode_id")
+    __slots__ = ("capacity_bytes", "used_bytes", "free_bytes", "inodes", "gc_pending", "next_inode_id", "meta_map_used_bytes", "meta_map_bytes_max", "meta_warning")
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     INODES_FIELD_NUMBER: _ClassVar[int]
     GC_PENDING_FIELD_NUMBER: _ClassVar[int]
     NEXT_INODE_ID_FIELD_NUMBER: _ClassVar[int]
+    META_MAP_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    META_MAP_BYTES_MAX_FIELD_NUMBER: _ClassVar[int]
+    META_WARNING_FIELD_NUMBER: _ClassVar[int]
     capacity_bytes: int
     used_bytes: int
     free_bytes: int
     inodes: int
     gc_pending: int
     next_inode_id: int
-    def __init__(self, capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., inodes: _Optional[int] = ..., gc_pending: _Optional[int] = ..., next_inode_id: _Optional[int] = ...) -> None: ...
+    meta_map_used_bytes: int
+    meta_map_bytes_max: int
+    meta_warning: str
+    def __init__(self, capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., inodes: _Optional[int] = ..., gc_pending: _Optional[int] = ..., next_inode_id: _Optional[int] = ..., meta_map_used_bytes: _Optional[int] = ..., meta_map_bytes_max: _Optional[int] = ..., meta_warning: _Optional[str] = ...) -> None: ...
 
 class CopyFileRequest(_message.Message):
     __slots__ = ("src", "dst", "parents", "request_id")

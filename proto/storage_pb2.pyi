@@ -212,18 +212,28 @@ class QueryLastChunkReply(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[LastChunkResult, _Mapping]]] = ...) -> None: ...
 
 class TargetSpace(_message.Message):
-    __slots__ = ("target_id", "capacity_bytes", "used_bytes", "free_bytes", "chunk_count")
+    __slots__ = ("target_id", "capacity_bytes", "used_bytes", "free_bytes", "chunk_count", "map_used_bytes", "map_bytes", "map_bytes_max", "reserve_bytes", "warning")
     TARGET_ID_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAP_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAP_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAP_BYTES_MAX_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
     target_id: int
     capacity_bytes: int
     used_bytes: int
     free_bytes: int
     chunk_count: int
-    def __init__(self, target_id: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+    map_used_bytes: int
+    map_bytes: int
+    map_bytes_max: int
+    reserve_bytes: int
+    warning: str
+    def __init__(self, target_id: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ..., map_used_bytes: _Optional[int] = ..., map_bytes: _Optional[int] = ..., map_bytes_max: _Optional[int] = ..., reserve_bytes: _Optional[int] = ..., warning: _Optional[str] = ...) -> None: ...
 
 class SpaceInfoReply(_message.Message):
     __slots__ = ("targets",)

@@ -8,6 +8,10 @@ chain, a new successor, or becoming the tail all take effect), REPLY/FAIL end
 the call. The op gives up after ``op_deadline_s`` with Unavailable: the chunk
 stays pending, and the next head write or a resync rolls it forward.
 
+A client write is first admitted against the head target's free-space
+reserve (space_guard.py: NoSpace when it would grow the chunk into the
+reserve); the updates it forwards are not, successors use the reserve.
+
 Client-originated updates (Write, TruncateChunk, RemoveChunks at the head)
 are admitted up to ``client_ops_max`` at a time; more answer Unavailable
 (retryable). Every update holds a request thread on each replica while it
@@ -106,6 +110,7 @@ class ChainDriver:
         mutation = Mutation(UpdateKind.WRITE, chunk_size, offset=offset, data=data)
 
         def apply() -> WriteOutcome:
+            target.space_guard.admit_write(key, offset, len(data))   # the head decides for the chain
             state = require(self._run(target, key, chain_id, chain_version, mutation, checksum=checksum),
                             "the chunk state after a client write")
             return WriteOutcome(state.commit_version, state.length, state.checksum)

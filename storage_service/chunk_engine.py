@@ -13,11 +13,11 @@ from __future__ import annotations
 import array
 import contextlib
 import dataclasses
-import errno
 import logging
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -25,9 +25,9 @@ import crc32c
 import lmdb
 
 from fireflyfs.common import limits
-from fireflyfs.common.errors import (ChecksumMismatch, ChunkNotCommitted, Internal, InvalidArgument,
-                                     NoSpace)
+from fireflyfs.common.errors import ChecksumMismatch, ChunkNotCommitted, Internal, InvalidArgument
 from fireflyfs.common.layout import validate_chunk_size
+from fireflyfs.common.lmdb_env import GrowingEnv, no_space_error
 
 from .chunk_files import ChunkFilePool, copy_range, pwrite_all
 from .craq import UpdateKind
@@ -44,6 +44,7 @@ _DECODED_METAS_MAX = 8192
 POOL_FILES_MAX_DEFAULT = 64       # free chunk files kept per target for reuse (256 MiB of 4 MiB chunks)
 _READ_FDS_MAX = 128
 _READ_RETRIES_MAX = 8
+DISK_USAGE_TTL_S = 1.0            # statvfs at most this often per target (space() runs per write admission)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Versions:
@@ -69,6 +70,9 @@ class SpaceStats:
     used_bytes: int
     free_bytes: int
     chunk_count: int
+    map_used_bytes: int = 0       # the chunk metadata LMDB: pages in use ...
+    map_bytes: int = 0            # ... its current map ...
+    map_bytes_max: int = 0        # ... and what the map may grow to
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -134,8 +138,9 @@ class ChunkEngine:
     """Chunk files + LMDB metadata for one target; thread-safe (its rules: docs/chunk-engine.md)."""
 
     def __init__(self, target_dir: str | os.PathLike, block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT,
-                 fsync: bool = False, map_size_bytes: int = 1 << 30,
-                 pool_files_max: int = POOL_FILES_MAX_DEFAULT) -> None:
+                 fsync: bool = False, map_size_bytes: int = limits.target_map_bytes_default,
+                 pool_files_max: int = POOL_FILES_MAX_DEFAULT,
+                 map_size_bytes_max: int = limits.target_map_bytes_max_default) -> None:
         if not (block_size >= CHECKSUM_BLOCK_BYTES_MIN and limits.is_power_of_two(block_size)
                 and block_size <= limits.chunk_size_min):
             raise InvalidArgument(f"checksum block size {block_size} must be a power of two in "
@@ -146,8 +151,11 @@ class ChunkEngine:
         self.chunks_dir = self.target_dir / "chunks"
         self.chunks_dir.mkdir(parents=True, exist_ok=True)
         self._chunks_prefix = f"{self.chunks_dir}{os.sep}"
-        self._env = lmdb.open(str(self.target_dir / "meta.lmdb"), map_size=map_size_bytes,
-                              subdir=True, sync=fsync, metasync=fsync, max_dbs=0, readahead=False)
+        self._env = GrowingEnv(str(self.target_dir / "meta.lmdb"), map_bytes=map_size_bytes,
+                               map_bytes_max=max(map_size_bytes, map_size_bytes_max),
+                               what="chunk metadata store", subdir=True, sync=fsync, metasync=fsync,
+                               max_dbs=0, readahead=False)
+        self._disk_usage: tuple[float, object] | None = None   # (when, shutil.disk_usage), DISK_USAGE_TTL_S
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._stats_lock = threading.Lock()
         self._zeros = bytes(max(block_size, 64 * limits.KiB))
@@ -261,11 +269,8 @@ class ChunkEngine:
         return meta
 
     def _put_meta(self, key: bytes, meta: ChunkMeta) -> None:
-        try:
-            with self._env.begin(write=True) as txn:
-                txn.put(key, meta.encode())
-        except lmdb.MapFullError as exc:
-            raise NoSpace(f"{describe_key(key)}: chunk metadata store of {self.target_dir} is full") from exc
+        encoded = meta.encode()
+        self._env.write(lambda txn: txn.put(key, encoded), f"{describe_key(key)}: chunk metadata store")
         with self._stats_lock:
             if meta.committed:
                 self._pending.discard(key)
@@ -492,25 +497,31 @@ class ChunkEngine:
 
     def remove(self, key: bytes) -> bool:
         """Remove one chunk (resync of a remote-only chunk, fsck repair); True if it existed."""
+        def delete(txn: lmdb.Transaction) -> ChunkMeta | None:
+            raw = txn.get(key)
+            if raw is None:
+                return None
+            txn.delete(key)
+            return ChunkMeta.decode(raw)
+
         with self._lock_for(key):
-            with self._env.begin(write=True) as txn:
-                raw = txn.get(key)
-                if raw is None:
-                    return False
-                meta = ChunkMeta.decode(raw)
-                txn.delete(key)
+            meta = self._env.write(delete, f"{describe_key(key)}: chunk metadata store")
+            if meta is None:
+                return False
             self._discard(self._path(key, meta.file_version))
         self._adjust_stats(-meta.length, -1, [key])
         return True
 
     @contextlib.contextmanager
     def _space_errors(self, key: bytes) -> Iterator[None]:
+        """A full disk (chunk file or LMDB) or map under a write becomes NoSpace naming the target."""
         try:
             yield
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise NoSpace(f"{describe_key(key)}: no space on {self.target_dir}") from exc
-            raise
+        except (OSError, lmdb.Error) as exc:
+            error = no_space_error(exc, f"{describe_key(key)} on target {self.target_dir}")
+            if error is None or error is exc:
+                raise
+            raise error from exc
 
     def _apply_write(self, key: bytes, old: ChunkMeta | None, offset: int, view: memoryview,
                      versions: _Versions, chunk_size: int = 0) -> ChunkMeta:
@@ -704,13 +715,17 @@ class ChunkEngine:
         with contextlib.ExitStack() as stack:
             for stripe in stripes:  # a fixed order: no deadlock with other multi-stripe removals
                 stack.enter_context(self._locks[stripe])
-            removed: list[tuple[bytes, ChunkMeta]] = []
-            with self._env.begin(write=True) as txn:
+
+            def delete(txn: lmdb.Transaction) -> list[tuple[bytes, ChunkMeta]]:
+                found = []
                 for key in keys:
                     raw = txn.get(key)
                     if raw is not None:
-                        removed.append((key, ChunkMeta.decode(raw)))
+                        found.append((key, ChunkMeta.decode(raw)))
                         txn.delete(key)
+                return found
+
+            removed = self._env.write(delete, f"inode {inode}: chunk metadata store")
             for key, meta in removed:
                 self._discard(self._path(key, meta.file_version))
         self._adjust_stats(-sum(meta.length for _, meta in removed), -len(removed),
@@ -944,9 +959,24 @@ class ChunkEngine:
                 inode, index = split_key(key)
                 yield inode, index, ChunkMeta.decode(raw)
 
-    def space(self, capacity_bytes: int | None = None) -> SpaceStats:
-        usage = shutil.disk_usage(self.target_dir)
+    def _disk_usage_cached(self, now: float):
+        cached = self._disk_usage
+        if cached is None or now - cached[0] >= DISK_USAGE_TTL_S or now < cached[0]:
+            cached = (now, shutil.disk_usage(self.target_dir))
+            self._disk_usage = cached
+        return cached[1]
+
+    def space(self, capacity_bytes: int | None = None, now: float | None = None) -> SpaceStats:
+        """Capacity (given, else the file system's), bytes in chunks, free bytes, chunk count, map use.
+
+        free is the smaller of what the file system has free (statvfs, cached
+        for DISK_USAGE_TTL_S) and capacity minus the chunk bytes held here
+        (exact, updated by every write and removal). Cheap enough per write.
+        """
+        usage = self._disk_usage_cached(time.monotonic() if now is None else now)
         with self._stats_lock:
             used, count = self._used_bytes, self._chunk_count
         capacity = capacity_bytes if capacity_bytes else usage.total
-        return SpaceStats(capacity, used, min(usage.free, max(capacity - used, 0)), count)
+        map_usage = self._env.usage()
+        return SpaceStats(capacity, used, min(usage.free, max(capacity - used, 0)), count,
+                          map_usage.used_bytes, map_usage.map_bytes, map_usage.map_bytes_max)

@@ -2,7 +2,9 @@
 
 ``python -m fireflyfs.storage_service --node-id N --data-dir DIR --listen 127.0.0.1:0
 --mgmtd 127.0.0.1:PORT --targets T [--log-file F] [--heartbeat-interval-ms MS]
-[--heartbeat-timeout-ms MS] [--fsync] [--block-size BYTES] [--bulk-listen HOST:PORT | --no-bulk]``
+[--heartbeat-timeout-ms MS] [--fsync] [--block-size BYTES] [--bulk-listen HOST:PORT | --no-bulk]
+[--target-capacity SIZE] [--target-reserve SIZE|PCT] [--target-map-size SIZE] [--target-map-size-max SIZE]
+[--space-warn-percent PCT]``
 
 Targets are DIR/target-<id>/ with id = N*100 + i + 1. The server binds first
 (port 0 = ephemeral), then registers "127.0.0.1:<bound port>" with mgmtd (with
@@ -25,7 +27,17 @@ UPTODATE per local_state.py.
 
 Environment overrides (flags win): FFS_HEARTBEAT_INTERVAL_MS, FFS_HEARTBEAT_TIMEOUT_MS,
 FFS_STORAGE_FSYNC=1, FFS_CHECKSUM_BLOCK_BYTES, FFS_STORAGE_BULK=0, FFS_CHUNK_POOL_FILES,
-FFS_CHUNK_POOL_PREFILL_MIB (chunk_engine.py explains the file pool).
+FFS_CHUNK_POOL_PREFILL_MIB (chunk_engine.py explains the file pool), FFS_TARGET_CAPACITY,
+FFS_TARGET_RESERVE, FFS_TARGET_MAP_SIZE, FFS_TARGET_MAP_SIZE_MAX, FFS_SPACE_WARN_PERCENT.
+
+Space (space_guard.py): each target refuses client writes that would leave
+less than its reserve free (default 5% of its capacity or 1 GiB, whichever is
+smaller), so a target fills to its reserve and stops with NoSpace instead of
+failing mid-write on a full disk. ``--target-capacity`` caps what a target may
+hold below its file system's size. Each target's chunk metadata LMDB starts
+at ``--target-map-size`` and doubles when full up to ``--target-map-size-max``
+(common/lmdb_env.py). A warning is logged once when a target's space or map
+passes ``--space-warn-percent`` (default 80), and shown in SpaceInfo.
 
 ``fsync`` (default off): a process kill keeps the page cache, so acknowledged
 writes survive SIGKILL without it; turn it on for power-loss durability.
@@ -44,6 +56,7 @@ from pathlib import Path
 
 from fireflyfs.common import limits
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
+from fireflyfs.common.units import parse_positive_size, parse_size
 from fireflyfs.common.rpc import make_channel, make_server
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
@@ -57,6 +70,7 @@ from .resync import ResyncManager
 from .rollforward import RollForwardSweeper
 from .routing_view import RoutingView
 from .servicer import StorageServicer
+from .space_guard import SpaceReserve
 from .target import Target, target_ids
 
 log = logging.getLogger(__name__)
@@ -84,6 +98,11 @@ class StorageConfig:
     bulk_listen: str | None = ""     # "" = the gRPC host, ephemeral port; None = no bulk listener
     chunk_pool_files: int = POOL_FILES_MAX_DEFAULT   # free chunk files kept per target for reuse
     chunk_pool_prefill_mib: int = 0  # per target: zero-filled pool files made at start (background)
+    target_capacity_bytes: int = 0   # 0: the file system's size
+    target_reserve: SpaceReserve = SpaceReserve()
+    target_map_size_bytes: int = limits.target_map_bytes_default
+    target_map_size_bytes_max: int = limits.target_map_bytes_max_default
+    space_warn_fraction: float = limits.space_warn_fraction_default
 
     def target_dir(self, target_id: int) -> Path:
         return self.data_dir / f"target-{target_id}"
@@ -96,7 +115,12 @@ class StorageNode:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.targets = {tid: Target(tid, config.target_dir(tid), block_size=config.block_size,
-                                    fsync=config.fsync, pool_files_max=config.chunk_pool_files)
+                                    fsync=config.fsync, pool_files_max=config.chunk_pool_files,
+                                    capacity_bytes=config.target_capacity_bytes,
+                                    reserve=config.target_reserve,
+                                    map_size_bytes=config.target_map_size_bytes,
+                                    map_size_bytes_max=config.target_map_size_bytes_max,
+                                    space_warn_fraction=config.space_warn_fraction)
                         for tid in target_ids(config.node_id, config.targets)}
         self.incarnation = time.time_ns()   # mgmtd tells a restarted process by it
         self.fence = Fence(config.node_id, config.heartbeat_timeout_ms)
@@ -221,6 +245,24 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
     parser.add_argument("--chunk-pool-prefill-mib", type=int,
                         default=_env_int("FFS_CHUNK_POOL_PREFILL_MIB", 0),
                         help="per target, zero-filled chunk files made in the background at start")
+    parser.add_argument("--target-capacity", type=parse_size,
+                        default=os.environ.get("FFS_TARGET_CAPACITY", "0"),
+                        help="bytes each target may hold, e.g. 500GiB (0: its file system's size)")
+    parser.add_argument("--target-reserve", type=SpaceReserve.parse,
+                        default=os.environ.get("FFS_TARGET_RESERVE", ""),
+                        help="free space each target keeps back from new chunk bytes: a size (2GiB) or a "
+                             "share of its capacity (5%%); default 5%% or 1GiB, whichever is smaller")
+    parser.add_argument("--target-map-size", type=parse_positive_size,
+                        default=os.environ.get("FFS_TARGET_MAP_SIZE", str(limits.target_map_bytes_default)),
+                        help="initial LMDB map of each target's chunk metadata (address space, not disk)")
+    parser.add_argument("--target-map-size-max", type=parse_positive_size,
+                        default=os.environ.get("FFS_TARGET_MAP_SIZE_MAX",
+                                               str(limits.target_map_bytes_max_default)),
+                        help="the most that map may grow to; at it, writes answer NoSpace")
+    parser.add_argument("--space-warn-percent", type=float,
+                        default=float(os.environ.get("FFS_SPACE_WARN_PERCENT",
+                                                     limits.space_warn_fraction_default * 100)),
+                        help="log a warning once when a target's space or map passes this fill")
     parser.add_argument("--bulk", action=argparse.BooleanOptionalAction,
                         default=os.environ.get("FFS_STORAGE_BULK", "1") != "0",
                         help="serve the bulk data path (--no-bulk: gRPC only)")
@@ -231,13 +273,21 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
         parser.error("--heartbeat-interval-ms must be >= 1")
     if args.heartbeat_timeout_ms < 2:
         parser.error("--heartbeat-timeout-ms must be >= 2")
+    if not 0 < args.space_warn_percent <= 100:
+        parser.error("--space-warn-percent must be in (0, 100]")
+    if args.target_map_size_max < args.target_map_size:
+        parser.error("--target-map-size-max must be at least --target-map-size")
     return StorageConfig(node_id=args.node_id, data_dir=args.data_dir, listen=args.listen,
                          mgmtd=args.mgmtd, targets=args.targets, log_file=args.log_file,
                          heartbeat_interval_ms=args.heartbeat_interval_ms,
                          heartbeat_timeout_ms=args.heartbeat_timeout_ms, fsync=args.fsync,
                          block_size=args.block_size, bulk_listen=args.bulk_listen if args.bulk else None,
                          chunk_pool_files=args.chunk_pool_files,
-                         chunk_pool_prefill_mib=args.chunk_pool_prefill_mib)
+                         chunk_pool_prefill_mib=args.chunk_pool_prefill_mib,
+                         target_capacity_bytes=args.target_capacity, target_reserve=args.target_reserve,
+                         target_map_size_bytes=args.target_map_size,
+                         target_map_size_bytes_max=args.target_map_size_max,
+                         space_warn_fraction=args.space_warn_percent / 100)
 
 
 def setup_logging(config: StorageConfig) -> None:

@@ -19,6 +19,10 @@ Behaviour other components rely on:
 * Write: chain head only; client CRC32C checked before storing; offset + len
   must fit in chunk_size; exactly-once per (client_id, channel, seqnum); the
   reply comes after every replica of the chain committed (CRAQ, chain_driver).
+  NoSpace when it would grow a chunk into the head target's free-space
+  reserve (space_guard.py), or when a disk or map is full.
+* SpaceInfo: per target capacity, chunk bytes, free bytes, chunk metadata map
+  use, the reserve, and a warning while past the fill threshold.
 * Update: chain-internal, from the predecessor (craq.py has the version rules).
 * TruncateChunk: through the chain like a write (missing chunk + length 0 stays
   missing; an unchanged length is a no-op).
@@ -258,9 +262,13 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
     def SpaceInfo(self, request: types_pb2.Empty, context) -> storage_pb2.SpaceInfoReply:
         reply = storage_pb2.SpaceInfoReply()
         for target_id in sorted(self._targets):
-            space = self._targets[target_id].space()
+            target = self._targets[target_id]
+            space = target.space()
             reply.targets.add(target_id=target_id, capacity_bytes=space.capacity_bytes,
                               used_bytes=space.used_bytes, free_bytes=space.free_bytes,
-                              chunk_count=space.chunk_count)
+                              chunk_count=space.chunk_count, map_used_bytes=space.map_used_bytes,
+                              map_bytes=space.map_bytes, map_bytes_max=space.map_bytes_max,
+                              reserve_bytes=target.space_guard.reserve_bytes(space),
+                              warning=target.space_warning())
         return reply
 

@@ -26,6 +26,7 @@ from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT, POOL_FILES_MAX_DEFAULT, 
 from .chunk_meta import ChunkMeta, describe_key
 from .chunk_locks import ChunkLocks, InFlight
 from .local_state import LocalStateTracker
+from .space_guard import SpaceGuard, SpaceReserve
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,17 @@ class Target:
 
     def __init__(self, target_id: int, path: str | os.PathLike, *, block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT,
                  fsync: bool = False, capacity_bytes: int = 0,
-                 pool_files_max: int = POOL_FILES_MAX_DEFAULT) -> None:
+                 pool_files_max: int = POOL_FILES_MAX_DEFAULT,
+                 map_size_bytes: int = limits.target_map_bytes_default,
+                 map_size_bytes_max: int = limits.target_map_bytes_max_default,
+                 reserve: SpaceReserve = SpaceReserve(),
+                 space_warn_fraction: float = limits.space_warn_fraction_default) -> None:
         self.id = target_id
         self.path = Path(path)
-        self.engine = ChunkEngine(self.path, block_size=block_size, fsync=fsync, pool_files_max=pool_files_max)
+        self.engine = ChunkEngine(self.path, block_size=block_size, fsync=fsync, pool_files_max=pool_files_max,
+                                  map_size_bytes=map_size_bytes, map_size_bytes_max=map_size_bytes_max)
         self.capacity_bytes = capacity_bytes  # 0: the file system's size
+        self.space_guard = SpaceGuard(target_id, self.engine, capacity_bytes, reserve, space_warn_fraction)
         self.local = LocalStateTracker(target_id)
         self.locks = ChunkLocks(target_id)
         self.in_flight = InFlight()
@@ -128,11 +135,20 @@ class Target:
     def write(self, key: bytes, offset: int, data: bytes, chunk_size: int, chain_version: int,
               checksum: int, client_id: str = "", channel: int = 0, seqnum: int = 0) -> WriteOutcome:
         """A write on this target alone (no chain), applied at most once per client channel seqnum."""
-        return self.deduplicated(client_id, channel, seqnum, key, lambda: WriteOutcome.from_meta(
-            self.engine.write(key, offset, data, chunk_size, chain_version, checksum=checksum)))
+        def apply() -> WriteOutcome:
+            self.space_guard.admit_write(key, offset, len(data))
+            return WriteOutcome.from_meta(self.engine.write(key, offset, data, chunk_size, chain_version,
+                                                            checksum=checksum))
+
+        return self.deduplicated(client_id, channel, seqnum, key, apply)
 
     def space(self) -> SpaceStats:
-        return self.engine.space(self.capacity_bytes or None)
+        """Space now; logs a warning once when the target or its chunk metadata map passes the threshold."""
+        return self.space_guard.check()[0]
+
+    def space_warning(self) -> str:
+        """The fill warnings of the last space() ("" when none)."""
+        return "; ".join(self.space_guard.watch.warnings())
 
     def info(self, node_id: int) -> types_pb2.TargetInfo:
         space = self.space()

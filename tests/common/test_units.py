@@ -2,7 +2,7 @@
 
 import pytest
 
-from fireflyfs.common.units import parse_positive_size, parse_size
+from fireflyfs.common.units import parse_positive_size, parse_size, parse_size_or_percent
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -23,3 +23,17 @@ def test_positive_size_rejects_zero():
     assert parse_positive_size("1KiB") == 1024
     with pytest.raises(ValueError, match="positive"):
         parse_positive_size("0")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("5%", (None, 0.05)), ("2.5 %", (None, 0.025)), ("100%", (None, 1.0)), ("1GiB", (1 << 30, None)),
+    ("0", (0, None)),
+])
+def test_size_or_percent(text, expected):
+    assert parse_size_or_percent(text) == expected
+
+
+@pytest.mark.parametrize("text", ["101%", "%", "5%%", "-5%", "five"])
+def test_bad_size_or_percent_is_rejected(text):
+    with pytest.raises(ValueError):
+        parse_size_or_percent(text)
