@@ -136,9 +136,13 @@ def test_rotten_replicas_are_read_around_and_repaired(make_cluster, request, bul
     try:
         # Right after a pass ended, the next one is seconds away: the read path has A to itself.
         passes = {t: s.passes_completed for t, s in scrub_status(client).items()}
-        after = wait_until(lambda: (now := scrub_status(client)) if all(
-            now[t].passes_completed > passes[t] and not now[t].pass_started_s for t in now) else None,
-            "a scrub pass to end")
+
+        def just_after_a_pass():
+            now = scrub_status(client)
+            done = all(now[t].passes_completed > passes[t] and not now[t].pass_started_s for t in now)
+            return now if done else None
+
+        after = wait_until(just_after_a_pass, "a scrub pass to end")
         rotten = {}
         for path, data in files.items():
             replica, index = pick_replica(client, local, path, rng)
