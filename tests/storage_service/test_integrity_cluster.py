@@ -32,7 +32,7 @@ from fireflyfs.client.client import FfsClient
 from fireflyfs.common.layout import Layout
 from fireflyfs.common.limits import KiB, MiB
 from fireflyfs.common.rpc import make_channel
-from fireflyfs.proto import storage_pb2_grpc, types_pb2
+from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 from fireflyfs.storage_service.chunk_meta import chunk_key
 
 from tests.conftest import announce_seed, seed_from_env
@@ -42,7 +42,7 @@ SCRUB_INTERVAL_S = 4
 wait_rounds_max = 600          # 0.1 s each: a bound on waiting, not a speed assertion
 
 
-def scrub_status(client: FfsClient) -> dict[int, types_pb2.Empty]:
+def scrub_status(client: FfsClient) -> dict[int, storage_pb2.TargetScrubStatus]:
     """Storage.ScrubStatus of every storage node, per target id."""
     found = {}
     for node in client.routing.routing_info().nodes:

@@ -12,7 +12,6 @@ stand-in repair function and a fake clock.
 
 from __future__ import annotations
 
-import os
 import random
 
 import pytest
