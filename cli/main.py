@@ -5,6 +5,7 @@
     ffs ls|stat|cat|put|get|rm|mkdir|mv URL   files, through fsspec
     ffs admin nodes|targets|chains URL        cluster manager views
     ffs admin fsck URL [--repair [--yes]]     compare replicas' bytes, find orphans (docs/fsck.md)
+    ffs admin scrub URL                       scrub progress, bad chunks found and repaired
     ffs admin target offline|online ID URL    hold a target offline / release it
     ffs admin chain-table create URL          a chain table (--replicas R)
 
@@ -22,7 +23,7 @@ import sys
 import click
 import grpc
 
-from . import admin, bench, cluster, fs, fsck, testbed
+from . import admin, bench, cluster, fs, fsck, scrub, testbed
 from ._output import EXIT_FAILURE, json_option, report_failure
 
 
@@ -63,6 +64,7 @@ cli.add_command(cluster.cluster)
 cli.add_command(bench.bench)       # ffs bench (bench/ffs_bench.py)
 cli.add_command(testbed.testbed)   # ffs testbed up|down|status|shape|exec (deploy/testbed.py)
 admin.admin.add_command(fsck.fsck)   # ffs admin fsck (its own module: admin.py has other owners)
+admin.admin.add_command(scrub.scrub)   # ffs admin scrub (likewise)
 cli.add_command(admin.admin)
 for command in fs.COMMANDS:
     cli.add_command(command)

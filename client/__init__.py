@@ -18,7 +18,7 @@ Modules, one job each:
   fork safe), ``config`` (ClientConfig: deadlines, retry budgets, limits),
   ``routing`` (cached chain routing: heads and serving replicas),
   ``replica_select`` (least-outstanding read balancing), ``retry`` (bounded
-  backoff).
+  backoff), ``bad_replicas`` (reports of replicas that sent rotten bytes).
 
 The package imports nothing from ``fireflyfs.cli``, ``fireflyfs.deploy`` or
 ``fireflyfs.bench`` (tests/test_layers.py checks). The names below load on

@@ -104,6 +104,9 @@ class BulkStorageTransport:
     def query_last_chunks(self, routes: list[Route], inode_id: int) -> list[LastChunk | None]:
         return self.grpc.query_last_chunks(routes, inode_id)
 
+    def report_bad_chunk(self, route: Route, inode_id: int, chunk_index: int) -> None:
+        self.grpc.report_bad_chunk(route, inode_id, chunk_index)
+
 
 _bulk_pools: dict[float, BulkPool] = {}
 _bulk_pools_lock = threading.Lock()

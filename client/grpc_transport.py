@@ -108,6 +108,10 @@ class GrpcStorageTransport:
             for r in routes])
         return last_chunks_from_reply(routes, self.call(routes[0], "QueryLastChunk", request))
 
+    def report_bad_chunk(self, route: Route, inode_id: int, chunk_index: int) -> None:
+        self.call(route, "ReportBadChunk", storage_pb2.ReportBadChunkRequest(
+            target_id=route.target_id, chunk=types_pb2.ChunkId(inode=inode_id, index=chunk_index)))
+
 
 def last_chunks_from_reply(routes: list[Route], reply: storage_pb2.QueryLastChunkReply) -> list[LastChunk | None]:
     """Each route's last chunk (None: it holds none), or the first per-chain error a reply carries."""

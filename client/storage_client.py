@@ -13,8 +13,7 @@ one node travel together, cut into requests under the transport's
 ahead of their replies, at most ``node_requests_inflight_max`` per node and
 ``requests_inflight_max`` in total (ClientConfig), and each reply is received
 straight into the caller's buffer, CRC32C checked against the stored block
-checksums (a mismatch is read once more, then reported for that request
-only); the others (gRPC) run on the IO threads meanwhile. Writes go to the
+checksums; the others (gRPC) run on the IO threads meanwhile. Writes go to the
 chain head, one write per chunk piece with its CRC32C, chunks in parallel on
 the IO threads (at most ``node_requests_inflight_max`` per node); the head
 answers only after every replica of the chain committed, and only that answer
@@ -26,6 +25,12 @@ Failover (CRAQ, 3FS's client rules):
   transport said ``NodeUnreachable``) is skipped while another serves;
 - a chunk mid-write answers ChunkNotCommitted: a short pause and the read is
   asked again, from the tail (which commits first) after a couple of tries;
+- bytes that fail their CRC32C (the node's own check, the check in transit,
+  or the bulk path's end-to-end check of whole blocks) are read again at once
+  from another serving replica; only when every replica failed (a lone
+  replica: twice) does that piece's request fail with ChecksumMismatch. Bad
+  bytes the node could not have seen (bulk's unverified whole blocks) are
+  reported to it off the read path (bad_replicas.py), and it repairs its copy;
 - StaleChainVersion, NotHead, Unavailable, deadlines and broken connections
   refresh the routing and retry with exponential backoff until
   ``retry_time_s`` has passed, then raise an error naming the chain, target
@@ -51,9 +56,10 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import crc32c
 
 from fireflyfs.common import errors
-from fireflyfs.common.errors import ChunkNotCommitted, FfsError, Retryable, Unavailable
+from fireflyfs.common.errors import ChecksumMismatch, ChunkNotCommitted, FfsError, Retryable, Unavailable
 from fireflyfs.common.layout import Layout
 from .buffers import ReadRequest, as_bytes, new_bytes, request_size, zero_fill
+from .bad_replicas import BadReplicaReporter
 from .bulk_client import BulkPool
 from .bulk_transport import BulkStorageTransport, shared_bulk_pool
 from .channels import ChannelPool, shared_pool
@@ -81,7 +87,9 @@ class _Piece:
     offset: int           # within the chunk
     length: int
     not_committed: int = 0   # ChunkNotCommitted answers so far
-    checksum_failures: int = 0   # replies whose bytes failed their CRC (a racing truncate, or bad bytes)
+    checksum_failures: int = 0   # replies whose bytes failed their CRC (bad bytes, or a racing truncate)
+    bad_targets: tuple[int, ...] = ()      # replicas whose bytes failed: read from the others
+    checksum_error: FfsError | None = None   # the last such failure, raised when no replica is left
 
 
 _Batch = list[tuple[_Piece, Route]]      # one read request: pieces for one node, each with its route
@@ -141,6 +149,8 @@ class StorageClient:
                 timeout_s = max(config.storage_read_timeout_s, config.storage_write_timeout_s)
                 transport = BulkStorageTransport(shared_bulk_pool(timeout_s), self.grpc, config)
         self.transport: StorageTransport = transport
+        self.reporter = BadReplicaReporter(self.transport.report_bad_chunk,
+                                           lambda send: self._pool.executor().submit(send), clock)
         # SequentialReader (streams.py) streams readahead over these connections; None: no bulk transport.
         self.bulk: BulkPool | None = transport.pool if isinstance(transport, BulkStorageTransport) else None
         self._node_slots: dict[int, threading.BoundedSemaphore] = {}   # chunk writes in flight per node
@@ -280,10 +290,11 @@ class StorageClient:
 
         def attempt() -> None:
             nonlocal pending
-            if pending:
+            while pending:
                 pending, error = self._read_round(pending, outs, failures)
-                if pending:
+                if pending and error is not None:
                     raise error
+                # error None: only pieces whose bytes failed on one replica are left: at once to another
 
         try:
             self.retrying(attempt, f"read of {len(requests)} range(s)")
@@ -293,14 +304,15 @@ class StorageClient:
                     failures[piece.request] = exc
         return failures
 
-    def _route_pieces(self, pending: list[_Piece], failed: list[_Piece], why: list[Retryable]
-                      ) -> dict[str, _Batch]:
+    def _route_pieces(self, pending: list[_Piece], failed: list[_Piece], why: list[Retryable],
+                      failures: list[errors.FfsError | None]) -> dict[str, _Batch]:
         """Pieces grouped by the node address that serves them.
 
         One routing lookup per chain and round, not per piece; each piece of a
         replicated chain goes to the replica with the fewest requests
         outstanding (3FS's LoadBalance); pieces that met ChunkNotCommitted
-        twice go to the tail, which commits first.
+        twice go to the tail, which commits first; pieces whose bytes failed
+        their CRC on a replica go to another (``_replicas_left``).
         """
         stripes: dict[Layout, list[int]] = {}
         by_chain: dict[int, list[_Piece]] = {}
@@ -329,10 +341,16 @@ class StorageClient:
                 failed.extend(pieces)
                 why.extend([exc] * len(pieces))
                 continue
-            to_tail = [piece for piece in pieces if piece.not_committed >= tail_after]
+            if any(piece.bad_targets for piece in pieces):
+                pieces = [piece for piece in pieces if self._replicas_left(piece, routes, failures)]
+            tail = routes[-1]
+
+            def for_tail(piece: _Piece) -> bool:
+                return piece.not_committed >= tail_after and tail.target_id not in piece.bad_targets
+
+            to_tail = [piece for piece in pieces if for_tail(piece)]
             if to_tail:
-                pieces = [piece for piece in pieces if piece.not_committed < tail_after]
-                tail = routes[-1]
+                pieces = [piece for piece in pieces if not for_tail(piece)]
                 self.selector.hold(tail.node_id, len(to_tail))
                 by_address.setdefault(tail.address, []).extend((piece, tail) for piece in to_tail)
             if not pieces:
@@ -343,9 +361,21 @@ class StorageClient:
                 by_address.setdefault(route.address, []).extend((piece, route) for piece in pieces)
                 continue
             for piece in pieces:     # replicas: each piece to the least busy one (3FS's LoadBalance)
-                route = self.selector.pick(routes)
+                route = self.selector.pick(self._replicas_left(piece, routes) if piece.bad_targets else routes)
                 by_address.setdefault(route.address, []).append((piece, route))
         return by_address
+
+    @staticmethod
+    def _replicas_left(piece: _Piece, routes: list[Route],
+                       failures: list[errors.FfsError | None] | None = None) -> list[Route]:
+        """The serving replicas whose bytes have not failed this piece; with failures given, a piece
+        with none left fails its request (after one more read if the chain has a lone replica)."""
+        left = [route for route in routes if route.target_id not in piece.bad_targets]
+        if not left and piece.checksum_failures < 2:
+            left = routes       # a lone replica: once more, a truncate may have raced the read
+        if not left and failures is not None:
+            failures[piece.request] = failures[piece.request] or piece.checksum_error
+        return left
 
     def _read_round(self, pending: list[_Piece], outs: list[memoryview],
                     failures: list[errors.FfsError | None]) -> tuple[list[_Piece], Retryable | None]:
@@ -356,7 +386,7 @@ class StorageClient:
         """
         failed: list[_Piece] = []
         failures_retry: list[Retryable] = []
-        by_address = self._route_pieces(pending, failed, failures_retry)
+        by_address = self._route_pieces(pending, failed, failures_retry, failures)
         blocking_batches: list[_Batch] = []
         pipelined_batches: list[_Batch] = []
         for items in by_address.values():
@@ -384,6 +414,8 @@ class StorageClient:
             failures_retry.extend(why)
         if not failed:
             return [], None
+        if not failures_retry:
+            return failed, None      # only pieces to read from another replica (see _receive)
         others = [exc for exc in failures_retry if not isinstance(exc, ChunkNotCommitted)]
         return failed, (others or failures_retry or [Unavailable("reads left over")])[-1]
 
@@ -472,11 +504,15 @@ class StorageClient:
                 if outcome.data_len < piece.length:
                     zero_fill(view[outcome.data_len:])     # a hole, or a chunk shorter than the file
                 continue
-            if outcome.checksum_failed and piece.checksum_failures == 0:
-                piece.checksum_failures += 1     # once more: a truncate may have raced the send
+            if isinstance(exc, ChecksumMismatch):     # bad bytes on this replica: another one, at once
+                piece.checksum_failures += 1
+                piece.bad_targets += (piece_route.target_id,)
+                piece.checksum_error = ChecksumMismatch(
+                    f"chunk {piece.inode_id}:{piece.chunk_index} on {describe(piece_route)}: {exc} "
+                    f"({piece.checksum_failures} replica read(s) failed)")
+                if outcome.checksum_failed:     # the node sent them unchecked: tell it
+                    self.reporter.report(piece_route, piece.inode_id, piece.chunk_index)
                 failed.append(piece)
-                why.append(Unavailable(f"chunk {piece.inode_id}:{piece.chunk_index} on {describe(piece_route)}: "
-                                       f"{exc}; reading again"))
                 continue
             if isinstance(exc, Retryable):
                 if isinstance(exc, ChunkNotCommitted):

@@ -73,7 +73,9 @@ class ReadOutcome:
     chunk_length: int = 0
     commit_version: int = 0
     error: errors.FfsError | None = None
-    checksum_failed: bool = False      # the bytes arrived but did not match their CRC: worth one more read
+    # The bytes arrived but failed the stored block CRCs the node sent along: the node did not check
+    # them itself (bulk sends whole blocks with sendfile), so the client reports the replica.
+    checksum_failed: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,3 +125,6 @@ class StorageTransport(Protocol):
 
     def query_last_chunks(self, routes: list[Route], inode_id: int) -> list[LastChunk | None]:
         """Per route (all on one node): the last chunk of inode_id on that chain, None if it has none."""
+
+    def report_bad_chunk(self, route: Route, inode_id: int, chunk_index: int) -> None:
+        """Tell route's node that its copy of the chunk failed its CRCs here (it re-verifies and repairs)."""

@@ -10,7 +10,9 @@ where the last one ended drops the pipeline (its connections are closed, not
 drained) and starts a new one. Any failure (a node gone, a stale chain, a
 chunk mid-write, a bad CRC) drops the pipeline and reads the rest through
 ``StorageClient.read_into``, which owns retries and failover; so does a file
-whose nodes have no bulk listener.
+whose nodes have no bulk listener. Bytes that fail their CRC are reported to
+the node that sent them (it repairs its copy) before the general path reads
+them from a replica.
 
 WriteBehind: buffered writes cut at chunk boundaries (every Storage write
 fills a whole chunk, except at the ends), each full chunk sent on an IO thread
@@ -29,7 +31,7 @@ import os
 import threading
 from concurrent.futures import Future
 
-from fireflyfs.common.errors import FfsError
+from fireflyfs.common.errors import ChecksumMismatch, FfsError
 from fireflyfs.common.layout import Layout
 from .buffers import ReadRequest, zero_fill
 from .bulk_client import BulkConnection, ReplyStream
@@ -135,6 +137,11 @@ class SequentialReader:
             except _NoBulk:
                 self._bulk = False
                 self.close()
+            except ChecksumMismatch:
+                head = self._ahead[0] if self._ahead else None
+                if head is not None and head.stream is not None:     # whole blocks the node did not check
+                    self._storage.reporter.report(head.route, self._inode_id, head.io[3])
+                self.close()    # the general path below reads another replica
             except FfsError:
                 self.close()    # the general path below retries, fails over, or names the error
         failure = self._storage.read_into(

@@ -36,6 +36,7 @@ io_threads_default = 16                  # parallel chunk IOs per client process
 batch_create_requests_max = 1024         # creates in one Meta.BatchCreate
 inline_data_bytes_max = 16 * KiB          # a file this small may live in the metadata store (meta_service/inline.py)
 renew_sessions_refs_max = 65536          # write sessions named in one Meta.RenewSessions
+repair_queue_entries_max = 1024          # chunks waiting for repair on one storage node (storage_service/repair.py)
 
 # gRPC messages carry at most one chunk plus framing.
 grpc_message_bytes_max = chunk_size_max + 4 * MiB

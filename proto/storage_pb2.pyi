@@ -328,3 +328,57 @@ class RemoveChunkRequest(_message.Message):
     target_id: int
     chunk: _types_pb2.ChunkId
     def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., target_id: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ...) -> None: ...
+
+class ReportBadChunkRequest(_message.Message):
+    __slots__ = ("target_id", "chunk")
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    target_id: int
+    chunk: _types_pb2.ChunkId
+    def __init__(self, target_id: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ...) -> None: ...
+
+class ReportBadChunkReply(_message.Message):
+    __slots__ = ("queued",)
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    queued: bool
+    def __init__(self, queued: _Optional[bool] = ...) -> None: ...
+
+class TargetScrubStatus(_message.Message):
+    __slots__ = ("target_id", "pass_started_s", "pass_chunks_checked", "pass_bytes_checked", "pass_bytes_total", "last_pass_ended_s", "last_pass_duration_s", "passes_completed", "bad_found", "repaired", "unrepairable", "reports_received", "reports_unconfirmed", "repairs_queued")
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    PASS_STARTED_S_FIELD_NUMBER: _ClassVar[int]
+    PASS_CHUNKS_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    PASS_BYTES_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    PASS_BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LAST_PASS_ENDED_S_FIELD_NUMBER: _ClassVar[int]
+    LAST_PASS_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    PASSES_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    BAD_FOUND_FIELD_NUMBER: _ClassVar[int]
+    REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    UNREPAIRABLE_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_UNCONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    REPAIRS_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    target_id: int
+    pass_started_s: float
+    pass_chunks_checked: int
+    pass_bytes_checked: int
+    pass_bytes_total: int
+    last_pass_ended_s: float
+    last_pass_duration_s: float
+    passes_completed: int
+    bad_found: int
+    repaired: int
+    unrepairable: int
+    reports_received: int
+    reports_unconfirmed: int
+    repairs_queued: int
+    def __init__(self, target_id: _Optional[int] = ..., pass_started_s: _Optional[float] = ..., pass_chunks_checked: _Optional[int] = ..., pass_bytes_checked: _Optional[int] = ..., pass_bytes_total: _Optional[int] = ..., last_pass_ended_s: _Optional[float] = ..., last_pass_duration_s: _Optional[float] = ..., passes_completed: _Optional[int] = ..., bad_found: _Optional[int] = ..., repaired: _Optional[int] = ..., unrepairable: _Optional[int] = ..., reports_received: _Optional[int] = ..., reports_unconfirmed: _Optional[int] = ..., repairs_queued: _Optional[int] = ...) -> None: ...
+
+class ScrubStatusReply(_message.Message):
+    __slots__ = ("targets", "rate_bytes_per_s")
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    RATE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedCompositeFieldContainer[TargetScrubStatus]
+    rate_bytes_per_s: int
+    def __init__(self, targets: _Optional[_Iterable[_Union[TargetScrubStatus, _Mapping]]] = ..., rate_bytes_per_s: _Optional[int] = ...) -> None: ...

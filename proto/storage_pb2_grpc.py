@@ -90,6 +90,16 @@ class StorageStub:
                 request_serializer=fireflyfs_dot_proto_dot_storage__pb2.RemoveChunkRequest.SerializeToString,
                 response_deserializer=fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ReportBadChunk = channel.unary_unary(
+                '/fireflyfs.Storage/ReportBadChunk',
+                request_serializer=fireflyfs_dot_proto_dot_storage__pb2.ReportBadChunkRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_storage__pb2.ReportBadChunkReply.FromString,
+                _registered_method=True)
+        self.ScrubStatus = channel.unary_unary(
+                '/fireflyfs.Storage/ScrubStatus',
+                request_serializer=fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_storage__pb2.ScrubStatusReply.FromString,
+                _registered_method=True)
 
 
 class StorageServicer:
@@ -161,6 +171,18 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportBadChunk(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScrubStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +240,16 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.RemoveChunk,
                     request_deserializer=fireflyfs_dot_proto_dot_storage__pb2.RemoveChunkRequest.FromString,
                     response_serializer=fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
+            ),
+            'ReportBadChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportBadChunk,
+                    request_deserializer=fireflyfs_dot_proto_dot_storage__pb2.ReportBadChunkRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_storage__pb2.ReportBadChunkReply.SerializeToString,
+            ),
+            'ScrubStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScrubStatus,
+                    request_deserializer=fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_storage__pb2.ScrubStatusReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -517,6 +549,60 @@ class Storage:
             '/fireflyfs.Storage/RemoveChunk',
             fireflyfs_dot_proto_dot_storage__pb2.RemoveChunkRequest.SerializeToString,
             fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportBadChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Storage/ReportBadChunk',
+            fireflyfs_dot_proto_dot_storage__pb2.ReportBadChunkRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_storage__pb2.ReportBadChunkReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScrubStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Storage/ScrubStatus',
+            fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
+            fireflyfs_dot_proto_dot_storage__pb2.ScrubStatusReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,8 @@
     chunk_locks.py   per-chunk locks held for a whole update; updates in flight (resync drain)
     resync.py        predecessor of a SYNCING target copies what it lacks, then SyncDone
     rollforward.py   heads complete updates a failure left pending
+    repair.py        a rotten chunk re-verified and rewritten from a good replica (bounded queue)
+    scrub.py         background re-verify of every committed chunk at a bounded rate
     local_state.py   ONLINE/UPTODATE reported in heartbeats
     fencing.py       stop serving after half the heartbeat timeout without mgmtd contact
     routing_view.py  the node's routing: chains, public states, peer addresses, fences

@@ -54,7 +54,7 @@ import threading
 import time
 from typing import Callable
 
-from fireflyfs.common.errors import FfsError, InvalidArgument, NotFound, TooLarge
+from fireflyfs.common.errors import ChecksumMismatch, FfsError, InvalidArgument, NotFound, TooLarge
 from fireflyfs.common.traffic import TrafficClass, mark_socket
 
 from fireflyfs.proto import bulk_wire as wire
@@ -62,6 +62,7 @@ from fireflyfs.proto.bulk_io import IdleTimeout, Sender, recv_exact, recv_header
 from .chain_driver import ChainDriver
 from .chunk_engine import ReadExtent
 from .chunk_meta import chunk_key
+from .repair import RepairQueue, RepairSource
 from .routing_view import RoutingView
 from .rts import GrantGate
 from .target import Target
@@ -79,11 +80,12 @@ class BulkHandler:
     """Protocol logic of one connection's requests, over the node's targets (no listening socket)."""
 
     def __init__(self, node_id: int, targets: dict[int, Target], routing: RoutingView,
-                 driver: ChainDriver) -> None:
+                 driver: ChainDriver, repairs: RepairQueue | None = None) -> None:
         self.node_id = node_id
         self.targets = targets
         self.routing = routing
         self.driver = driver
+        self.repairs = repairs      # chunks whose edge blocks fail their CRC here go to repair
         self.rts = GrantGate.from_env()     # request-to-send policy (rts.py)
 
     def _target(self, chain_id: int, chain_version: int, *, write: bool) -> Target:
@@ -165,7 +167,13 @@ class BulkHandler:
                         targets[(chain_id, chain_version)] = target
                     if isinstance(target, FfsError):
                         raise target
-                    extent = target.engine.read_extent(chunk_key(inode, index), offset, length)
+                    key = chunk_key(inode, index)
+                    try:
+                        extent = target.engine.read_extent(key, offset, length)
+                    except ChecksumMismatch:
+                        if self.repairs is not None:
+                            self.repairs.offer(target.id, key, RepairSource.READ)
+                        raise
                 except FfsError as exc:
                     text = wire.error_text(exc)
                     wire.READ_HEAD.pack_into(heads, number * wire.READ_HEAD.size, len(text), 0, 0, 0, 0)

@@ -134,7 +134,13 @@ class ChainDriver:
     # ------------------------------------------------------------------ chain-internal requests
 
     def update(self, target: Target, request: storage_pb2.UpdateRequest,
-               caller_active: Callable[[], bool] | None = None) -> ChunkState:
+               caller_active: Callable[[], bool] | None = None,
+               noop: Callable[[ChunkMeta | None], bool] | None = None) -> ChunkState | None:
+        """A chain update from the predecessor (or a local repair: from_target 0).
+
+        noop, checked under the chunk lock: when it says so, nothing is applied
+        and the chunk's current state is returned (None: the chunk is absent).
+        """
         write = request.write
         key = chunk_key(write.chunk.inode, write.chunk.index)
         if request.full_replace:
@@ -146,8 +152,8 @@ class ChainDriver:
         state = self._run(target, key, write.chain_id, write.chain_version, mutation,
                           update_version=request.update_version, full_replace=request.full_replace,
                           from_target=request.from_target, checksum=write.checksum,
-                          caller_active=caller_active)
-        return require(state, "the chunk state after a chain update")
+                          caller_active=caller_active, noop=noop)
+        return state if noop is not None else require(state, "the chunk state after a chain update")
 
     def push(self, target: Target, key: bytes, chain_id: int, syncing_target: int | None,
              lock_timeout_s: float | None = None) -> bool:

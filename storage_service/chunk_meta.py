@@ -98,6 +98,21 @@ class ChunkMeta:
     def block_crc(self, block: int) -> int:
         return _CRC.unpack_from(self.block_crcs, 4 * block)[0]
 
+    def bad_blocks(self, data: bytes | memoryview) -> tuple[int, ...]:
+        """Blocks of data (the whole chunk, as read from a file or a replica) that fail this meta's CRCs.
+
+        Missing bytes count as bad: a short read fails the blocks it does not fill.
+        """
+        view = memoryview(data)
+        crcs = self.crcs()
+        bad = []
+        for block in range(self.block_count):
+            start = block * self.block_size
+            piece = view[start:start + self.block_size]
+            if len(piece) != min(self.block_size, self.length - start) or crc32c.crc32c(piece) != crcs[block]:
+                bad.append(block)
+        return tuple(bad)
+
     def encode(self) -> bytes:
         return _META_HEADER.pack(_META_FORMAT, self.length, self.chunk_size, self.block_size,
                                  self.commit_version, self.update_version, self.chain_version,

@@ -4,7 +4,8 @@
 --mgmtd 127.0.0.1:PORT --targets T [--log-file F] [--heartbeat-interval-ms MS]
 [--heartbeat-timeout-ms MS] [--fsync] [--block-size BYTES] [--bulk-listen HOST:PORT | --no-bulk]
 [--target-capacity SIZE] [--target-reserve SIZE|PCT] [--target-map-size SIZE] [--target-map-size-max SIZE]
-[--space-warn-percent PCT]``
+[--space-warn-percent PCT]
+[--scrub-bytes-per-s N] [--scrub-interval-s S]``
 
 Targets are DIR/target-<id>/ with id = N*100 + i + 1. The server binds first
 (port 0 = ephemeral), then registers "127.0.0.1:<bound port>" with mgmtd (with
@@ -25,10 +26,17 @@ copies data to a SYNCING successor; rollforward.py completes updates a
 failure left pending. Every target starts ONLINE and reports
 UPTODATE per local_state.py.
 
+Integrity: a chunk whose bytes fail their CRCs (found by a read here, reported
+by a client, or by the background scrub) is re-verified and rewritten from a
+good replica (repair.py); the scrub (scrub.py) re-reads every committed chunk
+at ``--scrub-bytes-per-s`` (default 8 MiB/s, 0: off), a pass at most every
+``--scrub-interval-s``.
+
 Environment overrides (flags win): FFS_HEARTBEAT_INTERVAL_MS, FFS_HEARTBEAT_TIMEOUT_MS,
 FFS_STORAGE_FSYNC=1, FFS_CHECKSUM_BLOCK_BYTES, FFS_STORAGE_BULK=0, FFS_CHUNK_POOL_FILES,
 FFS_CHUNK_POOL_PREFILL_MIB (chunk_engine.py explains the file pool), FFS_TARGET_CAPACITY,
-FFS_TARGET_RESERVE, FFS_TARGET_MAP_SIZE, FFS_TARGET_MAP_SIZE_MAX, FFS_SPACE_WARN_PERCENT.
+FFS_TARGET_RESERVE, FFS_TARGET_MAP_SIZE, FFS_TARGET_MAP_SIZE_MAX, FFS_SPACE_WARN_PERCENT, FFS_SCRUB_BYTES_PER_S,
+FFS_SCRUB_INTERVAL_S.
 
 Space (space_guard.py): each target refuses client writes that would leave
 less than its reserve free (default 5% of its capacity or 1 GiB, whichever is
@@ -66,9 +74,11 @@ from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT, POOL_FILES_MAX_DEFAULT
 from .fencing import Fence, heartbeat_timeout_ms_default
 from .heartbeat import MgmtdLink
 from .peers import Peers
+from .repair import Repairer, RepairQueue
 from .resync import ResyncManager
 from .rollforward import RollForwardSweeper
 from .routing_view import RoutingView
+from .scrub import Scrubber, scrub_bytes_per_s_default, scrub_interval_s_default
 from .servicer import StorageServicer
 from .space_guard import SpaceReserve
 from .target import Target, target_ids
@@ -103,6 +113,8 @@ class StorageConfig:
     target_map_size_bytes: int = limits.target_map_bytes_default
     target_map_size_bytes_max: int = limits.target_map_bytes_max_default
     space_warn_fraction: float = limits.space_warn_fraction_default
+    scrub_bytes_per_s: int = scrub_bytes_per_s_default   # 0: no background scrub
+    scrub_interval_s: float = scrub_interval_s_default     # a scrub pass starts at most this often
 
     def target_dir(self, target_id: int) -> Path:
         return self.data_dir / f"target-{target_id}"
@@ -129,15 +141,21 @@ class StorageNode:
         self.driver = ChainDriver(self.routing, self.peers)
         self.resync = ResyncManager(self.targets, self.routing, self.peers, self.driver)
         self.sweeper = RollForwardSweeper(self.targets, self.routing, self.driver)
+        self.repairs = RepairQueue(Repairer(self.targets, self.routing, self.peers, self.driver).repair,
+                                   sorted(self.targets))
+        self.scrubber = (Scrubber(self.targets, self.repairs.offer, config.scrub_bytes_per_s,
+                                  config.scrub_interval_s) if config.scrub_bytes_per_s > 0 else None)
         self.routing.add_listener(self._observe_routing)
         self.server, self.port = make_server(config.listen, config.server_workers)
         storage_pb2_grpc.add_StorageServicer_to_server(
-            StorageServicer(config.node_id, self.targets, self.routing, self.driver), self.server)
+            StorageServicer(config.node_id, self.targets, self.routing, self.driver, self.repairs,
+                            self.scrubber), self.server)
         host = config.listen.rsplit(":", 1)[0] or "127.0.0.1"
         self.address = f"{host}:{self.port}"
         self.bulk: BulkServer | None = None
         if config.bulk_listen is not None:
-            self.bulk = BulkServer(BulkHandler(config.node_id, self.targets, self.routing, self.driver),
+            self.bulk = BulkServer(BulkHandler(config.node_id, self.targets, self.routing, self.driver,
+                                               self.repairs),
                                    config.bulk_listen or f"{host}:0")
         self._channel = make_channel(config.mgmtd)
         self.link = MgmtdLink(mgmtd_pb2_grpc.MgmtdStub(self._channel), config.node_id, self.address,
@@ -175,6 +193,9 @@ class StorageNode:
                  self.address, self.bulk.address if self.bulk else "off", sorted(self.targets))
         self.link.start()
         self.sweeper.start()
+        self.repairs.start()
+        if self.scrubber is not None:
+            self.scrubber.start()
         if self.config.chunk_pool_prefill_mib > 0:
             threading.Thread(target=self._prefill_pools, name="chunk-pool-prefill", daemon=True).start()
 
@@ -197,6 +218,9 @@ class StorageNode:
         self.link.stop()
         self.driver.close()
         self.sweeper.stop()
+        if self.scrubber is not None:
+            self.scrubber.stop()
+        self.repairs.stop()
         self.resync.close()
         if self.bulk is not None:
             self.bulk.stop()
@@ -263,6 +287,12 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                         default=float(os.environ.get("FFS_SPACE_WARN_PERCENT",
                                                      limits.space_warn_fraction_default * 100)),
                         help="log a warning once when a target's space or map passes this fill")
+    parser.add_argument("--scrub-bytes-per-s", type=int,
+                        default=_env_int("FFS_SCRUB_BYTES_PER_S", scrub_bytes_per_s_default),
+                        help="background scrub rate: bytes re-read and verified per second (0: off)")
+    parser.add_argument("--scrub-interval-s", type=float,
+                        default=float(os.environ.get("FFS_SCRUB_INTERVAL_S") or scrub_interval_s_default),
+                        help="a scrub pass starts at most this often (seconds between pass starts)")
     parser.add_argument("--bulk", action=argparse.BooleanOptionalAction,
                         default=os.environ.get("FFS_STORAGE_BULK", "1") != "0",
                         help="serve the bulk data path (--no-bulk: gRPC only)")
@@ -277,6 +307,8 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
         parser.error("--space-warn-percent must be in (0, 100]")
     if args.target_map_size_max < args.target_map_size:
         parser.error("--target-map-size-max must be at least --target-map-size")
+    if args.scrub_bytes_per_s < 0 or args.scrub_interval_s < 0:
+        parser.error("--scrub-bytes-per-s and --scrub-interval-s must be >= 0")
     return StorageConfig(node_id=args.node_id, data_dir=args.data_dir, listen=args.listen,
                          mgmtd=args.mgmtd, targets=args.targets, log_file=args.log_file,
                          heartbeat_interval_ms=args.heartbeat_interval_ms,
@@ -287,7 +319,8 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                          target_capacity_bytes=args.target_capacity, target_reserve=args.target_reserve,
                          target_map_size_bytes=args.target_map_size,
                          target_map_size_bytes_max=args.target_map_size_max,
-                         space_warn_fraction=args.space_warn_percent / 100)
+                         space_warn_fraction=args.space_warn_percent / 100,
+                         scrub_bytes_per_s=args.scrub_bytes_per_s, scrub_interval_s=args.scrub_interval_s)
 
 
 def setup_logging(config: StorageConfig) -> None:

@@ -35,6 +35,10 @@ Behaviour other components rely on:
   own block CRCs (ChunkEngine.verify), so fsck sees rot the metadata hides.
 * SyncStart / SyncDone / RemoveChunk: resync of a SYNCING target (RemoveChunk
   also serves fsck --repair on a SERVING target).
+* ReportBadChunk: a reader's hint that a local target's chunk failed its CRCs;
+  queued for repair (repair.py re-verifies before it changes anything), as is
+  any chunk a BatchRead here finds bad. Not fenced: a hint needs no routing.
+* ScrubStatus: scrub progress and repair counters per local target (scrub.py).
 """
 
 from __future__ import annotations
@@ -44,14 +48,16 @@ import logging
 import crc32c
 
 from fireflyfs.common import limits
-from fireflyfs.common.errors import (FfsError, InvalidArgument, NotFound, StaleChainVersion, TooLarge,
-                                     error_name)
+from fireflyfs.common.errors import (ChecksumMismatch, FfsError, InvalidArgument, NotFound, StaleChainVersion,
+                                     TooLarge, error_name)
 from fireflyfs.common.rpc import map_servicer_errors
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 
 from .chain_driver import ChainDriver, meta_info
 from .chunk_meta import chunk_key
+from .repair import RepairQueue, RepairSource
 from .routing_view import RoutingView
+from .scrub import ScrubProgress, Scrubber
 from .target import Target
 
 log = logging.getLogger(__name__)
@@ -73,11 +79,14 @@ def _status(exc: FfsError) -> storage_pb2.IoStatus:
 @map_servicer_errors
 class StorageServicer(storage_pb2_grpc.StorageServicer):
     def __init__(self, node_id: int, targets: dict[int, Target], routing: RoutingView,
-                 driver: ChainDriver) -> None:
+                 driver: ChainDriver, repairs: RepairQueue | None = None,
+                 scrubber: Scrubber | None = None) -> None:
         self._node_id = node_id
         self._targets = targets
         self._routing = routing
         self._driver = driver
+        self._repairs = repairs
+        self._scrubber = scrubber
 
     def _target(self, chain_id: int, chain_version: int, *, write: bool) -> Target:
         return self._local(self._routing.resolve(chain_id, chain_version, write=write))
@@ -114,8 +123,13 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
             result = reply.results.add()
             try:
                 target = self._target(io.chain_id, io.chain_version, write=False)
-                data, meta = target.engine.read(chunk_key(io.chunk.inode, io.chunk.index),
-                                                io.offset, io.length)
+                key = chunk_key(io.chunk.inode, io.chunk.index)
+                try:
+                    data, meta = target.engine.read(key, io.offset, io.length)
+                except ChecksumMismatch:
+                    if self._repairs is not None:
+                        self._repairs.offer(target.id, key, RepairSource.READ)
+                    raise
             except FfsError as exc:
                 result.status.CopyFrom(_status(exc))
                 continue
@@ -272,3 +286,31 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
                               warning=target.space_warning())
         return reply
 
+    # ------------------------------------------------------------------ integrity
+
+    def ReportBadChunk(self, request: storage_pb2.ReportBadChunkRequest,
+                       context) -> storage_pb2.ReportBadChunkReply:
+        target = self._local(request.target_id)
+        if self._repairs is None:
+            return storage_pb2.ReportBadChunkReply(queued=False)
+        key = chunk_key(request.chunk.inode, request.chunk.index)
+        return storage_pb2.ReportBadChunkReply(queued=self._repairs.offer(target.id, key, RepairSource.REPORT))
+
+    def ScrubStatus(self, request: types_pb2.Empty, context) -> storage_pb2.ScrubStatusReply:
+        progress = self._scrubber.snapshot() if self._scrubber is not None else {}
+        reply = storage_pb2.ScrubStatusReply(rate_bytes_per_s=self._scrubber.bytes_per_s if self._scrubber else 0)
+        for target_id in sorted(self._targets):
+            scrub = progress.get(target_id, ScrubProgress())
+            status = reply.targets.add(
+                target_id=target_id, pass_started_s=scrub.pass_started_s,
+                pass_chunks_checked=scrub.pass_chunks_checked, pass_bytes_checked=scrub.pass_bytes_checked,
+                pass_bytes_total=scrub.pass_bytes_total, last_pass_ended_s=scrub.last_pass_ended_s,
+                last_pass_duration_s=scrub.last_pass_duration_s, passes_completed=scrub.passes_completed)
+            if self._repairs is not None:
+                counters = self._repairs.counters[target_id]
+                status.bad_found, status.repaired = counters.bad_found, counters.repaired
+                status.unrepairable = counters.unrepairable
+                status.reports_received = counters.reports_received
+                status.reports_unconfirmed = counters.reports_unconfirmed
+                status.repairs_queued = self._repairs.queued(target_id)
+        return reply

@@ -144,6 +144,22 @@ def test_admin_views(cluster):
     assert "101" in run("admin", "targets", cluster.url).stdout
 
 
+def test_admin_scrub_shows_every_target(cluster):
+    """The session cluster scrubs at the default rate; its store is small, so its first pass is done."""
+    from fireflyfs.storage_service.scrub import scrub_bytes_per_s_default
+
+    result = run("admin", "scrub", cluster.url, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = report["targets"]
+    assert sorted(r["target_id"] for r in rows) == [101, 102, 201, 202, 301, 302] and report["unreachable"] == []
+    assert all(r["rate_bytes_per_s"] == scrub_bytes_per_s_default for r in rows)
+    assert all(r["unrepairable"] == 0 and r["repairs_queued"] == 0 for r in rows)
+    assert all(r["passes_completed"] >= 1 or r["pass_running"] for r in rows)
+    table = run("admin", "scrub", cluster.url)
+    assert table.exit_code == 0 and "scrub (routing version" in table.stdout and "302" in table.stdout
+
+
 def test_admin_chain_table_create_and_target_offline_online(make_cluster):
     local = make_cluster(storage_nodes=3, targets_per_node=2, replicas=None, heartbeat_timeout_ms=None,
                          chain_table=False)

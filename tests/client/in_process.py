@@ -23,9 +23,11 @@ Unavailable), ``failures`` are raised by the next requests instead of sending
 them, ``lost_write_acks`` drops the reply of that many applied writes,
 ``corrupt_reads`` ((inode, chunk index) -> count) damages that many replies of
 the chunk in transit, as the bulk transport's checksum check reports them, ``zero_commit_version`` answers writes as a
-head that forgot the commit version. It records what was asked of whom:
+head that forgot the commit version; ``corrupt_targets`` ((inode, chunk
+index) -> targets) damages every reply of the chunk from those replicas, as a
+rotten copy on their disks would reach the bulk client. It records what was asked of whom:
 ``requests`` (per address, failed ones too), ``reads`` ((address, IO count) per
-read request), ``writes`` ((address, chain, chunk index, offset, length,
+read request), ``reports`` ((target, inode, chunk index) per ReportBadChunk), ``writes`` ((address, chain, chunk index, offset, length,
 client id, channel, seqnum) per write applied), ``inflight_peak`` (pipelined
 read requests sent and not yet received, per address and ``"total"``).
 
@@ -59,6 +61,7 @@ from fireflyfs.proto import storage_pb2, types_pb2
 from fireflyfs.storage_service.chain_driver import ChainDriver
 from fireflyfs.storage_service.chunk_meta import chunk_key, split_key
 from fireflyfs.storage_service.craq import UpdateKind
+from fireflyfs.storage_service.repair import Repairer, RepairQueue
 from fireflyfs.storage_service.routing_view import RoutingView
 from fireflyfs.storage_service.servicer import StorageServicer
 from fireflyfs.storage_service.target import Target
@@ -93,8 +96,11 @@ class InProcessNode:
         self.targets = {target_id: Target(target_id, root / f"target-{target_id}", block_size=block_size_bytes)
                         for target_id in target_ids}
         self.routing = RoutingView(node_id, target_ids)     # no fence: the test plays mgmtd
-        self.driver = ChainDriver(self.routing, _NodePeers(cluster, self.routing), op_deadline_s=op_deadline_s)
-        self.servicer = StorageServicer(node_id, self.targets, self.routing, self.driver)
+        self.peers = _NodePeers(cluster, self.routing)
+        self.driver = ChainDriver(self.routing, self.peers, op_deadline_s=op_deadline_s)
+        self.repairer = Repairer(self.targets, self.routing, self.peers, self.driver)
+        self.repairs = RepairQueue(self.repairer.repair, target_ids)     # worked by the test: run_once
+        self.servicer = StorageServicer(node_id, self.targets, self.routing, self.driver, self.repairs)
 
     def call(self, method: str, request):
         """Storage.<method>(request) as the gRPC server would run it, errors raised by name."""
@@ -185,10 +191,12 @@ class InProcessTransport:
         self.failures: list[Exception] = []
         self.lost_write_acks = 0
         self.corrupt_reads: dict[tuple[int, int], int] = {}
+        self.corrupt_targets: dict[tuple[int, int], set[int]] = {}
         self.zero_commit_version = False
         self.requests: collections.Counter = collections.Counter()
         self.reads: list[tuple[str, int]] = []
         self.writes: list[tuple[str, int, int, int, int, str, int, int]] = []
+        self.reports: list[tuple[int, int, int]] = []      # (target, inode, chunk index) per ReportBadChunk
         self.inflight_peak: collections.Counter = collections.Counter()
         self._inflight: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
@@ -245,6 +253,7 @@ class InProcessTransport:
                 corrupt = count > 0 and self.corrupt_reads.get(chunk, 0) > 0
                 if corrupt:
                     self.corrupt_reads[chunk] -= 1
+                corrupt = corrupt or (count > 0 and route.target_id in self.corrupt_targets.get(chunk, ()))
             if corrupt:     # as bulk_client reports bytes that fail their CRC on arrival
                 view[0] ^= 0xFF
                 outcome.checksum_failed = True
@@ -290,6 +299,13 @@ class InProcessTransport:
                      for r in routes]))
         return last_chunks_from_reply(routes, reply)
 
+    def report_bad_chunk(self, route: Route, inode_id: int, chunk_index: int) -> None:
+        with self._lock:
+            self.reports.append((route.target_id, inode_id, chunk_index))
+        if route.address in self.cluster.dead:      # (injected failures are for the data path, not reports)
+            raise NodeUnreachable(f"ReportBadChunk on {describe(route)}: {route.address} is down")
+        self.cluster.nodes[route.address].call("ReportBadChunk", storage_pb2.ReportBadChunkRequest(
+            target_id=route.target_id, chunk=types_pb2.ChunkId(inode=inode_id, index=chunk_index)))
 
 
 class _RpcError(grpc.RpcError):

@@ -9,16 +9,20 @@ stored and how often. Time is a fake clock, so retry budgets cost nothing.
 """
 
 import os
+import random
+import threading
 
 import pytest
 
 from fireflyfs.client.buffers import ReadRequest
 from fireflyfs.client.config import ClientConfig
+from fireflyfs.client.replica_select import ReplicaSelector
 from fireflyfs.common.errors import ChecksumMismatch, InvalidArgument, Unavailable
 from fireflyfs.common.layout import Layout
+from fireflyfs.storage_service.chunk_meta import chunk_key
 
 from .fakes import make_routing
-from .in_process import ClientOnNodes
+from .in_process import ClientOnNodes, block_size_bytes
 
 CHUNK = 64 * 1024
 LAYOUT = Layout(chunk_size=CHUNK, stripe_size=4, chain_table_id=1, chain_table_version=1,
@@ -169,7 +173,7 @@ def test_pipelined_reads_stay_within_the_in_flight_limits(tmp_path):
         made.close()
 
 
-def test_bytes_that_fail_their_checksum_are_read_once_more_then_reported(setup):
+def test_a_lone_replica_whose_bytes_fail_their_checksum_is_read_once_more_then_the_error_surfaces(setup):
     client = setup.client
     data = os.urandom(3 * CHUNK)
     client.write(INODE, LAYOUT, 0, data)
@@ -182,3 +186,94 @@ def test_bytes_that_fail_their_checksum_are_read_once_more_then_reported(setup):
     assert isinstance(failures[0], ChecksumMismatch) and "chunk 42:0" in str(failures[0])
     assert failures[1] is None and out == data[2 * CHUNK:2 * CHUNK + 100], "only that request fails"
     assert setup.transport.corrupt_reads == {(INODE, 0): 0}, "read twice, not more"
+
+
+@pytest.fixture(params=[False, True], ids=["blocking", "pipelined"])
+def replicated(request, tmp_path, seed):
+    """Chains of three replicas; the client's replica choice drawn from the seed."""
+    made = ClientOnNodes(tmp_path, make_routing(version=1, replicas=3), pipelined=request.param, retry_time_s=5.0,
+                         selector=ReplicaSelector(rng=random.Random(seed)))
+    yield made
+    made.close()
+
+
+def _replica_targets(made: ClientOnNodes, chunk_index: int) -> list[int]:
+    return [route.target_id for route in made.cache.serving_routes(made.cache.chain_id_for(LAYOUT, chunk_index))]
+
+
+def _wait_for(predicate, what: str) -> None:
+    """Reports travel on an IO thread: wait for one (bounded), never time it."""
+    done = threading.Event()
+    for _ in range(500):
+        if predicate():
+            return
+        done.wait(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_bytes_that_fail_on_one_replica_are_read_from_another_and_the_replica_is_reported(replicated, seed):
+    """The bulk path's end-to-end check (whole blocks the node sent unchecked) fails on one replica."""
+    rng = random.Random(seed)
+    client = replicated.client
+    data = rng.randbytes(3 * CHUNK)
+    client.write(INODE, LAYOUT, 0, data)
+    chunk = rng.randrange(3)
+    bad = rng.choice(_replica_targets(replicated, chunk))
+    replicated.transport.corrupt_targets = {(INODE, chunk): {bad}}
+    reads = 0
+    while not replicated.transport.reports and reads < 60:       # until a read lands on the bad replica
+        assert client.read(INODE, LAYOUT, len(data), 0, len(data)) == data, "every read returns the right bytes"
+        reads += 1
+    _wait_for(lambda: replicated.transport.reports, "a report of the bad replica")
+    for _ in range(5):
+        assert client.read(INODE, LAYOUT, len(data), chunk * CHUNK, CHUNK) == data[chunk * CHUNK:][:CHUNK]
+    _wait_for(lambda: client.reporter.sent >= 1, "the report sent")
+    assert replicated.transport.reports == [(bad, INODE, chunk)], "reported to its node, once per interval"
+    node = next(n for n in replicated.cluster.nodes.values() if bad in n.targets)
+    assert node.repairs.counters[bad].reports_received == 1
+    assert node.repairs.run_once().value == "unconfirmed", "its disk is fine: the node re-verified, changed nothing"
+
+
+def test_when_every_replica_fails_its_checksum_the_error_surfaces(replicated, seed):
+    rng = random.Random(seed)
+    client = replicated.client
+    data = rng.randbytes(2 * CHUNK)
+    client.write(INODE, LAYOUT, 0, data)
+    targets = _replica_targets(replicated, 1)
+    replicated.transport.corrupt_targets = {(INODE, 1): set(targets)}
+    replicated.transport.reads.clear()
+    failures = client.read_into([ReadRequest(INODE, LAYOUT, len(data), CHUNK, 100),
+                                 ReadRequest(INODE, LAYOUT, len(data), 0, 100)],
+                                [memoryview(bytearray(100)), memoryview(out := bytearray(100))])
+    assert isinstance(failures[0], ChecksumMismatch) and "chunk 42:1" in str(failures[0])
+    assert "3 replica read(s) failed" in str(failures[0])
+    assert failures[1] is None and out == data[:100], "only that request fails"
+    assert sum(ios for _, ios in replicated.transport.reads) == 4, "the good chunk once, the bad one on each replica once"
+
+
+def test_rot_the_node_finds_on_read_is_repaired_from_a_replica(replicated, seed):
+    """The node's own check (gRPC path, edge blocks of bulk) fails: it queues the repair itself."""
+    rng = random.Random(seed)
+    client = replicated.client
+    data = rng.randbytes(CHUNK)
+    client.write(INODE, LAYOUT, 0, data)
+    bad = rng.choice(_replica_targets(replicated, 0))
+    node = next(n for n in replicated.cluster.nodes.values() if bad in n.targets)
+    engine = node.targets[bad].engine
+    key = chunk_key(INODE, 0)
+    meta = engine.get_meta(key)
+    position = rng.randrange(CHUNK)
+    with open(engine._path(key, meta.file_version), "r+b") as handle:
+        handle.seek(position)
+        byte = handle.read(1)[0]
+        handle.seek(position)
+        handle.write(bytes([byte ^ 0x01]))
+    assert engine.verify(key).bad_blocks == (position // block_size_bytes,)
+    for _ in range(60):
+        assert client.read(INODE, LAYOUT, CHUNK, 0, CHUNK) == data
+        if node.repairs.queued(bad):
+            break
+    assert node.repairs.queued(bad) == 1, "a read met the bad block there"
+    assert node.repairs.run_once().value == "repaired"
+    assert engine.verify(key).ok and engine.get_meta(key).commit_version == meta.commit_version
+    assert replicated.transport.reports == [], "the node saw it itself: nothing to report"
