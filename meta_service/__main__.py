@@ -7,6 +7,7 @@ import argparse
 import signal
 import threading
 
+from fireflyfs.common.process_tuning import raise_open_files_limit
 from .server import MetaConfig, MetaServer, setup_logging
 
 
@@ -30,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     setup_logging(config.log_file)
+    raise_open_files_limit()
     server = MetaServer(config)
     stop_requested = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
