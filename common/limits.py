@@ -43,6 +43,7 @@ batch_read_request_bytes_target = 32 * MiB                       # the client sp
 bulk_connections_max = 1024               # open connections per listener (one thread each)
 bulk_connections_per_peer_max = 256       # from one client address; more are closed at accept
 bulk_inflight_bytes_max = 256 * MiB       # request buffers held at once per listener, reused ones included
+bulk_inflight_bytes_per_peer_max = 128 * MiB   # of those, by requests from one client address
 bulk_budget_wait_s_max = 10.0             # a request waits this long for buffer budget, then Unavailable
 bulk_idle_s_max = 300.0                   # a connection with no request for this long is closed
 bulk_request_s_max = 60.0                 # receiving one request frame, or sending one reply, whole
@@ -76,8 +77,8 @@ def _check() -> None:
         raise AssertionError("list page default exceeds its max")
     if not 0 < inline_data_bytes_max < chunk_size_min:
         raise AssertionError("inline data must fit in one chunk of any layout")
-    if bulk_inflight_bytes_max < chunk_size_max:
-        raise AssertionError("the bulk buffer budget must hold the largest write")
+    if not chunk_size_max <= bulk_inflight_bytes_per_peer_max <= bulk_inflight_bytes_max:
+        raise AssertionError("a peer's share of the bulk buffer budget must hold the largest write")
     if not 1 <= bulk_connections_per_peer_max <= bulk_connections_max:
         raise AssertionError("bulk per-peer connection cap out of range")
     if not 0 < bulk_budget_wait_s_max < bulk_request_s_max:

@@ -8,19 +8,25 @@ listener: a request waits, for a bounded time, until its buffer fits, and the
 listener never holds more buffer bytes than the budget, the buffers in use
 and those kept for reuse counted together.
 
+Why a share per peer: a write's buffer is taken when its header has arrived,
+before its data, so a peer that sends headers and then trickles could hold
+the whole budget until its deadlines pass. No peer address holds more than
+``peer_bytes_max`` at once, and a request waiting only for its own peer's
+share does not hold up the requests of others.
+
 Why reuse: a fresh ``bytearray`` is zero-filled on the heap or page-faults on
 first touch when mmapped (common/process_tuning.py measured what that costs a
 4 MiB transfer). Freed buffers are kept by size class (powers of two from
 ``buffer_bytes_min``) for the next request of that class; when a new buffer
 would not fit beside the kept ones, kept ones are dropped first.
 
-Waiters are served in arrival order, so a stream of small requests cannot
-starve a 64 MiB write.
+Otherwise waiters are served in arrival order, so a stream of small requests
+cannot starve a 64 MiB write.
 """
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import threading
 import time
 from typing import Callable
@@ -35,18 +41,29 @@ def size_class(nbytes: int) -> int:
     return max(buffer_bytes_min, 1 << (nbytes - 1).bit_length())
 
 
-class BufferBudget:
-    """Hands out request buffers while their total stays within capacity_bytes."""
+@dataclasses.dataclass(slots=True, eq=False)
+class _Waiter:
+    peer: str
+    size: int
 
-    def __init__(self, capacity_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
-        if capacity_bytes < buffer_bytes_min:
-            raise InvalidArgument(f"bulk buffer budget {capacity_bytes} below {buffer_bytes_min} bytes")
+
+class BufferBudget:
+    """Hands out request buffers while their total stays within capacity_bytes (peer_bytes_max per peer)."""
+
+    def __init__(self, capacity_bytes: int, peer_bytes_max: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        peer_bytes_max = capacity_bytes if peer_bytes_max is None else peer_bytes_max
+        if not buffer_bytes_min <= peer_bytes_max <= capacity_bytes:
+            raise InvalidArgument(f"bulk buffer budget {capacity_bytes} bytes with {peer_bytes_max} per peer: "
+                                  f"need {buffer_bytes_min} <= per peer <= total")
         self.capacity_bytes = capacity_bytes
+        self.peer_bytes_max = peer_bytes_max
         self._clock = clock
         self._cond = threading.Condition()
         self._kept: dict[int, list[bytearray]] = {}    # size class -> free buffers
         self._kept_bytes = 0
-        self._waiting: collections.deque[object] = collections.deque()   # tickets, in arrival order
+        self._waiting: list[_Waiter] = []              # in arrival order
+        self._peer_bytes: dict[str, int] = {}
         self.in_use_bytes = 0
         self.in_use_bytes_peak = 0
         self.allocated_count = 0       # buffers made rather than reused
@@ -55,28 +72,35 @@ class BufferBudget:
     def kept_bytes(self) -> int:
         return self._kept_bytes
 
-    def acquire(self, nbytes: int, timeout_s: float) -> bytearray | None:
-        """A buffer of at least nbytes (its length is the size class); None if none fit within timeout_s.
+    def peer_bytes(self, peer: str) -> int:
+        with self._cond:
+            return self._peer_bytes.get(peer, 0)
 
-        The frame checks (bulk_wire.check_request) and BulkLimits keep every request within the budget.
+    def acquire(self, nbytes: int, timeout_s: float, peer: str = "") -> bytearray | None:
+        """A buffer of at least nbytes for peer (its length is the size class); None if none fit
+        within timeout_s.
+
+        The frame checks (bulk_wire.check_request) and BulkLimits keep every
+        request within the per-peer share.
         """
         size = size_class(nbytes)
-        if size > self.capacity_bytes:
-            raise AssertionError(f"a {nbytes}-byte request can never fit a {self.capacity_bytes}-byte budget")
+        if size > self.peer_bytes_max:
+            raise AssertionError(f"a {nbytes}-byte request can never fit a {self.peer_bytes_max}-byte share")
         deadline = self._clock() + timeout_s
-        ticket = object()
+        waiter = _Waiter(peer, size)
         with self._cond:
-            self._waiting.append(ticket)
+            self._waiting.append(waiter)
             try:
-                while self._waiting[0] is not ticket or self.in_use_bytes + size > self.capacity_bytes:
+                while not self._may_take(waiter):
                     remaining = deadline - self._clock()
                     if remaining <= 0:
                         return None
                     self._cond.wait(remaining)
             finally:
-                self._waiting.remove(ticket)
+                self._waiting.remove(waiter)
                 self._cond.notify_all()        # the next in line may fit now
             self.in_use_bytes += size
+            self._peer_bytes[peer] = self._peer_bytes.get(peer, 0) + size
             self.in_use_bytes_peak = max(self.in_use_bytes_peak, self.in_use_bytes)
             kept = self._kept.get(size)
             if kept:
@@ -86,13 +110,27 @@ class BufferBudget:
             self.allocated_count += 1
         return self._allocate(size)     # zero-filling up to 64 MiB: outside the lock
 
-    def release(self, buffer: bytearray) -> None:
+    def _may_take(self, waiter: _Waiter) -> bool:
+        """Whether waiter fits now and is the first waiter that fits its peer's share (lock held)."""
+        for earlier in self._waiting:
+            if self._peer_bytes.get(earlier.peer, 0) + earlier.size <= self.peer_bytes_max:
+                return earlier is waiter and self.in_use_bytes + waiter.size <= self.capacity_bytes
+            if earlier is waiter:
+                return False
+        raise AssertionError("a bulk buffer waiter is missing from the queue")
+
+    def release(self, buffer: bytearray, peer: str = "") -> None:
         """Give back a buffer from acquire; it is kept for reuse while it fits beside the others."""
         size = len(buffer)
         with self._cond:
+            held = self._peer_bytes.get(peer, 0) - size
+            if held < 0 or self.in_use_bytes < size:
+                raise AssertionError(f"bulk buffer budget: {peer!r} released more than it was handed")
             self.in_use_bytes -= size
-            if self.in_use_bytes < 0:
-                raise AssertionError("bulk buffer budget released more than it handed out")
+            if held:
+                self._peer_bytes[peer] = held
+            else:
+                del self._peer_bytes[peer]
             if self.in_use_bytes + self._kept_bytes + size <= self.capacity_bytes:
                 self._kept.setdefault(size, []).append(buffer)
                 self._kept_bytes += size

@@ -47,15 +47,17 @@ class BulkLimits:
     connections_max: int = limits.bulk_connections_max
     connections_per_peer_max: int = limits.bulk_connections_per_peer_max
     inflight_bytes_max: int = limits.bulk_inflight_bytes_max
+    inflight_bytes_per_peer_max: int = limits.bulk_inflight_bytes_per_peer_max
     budget_wait_s_max: float = limits.bulk_budget_wait_s_max
     idle_s_max: float = limits.bulk_idle_s_max
     request_s_max: float = limits.bulk_request_s_max
 
     def __post_init__(self) -> None:
         largest_request_bytes = max(wire.write_data_bytes_max, wire.read_ios_max * wire.READ_IO.size)
-        if self.inflight_bytes_max < size_class(largest_request_bytes):
-            raise InvalidArgument(f"bulk in-flight budget {self.inflight_bytes_max} bytes cannot hold the "
-                                  f"largest request ({size_class(largest_request_bytes)} bytes)")
+        if not size_class(largest_request_bytes) <= self.inflight_bytes_per_peer_max <= self.inflight_bytes_max:
+            raise InvalidArgument(f"bulk in-flight bytes per peer ({self.inflight_bytes_per_peer_max}) must hold "
+                                  f"the largest request ({size_class(largest_request_bytes)} bytes) and fit "
+                                  f"the total ({self.inflight_bytes_max})")
         if not 1 <= self.connections_per_peer_max <= self.connections_max:
             raise InvalidArgument(f"bulk connection caps: per peer {self.connections_per_peer_max} must be "
                                   f"in 1..{self.connections_max} (the total)")

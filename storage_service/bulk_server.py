@@ -47,8 +47,9 @@ bulk_connections.py; defaults in common/limits.py): at most
 ``connections_max`` connections and ``connections_per_peer_max`` from one
 address (more are closed at accept); a request's frame header is checked
 before anything is allocated for it, and its buffer comes from one budget of
-``inflight_bytes_max`` bytes (bulk_buffers.py), waited for at most
-``budget_wait_s_max``; a watchdog cuts connections idle for ``idle_s_max``
+``inflight_bytes_max`` bytes, ``inflight_bytes_per_peer_max`` of them per
+address (bulk_buffers.py), waited for at most ``budget_wait_s_max`` (then an
+Unavailable reply, the connection kept); a watchdog cuts connections idle for ``idle_s_max``
 and requests (or replies) that take more than ``request_s_max`` in all; a
 failing ``accept`` (EMFILE: out of descriptors) backs off instead of spinning.
 """
@@ -157,7 +158,7 @@ class BulkHandler:
         """A buffer for nbytes of this request from the budget, waiting at most until the request's
         deadline; None: the budget stayed full."""
         wait_s = min(bulk_limits.budget_wait_s_max, connection.deadline(bulk_limits) - connection.now())
-        return budget.acquire(nbytes, max(0.0, wait_s))
+        return budget.acquire(nbytes, max(0.0, wait_s), connection.peer_host)
 
     def _reject(self, connection: Connection, op: int, exc: wire.ProtocolError) -> None:
         """Answer a malformed frame with its error; the caller then closes the connection.
@@ -190,9 +191,11 @@ class BulkHandler:
         connection.enter(Phase.SENDING)
         _send_error(connection.sock, op, exc)
 
-    def _busy(self, budget: BufferBudget) -> Unavailable:
-        return Unavailable(f"bulk listener of storage node {self.node_id} is busy: "
-                           f"{budget.in_use_bytes} of {budget.capacity_bytes} request buffer bytes in use")
+    def _busy(self, connection: Connection, budget: BufferBudget) -> Unavailable:
+        return Unavailable(f"bulk listener of storage node {self.node_id} is busy: request buffers hold "
+                           f"{budget.in_use_bytes} of {budget.capacity_bytes} bytes, "
+                           f"{budget.peer_bytes(connection.peer_host)} of {budget.peer_bytes_max} for "
+                           f"{connection.peer_host}")
 
     # ------------------------------------------------------------------ reads
 
@@ -203,14 +206,14 @@ class BulkHandler:
             return []
         buffer = self._buffer(connection, budget, bulk_limits, meta_len)
         if buffer is None:
-            self._refuse(connection, wire.OP_READ, meta_len, self._busy(budget))
+            self._refuse(connection, wire.OP_READ, meta_len, self._busy(connection, budget))
             return None
         try:
             meta = memoryview(buffer)[:meta_len]
             recv_exact(connection.sock, meta)
             return list(wire.READ_IO.iter_unpack(meta))
         finally:
-            budget.release(buffer)
+            budget.release(buffer, connection.peer_host)
 
     # ------------------------------------------------------------------ reads
 
@@ -329,7 +332,7 @@ class BulkHandler:
             return True
         buffer = self._buffer(connection, budget, bulk_limits, data_len) if data_len else bytearray(0)
         if buffer is None:
-            self._refuse(connection, wire.OP_WRITE, data_len, self._busy(budget))
+            self._refuse(connection, wire.OP_WRITE, data_len, self._busy(connection, budget))
             return True
         try:
             data = memoryview(buffer)[:data_len]
@@ -343,7 +346,7 @@ class BulkHandler:
                 return True
         finally:
             if data_len:
-                budget.release(buffer)
+                budget.release(buffer, connection.peer_host)
         connection.enter(Phase.SENDING)
         sender = Sender(sock)
         sender.add(wire.header(wire.OP_WRITE, 1, len(reply), 0))
@@ -400,7 +403,7 @@ class BulkServer:
         self.handler = handler
         self.peer_timeout_s = peer_timeout_s
         self.limits = limits
-        self.budget = BufferBudget(limits.inflight_bytes_max, clock)
+        self.budget = BufferBudget(limits.inflight_bytes_max, limits.inflight_bytes_per_peer_max, clock)
         self._clock = clock
         self._sock = socket.create_server((host, int(port)), backlog=128)
         try:

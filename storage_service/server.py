@@ -4,7 +4,7 @@
 --mgmtd 127.0.0.1:PORT --targets T [--log-file F] [--heartbeat-interval-ms MS]
 [--heartbeat-timeout-ms MS] [--fsync] [--block-size BYTES] [--bulk-listen HOST:PORT | --no-bulk]
 [--bulk-connections-max N] [--bulk-connections-per-peer-max N] [--bulk-inflight-bytes-max SIZE]
-[--bulk-budget-wait-s-max S] [--bulk-idle-s-max S] [--bulk-request-s-max S]``
+[--bulk-inflight-bytes-per-peer-max SIZE] [--bulk-budget-wait-s-max S] [--bulk-idle-s-max S] [--bulk-request-s-max S]``
 
 Targets are DIR/target-<id>/ with id = N*100 + i + 1. The server binds first
 (port 0 = ephemeral), then registers "127.0.0.1:<bound port>" with mgmtd (with
@@ -238,6 +238,7 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
             ("connections_max", int, "open bulk connections"),
             ("connections_per_peer_max", int, "bulk connections from one client address"),
             ("inflight_bytes_max", parse_positive_size, "bulk request buffer bytes (e.g. 256MiB)"),
+            ("inflight_bytes_per_peer_max", parse_positive_size, "of those for one client address"),
             ("budget_wait_s_max", float, "seconds a bulk request waits for buffer budget"),
             ("idle_s_max", float, "seconds a bulk connection may sit idle"),
             ("request_s_max", float, "seconds to receive one bulk request, or send one reply")):
