@@ -72,6 +72,12 @@ class BufferBudget:
     def kept_bytes(self) -> int:
         return self._kept_bytes
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of all buffers this budget holds, in use and kept for reuse: never above capacity_bytes."""
+        with self._cond:
+            return self.in_use_bytes + self._kept_bytes
+
     def peer_bytes(self, peer: str) -> int:
         with self._cond:
             return self._peer_bytes.get(peer, 0)

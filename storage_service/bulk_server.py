@@ -528,9 +528,9 @@ class BulkServer:
             reason = connection.cut_if_overdue(now, self.limits)
             if reason is not None:
                 cut += 1
+                self.cut_count += 1
                 self._cuts.event("bulk %s: cut a connection from %s: %s", self.address, connection.peer_host,
                                  reason)
-        self.cut_count += cut
         return cut
 
     # ---- state and stop ------------------------------------------------------------
