@@ -141,7 +141,8 @@ class BulkHandler:
             if status != wire.STATUS_OK:
                 raise wire.ProtocolError(f"request frame with status {status}")
         except wire.ProtocolError as exc:
-            self._reject(connection, header[4] if header[4] in wire.OPS else wire.OP_READ, exc)
+            # Replies carry READ or WRITE (a read-to-send's reply is a READ), whatever the request said.
+            self._reject(connection, wire.OP_WRITE if header[4] == wire.OP_WRITE else wire.OP_READ, exc)
             return False
         if op == wire.OP_GRANT:      # late: its read already timed out (bulk_wire.py)
             return True
