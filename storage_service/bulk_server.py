@@ -49,9 +49,10 @@ address (more are closed at accept); a request's frame header is checked
 before anything is allocated for it, and its buffer comes from one budget of
 ``inflight_bytes_max`` bytes, ``inflight_bytes_per_peer_max`` of them per
 address (bulk_buffers.py), waited for at most ``budget_wait_s_max`` (then an
-Unavailable reply, the connection kept); a watchdog cuts connections idle for ``idle_s_max``
-and requests (or replies) that take more than ``request_s_max`` in all; a
-failing ``accept`` (EMFILE: out of descriptors) backs off instead of spinning.
+Unavailable reply, the connection kept); a watchdog cuts connections idle for
+``idle_s_max`` and requests (or replies) that take more than
+``request_s_max`` in all; a failing ``accept`` (EMFILE: out of descriptors)
+backs off instead of spinning.
 """
 
 from __future__ import annotations
@@ -303,6 +304,7 @@ class BulkHandler:
             _send_error(sock, wire.OP_READ, exc)
             return False
         header = bytearray(wire.HEADER.size)
+        connection.enter(Phase.RECEIVING)       # a grant trickled in is cut like a request
         if not recv_header(sock, memoryview(header)):
             raise ConnectionError("bulk peer closed the connection instead of granting a transfer")
         try:

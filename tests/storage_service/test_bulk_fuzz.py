@@ -85,9 +85,9 @@ def replies_are_well_formed(reply: bytes) -> None:
         assert position <= len(reply), "a reply shorter than its header says"
 
 
-def exchange(port: int, payload: bytes) -> bytes:
+def exchange(port: int, payload: bytes, source_host: str = "127.0.0.1") -> bytes:
     """Send payload, half-close, and return all the server sent until it closed the connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=SAFETY_S) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=SAFETY_S, source_address=(source_host, 0)) as sock:
         try:
             sock.sendall(payload)
             sock.shutdown(socket.SHUT_WR)

@@ -65,11 +65,11 @@ def listener(node: Node, peer_timeout_s: float = 10.0, **limits):
         server.stop()
 
 
-def wait_for(condition, what: str) -> None:
+def wait_for(condition, what: str, describe=lambda: "") -> None:
     deadline = time.monotonic() + SAFETY_S
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {SAFETY_S} s: {what}")
+            raise AssertionError(f"not within {SAFETY_S} s: {what} {describe()}")
         time.sleep(0.01)
 
 
