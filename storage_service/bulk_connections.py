@@ -87,10 +87,10 @@ class ConnectionCut(ConnectionError):
 class Connection:
     """One accepted bulk connection: its socket, its peer address and the phase it is in."""
 
-    def __init__(self, sock: socket.socket, peer_host: str, clock: Callable[[], float] = time.monotonic
+    def __init__(self, sock: socket.socket, peer: tuple[str, int], clock: Callable[[], float] = time.monotonic
                  ) -> None:
         self.sock = sock
-        self.peer_host = peer_host
+        self.peer_host, self.peer_port = peer
         self._clock = clock
         self._lock = threading.Lock()
         self.phase = Phase.IDLE

@@ -457,12 +457,13 @@ class BulkServer:
             if failures:
                 log.warning("bulk accept on %s works again after %d failures", self.address, failures)
                 failures, delay_s = 0, 0.0
-            if not self._admit(sock, address[0] if isinstance(address, tuple) else str(address)):
+            if not self._admit(sock, (address[0], address[1])):
                 self._stopping.wait(accept_backoff_s_min)     # no thread to be had: let some end
 
-    def _admit(self, sock: socket.socket, peer_host: str) -> bool:
+    def _admit(self, sock: socket.socket, peer: tuple[str, int]) -> bool:
         """Serve sock on a new thread, or close it when a cap is reached; False if no thread could start."""
-        connection = Connection(sock, peer_host, self._clock)
+        connection = Connection(sock, peer, self._clock)
+        peer_host = connection.peer_host
         with self._lock:
             refusal = None
             if len(self._connections) >= self.limits.connections_max:
@@ -545,6 +546,12 @@ class BulkServer:
     def connections_from(self, peer_host: str) -> int:
         with self._lock:
             return self._per_peer.get(peer_host, 0)
+
+    def describe_connections(self) -> list[tuple[str, int, Phase, str | None]]:
+        """(peer host, peer port, phase, why it was cut or None) of each open connection."""
+        with self._lock:
+            connections = list(self._connections.values())
+        return [(c.peer_host, c.peer_port, c.phase, c.cut_reason) for c in connections]
 
     def stop(self, grace_s: float = 2.0) -> None:
         """Stop accepting, cut every connection (in-flight requests fail on the client: retryable),

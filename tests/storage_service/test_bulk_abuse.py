@@ -7,7 +7,8 @@ and writes all succeed with the right bytes; afterwards every chunk holds what
 was last acknowledged, no request buffer is held and the listener still
 serves.
 Method: the two-target node of test_bulk_protocol.py behind a BulkServer
-with short deadlines. The attacker has two loopback addresses: from 127.0.0.2
+with a 1 s request deadline (and a long idle timeout, so the flood fills its
+cap however slowly it connects). The attacker has two loopback addresses: from 127.0.0.2
 it keeps topping up a flood of idle connections (far more than the per-peer
 cap); from 127.0.0.4 it runs trickling writers, stalled readers and garbage
 senders, reconnecting whenever it is cut. The good client is a BulkConnection
@@ -43,8 +44,10 @@ from .test_bulk_protocol import Node, read
 
 FLOOD_HOST, GOOD_HOST, ATTACK_HOST = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 GOOD_CHUNK_BYTES = 1 * MiB
+IDLE_S = 60.0        # the flood must fill its per-peer cap however slowly it connects (idle cuts: test_bulk_limits)
 GOOD_INODE = 77
 SENTINEL_INODE = 78
+SENTINEL_BYTES = 32 * MiB    # more than any socket buffer holds (wmem_max is 4 MiB here): a stalled read stalls
 
 
 class _SocketFrom:
@@ -84,6 +87,7 @@ class Attack:
         self.trickle_cuts = [0] * tricklers
         self.trickle_completed = 0
         self.stalled_cuts = [0] * stalled_readers
+        self.stalled_refused = 0
         self.garbage_exchanges = 0
         self.garbage_errors = 0
         self.failures: list[str] = []
@@ -156,7 +160,7 @@ class Attack:
                     self.trickle_cuts[number] += 1
 
     def _stalled_reader(self, number: int) -> None:
-        """Ask for a 4 MiB chunk with a tiny receive buffer and never read; reconnect when cut."""
+        """Ask for the 32 MiB sentinel chunk with a tiny receive buffer and never read; reconnect when cut."""
         while not self.stop.is_set():
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             with sock:
@@ -166,19 +170,48 @@ class Attack:
                     sock.settimeout(2.0)
                     sock.connect(("127.0.0.1", self.port))
                     sock.sendall(wire.header(wire.OP_READ, 1, wire.READ_IO.size, 0)
-                                 + wire.READ_IO.pack(2, 1, SENTINEL_INODE, 1, 0, 4 * MiB))
+                                 + wire.READ_IO.pack(2, 1, SENTINEL_INODE, 1, 0, SENTINEL_BYTES))
                 except OSError:
                     self.stop.wait(0.05)
                     continue
-                cut_seen = self.server.cut_count
-                while not self.stop.is_set() and self.server.cut_count == cut_seen:
+                port = sock.getsockname()[1]
+
+                def state() -> str:
+                    for host, peer_port, phase, reason in self.server.describe_connections():
+                        if (host, peer_port) == (ATTACK_HOST, port):
+                            return "cut" if reason else phase.value
+                    return "gone"
+
+                seen = False                    # not reading, until the server took it and then cut it
+                while not self.stop.is_set() and not (seen and state() in ("cut", "gone", "idle")):
+                    seen = seen or state() != "gone"
                     self.stop.wait(0.05)
-                if not self.stop.is_set():
-                    with contextlib.suppress(OSError):
-                        sock.settimeout(SAFETY_S)
-                        while sock.recv(MiB):
-                            pass
-                        self.stalled_cuts[number] += 1
+                if self.stop.is_set():
+                    continue
+                if state() == "idle":           # answered at once: the attacker's buffer share is spent
+                    self._guard("refused read", lambda: self._refused_read(sock))
+                    continue
+                received = 0
+                try:
+                    sock.settimeout(SAFETY_S)
+                    while part := sock.recv(MiB):
+                        received += len(part)
+                except TimeoutError:
+                    self.failures.append(f"stalled reader {number}: the server kept the connection open")
+                    continue
+                except ConnectionResetError:
+                    pass
+                if received >= wire.HEADER.size + SENTINEL_BYTES:
+                    self.failures.append(f"stalled reader {number}: the whole reply came after the deadline")
+                self.stalled_cuts[number] += 1
+
+    def _refused_read(self, sock: socket.socket) -> None:
+        sock.settimeout(SAFETY_S)
+        header = sock.recv(wire.HEADER.size, socket.MSG_WAITALL)
+        _, status, _, meta_len, _ = wire.parse_header(header)
+        assert status == wire.STATUS_ERROR, "a stalled read answered in full"
+        assert "busy" in str(wire.error_from_text(sock.recv(meta_len, socket.MSG_WAITALL)))
+        self.stalled_refused += 1
 
     def _garbage(self, number: int) -> None:
         rng = random.Random(self.seeds[-1 - number])
@@ -222,12 +255,12 @@ def run_abuse(request, monkeypatch, tmp_path, *, flood: int, per_peer: int, tric
     node = Node(tmp_path)
     limits = BulkLimits(connections_max=per_peer + 2 * (tricklers + stalled_readers + garbage_senders) + 16,
                         connections_per_peer_max=per_peer, inflight_bytes_max=256 * MiB,
-                        inflight_bytes_per_peer_max=64 * MiB, budget_wait_s_max=0.5, idle_s_max=2.0,
+                        inflight_bytes_per_peer_max=64 * MiB, budget_wait_s_max=0.5, idle_s_max=IDLE_S,
                         request_s_max=1.0)
     server = BulkServer(node.server.handler, "127.0.0.1:0", peer_timeout_s=2.0, limits=limits)
     server.start()
-    sentinel = rng.randbytes(4 * MiB)
-    node.targets[102].engine.write(chunk_key(SENTINEL_INODE, 1), 0, sentinel, 4 * MiB, 1)
+    sentinel = rng.randbytes(SENTINEL_BYTES)
+    node.targets[102].engine.write(chunk_key(SENTINEL_INODE, 1), 0, sentinel, SENTINEL_BYTES, 1)
     attack = Attack(server, rng, flood, tricklers, stalled_readers, garbage_senders)
     monkeypatch.setattr(bulk_client, "socket", _SocketFrom(GOOD_HOST))
     good = BulkConnection(server.address, SAFETY_S)
@@ -260,27 +293,26 @@ def run_abuse(request, monkeypatch, tmp_path, *, flood: int, per_peer: int, tric
         attack.finish()
     try:
         print(f"good client: {good_ops} ops; flood: {attack.flood_connects} connects, {server.refused_count} "
-              f"refused; trickle cuts {attack.trickle_cuts}; stalled-read cuts {attack.stalled_cuts}; "
+              f"refused; trickle cuts {attack.trickle_cuts}; stalled-read cuts {attack.stalled_cuts} "
+              f"({attack.stalled_refused} refused for budget); "
               f"garbage {attack.garbage_exchanges} exchanges ({attack.garbage_errors} error replies); "
               f"watchdog cuts {server.cut_count}; budget peak {server.budget.in_use_bytes_peak >> 20} MiB")
         assert not attack.failures, attack.failures[:5]
         assert good_ops and not good.broken
-        assert attack.flood_connects >= flood and server.refused_count
+        assert attack.flood_connects >= flood and server.refused_count >= flood - per_peer
         assert flood_held_max == per_peer, "the flood filled its per-peer cap and no more"
         assert all(attack.trickle_cuts) and attack.trickle_completed == 0
         assert all(attack.stalled_cuts)
         assert attack.garbage_exchanges and attack.garbage_errors
         assert 16 * MiB <= server.budget.in_use_bytes_peak <= limits.inflight_bytes_max   # tricklers held some
-        # (the good client's connection may be gone too: idle for idle_s_max while the attack wound down)
         wait_for(lambda: server.connection_count == server.connections_from(GOOD_HOST),
                  "the attacker's connections are gone",
-                 lambda: [(c.peer_host, c.phase, round(time.monotonic() - c.since, 1), c.cut_reason)
-                          for c in list(server._connections.values())])
+                 server.describe_connections)
         wait_for(lambda: server.budget.in_use_bytes == 0, "no request buffer held")
         for (chain, index), data in model.items():
             target = node.targets[100 + chain]
             assert target.engine.read(chunk_key(GOOD_INODE, index), 0, GOOD_CHUNK_BYTES)[0] == data
-        assert node.targets[102].engine.read(chunk_key(SENTINEL_INODE, 1), 0, 4 * MiB)[0] == sentinel
+        assert node.targets[102].engine.read(chunk_key(SENTINEL_INODE, 1), 0, SENTINEL_BYTES)[0] == sentinel
         assert read(BulkConnection(server.address, SAFETY_S), (2, 1, SENTINEL_INODE, 1, 0, 10))[0][0] == sentinel[:10]
     finally:
         good.close()
