@@ -56,6 +56,15 @@ space_warn_fraction_default = 0.8         # warn once when a map or a disk passe
 target_reserve_fraction_default = 0.05    # storage refuses new chunk bytes below this much free...
 target_reserve_bytes_default = 1 * GiB    # ...or this many bytes, whichever is smaller
 
+# The storage node's bulk listener (storage_service/bulk_server.py): defaults of its --bulk-* flags.
+bulk_connections_max = 1024               # open connections per listener (one thread each)
+bulk_connections_per_peer_max = 256       # from one client address; more are closed at accept
+bulk_inflight_bytes_max = 256 * MiB       # request buffers held at once per listener, reused ones included
+bulk_inflight_bytes_per_peer_max = 128 * MiB   # of those, by requests from one client address
+bulk_budget_wait_s_max = 10.0             # a request waits this long for buffer budget, then Unavailable
+bulk_idle_s_max = 300.0                   # a connection with no request for this long is closed
+bulk_request_s_max = 60.0                 # receiving one request frame, or sending one reply, whole
+
 
 def is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
@@ -95,6 +104,12 @@ def _check() -> None:
         raise AssertionError("space fractions out of range")
     if not 0 < inline_data_bytes_max < chunk_size_min:
         raise AssertionError("inline data must fit in one chunk of any layout")
+    if not chunk_size_max <= bulk_inflight_bytes_per_peer_max <= bulk_inflight_bytes_max:
+        raise AssertionError("a peer's share of the bulk buffer budget must hold the largest write")
+    if not 1 <= bulk_connections_per_peer_max <= bulk_connections_max:
+        raise AssertionError("bulk per-peer connection cap out of range")
+    if not 0 < bulk_budget_wait_s_max < bulk_request_s_max:
+        raise AssertionError("a request's wait for budget must end within its deadline")
 
 
 _check()

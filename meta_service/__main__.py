@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 
+from fireflyfs.common.process_tuning import raise_open_files_limit
 from fireflyfs.common.units import parse_positive_size
 
 from .server import MetaConfig, MetaServer, setup_logging
@@ -55,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     setup_logging(config.log_file)
+    raise_open_files_limit()
     server = MetaServer(config)
     stop_requested = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -13,6 +13,7 @@ import errno
 import os
 import socket
 import struct
+from typing import Callable
 
 from fireflyfs.common.traffic import TrafficClass, mark_socket
 
@@ -65,8 +66,11 @@ class IdleTimeout(TimeoutError):
     """No frame started within the timeout: the peer is idle, not stuck mid-frame."""
 
 
-def recv_header(sock: socket.socket, view: memoryview) -> bool:
-    """Fill view (a frame header); False on a clean EOF before its first byte."""
+def recv_header(sock: socket.socket, view: memoryview, started: Callable[[], None] | None = None) -> bool:
+    """Fill view (a frame header); False on a clean EOF before its first byte.
+
+    started() runs once the first bytes are in: the server's request deadline starts there.
+    """
     try:
         count = sock.recv_into(view, len(view))
     except OSError as exc:
@@ -75,6 +79,8 @@ def recv_header(sock: socket.socket, view: memoryview) -> bool:
         raise
     if count == 0:
         return False
+    if started is not None:
+        started()
     if count < len(view):
         recv_exact(sock, view[count:])
     return True

@@ -34,7 +34,10 @@ length, chunk checksum).
 Errors: a reply with status 1 has meta = error text and no data (the whole
 request failed: TooLarge, a fence, ...). A malformed frame (bad magic, unknown
 op, lengths out of bounds) gets such a reply naming InvalidArgument, then the
-server closes the connection.
+server closes the connection. A well-formed request the server cannot take
+now (its buffer budget stayed full: storage_service/bulk_buffers.py) or
+whose write is out of bounds gets an error reply (Unavailable, InvalidArgument)
+after the rest of its frame was read and dropped; the connection stays usable.
 
 Request-to-send (storage_service/rts.py, client/rts.py): READ_RTS (op 3) is a
 READ whose data waits for the client's permission. Once the server has the
@@ -120,6 +123,17 @@ def check_request(op: int, count: int, meta_len: int, data_len: int) -> None:
             raise ProtocolError(f"write frame with count {count} and meta of {meta_len} bytes")
         if data_len > write_data_bytes_max:
             raise ProtocolError(f"write of {data_len} bytes exceeds {write_data_bytes_max}")
+
+
+def unpack_write_request(meta) -> tuple[tuple[int, ...], str]:
+    """A write frame's meta: (chain_id, chain_version, inode, index, offset, chunk_size, checksum,
+    channel, seqnum) and the client id; ProtocolError if the client id's length disagrees with meta's."""
+    fields = WRITE_REQUEST.unpack_from(meta)
+    client_id_len = fields[-1]
+    if WRITE_REQUEST.size + client_id_len != len(meta):
+        raise ProtocolError(f"write frame: client id of {client_id_len} bytes in "
+                            f"{len(meta) - WRITE_REQUEST.size}")
+    return fields[:-1], bytes(meta[WRITE_REQUEST.size:]).decode("utf-8", "replace")
 
 
 def check_reply(op: int, expected_op: int, count: int, expected_count: int, meta_len: int,

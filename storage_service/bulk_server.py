@@ -40,8 +40,19 @@ The same minimal framed server measured both ways (data_plane ``loop``/``echo``
 rows): 4 MiB replies 2200-3400 MiB/s with threads vs 1600-3100 with uvloop,
 64-byte round trips 43-60 k/s vs 16-55 k/s; an event loop would add a hop per
 request and a thread pool for the blocking work anyway. One thread per
-connection, at most ``connections_max`` connections; clients keep a few pooled
-connections per node and process.
+connection; clients keep a few pooled connections per node and process.
+
+What one listener holds against a hostile or broken peer (``BulkLimits``,
+bulk_connections.py; defaults in common/limits.py): at most
+``connections_max`` connections and ``connections_per_peer_max`` from one
+address (more are closed at accept); a request's frame header is checked
+before anything is allocated for it, and its buffer comes from one budget of
+``inflight_bytes_max`` bytes, ``inflight_bytes_per_peer_max`` of them per
+address (bulk_buffers.py), waited for at most ``budget_wait_s_max`` (then an
+Unavailable reply, the connection kept); a watchdog cuts connections idle for
+``idle_s_max`` and requests (or replies) that take more than
+``request_s_max`` in all; a failing ``accept`` (EMFILE: out of descriptors)
+backs off instead of spinning.
 """
 
 from __future__ import annotations
@@ -54,11 +65,15 @@ import threading
 import time
 from typing import Callable
 
-from fireflyfs.common.errors import ChecksumMismatch, FfsError, InvalidArgument, NotFound, TooLarge
+from fireflyfs.common.errors import ChecksumMismatch, FfsError, InvalidArgument, NotFound, TooLarge, Unavailable
+from fireflyfs.common.layout import validate_chunk_size
+from fireflyfs.common.limits import KiB, MiB
 from fireflyfs.common.traffic import TrafficClass, mark_socket
 
 from fireflyfs.proto import bulk_wire as wire
-from fireflyfs.proto.bulk_io import IdleTimeout, Sender, recv_exact, recv_header, tune
+from fireflyfs.proto.bulk_io import IdleTimeout, Sender, discard, recv_exact, recv_header, set_timeouts, tune
+from .bulk_buffers import BufferBudget
+from .bulk_connections import BulkLimits, BurstLog, Connection, Phase
 from .chain_driver import ChainDriver
 from .chunk_engine import ReadExtent
 from .chunk_meta import chunk_key
@@ -70,10 +85,12 @@ from .target import Target
 log = logging.getLogger(__name__)
 
 _CRC = struct.Struct("<I")
-connections_max = 512
-peer_timeout_s_default = 60.0      # a client that stops reading or sending mid-frame is dropped
-                                   # (an idle one between frames is kept: pooled connections)
-write_buffer_bytes_initial = 4 * 1024 * 1024
+peer_timeout_s_default = 60.0      # one recv or send that moves nothing for this long drops the peer
+accept_backoff_s_min = 0.01        # after a failed accept (EMFILE...), doubling per failure
+accept_backoff_s_max = 1.0
+_DROPPED = memoryview(bytearray(64 * KiB))   # where refused request bytes go (shared: never read)
+linger_s_max = 1.0                 # after a malformed frame: how long, and how much, the rest is drained
+linger_bytes_max = 4 * MiB
 
 
 class BulkHandler:
@@ -87,6 +104,7 @@ class BulkHandler:
         self.driver = driver
         self.repairs = repairs      # chunks whose edge blocks fail their CRC here go to repair
         self.rts = GrantGate.from_env()     # request-to-send policy (rts.py)
+        self._bad_frames = BurstLog(log, logging.WARNING)
 
     def _target(self, chain_id: int, chain_version: int, *, write: bool) -> Target:
         target_id = self.routing.resolve(chain_id, chain_version, write=write)
@@ -95,57 +113,119 @@ class BulkHandler:
             raise NotFound(f"target {target_id} is not on storage node {self.node_id}")
         return target
 
-    def serve(self, sock: socket.socket, stopping: Callable[[], bool] = lambda: False) -> None:
-        """Answer frames until the peer closes, a frame is malformed, or the node stops."""
+    def serve(self, connection: Connection, budget: BufferBudget, bulk_limits: BulkLimits,
+              stopping: Callable[[], bool] = lambda: False) -> None:
+        """Answer frames until the peer closes, a frame is malformed, the connection is cut or the node stops.
+
+        Each frame header is checked before anything is allocated for the frame;
+        its buffer then comes from the listener's budget.
+        """
+        sock = connection.sock
         header = bytearray(wire.HEADER.size)
         header_view = memoryview(header)
-        buffer = bytearray(0)
+        write_meta = memoryview(bytearray(wire.write_meta_bytes_max))
+        connection.enter(Phase.IDLE)
         while not stopping():
             try:
-                if not recv_header(sock, header_view):
+                if not recv_header(sock, header_view, connection.receiving):
                     return
             except IdleTimeout:
-                continue        # a pooled client connection between requests: keep it
+                continue        # a pooled client connection between requests: the watchdog times it
+            if not self._serve_frame(connection, budget, bulk_limits, header, write_meta):
+                return
+            connection.enter(Phase.IDLE)
 
-            try:
-                op, status, count, meta_len, data_len = wire.parse_header(header)
-                wire.check_request(op, count, meta_len, data_len)
-                if status != wire.STATUS_OK:
-                    raise wire.ProtocolError(f"request frame with status {status}")
-            except wire.ProtocolError as exc:
-                log.warning("node %d: bad bulk frame from %s: %s", self.node_id, _peer(sock), exc)
-                _send_error(sock, header[4] if header[4] in wire.OPS else wire.OP_READ, exc)
-                return
-            meta = bytearray(meta_len)
-            recv_exact(sock, memoryview(meta))
-            if op == wire.OP_GRANT:      # late: its read already timed out (bulk_wire.py)
-                continue
-            if op in (wire.OP_READ, wire.OP_READ_RTS):
-                self.read(sock, count, meta, rts=op == wire.OP_READ_RTS)
-                continue
-            if len(buffer) < data_len:
-                buffer = bytearray(max(data_len, write_buffer_bytes_initial))
-            data = memoryview(buffer)[:data_len]
-            recv_exact(sock, data)
-            try:
-                reply = self.write(meta, data)
-            except wire.ProtocolError as exc:
-                _send_error(sock, wire.OP_WRITE, exc)
-                return
-            except FfsError as exc:
-                _send_error(sock, wire.OP_WRITE, exc)
-                continue
-            sender = Sender(sock)
-            sender.add(wire.header(wire.OP_WRITE, 1, len(reply), 0))
-            sender.add(reply)
-            sender.flush()
+    def _serve_frame(self, connection: Connection, budget: BufferBudget, bulk_limits: BulkLimits,
+                     header: bytearray, write_meta: memoryview) -> bool:
+        """One request, its header received; False when the connection must close (a malformed frame)."""
+        try:
+            op, status, count, meta_len, data_len = wire.parse_header(header)
+            wire.check_request(op, count, meta_len, data_len)
+            if status != wire.STATUS_OK:
+                raise wire.ProtocolError(f"request frame with status {status}")
+        except wire.ProtocolError as exc:
+            # Replies carry READ or WRITE (a read-to-send's reply is a READ), whatever the request said.
+            self._reject(connection, wire.OP_WRITE if header[4] == wire.OP_WRITE else wire.OP_READ, exc)
+            return False
+        if op == wire.OP_GRANT:      # late: its read already timed out (bulk_wire.py)
+            return True
+        if op == wire.OP_WRITE:
+            return self._serve_write(connection, budget, bulk_limits, write_meta[:meta_len], data_len)
+        ios = self._receive_read(connection, budget, bulk_limits, meta_len)
+        if ios is not None:
+            connection.enter(Phase.WORKING)
+            self.read(connection, ios, rts=op == wire.OP_READ_RTS)
+        return True
+
+    def _buffer(self, connection: Connection, budget: BufferBudget, bulk_limits: BulkLimits,
+                nbytes: int) -> bytearray | None:
+        """A buffer for nbytes of this request from the budget, waiting at most until the request's
+        deadline; None: the budget stayed full."""
+        wait_s = min(bulk_limits.budget_wait_s_max, connection.deadline(bulk_limits) - connection.now())
+        return budget.acquire(nbytes, max(0.0, wait_s), connection.peer_host)
+
+    def _reject(self, connection: Connection, op: int, exc: wire.ProtocolError) -> None:
+        """Answer a malformed frame with its error; the caller then closes the connection.
+
+        The peer may still be sending the rest of the frame: closing a socket
+        with unread bytes sends a reset, which can destroy the error reply in
+        flight, so the server half-closes and drops what still comes, for a
+        bounded time and amount (a "lingering close").
+        """
+        sock = connection.sock
+        self._bad_frames.event("node %d: bad bulk frame from %s: %s", self.node_id, _peer(sock), exc)
+        connection.enter(Phase.SENDING)
+        _send_error(sock, op, exc)
+        deadline = connection.now() + linger_s_max
+        left = linger_bytes_max
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            set_timeouts(sock, linger_s_max)
+            while left > 0 and connection.now() < deadline:
+                count = sock.recv_into(_DROPPED, min(left, len(_DROPPED)))
+                if not count:
+                    return
+                left -= count
+        except OSError:
+            pass
+
+    def _refuse(self, connection: Connection, op: int, unread_bytes: int, exc: FfsError) -> None:
+        """Drop the rest of a well-formed frame, then answer it with exc: the connection stays usable."""
+        discard(connection.sock, unread_bytes, _DROPPED)
+        connection.enter(Phase.SENDING)
+        _send_error(connection.sock, op, exc)
+
+    def _busy(self, connection: Connection, budget: BufferBudget) -> Unavailable:
+        return Unavailable(f"bulk listener of storage node {self.node_id} is busy: request buffers hold "
+                           f"{budget.in_use_bytes} of {budget.capacity_bytes} bytes, "
+                           f"{budget.peer_bytes(connection.peer_host)} of {budget.peer_bytes_max} for "
+                           f"{connection.peer_host}")
 
     # ------------------------------------------------------------------ reads
 
-    def read(self, sock: socket.socket, count: int, meta: bytearray, rts: bool = False) -> None:
-        ios = list(wire.READ_IO.iter_unpack(meta))
+    def _receive_read(self, connection: Connection, budget: BufferBudget, bulk_limits: BulkLimits,
+                      meta_len: int) -> list[tuple[int, ...]] | None:
+        """The IOs of a read frame; None when it was refused (answered)."""
+        if not meta_len:
+            return []
+        buffer = self._buffer(connection, budget, bulk_limits, meta_len)
+        if buffer is None:
+            self._refuse(connection, wire.OP_READ, meta_len, self._busy(connection, budget))
+            return None
+        try:
+            meta = memoryview(buffer)[:meta_len]
+            recv_exact(connection.sock, meta)
+            return list(wire.READ_IO.iter_unpack(meta))
+        finally:
+            budget.release(buffer, connection.peer_host)
+
+    # ------------------------------------------------------------------ reads
+
+    def read(self, connection: Connection, ios: list[tuple[int, ...]], rts: bool = False) -> None:
+        sock, count = connection.sock, len(ios)
         asked = sum(io[5] for io in ios)
         if asked > wire.read_bytes_max:
+            connection.enter(Phase.SENDING)
             _send_error(sock, wire.OP_READ, TooLarge(f"bulk read asks {asked} bytes, more than "
                                                      f"{wire.read_bytes_max} per reply"))
             return
@@ -191,10 +271,11 @@ class BulkHandler:
                     extras.append(struct.pack(f"<{len(crcs)}I", *crcs))
                 data_len += extent.length
             if rts and data_len:     # the data is ready: ask the client before sending it
-                if not self._granted(sock, count, data_len):
+                if not self._granted(connection, count, data_len):
                     return
                 self.rts.begin_sending()
                 sending = True
+            connection.enter(Phase.SENDING)
             sender = Sender(sock)
             meta_len = len(heads) + sum(len(extra) for extra in extras)
             sender.add(wire.header(wire.OP_READ, count, meta_len, data_len))
@@ -214,8 +295,9 @@ class BulkHandler:
             for extent in extents:
                 extent.close()
 
-    def _granted(self, sock: socket.socket, count: int, data_len: int) -> bool:
+    def _granted(self, connection: Connection, count: int, data_len: int) -> bool:
         """Request-to-send: RTS, then wait for GRANT; False (error reply sent) after the timeout."""
+        sock = connection.sock
         self.rts.asking()
         sender = Sender(sock)
         sender.add(wire.header(wire.OP_RTS, count, wire.RTS_META.size, 0))
@@ -226,9 +308,11 @@ class BulkHandler:
         if not poller.poll(self.rts.grant_timeout_s * 1000):
             exc = self.rts.timed_out(count, data_len, _peer(sock))
             log.info("node %d: %s", self.node_id, exc)
+            connection.enter(Phase.SENDING)
             _send_error(sock, wire.OP_READ, exc)
             return False
         header = bytearray(wire.HEADER.size)
+        connection.enter(Phase.RECEIVING)       # a grant trickled in is cut like a request
         if not recv_header(sock, memoryview(header)):
             raise ConnectionError("bulk peer closed the connection instead of granting a transfer")
         try:
@@ -242,17 +326,62 @@ class BulkHandler:
 
     # ------------------------------------------------------------------ writes
 
-    def write(self, meta: bytearray, data: memoryview) -> bytes:
-        (chain_id, chain_version, inode, index, offset, chunk_size, checksum, channel, seqnum,
-         client_id_len) = wire.WRITE_REQUEST.unpack_from(meta)
-        if wire.WRITE_REQUEST.size + client_id_len != len(meta):
-            raise wire.ProtocolError(f"write frame: client id of {client_id_len} bytes in "
-                                     f"{len(meta) - wire.WRITE_REQUEST.size}")
-        client_id = bytes(meta[wire.WRITE_REQUEST.size:]).decode("utf-8", "replace")
+    def _serve_write(self, connection: Connection, budget: BufferBudget, bulk_limits: BulkLimits,
+                     meta: memoryview, data_len: int) -> bool:
+        """One write frame, after its header: False when the connection must close (a malformed frame)."""
+        sock = connection.sock
+        recv_exact(sock, meta)
+        try:
+            fields, client_id = wire.unpack_write_request(meta)
+        except wire.ProtocolError as exc:
+            self._reject(connection, wire.OP_WRITE, exc)
+            return False
+        try:
+            _check_write_bounds(fields, data_len)
+        except InvalidArgument as exc:
+            self._refuse(connection, wire.OP_WRITE, data_len, exc)
+            return True
+        buffer = self._buffer(connection, budget, bulk_limits, data_len) if data_len else bytearray(0)
+        if buffer is None:
+            self._refuse(connection, wire.OP_WRITE, data_len, self._busy(connection, budget))
+            return True
+        try:
+            data = memoryview(buffer)[:data_len]
+            recv_exact(sock, data)
+            connection.enter(Phase.WORKING)
+            try:
+                reply = self.write(fields, client_id, data)
+            except FfsError as exc:
+                connection.enter(Phase.SENDING)
+                _send_error(sock, wire.OP_WRITE, exc)
+                return True
+        finally:
+            if data_len:
+                budget.release(buffer, connection.peer_host)
+        connection.enter(Phase.SENDING)
+        sender = Sender(sock)
+        sender.add(wire.header(wire.OP_WRITE, 1, len(reply), 0))
+        sender.add(reply)
+        sender.flush()
+        return True
+
+    def write(self, fields: tuple[int, ...], client_id: str, data: memoryview) -> bytes:
+        """Apply one write frame (fields from wire.unpack_write_request); the reply's meta."""
+        chain_id, chain_version, inode, index, offset, chunk_size, checksum, channel, seqnum = fields
         target = self._target(chain_id, chain_version, write=True)
         outcome = self.driver.write_data(target, chain_id, chain_version, inode, index, offset, data,
                                          checksum, chunk_size, client_id, channel, seqnum)
         return wire.WRITE_REPLY.pack(outcome.commit_version, outcome.chunk_length, outcome.chunk_checksum)
+
+
+def _check_write_bounds(fields: tuple[int, ...], data_len: int) -> None:
+    """InvalidArgument for a write that cannot fit its chunk, before a buffer is taken for its data
+    (the chunk engine checks the same again)."""
+    inode, index, offset, chunk_size = fields[2:6]
+    validate_chunk_size(chunk_size)
+    if offset + data_len > chunk_size:
+        raise InvalidArgument(f"chunk {inode}:{index}: write [{offset}, {offset + data_len}) "
+                              f"exceeds chunk size {chunk_size}")
 
 
 def _peer(sock: socket.socket) -> str:
@@ -275,16 +404,18 @@ def _send_error(sock: socket.socket, op: int, exc: FfsError) -> None:
 
 
 class BulkServer:
-    """Listens on host:port (0: ephemeral) and serves each connection on its own thread."""
+    """Listens on host:port (0: ephemeral) and serves each connection on its own thread, within limits."""
 
     def __init__(self, handler: BulkHandler, listen: str, *, peer_timeout_s: float = peer_timeout_s_default,
-                 connections_max: int = connections_max) -> None:
+                 limits: BulkLimits = BulkLimits(), clock: Callable[[], float] = time.monotonic) -> None:
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit():
             raise InvalidArgument(f"bulk listen address {listen!r} is not host:port")
         self.handler = handler
         self.peer_timeout_s = peer_timeout_s
-        self.connections_max = connections_max
+        self.limits = limits
+        self.budget = BufferBudget(limits.inflight_bytes_max, limits.inflight_bytes_per_peer_max, clock)
+        self._clock = clock
         self._sock = socket.create_server((host, int(port)), backlog=128)
         try:
             mark_socket(self._sock, TrafficClass.STORAGE)
@@ -292,56 +423,143 @@ class BulkServer:
             pass
         self.port = self._sock.getsockname()[1]
         self.address = f"{host}:{self.port}"
+        self._accept = self._sock.accept     # replaced in tests to inject failures
         self._lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
+        self._connections: dict[socket.socket, Connection] = {}
+        self._per_peer: dict[str, int] = {}
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads_started: list[threading.Thread] = []
+        self._refusals = BurstLog(log, logging.WARNING)
+        self._cuts = BurstLog(log, logging.INFO)
+        self.refused_count = 0
+        self.cut_count = 0
+        self.accept_failures = 0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._accept_loop, name="bulk-accept", daemon=True)
-        self._thread.start()
+        for target, name in ((self._accept_loop, "bulk-accept"), (self._watch_loop, "bulk-watch")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads_started.append(thread)
+
+    # ---- accepting ---------------------------------------------------------------
 
     def _accept_loop(self) -> None:
+        """Accept until stopped; a failing accept (EMFILE, ENFILE, ENOBUFS...) backs off, never spins."""
+        delay_s = 0.0
+        failures = 0
         while not self._stopping.is_set():
             try:
-                sock, _ = self._sock.accept()
-            except OSError:
+                sock, address = self._accept()
+            except OSError as exc:
                 if self._stopping.is_set():
                     return
+                self.accept_failures += 1
+                if not failures:
+                    log.warning("bulk accept on %s fails (%s); backing off up to %g s until it works again",
+                                self.address, exc, accept_backoff_s_max)
+                failures += 1
+                delay_s = min(accept_backoff_s_max, max(accept_backoff_s_min, delay_s * 2))
+                self._stopping.wait(delay_s)
                 continue
-            with self._lock:
-                if len(self._connections) >= self.connections_max:
-                    log.warning("bulk: %d connections open; refusing one from %s", len(self._connections),
-                                _peer(sock))
-                    sock.close()
-                    continue
-                self._connections.add(sock)
-                thread = threading.Thread(target=self._serve, args=(sock,), name="bulk-conn", daemon=True)
-                self._threads.add(thread)
-            thread.start()
+            if failures:
+                log.warning("bulk accept on %s works again after %d failures", self.address, failures)
+                failures, delay_s = 0, 0.0
+            if not self._admit(sock, (address[0], address[1])):
+                self._stopping.wait(accept_backoff_s_min)     # no thread to be had: let some end
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _admit(self, sock: socket.socket, peer: tuple[str, int]) -> bool:
+        """Serve sock on a new thread, or close it when a cap is reached; False if no thread could start."""
+        connection = Connection(sock, peer, self._clock)
+        peer_host = connection.peer_host
+        with self._lock:
+            refusal = None
+            if len(self._connections) >= self.limits.connections_max:
+                refusal = f"{len(self._connections)} connections open (at most {self.limits.connections_max})"
+            elif self._per_peer.get(peer_host, 0) >= self.limits.connections_per_peer_max:
+                refusal = (f"{self._per_peer[peer_host]} connections from {peer_host} "
+                           f"(at most {self.limits.connections_per_peer_max} per peer)")
+            else:
+                self._connections[sock] = connection
+                self._per_peer[peer_host] = self._per_peer.get(peer_host, 0) + 1
+                thread = threading.Thread(target=self._serve, args=(connection,), name="bulk-conn", daemon=True)
+                self._threads.add(thread)
+        if refusal is not None:
+            self.refused_count += 1
+            self._refusals.event("bulk %s: refusing a connection from %s: %s", self.address, peer_host, refusal)
+            sock.close()
+            return True
+        try:
+            thread.start()
+        except RuntimeError as exc:      # out of threads or memory: refuse this one, keep the node up
+            log.warning("bulk %s: cannot start a connection thread: %s", self.address, exc)
+            self._forget(connection, thread)
+            sock.close()
+            return False
+        return True
+
+    def _forget(self, connection: Connection, thread: threading.Thread) -> None:
+        with self._lock:
+            if self._connections.pop(connection.sock, None) is not None:
+                left = self._per_peer[connection.peer_host] - 1
+                if left:
+                    self._per_peer[connection.peer_host] = left
+                else:
+                    del self._per_peer[connection.peer_host]
+            self._threads.discard(thread)
+
+    def _serve(self, connection: Connection) -> None:
+        sock = connection.sock
         try:
             tune(sock, self.peer_timeout_s)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)   # a vanished client host
-            self.handler.serve(sock, self._stopping.is_set)
+            self.handler.serve(connection, self.budget, self.limits, self._stopping.is_set)
         except (ConnectionError, TimeoutError) as exc:
             log.debug("bulk connection from %s ended: %s", _peer(sock), exc)
         except OSError as exc:
-            if not self._stopping.is_set():
+            if not self._stopping.is_set() and connection.cut_reason is None:
                 log.info("bulk connection from %s failed: %s", _peer(sock), exc)
         except Exception:   # a bug: log it, drop this connection, keep the node serving
             log.exception("bulk connection from %s crashed", _peer(sock))
         finally:
-            with self._lock:
-                self._connections.discard(sock)
-                self._threads.discard(threading.current_thread())
+            self._forget(connection, threading.current_thread())
             sock.close()
+
+    # ---- the watchdog ------------------------------------------------------------
+
+    def _watch_loop(self) -> None:
+        while not self._stopping.wait(self.limits.watch_interval_s):
+            self.cut_overdue(self._clock())
+
+    def cut_overdue(self, now: float) -> int:
+        """Cut every connection idle, receiving or sending for too long (bulk_connections.py); how many."""
+        with self._lock:
+            connections = list(self._connections.values())
+        cut = 0
+        for connection in connections:
+            reason = connection.cut_if_overdue(now, self.limits)
+            if reason is not None:
+                cut += 1
+                self.cut_count += 1
+                self._cuts.event("bulk %s: cut a connection from %s: %s", self.address, connection.peer_host,
+                                 reason)
+        return cut
+
+    # ---- state and stop ------------------------------------------------------------
 
     @property
     def connection_count(self) -> int:
         return len(self._connections)
+
+    def connections_from(self, peer_host: str) -> int:
+        with self._lock:
+            return self._per_peer.get(peer_host, 0)
+
+    def describe_connections(self) -> list[tuple[str, int, Phase, str | None]]:
+        """(peer host, peer port, phase, why it was cut or None) of each open connection."""
+        with self._lock:
+            connections = list(self._connections.values())
+        return [(c.peer_host, c.peer_port, c.phase, c.cut_reason) for c in connections]
 
     def stop(self, grace_s: float = 2.0) -> None:
         """Stop accepting, cut every connection (in-flight requests fail on the client: retryable),
@@ -359,11 +577,8 @@ class BulkServer:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if self._thread is not None:
-            self._thread.join(grace_s)
         deadline = time.monotonic() + grace_s
         with self._lock:
-            threads = list(self._threads)
+            threads = list(self._threads) + self._threads_started
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-

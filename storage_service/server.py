@@ -5,7 +5,9 @@
 [--heartbeat-timeout-ms MS] [--fsync] [--block-size BYTES] [--bulk-listen HOST:PORT | --no-bulk]
 [--target-capacity SIZE] [--target-reserve SIZE|PCT] [--target-map-size SIZE] [--target-map-size-max SIZE]
 [--space-warn-percent PCT]
-[--scrub-bytes-per-s N] [--scrub-interval-s S]``
+[--scrub-bytes-per-s N] [--scrub-interval-s S]
+[--bulk-connections-max N] [--bulk-connections-per-peer-max N] [--bulk-inflight-bytes-max SIZE]
+[--bulk-inflight-bytes-per-peer-max SIZE] [--bulk-budget-wait-s-max S] [--bulk-idle-s-max S] [--bulk-request-s-max S]``
 
 Targets are DIR/target-<id>/ with id = N*100 + i + 1. The server binds first
 (port 0 = ephemeral), then registers "127.0.0.1:<bound port>" with mgmtd (with
@@ -19,6 +21,9 @@ host with an ephemeral port, carries chunk reads and client writes over a
 framed binary protocol; its address goes to mgmtd in the registration
 (``bulk_address``) and from there into every client's routing. ``--no-bulk``
 (or FFS_STORAGE_BULK=0) leaves it off: clients then use gRPC for everything.
+The --bulk-*-max flags bound what it holds (bulk_connections.BulkLimits;
+defaults in common/limits.py). At start the process raises its open files
+limit to the hard limit (common/process_tuning.py).
 
 Chain replication: Write/TruncateChunk/RemoveChunks at the head and Update
 from predecessors run through chain_driver.py (CRAQ, craq.py); resync.py
@@ -63,11 +68,13 @@ import time
 from pathlib import Path
 
 from fireflyfs.common import limits
-from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
-from fireflyfs.common.units import parse_positive_size, parse_size
+from fireflyfs.common.errors import InvalidArgument
+from fireflyfs.common.process_tuning import keep_large_buffers_on_heap, raise_open_files_limit
 from fireflyfs.common.rpc import make_channel, make_server
+from fireflyfs.common.units import parse_positive_size, parse_size
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
+from .bulk_connections import BulkLimits
 from .bulk_server import BulkHandler, BulkServer
 from .chain_driver import ChainDriver
 from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT, POOL_FILES_MAX_DEFAULT
@@ -115,6 +122,7 @@ class StorageConfig:
     space_warn_fraction: float = limits.space_warn_fraction_default
     scrub_bytes_per_s: int = scrub_bytes_per_s_default   # 0: no background scrub
     scrub_interval_s: float = scrub_interval_s_default     # a scrub pass starts at most this often
+    bulk_limits: BulkLimits = BulkLimits()   # what the bulk listener holds at most
 
     def target_dir(self, target_id: int) -> Path:
         return self.data_dir / f"target-{target_id}"
@@ -156,7 +164,7 @@ class StorageNode:
         if config.bulk_listen is not None:
             self.bulk = BulkServer(BulkHandler(config.node_id, self.targets, self.routing, self.driver,
                                                self.repairs),
-                                   config.bulk_listen or f"{host}:0")
+                                   config.bulk_listen or f"{host}:0", limits=config.bulk_limits)
         self._channel = make_channel(config.mgmtd)
         self.link = MgmtdLink(mgmtd_pb2_grpc.MgmtdStub(self._channel), config.node_id, self.address,
                               self._target_infos, self._target_heartbeats, self.routing,
@@ -296,7 +304,23 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
     parser.add_argument("--bulk", action=argparse.BooleanOptionalAction,
                         default=os.environ.get("FFS_STORAGE_BULK", "1") != "0",
                         help="serve the bulk data path (--no-bulk: gRPC only)")
+    bulk_defaults = BulkLimits()
+    for name, kind, what in (
+            ("connections_max", int, "open bulk connections"),
+            ("connections_per_peer_max", int, "bulk connections from one client address"),
+            ("inflight_bytes_max", parse_positive_size, "bulk request buffer bytes (e.g. 256MiB)"),
+            ("inflight_bytes_per_peer_max", parse_positive_size, "of those for one client address"),
+            ("budget_wait_s_max", float, "seconds a bulk request waits for buffer budget"),
+            ("idle_s_max", float, "seconds a bulk connection may sit idle"),
+            ("request_s_max", float, "seconds to receive one bulk request, or send one reply")):
+        parser.add_argument(f"--bulk-{name.replace('_', '-')}", dest=f"bulk_{name}", type=kind,
+                            default=getattr(bulk_defaults, name), help=f"at most this many {what}")
     args = parser.parse_args(argv)
+    try:
+        bulk_limits = BulkLimits(**{field.name: getattr(args, f"bulk_{field.name}")
+                                    for field in dataclasses.fields(BulkLimits)})
+    except InvalidArgument as exc:
+        parser.error(str(exc))
     if args.node_id < 1:
         parser.error("--node-id must be >= 1")
     if args.heartbeat_interval_ms < 1:
@@ -320,7 +344,8 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                          target_map_size_bytes=args.target_map_size,
                          target_map_size_bytes_max=args.target_map_size_max,
                          space_warn_fraction=args.space_warn_percent / 100,
-                         scrub_bytes_per_s=args.scrub_bytes_per_s, scrub_interval_s=args.scrub_interval_s)
+                         scrub_bytes_per_s=args.scrub_bytes_per_s, scrub_interval_s=args.scrub_interval_s,
+                         bulk_limits=bulk_limits)
 
 
 def setup_logging(config: StorageConfig) -> None:
@@ -337,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     setup_logging(config)
     keep_large_buffers_on_heap()
+    raise_open_files_limit()
     node = StorageNode(config)
 
     def on_signal(signum, frame) -> None:
