@@ -57,6 +57,12 @@ class _NeedsTruncate:
     inode_id: int
 
 
+def check_length_fits(inode: types_pb2.Inode, length: int) -> None:
+    """TooLarge when no file of inode's layout can be length bytes long (more chunks than an index holds)."""
+    if length // inode.layout.chunk_size > CHUNK_INDEX_MAX:
+        raise TooLarge(f"length {length} exceeds the largest file of this layout")
+
+
 def layout_of(inode: types_pb2.Inode) -> Layout:
     return Layout.from_proto(inode.layout)
 
@@ -252,6 +258,7 @@ class FileOps(CopyOps, InlineOps):
                 seen, _ = load_file_any(txn, inode_id)
                 if seen.type != FILE:
                     raise InvalidArgument(f"inode {inode_id} is not a regular file")
+                check_length_fits(seen, length_hint)
                 if session_id is not None:
                     get_session(txn, inode_id, session_id)
                 inline = inline_record(txn, inode_id) is not None
@@ -300,8 +307,7 @@ class FileOps(CopyOps, InlineOps):
             inode, _ = load_file_any(txn, inode_id)
         if length < 0:
             raise InvalidArgument(f"negative length {length}")
-        if length // inode.layout.chunk_size > CHUNK_INDEX_MAX:
-            raise TooLarge(f"length {length} exceeds the largest file of this layout")
+        check_length_fits(inode, length)
         result = self._truncate_inline(inode_id, length, now_ns, key, result_of)
         if result is not None:
             return result

@@ -73,6 +73,21 @@ def test_sync_makes_length_exact_and_keeps_the_session(ns, chunks):
     ns.close(inode.id, sid, NOW)
 
 
+def test_sync_and_close_refuse_a_hint_no_file_of_the_layout_can_reach(ns, store):
+    """Found by tests/system/test_fuzz_rpc.py's classes of values: Sync(length_hint=2**64-1) made the
+    length 2**64-1 (Truncate refuses it), and a CopyFile of that file then ran for ever."""
+    inode, sid, _ = ns.create("/f", NOW, open_for_write=True)
+    largest = (1 << 32) * inode.layout.chunk_size - 1
+    before = dump(store)
+    for hint in (largest + 1, 2**63, 2**64 - 1):
+        with pytest.raises(errors.TooLarge, match="largest file"):
+            ns.sync(inode.id, NOW, length_hint=hint)
+        with pytest.raises(errors.TooLarge, match="largest file"):
+            ns.close(inode.id, sid, NOW, length_hint=hint)
+    assert dump(store) == before, "a refused hint changes nothing, the session stays open"
+    assert ns.sync(inode.id, NOW, length_hint=largest).length == largest
+
+
 def test_truncate_wins_over_a_stale_hint(ns, chunks):
     inode, sid, _ = ns.create("/f", NOW, open_for_write=True)
     write(chunks, inode, 0, 8 * MiB)
