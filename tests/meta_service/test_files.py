@@ -88,6 +88,23 @@ def test_sync_and_close_refuse_a_hint_no_file_of_the_layout_can_reach(ns, store)
     assert ns.sync(inode.id, NOW, length_hint=largest).length == largest
 
 
+def test_copy_reads_only_up_to_the_last_stored_chunk(ns, chunks, monkeypatch):
+    """A file truncated up to 1 TiB is one hole past its data: CopyFile copied every byte of it
+    (found with the RPC fuzzer's value classes: Truncate length 2**40, then CopyFile past its deadline)."""
+    inode, sid, _ = ns.create("/sparse", NOW, open_for_write=True)
+    write(chunks, inode, 0, 3 * MiB + 5)
+    ns.close(inode.id, sid, NOW)
+    ns.truncate("/sparse", 2**40, NOW)
+    lengths = []
+    copy = chunks.copy_file_chunks
+    monkeypatch.setattr(chunks, "copy_file_chunks", lambda src, layout, length, *rest: (
+        lengths.append(length), copy(src, layout, length, *rest))[1])
+    copied, _ = ns.copy_file("/sparse", "/copy", NOW)
+    assert lengths == [3 * MiB + 5]
+    assert copied.length == 2**40
+    assert chunks.file_length_from_chunks(copied.id, Layout.from_proto(copied.layout)) == 3 * MiB + 5
+
+
 def test_truncate_wins_over_a_stale_hint(ns, chunks):
     inode, sid, _ = ns.create("/f", NOW, open_for_write=True)
     write(chunks, inode, 0, 8 * MiB)
