@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator
 
 from google.protobuf import descriptor as pb_descriptor
 from google.protobuf import message_factory
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from hypothesis import strategies as st
 
 from fireflyfs.common import limits
@@ -313,6 +313,18 @@ class Protection:
             elif field.type == FD.TYPE_STRING and self.directory_name in value:
                 setter(value.replace(self.directory_name, "elsewhere"))
         return message
+
+
+    def guard(self, body: bytes, request_type: type[Message]) -> bytes:
+        """A garbage body as sent: when it parses (a cut message often does), its protected values
+        replaced as in apply; else the protected directory's name replaced in the raw bytes."""
+        try:
+            message = request_type.FromString(body)
+        except DecodeError:
+            return body.replace(self.directory_name.encode(), b"elsewhere")
+        parsed = message.SerializeToString()
+        guarded = self.apply(message).SerializeToString()
+        return body if guarded == parsed else guarded
 
 
 def _names_inode(owner: pb_descriptor.Descriptor, field: FD) -> bool:

@@ -79,6 +79,17 @@ def test_protection_replaces_protected_values_everywhere():
     assert {1, 7} <= protection.inodes_sent and not {5, 6} & protection.inodes_sent
 
 
+def test_protection_guards_garbage_that_parses():
+    protection = Protection(frozenset({3}), "secret")
+    sync = meta_pb2.SyncRequest(inode_id=3, length_hint=2**40).SerializeToString()
+    guarded = meta_pb2.SyncRequest.FromString(protection.guard(sync, meta_pb2.SyncRequest))
+    assert guarded.inode_id != 3 and guarded.length_hint == 2**40
+    harmless = meta_pb2.SyncRequest(inode_id=4).SerializeToString()
+    assert protection.guard(harmless, meta_pb2.SyncRequest) == harmless
+    unparsable = b"\x0a\x06secret\xff"
+    assert b"secret" not in protection.guard(unparsable, meta_pb2.StatRequest)
+
+
 def test_message_class_builds_each_request_type():
     for _, _, method in METHODS:
         assert message_class(method.input_type)().DESCRIPTOR is method.input_type
