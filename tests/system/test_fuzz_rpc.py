@@ -13,11 +13,12 @@ Method:
 - Per method, hypothesis draws ``FFS_FUZZ_EXAMPLES`` well-formed requests with
   extreme and hinted field values (hints are the cluster's real chain ids,
   versions, target and node ids, and the paths, inode ids and session ids of
-  a "play" directory made for the fuzzer to change), and half as many raw
+  a fresh "play" directory made for each method to change), and half as many raw
   garbage bodies sent without a serializer. Then four times as many calls to
   all the methods interleaved, for bugs that take two calls. Seeded from ``FFS_SEED``: the same
   seed sends the same requests (the servers' state may still differ with
-  timing, e.g. background GC).
+  timing, e.g. background GC); ``FFS_FUZZ_METHODS=CopyFile,Sync`` limits a
+  replay to a few methods (each method's draws depend only on the seed).
 - Meta and Storage run on a cluster holding the protected set: a directory
   with a random name under the root and a few files, some multi-chunk, some
   inline. Requests are kept out of its reach by ``Protection``: a field naming
@@ -42,6 +43,7 @@ import dataclasses
 import os
 import random
 import zlib
+from typing import Callable
 
 import crc32c
 import grpc
@@ -61,6 +63,7 @@ from tests.system.fuzz_messages import (Protection, garbage_strategy, message_cl
                                         method_path, service_methods)
 
 EXAMPLES_ENV = "FFS_FUZZ_EXAMPLES"
+METHODS_ENV = "FFS_FUZZ_METHODS"
 examples_default = 30
 examples_soak = 300
 fsck_recheck_delay_s = 0.2
@@ -95,10 +98,13 @@ class Failure:
 class Fuzzer:
     """Sends generated requests to the channels of each service and records every bad answer."""
 
-    def __init__(self, channels: dict[str, list[grpc.Channel]], hints: dict[str, list], seed: int,
-                 examples: int, protection: Protection | None = None) -> None:
+    def __init__(self, channels: dict[str, list[grpc.Channel]], hints: Callable[[str], dict[str, list]],
+                 seed: int, examples: int, protection: Protection | None = None) -> None:
+        """hints(phase) returns the hints for one phase (a method, or "mixed"); it may first make
+        fresh things to name, so each method finds valid targets, whatever the one before did."""
         self.channels = channels
-        self.hints = hints
+        self.hints_for = hints
+        self.hints: dict[str, list] = {}
         self.seed = seed
         self.examples = examples
         self.protection = protection
@@ -111,8 +117,10 @@ class Fuzzer:
         """Each method on its own, a probe after each; then calls to all of them interleaved."""
         for service, name, method in methods:
             assert service in PROBES, f"service {service} has no health probe in PROBES: add one"
+            self.hints = self.hints_for(name)
             self._fuzz_method(service, method)
             self._probe(service, f"after {method_path(method)}")
+        self.hints = self.hints_for("mixed")
         self._fuzz_mixed(methods)
         for service in sorted({service for service, _, _ in methods}):
             self._probe(service, "after the mixed phase")
@@ -255,13 +263,17 @@ def sorted_listing(client: FfsClient, directory: str) -> list:
     return sorted(client.listdir(directory, with_attrs=True), key=lambda entry: entry.name)
 
 
-def play_hints(client: FfsClient, rng: random.Random) -> dict[str, list]:
-    """A directory the fuzzer may change, and the names, ids and sessions in it as hints."""
-    play = "/play"
+def play_hints(client: FfsClient, rng: random.Random, phase: str) -> dict[str, list]:
+    """A fresh directory the fuzzer may change, and the names, ids and sessions in it as hints."""
+    play = f"/play-{phase}"
     client.mkdir(f"{play}/sub", parents=True, chunk_size=chunk_size_bytes)
     paths = [f"{play}/f{i}" for i in range(4)]
     for i, path in enumerate(paths):
         client.write_file(path, rng.randbytes(i * chunk_size_bytes + 10))
+    # Extreme but legal: 10 bytes of data, then a hole up to 1 TiB (copies and reads must not walk it).
+    paths.append(f"{play}/sparse")
+    client.write_file(paths[-1], rng.randbytes(10))
+    client.truncate(paths[-1], 2**40)
     client.symlink(f"{play}/link", paths[2])
     handles = [client.open(paths[1], write=True), client.open(paths[3], write=True)]
     inodes = [client.stat(path).id for path in paths] + [client.stat(f"{play}/sub").id]
@@ -273,6 +285,7 @@ def play_hints(client: FfsClient, rng: random.Random) -> dict[str, list]:
         # Mostly none: a reused request_id replays its first outcome, or is refused for another method.
         "request_id": ["", "fuzz-1"], "index": [0, 1, 2, 3],
         "chunk_size": [chunk_size_bytes, 4 * MiB], "length": [0, 1, chunk_size_bytes, 2**40],
+        "length_hint": [0, chunk_size_bytes, 2**40, 2**64 - 1],
         "offset": [0, chunk_size_bytes - 1],
     }
 
@@ -295,6 +308,21 @@ def channels_of(local, routing: types_pb2.RoutingInfo) -> dict[str, list[grpc.Ch
     return {"Meta": [meta], "Mgmtd": [meta], "Storage": storage}
 
 
+def chosen_methods(methods, services: tuple[str, ...]):
+    """The methods of services, or only those FFS_FUZZ_METHODS names (comma-separated, to replay a few)."""
+    wanted = {name for name in os.environ.get(METHODS_ENV, "").split(",") if name}
+    chosen = [m for m in methods if m[0] in services and (not wanted or m[1] in wanted)]
+    assert chosen or wanted, f"no methods in {services}"
+    return chosen
+
+
+def replay_env(examples: int) -> dict[str, object]:
+    env: dict[str, object] = {EXAMPLES_ENV: examples}
+    if os.environ.get(METHODS_ENV):
+        env[METHODS_ENV] = os.environ[METHODS_ENV]
+    return env
+
+
 def fuzz_examples(default: int) -> int:
     return int(os.environ.get(EXAMPLES_ENV, default))
 
@@ -303,8 +331,7 @@ def fuzz_examples(default: int) -> int:
 
 def run_meta_and_storage(make_cluster, request, examples: int, args: str = "") -> None:
     seed = seed_from_env()
-    announce_seed(request, seed, env={EXAMPLES_ENV: examples}, args=args, examples=examples,
-                  deadline_s=deadline_s)
+    announce_seed(request, seed, env=replay_env(examples), args=args, examples=examples, deadline_s=deadline_s)
     rng = random.Random(seed)
     local = make_cluster(storage_nodes=3, replicas=3, targets_per_node=1, heartbeat_timeout_ms=None)
     client = FfsClient(local.meta_address)
@@ -314,10 +341,11 @@ def run_meta_and_storage(make_cluster, request, examples: int, args: str = "") -
     assert before.clean, f"fsck before fuzzing: {before.to_json()}"
 
     routing = client.routing.routing_info()
-    hints = {**play_hints(client, rng), **routing_hints(routing)}
     protection = Protection(protected.inode_ids, protected.directory.lstrip("/"))
-    fuzzer = Fuzzer(channels_of(local, routing), hints, seed, examples, protection)
-    methods = [m for m in service_methods([meta_pb2, storage_pb2]) if m[0] in ("Meta", "Storage")]
+    fuzzer = Fuzzer(channels_of(local, routing),
+                    lambda phase: {**play_hints(client, rng, phase), **routing_hints(routing)},
+                    seed, examples, protection)
+    methods = chosen_methods(service_methods([meta_pb2, storage_pb2]), ("Meta", "Storage"))
     fuzzer.run(methods)
     print(f"fuzzed {len(methods)} methods with {fuzzer.calls} calls; "
           f"inode ids named: {len(protection.inodes_sent)}\n{fuzzer.summary()}", flush=True)
@@ -354,16 +382,15 @@ def run_meta_and_storage(make_cluster, request, examples: int, args: str = "") -
 
 def run_mgmtd(make_cluster, request, examples: int, args: str = "") -> None:
     seed = seed_from_env()
-    announce_seed(request, seed, env={EXAMPLES_ENV: examples}, args=args, examples=examples,
-                  deadline_s=deadline_s)
+    announce_seed(request, seed, env=replay_env(examples), args=args, examples=examples, deadline_s=deadline_s)
     local = make_cluster(storage_nodes=1, replicas=1, targets_per_node=1, heartbeat_timeout_ms=None)
     client = FfsClient(local.meta_address)
     routing = client.routing.routing_info()
     addresses = [node.address for node in routing.nodes] + ["127.0.0.1:1", "[::1]:1"]
     hints = {**routing_hints(routing), "id": [target.id for target in routing.targets],
              "address": addresses, "bulk_address": addresses}
-    fuzzer = Fuzzer(channels_of(local, routing), hints, seed, examples)
-    methods = [m for m in service_methods([mgmtd_pb2]) if m[0] == "Mgmtd"]
+    fuzzer = Fuzzer(channels_of(local, routing), lambda phase: hints, seed, examples)
+    methods = chosen_methods(service_methods([mgmtd_pb2]), ("Mgmtd",))
     fuzzer.run(methods)
     fuzzer._probe("Meta", "after fuzzing mgmtd")
     print(f"fuzzed {len(methods)} methods with {fuzzer.calls} calls\n{fuzzer.summary()}", flush=True)
