@@ -10,7 +10,9 @@ for statuses the transport raised itself.
 Servicers stay thin: ``map_servicer_errors`` wraps each RPC method so an
 FfsError raised by the logic underneath becomes a gRPC status with a message,
 and anything else becomes INTERNAL with the traceback logged, never a silent
-hang.
+hang. A request body that does not parse is the caller's error, not the
+server's: ``make_server`` parses it inside the call and answers
+INVALID_ARGUMENT (grpcio itself would answer INTERNAL).
 
 Every server and channel carries a traffic class (common/traffic.py): its
 packets are marked with that class's DSCP so a shared network can queue
@@ -29,7 +31,7 @@ from typing import Iterator
 import grpc
 
 from . import errors, limits
-from .errors import FfsError, Internal
+from .errors import FfsError, Internal, InvalidArgument
 from .traffic import TrafficClass, grpc_options
 
 log = logging.getLogger(__name__)
@@ -137,11 +139,39 @@ def make_server(address: str, max_workers: int = 16,
     Its replies are marked with traffic_class's DSCP (None: unmarked).
     """
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                         options=SERVER_OPTIONS + grpc_options(traffic_class))
+                         options=SERVER_OPTIONS + grpc_options(traffic_class),
+                         interceptors=[UnparsableRequestRejected()])
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind gRPC server to {address}")
     return server, port
+
+
+class UnparsableRequestRejected(grpc.ServerInterceptor):
+    """Parse unary requests inside the call, so a body that does not parse gets INVALID_ARGUMENT.
+
+    grpcio runs the request deserializer before the handler and answers
+    INTERNAL ("Exception deserializing request!") when it raises, which reads
+    as a server bug. Here the handler receives the raw bytes and parses them
+    itself. Streaming handlers (none so far) pass through unchanged.
+    """
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        parse, behavior = handler.request_deserializer, handler.unary_unary
+        method = handler_call_details.method
+
+        def parsed_then_handled(body: bytes, context: grpc.ServicerContext):
+            try:
+                request = parse(body)
+            except Exception as exc:  # DecodeError and friends: the caller sent bytes that are no request
+                abort_with(context, InvalidArgument(f"{method}: unparsable request ({len(body)} bytes): {exc}"))
+            return behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(parsed_then_handled, request_deserializer=None,
+                                                   response_serializer=handler.response_serializer)
 
 
 def make_channel(address: str,

@@ -50,8 +50,13 @@ class CopyOps:
         source, temp, session_id, dst_components, inline = self._copy_begin(src, dst, now_ns, parents)
         try:
             if inline is None:
-                self.chunk_store.copy_file_chunks(source.id, Layout.from_proto(source.layout), source.length,
-                                                  temp.id, Layout.from_proto(temp.layout))
+                layout = Layout.from_proto(source.layout)
+                # Past the source's last stored chunk is one hole: reading it would fetch zeros for
+                # nothing (a file truncated up to 1 TiB held a meta worker for hours). dst's length
+                # is still source.length (_copy_link).
+                end = min(source.length, self.chunk_store.file_length_from_chunks(source.id, layout))
+                self.chunk_store.copy_file_chunks(source.id, layout, end, temp.id,
+                                                  Layout.from_proto(temp.layout))
             return self._copy_link(temp.id, session_id, source, dst_components, now_ns, key, inline)
         except BaseException:
             self._copy_abandon(temp.id, session_id)

@@ -322,6 +322,9 @@ class ClusterState:
             record = txn.get_msg("targets", u64_key(beat.target_id), types_pb2.TargetInfo)
             if record is None or record.node_id != node_id:
                 raise InvalidArgument(f"target {beat.target_id} is not registered on node {node_id}")
+            if beat.local_state not in types_pb2.LocalTargetState.values():
+                # Stored, an unknown state would break every later chain round (LocalState(...) raises).
+                raise InvalidArgument(f"target {beat.target_id}: unknown local state {beat.local_state}")
             # A beat without a state still proves the node is alive: at least ONLINE.
             reported = beat.local_state or types_pb2.ONLINE
             if reported != record.local_state:

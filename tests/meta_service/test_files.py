@@ -75,6 +75,38 @@ def test_sync_makes_length_exact_and_keeps_the_session(ns, chunks):
     ns.close(inode.id, sid, NOW)
 
 
+def test_sync_and_close_refuse_a_hint_no_file_of_the_layout_can_reach(ns, store):
+    """Found by tests/system/test_fuzz_rpc.py's classes of values: Sync(length_hint=2**64-1) made the
+    length 2**64-1 (Truncate refuses it), and a CopyFile of that file then ran for ever."""
+    inode, sid, _ = ns.create("/f", NOW, open_for_write=True)
+    largest = (1 << 32) * inode.layout.chunk_size - 1
+    before = dump(store)
+    for hint in (largest + 1, 2**63, 2**64 - 1):
+        with pytest.raises(errors.TooLarge, match="largest file"):
+            ns.sync(inode.id, sid, NOW, length_hint=hint)
+        with pytest.raises(errors.TooLarge, match="largest file"):
+            ns.close(inode.id, sid, NOW, length_hint=hint)
+    assert dump(store) == before, "a refused hint changes nothing, the session stays open"
+    assert ns.sync(inode.id, sid, NOW, length_hint=largest).length == largest
+
+
+def test_copy_reads_only_up_to_the_last_stored_chunk(ns, chunks, monkeypatch):
+    """A file truncated up to 1 TiB is one hole past its data: CopyFile copied every byte of it
+    (found with the RPC fuzzer's value classes: Truncate length 2**40, then CopyFile past its deadline)."""
+    inode, sid, _ = ns.create("/sparse", NOW, open_for_write=True)
+    write(chunks, inode, 0, 3 * MiB + 5)
+    ns.close(inode.id, sid, NOW)
+    ns.truncate("/sparse", 2**40, NOW)
+    lengths = []
+    copy = chunks.copy_file_chunks
+    monkeypatch.setattr(chunks, "copy_file_chunks", lambda src, layout, length, *rest: (
+        lengths.append(length), copy(src, layout, length, *rest))[1])
+    copied, _ = ns.copy_file("/sparse", "/copy", NOW)
+    assert lengths == [3 * MiB + 5]
+    assert copied.length == 2**40
+    assert chunks.file_length_from_chunks(copied.id, Layout.from_proto(copied.layout)) == 3 * MiB + 5
+
+
 def test_truncate_wins_over_a_stale_hint(ns, chunks):
     inode, sid, _ = ns.create("/f", NOW, open_for_write=True)
     write(chunks, inode, 0, 8 * MiB)

@@ -180,3 +180,14 @@ def test_state_survives_reopen(tmp_path):
     assert all(n.status == types_pb2.HEARTBEAT_CONNECTED for n in routing.nodes)
     assert [len(c.targets) for c in routing.chains] == [3, 3]
     store.close()
+
+
+def test_heartbeat_with_an_unknown_local_state_is_refused(cluster, store):
+    """Found by tests/system/test_fuzz_rpc.py: such a beat ended in INTERNAL (the log line's Name() raised);
+    stored, the state would break every later chain round."""
+    register(cluster, 1, 0)
+    before = dump(store)
+    for state in (4, 2**31 - 1, -1):
+        with pytest.raises(errors.InvalidArgument, match="unknown local state"):
+            cluster.heartbeat(1, [mgmtd_pb2.TargetHeartbeat(target_id=101, local_state=state)], 10)
+    assert dump(store) == before
