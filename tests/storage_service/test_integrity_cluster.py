@@ -78,8 +78,12 @@ class Replica:
         return files[0]
 
     def read(self, length: int) -> bytes:
-        with open(self.path(), "rb") as handle:
-            return handle.read(length)
+        """The file's first length bytes; b"" while a repair swaps the file (listed, then gone)."""
+        try:
+            with open(self.path(), "rb") as handle:
+                return handle.read(length)
+        except FileNotFoundError:
+            return b""
 
     def rot(self, position: int) -> None:
         with open(self.path(), "r+b") as handle:
