@@ -33,6 +33,7 @@ write_dedup_entries_max = 65536          # remembered (client, channel) write re
 io_threads_default = 16                  # parallel chunk IOs per client process
 batch_create_requests_max = 1024         # creates in one Meta.BatchCreate
 inline_data_bytes_max = 16 * KiB          # a file this small may live in the metadata store (meta_service/inline.py)
+group_commit_writes_max = 1024           # LMDB writes sharing one durable commit (common/lmdb_commit.py)
 
 # gRPC messages carry at most one chunk plus framing.
 grpc_message_bytes_max = chunk_size_max + 4 * MiB
@@ -66,6 +67,8 @@ def _check() -> None:
         raise AssertionError("client batches must fit what storage accepts")
     if list_page_entries_default > list_page_entries_max:
         raise AssertionError("list page default exceeds its max")
+    if group_commit_writes_max < 1:
+        raise AssertionError("a group commit holds at least one write")
     if not 0 < inline_data_bytes_max < chunk_size_min:
         raise AssertionError("inline data must fit in one chunk of any layout")
 
