@@ -1,9 +1,11 @@
 """``python -m fireflyfs.meta_service --data-dir DIR --listen HOST:PORT``: run the meta process
-(Meta + Mgmtd services). SIGTERM or SIGINT stops it gracefully."""
+(Meta + Mgmtd services). SIGTERM or SIGINT stops it gracefully. Durable by default
+(``--no-fsync`` opts out; docs/durability.md)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 
@@ -16,8 +18,10 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
     parser.add_argument("--data-dir", required=True, help="directory for meta.lmdb")
     parser.add_argument("--listen", default=defaults.listen, help="host:port to serve on (port 0: any)")
     parser.add_argument("--log-file", default=None)
-    parser.add_argument("--fsync", action="store_true",
-                        help="fdatasync every commit (power-loss durability; SIGKILL-safe without it)")
+    parser.add_argument("--fsync", action=argparse.BooleanOptionalAction,
+                        default=os.environ.get("FFS_META_FSYNC", "1") != "0",
+                        help="each mutation durable (fdatasync, group commit) before its reply (default); "
+                             "--no-fsync or FFS_META_FSYNC=0: faster, loses power-loss safety")
     parser.add_argument("--gc-interval-ms", type=int, default=defaults.gc_interval_ms)
     parser.add_argument("--gc-delay-ms", type=int, default=defaults.gc_delay_ms)
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=defaults.heartbeat_timeout_ms)

@@ -19,17 +19,18 @@ record lives in its own named DB instead):
 Big-endian ids keep a directory's entries (and an inode's sessions) in one
 contiguous key range, so a listing is one prefix range scan.
 
-Every mutation runs in exactly one write transaction under one Python lock,
-so a mutation is all-or-nothing and mutations are serialized.
+Every mutation runs in exactly one write transaction, one at a time, so a
+mutation is all-or-nothing and mutations are serialized.
 
-Durability and the ``fsync`` knob: LMDB writes committed pages with write(2)
-into the page cache before ``commit()`` returns, so a committed transaction
-survives SIGKILL of this process even with ``sync=False``: the kernel owns
-those pages and flushes them later. Only a power loss or kernel crash can lose
-them. ``fsync=True`` makes every commit call fdatasync (power-loss durable)
-at a large cost in commit rate. On the 2-core development VM a one-inode
-commit measured ~120k commits/s without sync against ~3.3k/s with it
-(``python bench/meta_commit_rate.py`` prints both); figures vary.
+Durability (docs/durability.md): by default (``fsync=True``) LMDB runs with
+``sync=True, metasync=True`` and ``write()`` returns only after the commit
+covering it reached the disk (fdatasync), so no reply precedes durability and
+a host power loss keeps every acknowledged mutation. Group commit
+(common/lmdb_commit.py) lets the writes that arrive during one fdatasync share
+the next. ``fsync=False`` (``--no-fsync``) commits without sync: a committed
+transaction survives SIGKILL of this process (the kernel owns its pages) but a
+power loss may lose it or corrupt the database. ``python bench/meta_commit_rate.py``
+prints the commit rates of each mode.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import threading
 from typing import Iterator
 
 import lmdb
 
 from fireflyfs.common.errors import NoSpace
+from fireflyfs.common.lmdb_commit import GroupCommitEnv
 from fireflyfs.proto import meta_pb2, types_pb2
 
 DB_NAMES = ("inodes", "dentries", "sessions", "gc", "counters",
@@ -184,27 +185,30 @@ class Txn:
 
 
 class Store:
-    """The LMDB environment at data_dir/meta.lmdb, with one writer at a time."""
+    """The LMDB environment at data_dir/meta.lmdb, with one writer at a time.
 
-    def __init__(self, path: str, fsync: bool = False,
+    fsync: each write durable before ``write()`` returns (the default; see the module doc).
+    """
+
+    def __init__(self, path: str, fsync: bool = True,
                  map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.env = lmdb.open(path, map_size=map_size_bytes, max_dbs=len(DB_NAMES) + 2,
                              sync=fsync, metasync=fsync, max_readers=256)
         self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
-        self._write_lock = threading.Lock()
+        self.writer = GroupCommitEnv(self.env, durable=fsync, name=f"meta store {path}")
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Txn]:
-        """One write transaction: committed when the block ends, aborted on any exception."""
-        with self._write_lock:
-            try:
-                with self.env.begin(write=True) as txn:
-                    yield Txn(txn, self.dbs)
-            except lmdb.MapFullError as exc:
-                raise NoSpace(f"metadata store full ({self.env.info()['map_size']} bytes mapped); "
-                              "restart with a larger map size") from exc
+        """One write transaction: committed (durably, with fsync) when the block ends, aborted on
+        any exception. A write() inside a write body joins the enclosing one."""
+        try:
+            with self.writer.write() as txn:
+                yield Txn(txn, self.dbs)
+        except lmdb.MapFullError as exc:
+            raise NoSpace(f"metadata store full ({self.env.info()['map_size']} bytes mapped); "
+                          "restart with a larger map size") from exc
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Txn]:
@@ -212,4 +216,5 @@ class Store:
             yield Txn(txn, self.dbs)
 
     def close(self) -> None:
+        self.writer.close()
         self.env.close()

@@ -81,14 +81,18 @@ def test_every_rpc(served):
             meta.Open(meta_pb2.OpenRequest(path="/", write=True))
 
 
-def test_command_line_flags_build_the_config(tmp_path):
+def test_command_line_flags_build_the_config(tmp_path, monkeypatch):
     from fireflyfs.meta_service.__main__ import parse_args
 
-    config = parse_args(["--data-dir", str(tmp_path), "--listen", "127.0.0.1:0", "--fsync",
+    config = parse_args(["--data-dir", str(tmp_path), "--listen", "127.0.0.1:0",
                          "--gc-interval-ms", "50", "--heartbeat-timeout-ms", "3000"])
     assert (config.fsync, config.gc_interval_ms, config.heartbeat_timeout_ms) == (True, 50, 3000)
-    assert parse_args(["--data-dir", "x"]).fsync is False
-    server = MetaServer(config, chunk_store=FakeChunkStore())  # fsync=True store opens and commits
+    assert parse_args(["--data-dir", "x", "--no-fsync"]).fsync is False
+    monkeypatch.setenv("FFS_META_FSYNC", "0")
+    assert parse_args(["--data-dir", "x"]).fsync is False, "the environment opts out too"
+    assert parse_args(["--data-dir", "x", "--fsync"]).fsync is True, "a flag wins over the environment"
+    monkeypatch.delenv("FFS_META_FSYNC")
+    server = MetaServer(config, chunk_store=FakeChunkStore())  # the durable default opens and commits
     try:
         server.namespace.mkdirs("/synced", 1)
         assert server.namespace.stat("/synced")[1] == "/synced"
