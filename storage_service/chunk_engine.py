@@ -28,6 +28,7 @@ from fireflyfs.common import limits
 from fireflyfs.common.errors import (ChecksumMismatch, ChunkNotCommitted, Internal, InvalidArgument,
                                      NoSpace)
 from fireflyfs.common.layout import validate_chunk_size
+from fireflyfs.common.lmdb_commit import GroupCommitEnv
 
 from .chunk_files import ChunkFilePool, copy_range, pwrite_all
 from .craq import UpdateKind
@@ -35,6 +36,10 @@ from .chunk_meta import ChunkMeta, chunk_key, crcs_from_bytes, crcs_to_bytes, de
 from .fd_cache import CachedFd, FdCache
 
 log = logging.getLogger(__name__)
+# One DEBUG record per durability step, each logged after the step returned (fdatasync of a
+# chunk file, fsync of the chunk directory, a chunk meta commit made durable), so a test can
+# check that every replica made an update durable before the client saw its ack.
+durability_log = logging.getLogger(f"{__name__}.durability")
 
 CHECKSUM_BLOCK_BYTES_DEFAULT = limits.checksum_block_bytes_default   # measured: docs/chunk-engine.md, "Checksums"
 CHECKSUM_BLOCK_BYTES_MIN = limits.checksum_block_bytes_min
@@ -128,13 +133,15 @@ class EngineCounters:
     cow_writes: int = 0
     append_writes: int = 0
     pooled_files_used: int = 0
+    data_syncs: int = 0        # fdatasync of a chunk file
+    dir_syncs: int = 0         # fsync of the chunk directory (a new file name)
 
 
 class ChunkEngine:
     """Chunk files + LMDB metadata for one target; thread-safe (its rules: docs/chunk-engine.md)."""
 
     def __init__(self, target_dir: str | os.PathLike, block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT,
-                 fsync: bool = False, map_size_bytes: int = 1 << 30,
+                 fsync: bool = True, map_size_bytes: int = 1 << 30,
                  pool_files_max: int = POOL_FILES_MAX_DEFAULT) -> None:
         if not (block_size >= CHECKSUM_BLOCK_BYTES_MIN and limits.is_power_of_two(block_size)
                 and block_size <= limits.chunk_size_min):
@@ -148,6 +155,7 @@ class ChunkEngine:
         self._chunks_prefix = f"{self.chunks_dir}{os.sep}"
         self._env = lmdb.open(str(self.target_dir / "meta.lmdb"), map_size=map_size_bytes,
                               subdir=True, sync=fsync, metasync=fsync, max_dbs=0, readahead=False)
+        self._meta_writer = GroupCommitEnv(self._env, durable=fsync, name=f"target {self.target_dir}")
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._stats_lock = threading.Lock()
         self._zeros = bytes(max(block_size, 64 * limits.KiB))
@@ -188,6 +196,7 @@ class ChunkEngine:
         if not self._closed:
             self._closed = True
             self._fds.close()
+            self._meta_writer.close()
             self._env.close()
 
     def __enter__(self) -> "ChunkEngine":
@@ -262,10 +271,13 @@ class ChunkEngine:
 
     def _put_meta(self, key: bytes, meta: ChunkMeta) -> None:
         try:
-            with self._env.begin(write=True) as txn:
+            with self._meta_writer.write() as txn:
                 txn.put(key, meta.encode())
         except lmdb.MapFullError as exc:
             raise NoSpace(f"{describe_key(key)}: chunk metadata store of {self.target_dir} is full") from exc
+        if self.fsync and durability_log.isEnabledFor(logging.DEBUG):
+            durability_log.debug("meta %s commit=%d update=%d length=%d file=%d", key.hex(),
+                                 meta.commit_version, meta.update_version, meta.length, meta.file_version)
         with self._stats_lock:
             if meta.committed:
                 self._pending.discard(key)
@@ -283,17 +295,23 @@ class ChunkEngine:
             self._chunk_count += count_delta
             self._pending.difference_update(removed)
 
-    def _sync_file(self, fd: int) -> None:
+    def _sync_file(self, fd: int, path: str) -> None:
+        """Chunk bytes on disk before the meta that names them commits (fsync mode)."""
         if self.fsync:
             os.fdatasync(fd)
+            self.counters.data_syncs += 1
+            durability_log.debug("fdatasync %s", path)
 
     def _sync_dir(self) -> None:
+        """A new chunk file's name on disk before the meta that names it commits (fsync mode)."""
         if self.fsync:
             fd = os.open(self.chunks_dir, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self.counters.dir_syncs += 1
+            durability_log.debug("fsync-dir %s", self.chunks_dir)
 
     def _read_verified_block(self, key: bytes, meta: ChunkMeta, fd: int, block: int) -> bytes:
         """The committed bytes of one block of meta's file, verified against its CRC."""
@@ -493,7 +511,7 @@ class ChunkEngine:
     def remove(self, key: bytes) -> bool:
         """Remove one chunk (resync of a remote-only chunk, fsck repair); True if it existed."""
         with self._lock_for(key):
-            with self._env.begin(write=True) as txn:
+            with self._meta_writer.write() as txn:
                 raw = txn.get(key)
                 if raw is None:
                     return False
@@ -572,7 +590,7 @@ class ChunkEngine:
                 pwrite_all(fd, view, offset)  # the hole before offset reads as zeros
                 if not view:
                     os.ftruncate(fd, length)
-                self._sync_file(fd)
+                self._sync_file(fd, path)
             finally:
                 os.close(fd)
             self._sync_dir()
@@ -596,7 +614,7 @@ class ChunkEngine:
             pwrite_all(fd, view, offset)
             if not view:
                 os.ftruncate(fd, length)
-            self._sync_file(fd)
+            self._sync_file(fd, self._path(key, old.file_version))
         finally:
             os.close(fd)
         meta = dataclasses.replace(old, length=length, block_crcs=crcs, **versions.as_fields())
@@ -622,7 +640,7 @@ class ChunkEngine:
                     if end < old.length:
                         copy_range(old_fd, new_fd, end, old.length - end)
                     pwrite_all(new_fd, view, offset)
-                    self._sync_file(new_fd)
+                    self._sync_file(new_fd, new_path)
                 finally:
                     os.close(new_fd)
                 self._sync_dir()
@@ -705,7 +723,7 @@ class ChunkEngine:
             for stripe in stripes:  # a fixed order: no deadlock with other multi-stripe removals
                 stack.enter_context(self._locks[stripe])
             removed: list[tuple[bytes, ChunkMeta]] = []
-            with self._env.begin(write=True) as txn:
+            with self._meta_writer.write() as txn:
                 for key in keys:
                     raw = txn.get(key)
                     if raw is not None:

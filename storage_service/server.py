@@ -2,7 +2,7 @@
 
 ``python -m fireflyfs.storage_service --node-id N --data-dir DIR --listen 127.0.0.1:0
 --mgmtd 127.0.0.1:PORT --targets T [--log-file F] [--heartbeat-interval-ms MS]
-[--heartbeat-timeout-ms MS] [--fsync] [--block-size BYTES] [--bulk-listen HOST:PORT | --no-bulk]``
+[--heartbeat-timeout-ms MS] [--no-fsync] [--block-size BYTES] [--bulk-listen HOST:PORT | --no-bulk]``
 
 Targets are DIR/target-<id>/ with id = N*100 + i + 1. The server binds first
 (port 0 = ephemeral), then registers "127.0.0.1:<bound port>" with mgmtd (with
@@ -24,11 +24,16 @@ failure left pending. Every target starts ONLINE and reports
 UPTODATE per local_state.py.
 
 Environment overrides (flags win): FFS_HEARTBEAT_INTERVAL_MS, FFS_HEARTBEAT_TIMEOUT_MS,
-FFS_STORAGE_FSYNC=1, FFS_CHECKSUM_BLOCK_BYTES, FFS_STORAGE_BULK=0, FFS_CHUNK_POOL_FILES,
-FFS_CHUNK_POOL_PREFILL_MIB (chunk_engine.py explains the file pool).
+FFS_STORAGE_FSYNC=0, FFS_CHECKSUM_BLOCK_BYTES, FFS_STORAGE_BULK=0, FFS_CHUNK_POOL_FILES,
+FFS_CHUNK_POOL_PREFILL_MIB (chunk_engine.py explains the file pool), FFS_DEBUG_LOGGERS
+(comma-separated logger names logged at DEBUG, e.g.
+fireflyfs.storage_service.chunk_engine.durability: one line per fdatasync and durable meta commit).
 
-``fsync`` (default off): a process kill keeps the page cache, so acknowledged
-writes survive SIGKILL without it; turn it on for power-loss durability.
+``fsync`` (default on; docs/durability.md): each replica fdatasyncs the chunk
+data (and the chunk directory for a new file) and commits the chunk meta
+durably before it acknowledges, so an acknowledged write survives a host power
+loss. ``--no-fsync`` (FFS_STORAGE_FSYNC=0) keeps acknowledged writes safe from
+a process kill only: a power loss may lose them or corrupt a target's LMDB.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ class StorageConfig:
     log_file: Path | None = None
     heartbeat_interval_ms: int = heartbeat_interval_ms_default
     heartbeat_timeout_ms: int = heartbeat_timeout_ms_default
-    fsync: bool = False
+    fsync: bool = True               # durable before each ack; False: page cache only (docs/durability.md)
     block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT
     server_workers: int = server_workers_default
     bulk_listen: str | None = ""     # "" = the gRPC host, ephemeral port; None = no bulk listener
@@ -209,7 +214,9 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                         help="mgmtd's heartbeat timeout; the node fences itself after half of it "
                              "without a heartbeat reply (mgmtd's replies override it)")
     parser.add_argument("--fsync", action=argparse.BooleanOptionalAction,
-                        default=os.environ.get("FFS_STORAGE_FSYNC", "") == "1")
+                        default=os.environ.get("FFS_STORAGE_FSYNC", "1") != "0",
+                        help="make chunk data and metadata durable before each ack (default); "
+                             "--no-fsync: faster, loses power-loss safety")
     parser.add_argument("--block-size", type=int,
                         default=_env_int("FFS_CHECKSUM_BLOCK_BYTES", CHECKSUM_BLOCK_BYTES_DEFAULT),
                         help="CRC32C block size of new chunks (bytes)")
@@ -248,6 +255,8 @@ def setup_logging(config: StorageConfig) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    for name in filter(None, os.environ.get("FFS_DEBUG_LOGGERS", "").split(",")):
+        logging.getLogger(name.strip()).setLevel(logging.DEBUG)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,7 +90,7 @@ class Target:
     """A target of this node: id, directory, engine, dedup cache, local state."""
 
     def __init__(self, target_id: int, path: str | os.PathLike, *, block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT,
-                 fsync: bool = False, capacity_bytes: int = 0,
+                 fsync: bool = True, capacity_bytes: int = 0,
                  pool_files_max: int = POOL_FILES_MAX_DEFAULT) -> None:
         self.id = target_id
         self.path = Path(path)

@@ -21,58 +21,7 @@ import pytest
 
 from fireflyfs.common.errors import Internal
 from fireflyfs.common.lmdb_commit import GroupCommitEnv
-
-
-class Recorder:
-    """An append-only event log shared by threads (list.append is atomic under the GIL)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-
-    def add(self, *event) -> None:
-        self.events.append(event)
-
-    def index(self, event) -> int:
-        return self.events.index(event)
-
-
-class RecordingTxn:
-    """A top-level write txn that logs its commit (and can be told to fail it, as a full disk would)."""
-
-    def __init__(self, txn, env: "RecordingEnv") -> None:
-        self.raw = txn
-        self.env = env
-
-    def __getattr__(self, name):
-        return getattr(self.raw, name)
-
-    def commit(self) -> None:
-        number = self.env.commits_started = self.env.commits_started + 1
-        self.env.recorder.add("commit-start", number)
-        if number in self.env.fail_commits:
-            self.raw.abort()
-            raise lmdb.DiskError("injected: no space left on device")
-        self.raw.commit()
-        self.env.recorder.add("commit-done", number)
-
-
-class RecordingEnv:
-    """The real env; top-level write txns come wrapped so their commits are logged."""
-
-    def __init__(self, env: lmdb.Environment, recorder: Recorder, fail_commits=()) -> None:
-        self.env = env
-        self.recorder = recorder
-        self.fail_commits = set(fail_commits)
-        self.commits_started = 0
-
-    def flags(self):
-        return self.env.flags()
-
-    def begin(self, write: bool = False, parent=None):
-        if parent is not None:
-            return self.env.begin(write=write, parent=getattr(parent, "raw", parent))
-        txn = self.env.begin(write=write)
-        return RecordingTxn(txn, self) if write else txn
+from .durability_recording import Recorder, RecordingEnv
 
 
 @pytest.fixture
