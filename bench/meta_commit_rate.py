@@ -84,13 +84,13 @@ def commits_per_s(mode: str, commits: int, writers: int) -> float:
             store.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commits", type=int, default=3000)
     parser.add_argument("--writers", default="1,16", help="comma-separated writer thread counts")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     writer_counts = [int(n) for n in args.writers.split(",")]
     samples: dict[str, list[float]] = {}
     for _ in range(args.rounds):
