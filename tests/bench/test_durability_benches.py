@@ -1,7 +1,7 @@
 """The durability benches (bench/meta_commit_rate.py, bench/durable_write_throughput.py) with tiny sizes.
 
 Method: run each main() with --json and check every mode's figure exists and is
-positive, and that the write bench leaves no process behind. Never asserts
+positive. Never asserts
 speed: which mode is faster depends on the disk and the machine's load.
 """
 
