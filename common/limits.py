@@ -32,6 +32,7 @@ query_last_chunk_queries_max = batch_read_ios_max
 write_dedup_entries_max = 65536          # remembered (client, channel) write replies per target
 io_threads_default = 16                  # parallel chunk IOs per client process
 batch_create_requests_max = 1024         # creates in one Meta.BatchCreate
+batch_create_concurrent_max = 16         # of them, run at once (their commits share fdatasyncs)
 inline_data_bytes_max = 16 * KiB          # a file this small may live in the metadata store (meta_service/inline.py)
 group_commit_writes_max = 1024           # LMDB writes sharing one durable commit (common/lmdb_commit.py)
 
@@ -67,6 +68,8 @@ def _check() -> None:
         raise AssertionError("client batches must fit what storage accepts")
     if list_page_entries_default > list_page_entries_max:
         raise AssertionError("list page default exceeds its max")
+    if not 1 <= batch_create_concurrent_max <= batch_create_requests_max:
+        raise AssertionError("batch_create_concurrent_max out of range")
     if group_commit_writes_max < 1:
         raise AssertionError("a group commit holds at least one write")
     if not 0 < inline_data_bytes_max < chunk_size_min:
