@@ -12,7 +12,8 @@ sequential   a file of ``seq_bytes`` written through ``fsspec`` open("wb") in
              second process; the receiver ``recv_into`` a reused buffer, and a fresh
              buffer of the whole size next to ``f.read()``), and the local disk
              through the local filesystem (the same writes and reads on a tmp file,
-             no fsync on either side: FireflyFS acknowledges page-cache writes too).
+             no fsync; FireflyFS fdatasyncs before each ack unless its services run
+             with --no-fsync, docs/durability.md).
 random       reads of 4 KiB and 1 MiB at random aligned offsets of that file,
              through ``FfsClient.read_batch`` (one call = one batch of B requests
              into one reused buffer, B = 1, 16, 256 / 1, 4, 16) and through fsspec

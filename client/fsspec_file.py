@@ -18,9 +18,13 @@ raises ``FileExistsError`` at ``open`` and a bad parent fails at once.
 ``write`` copies into chunk-aligned buffers; each full chunk goes to storage
 on an IO thread while the caller goes on (``WriteBehind``: at most
 ``write_behind_chunks`` in flight), so each Storage write fills a whole
-chunk. ``flush()`` waits for the chunks in flight; ``close`` writes the tail,
-waits for every acknowledgement (an error is raised there at the latest)
-and ends the session with the highest offset written as the length hint.
+chunk. ``flush()`` is the file's fsync: it writes the buffered tail, waits for
+every acknowledgement (storage acknowledges only what every replica made
+durable, docs/durability.md) and settles the file's length on meta
+(Meta.Sync), so the bytes written so far are durable and visible to a new
+open when it returns; the session stays open. ``close`` does the same and
+ends the session with the highest offset written as the length hint; an
+error is raised there at the latest.
 Under
 ``fs.transaction`` (autocommit=False) the bytes go to a hidden temporary file
 in the same directory that ``commit`` renames into place.
@@ -54,6 +58,7 @@ class FireflyFile(AbstractBufferedFile):
         self._temp_path: str | None = None
         self._reader: SequentialReader | None = None
         self._writer: WriteBehind | None = None
+        self._synced_end = 0         # file offset up to which Meta.Sync recorded the length
         size = None
         if mode == "rb":
             self._handle = self._client.open(path)
@@ -77,6 +82,7 @@ class FireflyFile(AbstractBufferedFile):
                 raise NotADirectoryError(f"{path} has no layout to write with")
             self._writer = WriteBehind(storage, self._handle.inode_id, self._handle.layout,
                                        self._base_offset)
+            self._synced_end = self._base_offset
 
     def _open_for_write(self, path: str, mode: str, autocommit: bool) -> FileHandle:
         target = path
@@ -137,7 +143,10 @@ class FireflyFile(AbstractBufferedFile):
         return count
 
     def flush(self, force: bool = False) -> None:
-        """Wait for the chunks in flight; with force (close) also write the tail."""
+        """fsync: everything written is on storage (acknowledged) and the length on meta.
+
+        force (from close): the same minus Meta.Sync, since close's Meta.Close settles the length.
+        """
         if self.closed:
             raise ValueError("Flush on closed file")
         if force and self.forced:
@@ -148,10 +157,12 @@ class FireflyFile(AbstractBufferedFile):
             self.offset = 0
         if force:
             self.forced = True
-            self._writer.finish()
-        else:
-            self._writer.flush()
+        self._writer.flush()
         self.offset = self._writer.acknowledged_end - self._base_offset
+        end = self._writer.acknowledged_end
+        if not force and end > self._synced_end:
+            self._client.sync(self._handle, end)
+            self._synced_end = end
 
     def _initiate_upload(self) -> None:
         """Nothing to do: the write session was opened with the file."""

@@ -19,8 +19,9 @@ fills a whole chunk, except at the ends), each full chunk sent on an IO thread
 while the caller fills the next buffer, at most ``write_behind_chunks`` in
 flight. The caller's bytes are copied once into a pooled chunk buffer (the
 caller may reuse its buffer at once, and a retried write still has its data).
-An error surfaces at the next write, flush or close; ``finish`` returns only
-when every chunk is acknowledged (committed on the whole chain).
+An error surfaces at the next write, flush or close; ``flush`` writes the
+buffered tail and returns only when every chunk is acknowledged (committed,
+and with the storage default durable, on every replica of its chain).
 """
 
 from __future__ import annotations
@@ -268,13 +269,10 @@ class WriteBehind:
             raise self._error
 
     def flush(self) -> None:
-        """Wait for the chunks in flight (the partial last chunk stays buffered)."""
-        while self._inflight:
-            self._wait_oldest()
-        self._raise_error()
+        """Write the buffered tail and wait until everything written is acknowledged.
 
-    def finish(self) -> None:
-        """Write the buffered tail and wait until everything written is acknowledged."""
+        Writing may go on afterwards: the next bytes fill the rest of the tail's
+        chunk and go in a write of their own."""
         try:
             self._submit()
         finally:

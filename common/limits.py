@@ -34,9 +34,11 @@ query_last_chunk_queries_max = batch_read_ios_max
 write_dedup_entries_max = 65536          # remembered (client, channel) write replies per target
 io_threads_default = 16                  # parallel chunk IOs per client process
 batch_create_requests_max = 1024         # creates in one Meta.BatchCreate
+batch_create_concurrent_max = 16         # of them, run at once (their commits share fdatasyncs)
 inline_data_bytes_max = 16 * KiB          # a file this small may live in the metadata store (meta_service/inline.py)
 renew_sessions_refs_max = 65536          # write sessions named in one Meta.RenewSessions
 repair_queue_entries_max = 1024          # chunks waiting for repair on one storage node (storage_service/repair.py)
+group_commit_writes_max = 1024           # LMDB writes sharing one durable commit (common/lmdb_commit.py)
 
 # gRPC messages carry at most one chunk plus framing.
 grpc_message_bytes_max = chunk_size_max + 4 * MiB
@@ -102,6 +104,10 @@ def _check() -> None:
         raise AssertionError("a map's default size exceeds its max")
     if not (0 < space_warn_fraction_default < 1 and 0 <= target_reserve_fraction_default < 1):
         raise AssertionError("space fractions out of range")
+    if not 1 <= batch_create_concurrent_max <= batch_create_requests_max:
+        raise AssertionError("batch_create_concurrent_max out of range")
+    if group_commit_writes_max < 1:
+        raise AssertionError("a group commit holds at least one write")
     if not 0 < inline_data_bytes_max < chunk_size_min:
         raise AssertionError("inline data must fit in one chunk of any layout")
     if not chunk_size_max <= bulk_inflight_bytes_per_peer_max <= bulk_inflight_bytes_max:

@@ -19,6 +19,12 @@ for itself), it reports the map full instead. Growing only increases the size,
 which LMDB persists at the next write commit; no other process opens our
 environments (storage and meta own theirs), so none needs to adopt the size.
 
+Writes go through ``writer``, a GroupCommitEnv (common/lmdb_commit.py): with
+``sync`` on, each write is durable before it returns and concurrent writes
+share one fdatasync. Its top-level transaction holds a gate slot from begin to
+commit; the child transactions of the writers who join it need none (the
+slot of their parent already keeps a grow away).
+
 ``no_space_error`` is the one test of "the disk or the map is full":
 ``lmdb.MapFullError``, ``lmdb.DiskError`` (ENOSPC inside LMDB), any LMDB or OS
 error with errno ENOSPC or EDQUOT. FfsError subclasses OSError, so a NoSpace
@@ -27,15 +33,17 @@ raised below passes through unchanged and other FfsErrors never match.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
 import threading
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import lmdb
 
 from .errors import FfsError, NoSpace, Unavailable
+from .lmdb_commit import GroupCommitEnv
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +184,8 @@ class GrowingEnv:
         self.grows = 0
         self._env = lmdb.open(path, map_size=map_bytes, **lmdb_options)
         self._gate = _Gate()
+        self.writer = GroupCommitEnv(self._env, durable=lmdb_options.get("sync", True), name=f"{what} {path}",
+                                     hold=self._slot)
         # An existing store may already be larger than asked (grown in an earlier run).
         self.map_bytes = self._env.info()["map_size"]
 
@@ -196,7 +206,22 @@ class GrowingEnv:
         raise NoSpace(f"{self.what} {self.path}: DB {name!r} still did not fit after "
                       f"{_GROWS_PER_WRITE_MAX} map growths")
 
+    def flags(self) -> dict:
+        return self._env.flags()
+
+    def info(self) -> dict:
+        return self._env.info()
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        self._gate.enter()
+        try:
+            yield
+        finally:
+            self._gate.leave()
+
     def close(self) -> None:
+        self.writer.close()
         self._env.close()
 
     def usage(self) -> MapUsage:
@@ -244,7 +269,8 @@ class GrowingEnv:
                        f"({type(exc).__name__}: {exc})")
 
     def write(self, fn: Callable[[lmdb.Transaction], T], where: str = "") -> T:
-        """fn(txn) in one write transaction, committed; re-run after growing when the map was full.
+        """fn(txn) in one write transaction, committed (durably when synced: ``writer``); re-run
+        after growing when the map was full.
 
         fn must be safe to run again (it is, when it only reads and writes the
         transaction: a failed one is aborted whole). A full disk, or the map
@@ -253,7 +279,7 @@ class GrowingEnv:
         for _ in range(_GROWS_PER_WRITE_MAX):
             seen = self.map_bytes
             try:
-                with self.begin(write=True) as txn:
+                with self.writer.write() as txn:
                     return fn(txn)
             except lmdb.MapFullError as exc:
                 if not self.grow_after_full(seen):

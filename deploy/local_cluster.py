@@ -91,6 +91,9 @@ class LocalCluster:
     (which fences itself after half of it), with heartbeats every tenth of it.
     ``chain_table=False`` leaves the chain table to the operator
     (``ffs admin chain-table create``); up() then only waits for registration.
+    ``fsync=False`` starts meta and storage with ``--no-fsync``: faster, and an
+    acknowledged write survives a process kill but not a host power loss
+    (docs/durability.md); the default (True) is the services' durable default.
     ``extra_env`` reaches every process it starts, which is how the services'
     environment overrides pass through: e.g. ``FFS_TARGET_CAPACITY=8MiB`` and
     ``FFS_TARGET_RESERVE=1MiB`` for a storage cluster that fills quickly,
@@ -103,7 +106,7 @@ class LocalCluster:
                  chain_table: bool = True, python: str = sys.executable,
                  startup_timeout_s: float = startup_timeout_s_default,
                  stop_timeout_s: float = stop_timeout_s_default,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, fsync: bool | None = None) -> None:
         self.base_dir = pathlib.Path(base_dir).resolve()
         saved = self._load_state()
         self.storage_nodes = int(storage_nodes if storage_nodes is not None
@@ -115,6 +118,7 @@ class LocalCluster:
         self.replicas = int(replicas or saved.get("replicas") or default_replicas(self.storage_nodes))
         timeout = heartbeat_timeout_ms if heartbeat_timeout_ms is not None else saved.get("heartbeat_timeout_ms")
         self.heartbeat_timeout_ms = int(timeout) if timeout else None
+        self.fsync = bool(fsync if fsync is not None else saved.get("fsync", True))
         if self.storage_nodes < 1 or self.targets_per_node < 1:
             raise ValueError("a cluster needs at least one storage node with one target")
         if not 1 <= self.replicas <= self.storage_nodes:
@@ -163,14 +167,15 @@ class LocalCluster:
 
     def command(self, role: str) -> list[str]:
         timeout = self.heartbeat_timeout_ms
+        no_fsync = [] if self.fsync else ["--no-fsync"]
         if role == META:
             return [self.python, "-m", "fireflyfs.meta_service",
                     "--data-dir", str(self.data_dir(role)), "--listen", self.meta_address,
-                    *(["--heartbeat-timeout-ms", str(timeout)] if timeout else [])]
+                    *(["--heartbeat-timeout-ms", str(timeout)] if timeout else []), *no_fsync]
         node_id = self._node_id(role)
         command = [self.python, "-m", "fireflyfs.storage_service", "--node-id", str(node_id),
                    "--data-dir", str(self.data_dir(role)), "--listen", f"{HOST}:0",
-                   "--mgmtd", self.meta_address, "--targets", str(self.targets_per_node)]
+                   "--mgmtd", self.meta_address, "--targets", str(self.targets_per_node), *no_fsync]
         if timeout:
             command += ["--heartbeat-interval-ms", str(heartbeat_interval_ms_for(timeout)),
                         "--heartbeat-timeout-ms", str(timeout)]
@@ -213,6 +218,7 @@ class LocalCluster:
             "targets_per_node": self.targets_per_node,
             "replicas": self.replicas,
             "heartbeat_timeout_ms": self.heartbeat_timeout_ms,
+            "fsync": self.fsync,
             "pids": {role: self.pid(role) for role in self.roles()},
         }
         tmp = self.state_file.with_suffix(".json.tmp")

@@ -1,5 +1,6 @@
 """``python -m fireflyfs.meta_service --data-dir DIR --listen HOST:PORT``: run the meta process
-(Meta + Mgmtd services). SIGTERM or SIGINT stops it gracefully."""
+(Meta + Mgmtd services). SIGTERM or SIGINT stops it gracefully. Durable by default
+(``--no-fsync`` opts out; docs/durability.md)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
     parser.add_argument("--data-dir", required=True, help="directory for meta.lmdb")
     parser.add_argument("--listen", default=defaults.listen, help="host:port to serve on (port 0: any)")
     parser.add_argument("--log-file", default=None)
-    parser.add_argument("--fsync", action="store_true", default=defaults.fsync,
-                        help="fdatasync every commit (power-loss durability; SIGKILL-safe without it)")
+    parser.add_argument("--fsync", action=argparse.BooleanOptionalAction, default=defaults.fsync,
+                        help="each mutation durable (fdatasync, group commit) before its reply (default); "
+                             "--no-fsync or FFS_META_FSYNC=0: faster, loses power-loss safety")
     parser.add_argument("--gc-interval-ms", type=int, default=defaults.gc_interval_ms)
     parser.add_argument("--gc-delay-ms", type=int, default=defaults.gc_delay_ms)
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=defaults.heartbeat_timeout_ms)

@@ -4,8 +4,8 @@ Why: through storage, writing a 1 KiB file costs Meta.Create, Storage.Write and
 Meta.Close (and Close asks storage for the last chunk): three client round
 trips and a fourth from the meta process. An inline file is one Meta.Create
 whose bytes go into the ``inline`` DB in the create's own LMDB transaction, so
-the write is exactly as durable as any other metadata commit (SIGKILL of any
-process loses nothing acknowledged; power loss needs ``--fsync``). A read open
+the write is exactly as durable as any other metadata commit (fdatasync'd
+before the reply by default, docs/durability.md). A read open
 that says ``inline_ok`` gets the bytes in its reply: reading costs no storage
 RPC either. The limit is ``limits.inline_data_bytes_max``.
 

@@ -44,7 +44,7 @@ class MetaConfig:
     data_dir: str
     listen: str = "127.0.0.1:0"
     log_file: str | None = None
-    fsync: bool = False                      # see store.py: SIGKILL-safe either way; True = power-loss safe
+    fsync: bool = True                       # durable before each reply; False: SIGKILL-safe only (store.py)
     gc_interval_ms: int = 200
     gc_delay_ms: int = 0                     # how long an unlinked file waits before its chunks go
     heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT

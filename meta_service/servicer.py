@@ -8,6 +8,7 @@ restart) gets the first answer back (idempotency.py).
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fireflyfs.common import limits
 from fireflyfs.common.errors import FfsError, InvalidArgument, TooLarge, error_name
@@ -38,6 +39,10 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
         self.ns = namespace
         self.cluster = cluster
         self.space_check = space_check
+        # BatchCreate's creates run side by side, so their durable commits share fdatasyncs
+        # (group commit, common/lmdb_commit.py) instead of paying one each, in turn.
+        self._create_pool = ThreadPoolExecutor(limits.batch_create_concurrent_max,
+                                               thread_name_prefix="batch-create")
 
     @staticmethod
     def _inode_reply(result) -> meta_pb2.InodeReply:
@@ -66,17 +71,23 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
         return self._create(request)
 
     def BatchCreate(self, request, context):
-        """Each create on its own (own transaction, request_id and outcome), in order."""
+        """Each create on its own (own transaction, request_id and outcome), results in request order.
+
+        The creates run concurrently, as the separate Create calls the client's
+        coalescer merged would have (they come from different threads: none waits
+        for another), so their commits share fdatasyncs.
+        """
         if len(request.requests) > limits.batch_create_requests_max:
             raise TooLarge(f"{len(request.requests)} creates in one BatchCreate; "
                            f"at most {limits.batch_create_requests_max}")
-        results = []
-        for create in request.requests:
-            try:
-                results.append(meta_pb2.CreateResult(reply=self._create(create)))
-            except FfsError as exc:
-                results.append(meta_pb2.CreateResult(error=error_name(exc), message=str(exc)))
-        return meta_pb2.BatchCreateReply(results=results)
+        return meta_pb2.BatchCreateReply(results=list(self._create_pool.map(self._create_result,
+                                                                            request.requests)))
+
+    def _create_result(self, create) -> meta_pb2.CreateResult:
+        try:
+            return meta_pb2.CreateResult(reply=self._create(create))
+        except FfsError as exc:
+            return meta_pb2.CreateResult(error=error_name(exc), message=str(exc))
 
     def _create(self, request) -> meta_pb2.OpenReply:
         if request.inline:

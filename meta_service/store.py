@@ -19,17 +19,18 @@ record lives in its own named DB instead):
 Big-endian ids keep a directory's entries (and an inode's sessions) in one
 contiguous key range, so a listing is one prefix range scan.
 
-Every mutation runs in exactly one write transaction under one Python lock,
-so a mutation is all-or-nothing and mutations are serialized.
+Every mutation runs in exactly one write transaction, one at a time, so a
+mutation is all-or-nothing and mutations are serialized.
 
-Durability and the ``fsync`` knob: LMDB writes committed pages with write(2)
-into the page cache before ``commit()`` returns, so a committed transaction
-survives SIGKILL of this process even with ``sync=False``: the kernel owns
-those pages and flushes them later. Only a power loss or kernel crash can lose
-them. ``fsync=True`` makes every commit call fdatasync (power-loss durable)
-at a large cost in commit rate. On the 2-core development VM a one-inode
-commit measured ~120k commits/s without sync against ~3.3k/s with it
-(``python bench/meta_commit_rate.py`` prints both); figures vary.
+Durability (docs/durability.md): by default (``fsync=True``) LMDB runs with
+``sync=True, metasync=True`` and ``write()`` returns only after the commit
+covering it reached the disk (fdatasync), so no reply precedes durability and
+a host power loss keeps every acknowledged mutation. Group commit
+(common/lmdb_commit.py) lets the writes that arrive during one fdatasync share
+the next. ``fsync=False`` (``--no-fsync``) commits without sync: a committed
+transaction survives SIGKILL of this process (the kernel owns its pages) but a
+power loss may lose it or corrupt the database. ``python bench/meta_commit_rate.py``
+prints the commit rates of each mode.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import threading
 from typing import Iterator
 
 import lmdb
@@ -193,9 +193,11 @@ class Store:
     write that finds it full is aborted, the map doubles under the write lock,
     and the write answers Unavailable, which clients retry (nothing of it was
     applied). At the max, and on a full disk, writes answer NoSpace.
+
+    fsync: each write durable before ``write()`` returns (the default; see the module doc).
     """
 
-    def __init__(self, path: str, fsync: bool = False,
+    def __init__(self, path: str, fsync: bool = True,
                  map_size_bytes: int = MAP_SIZE_BYTES_DEFAULT,
                  map_size_bytes_max: int = MAP_SIZE_BYTES_MAX_DEFAULT) -> None:
         os.makedirs(path, exist_ok=True)
@@ -205,32 +207,36 @@ class Store:
                               what="metadata store", max_dbs=len(DB_NAMES) + 2,
                               sync=fsync, metasync=fsync, max_readers=256)
         self.dbs = {name: self.env.open_db(name.encode()) for name in DB_NAMES}
-        self._write_lock = threading.Lock()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Txn]:
-        """One write transaction: committed when the block ends, aborted on any exception."""
-        with self._write_lock:
-            map_bytes_seen = self.env.map_bytes
-            try:
-                with self.env.begin(write=True) as txn:
-                    yield Txn(txn, self.dbs)
-            except lmdb.MapFullError as exc:
-                # Aborted, and we hold the write lock: no transaction of ours blocks the grow.
-                if not self.env.grow_after_full(map_bytes_seen):
-                    raise self.env.full_error(exc) from exc
-                raise Unavailable(f"metadata store {self.path} was full at {map_bytes_seen} bytes and "
-                                  f"grew to {self.env.map_bytes}; nothing was applied, retry") from exc
-            except lmdb.Error as exc:
-                error = no_space_error(exc, f"metadata store {self.path}")
-                if error is None:
-                    raise
-                raise error from exc
+        """One write transaction: committed (durably, with fsync) when the block ends, aborted on
+        any exception. A write() inside a write body joins the enclosing one."""
+        map_bytes_seen = self.env.map_bytes
+        try:
+            with self.env.writer.write() as txn:
+                yield Txn(txn, self.dbs)
+        except lmdb.MapFullError as exc:
+            # Aborted (with its whole batch, if the commit failed); this thread holds no transaction.
+            if not self.env.grow_after_full(map_bytes_seen):
+                raise self.env.full_error(exc) from exc
+            raise Unavailable(f"metadata store {self.path} was full at {map_bytes_seen} bytes and "
+                              f"grew to {self.env.map_bytes}; nothing was applied, retry") from exc
+        except lmdb.Error as exc:
+            error = no_space_error(exc, f"metadata store {self.path}")
+            if error is None:
+                raise
+            raise error from exc
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Txn]:
         with self.env.begin(write=False) as txn:
             yield Txn(txn, self.dbs)
+
+    @property
+    def writer(self):
+        """The group commit of this store's writes (its counters: tests, benchmarks)."""
+        return self.env.writer
 
     def map_usage(self) -> MapUsage:
         return self.env.usage()

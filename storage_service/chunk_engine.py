@@ -35,6 +35,10 @@ from .chunk_meta import ChunkMeta, chunk_key, crcs_from_bytes, crcs_to_bytes, de
 from .fd_cache import CachedFd, FdCache
 
 log = logging.getLogger(__name__)
+# One DEBUG record per durability step, each logged after the step returned (fdatasync of a
+# chunk file, fsync of the chunk directory, a chunk meta commit made durable), so a test can
+# check that every replica made an update durable before the client saw its ack.
+durability_log = logging.getLogger(f"{__name__}.durability")
 
 CHECKSUM_BLOCK_BYTES_DEFAULT = limits.checksum_block_bytes_default   # measured: docs/chunk-engine.md, "Checksums"
 CHECKSUM_BLOCK_BYTES_MIN = limits.checksum_block_bytes_min
@@ -132,13 +136,15 @@ class EngineCounters:
     cow_writes: int = 0
     append_writes: int = 0
     pooled_files_used: int = 0
+    data_syncs: int = 0        # fdatasync of a chunk file
+    dir_syncs: int = 0         # fsync of the chunk directory (a new file name)
 
 
 class ChunkEngine:
     """Chunk files + LMDB metadata for one target; thread-safe (its rules: docs/chunk-engine.md)."""
 
     def __init__(self, target_dir: str | os.PathLike, block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT,
-                 fsync: bool = False, map_size_bytes: int = limits.target_map_bytes_default,
+                 fsync: bool = True, map_size_bytes: int = limits.target_map_bytes_default,
                  pool_files_max: int = POOL_FILES_MAX_DEFAULT,
                  map_size_bytes_max: int = limits.target_map_bytes_max_default) -> None:
         if not (block_size >= CHECKSUM_BLOCK_BYTES_MIN and limits.is_power_of_two(block_size)
@@ -271,6 +277,9 @@ class ChunkEngine:
     def _put_meta(self, key: bytes, meta: ChunkMeta) -> None:
         encoded = meta.encode()
         self._env.write(lambda txn: txn.put(key, encoded), f"{describe_key(key)}: chunk metadata store")
+        if self.fsync and durability_log.isEnabledFor(logging.DEBUG):
+            durability_log.debug("meta %s commit=%d update=%d length=%d file=%d", key.hex(),
+                                 meta.commit_version, meta.update_version, meta.length, meta.file_version)
         with self._stats_lock:
             if meta.committed:
                 self._pending.discard(key)
@@ -288,17 +297,23 @@ class ChunkEngine:
             self._chunk_count += count_delta
             self._pending.difference_update(removed)
 
-    def _sync_file(self, fd: int) -> None:
+    def _sync_file(self, fd: int, path: str) -> None:
+        """Chunk bytes on disk before the meta that names them commits (fsync mode)."""
         if self.fsync:
             os.fdatasync(fd)
+            self.counters.data_syncs += 1
+            durability_log.debug("fdatasync %s", path)
 
     def _sync_dir(self) -> None:
+        """A new chunk file's name on disk before the meta that names it commits (fsync mode)."""
         if self.fsync:
             fd = os.open(self.chunks_dir, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self.counters.dir_syncs += 1
+            durability_log.debug("fsync-dir %s", self.chunks_dir)
 
     def _read_verified_block(self, key: bytes, meta: ChunkMeta, fd: int, block: int) -> bytes:
         """The committed bytes of one block of meta's file, verified against its CRC."""
@@ -583,7 +598,7 @@ class ChunkEngine:
                 pwrite_all(fd, view, offset)  # the hole before offset reads as zeros
                 if not view:
                     os.ftruncate(fd, length)
-                self._sync_file(fd)
+                self._sync_file(fd, path)
             finally:
                 os.close(fd)
             self._sync_dir()
@@ -607,7 +622,7 @@ class ChunkEngine:
             pwrite_all(fd, view, offset)
             if not view:
                 os.ftruncate(fd, length)
-            self._sync_file(fd)
+            self._sync_file(fd, self._path(key, old.file_version))
         finally:
             os.close(fd)
         meta = dataclasses.replace(old, length=length, block_crcs=crcs, **versions.as_fields())
@@ -633,7 +648,7 @@ class ChunkEngine:
                     if end < old.length:
                         copy_range(old_fd, new_fd, end, old.length - end)
                     pwrite_all(new_fd, view, offset)
-                    self._sync_file(new_fd)
+                    self._sync_file(new_fd, new_path)
                 finally:
                     os.close(new_fd)
                 self._sync_dir()

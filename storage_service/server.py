@@ -2,7 +2,7 @@
 
 ``python -m fireflyfs.storage_service --node-id N --data-dir DIR --listen 127.0.0.1:0
 --mgmtd 127.0.0.1:PORT --targets T [--log-file F] [--heartbeat-interval-ms MS]
-[--heartbeat-timeout-ms MS] [--fsync] [--block-size BYTES] [--bulk-listen HOST:PORT | --no-bulk]
+[--heartbeat-timeout-ms MS] [--no-fsync] [--block-size BYTES] [--bulk-listen HOST:PORT | --no-bulk]
 [--target-capacity SIZE] [--target-reserve SIZE|PCT] [--target-map-size SIZE] [--target-map-size-max SIZE]
 [--space-warn-percent PCT]
 [--scrub-bytes-per-s N] [--scrub-interval-s S]
@@ -38,10 +38,11 @@ at ``--scrub-bytes-per-s`` (default 8 MiB/s, 0: off), a pass at most every
 ``--scrub-interval-s``.
 
 Environment overrides (flags win): FFS_HEARTBEAT_INTERVAL_MS, FFS_HEARTBEAT_TIMEOUT_MS,
-FFS_STORAGE_FSYNC=1, FFS_CHECKSUM_BLOCK_BYTES, FFS_STORAGE_BULK=0, FFS_CHUNK_POOL_FILES,
+FFS_STORAGE_FSYNC=0, FFS_CHECKSUM_BLOCK_BYTES, FFS_STORAGE_BULK=0, FFS_CHUNK_POOL_FILES,
 FFS_CHUNK_POOL_PREFILL_MIB (chunk_engine.py explains the file pool), FFS_TARGET_CAPACITY,
 FFS_TARGET_RESERVE, FFS_TARGET_MAP_SIZE, FFS_TARGET_MAP_SIZE_MAX, FFS_SPACE_WARN_PERCENT, FFS_SCRUB_BYTES_PER_S,
-FFS_SCRUB_INTERVAL_S.
+FFS_SCRUB_INTERVAL_S, FFS_DEBUG_LOGGERS (comma-separated logger names logged at DEBUG, e.g.
+fireflyfs.storage_service.chunk_engine.durability: one line per fdatasync and durable meta commit).
 
 Space (space_guard.py): each target refuses client writes that would leave
 less than its reserve free (default 5% of its capacity or 1 GiB, whichever is
@@ -52,8 +53,11 @@ at ``--target-map-size`` and doubles when full up to ``--target-map-size-max``
 (common/lmdb_env.py). A warning is logged once when a target's space or map
 passes ``--space-warn-percent`` (default 80), and shown in SpaceInfo.
 
-``fsync`` (default off): a process kill keeps the page cache, so acknowledged
-writes survive SIGKILL without it; turn it on for power-loss durability.
+``fsync`` (default on; docs/durability.md): each replica fdatasyncs the chunk
+data (and the chunk directory for a new file) and commits the chunk meta
+durably before it acknowledges, so an acknowledged write survives a host power
+loss. ``--no-fsync`` (FFS_STORAGE_FSYNC=0) keeps acknowledged writes safe from
+a process kill only: a power loss may lose them or corrupt a target's LMDB.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ class StorageConfig:
     log_file: Path | None = None
     heartbeat_interval_ms: int = heartbeat_interval_ms_default
     heartbeat_timeout_ms: int = heartbeat_timeout_ms_default
-    fsync: bool = False
+    fsync: bool = True               # durable before each ack; False: page cache only (docs/durability.md)
     block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT
     server_workers: int = server_workers_default
     bulk_listen: str | None = ""     # "" = the gRPC host, ephemeral port; None = no bulk listener
@@ -265,7 +269,9 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                         help="mgmtd's heartbeat timeout; the node fences itself after half of it "
                              "without a heartbeat reply (mgmtd's replies override it)")
     parser.add_argument("--fsync", action=argparse.BooleanOptionalAction,
-                        default=os.environ.get("FFS_STORAGE_FSYNC", "") == "1")
+                        default=os.environ.get("FFS_STORAGE_FSYNC", "1") != "0",
+                        help="make chunk data and metadata durable before each ack (default); "
+                             "--no-fsync: faster, loses power-loss safety")
     parser.add_argument("--block-size", type=int,
                         default=_env_int("FFS_CHECKSUM_BLOCK_BYTES", CHECKSUM_BLOCK_BYTES_DEFAULT),
                         help="CRC32C block size of new chunks (bytes)")
@@ -356,6 +362,8 @@ def setup_logging(config: StorageConfig) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    for name in filter(None, os.environ.get("FFS_DEBUG_LOGGERS", "").split(",")):
+        logging.getLogger(name.strip()).setLevel(logging.DEBUG)
 
 
 def main(argv: list[str] | None = None) -> int:

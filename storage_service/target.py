@@ -91,7 +91,7 @@ class Target:
     """A target of this node: id, directory, engine, dedup cache, local state."""
 
     def __init__(self, target_id: int, path: str | os.PathLike, *, block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT,
-                 fsync: bool = False, capacity_bytes: int = 0,
+                 fsync: bool = True, capacity_bytes: int = 0,
                  pool_files_max: int = POOL_FILES_MAX_DEFAULT,
                  map_size_bytes: int = limits.target_map_bytes_default,
                  map_size_bytes_max: int = limits.target_map_bytes_max_default,

@@ -167,12 +167,12 @@ class _FailingStorage:
 LAYOUT = Layout(chunk_size=CHUNK, stripe_size=1, chain_table_id=1, chain_table_version=1, chain_base=1, seed=0)
 
 
-def test_write_behind_reports_a_failed_chunk_at_the_latest_on_finish():
+def test_write_behind_reports_a_failed_chunk_at_the_latest_on_flush():
     storage = _FailingStorage(fail_at=CHUNK)
     writer = WriteBehind(storage, 1, LAYOUT, 100)
     writer.write(b"x" * (3 * CHUNK))
     with pytest.raises(Unavailable):
-        writer.finish()
+        writer.flush()
     offsets = sorted(offset for offset, _ in storage.calls)
     assert offsets == [100, CHUNK, 2 * CHUNK, 3 * CHUNK], "cut at chunk boundaries from an unaligned start"
     assert [len(data) for _, data in sorted(storage.calls)] == [CHUNK - 100, CHUNK, CHUNK, 100]

@@ -74,6 +74,17 @@ def test_sizes_and_port_come_back_from_cluster_json(tmp_path):
     assert LocalCluster(tmp_path, replicas=3).replicas == 3
 
 
+def test_fsync_is_the_default_and_the_opt_out_reaches_every_process_and_persists(tmp_path):
+    durable = LocalCluster(tmp_path / "a", storage_nodes=1)
+    assert durable.fsync and not any("--no-fsync" in durable.command(role) for role in durable.roles())
+    fast = LocalCluster(tmp_path / "b", storage_nodes=1, fsync=False)
+    assert all("--no-fsync" in fast.command(role) for role in fast.roles())
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "cluster.json").write_text(json.dumps({"port": 23456, "fsync": False, "pids": {}}))
+    assert LocalCluster(tmp_path / "c").fsync is False, "a restart keeps the cluster's mode"
+    assert LocalCluster(tmp_path / "c", fsync=True).fsync is True
+
+
 def test_stale_pid_files_never_touch_strangers(tmp_path):
     """A pid file naming a live process that is not ours reads as stopped and is never signalled."""
     local = LocalCluster(tmp_path, storage_nodes=1, port=1)

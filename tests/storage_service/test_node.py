@@ -100,10 +100,12 @@ def test_parse_args_defaults_and_env(monkeypatch, tmp_path):
     monkeypatch.setenv("FFS_HEARTBEAT_INTERVAL_MS", "250")
     config = parse_args(["--node-id", "2", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1"])
     assert (config.listen, config.targets, config.heartbeat_interval_ms, config.fsync) == \
-        ("127.0.0.1:0", 1, 250, False)
+        ("127.0.0.1:0", 1, 250, True), "durable by default"
     config = parse_args(["--node-id", "2", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1",
-                         "--heartbeat-interval-ms", "30", "--fsync", "--block-size", "8192"])
-    assert (config.heartbeat_interval_ms, config.fsync, config.block_size) == (30, True, 8192)
+                         "--heartbeat-interval-ms", "30", "--no-fsync", "--block-size", "8192"])
+    assert (config.heartbeat_interval_ms, config.fsync, config.block_size) == (30, False, 8192)
+    monkeypatch.setenv("FFS_STORAGE_FSYNC", "0")
+    assert parse_args(["--node-id", "2", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1"]).fsync is False
     with pytest.raises(SystemExit):
         parse_args(["--node-id", "0", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1"])
 
