@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import os
+import select
 import socket
 import struct
 import threading
@@ -381,6 +382,13 @@ def _crcs_match(out: memoryview, offset: int, data_len: int, block_size: int, me
     return True
 
 
+def closed_by_peer(sock: socket.socket) -> bool:
+    """True when an idle socket has something to read: the peer closed it (nothing else is due)."""
+    poller = select.poll()     # not select(): descriptors past 1024 are normal once RLIMIT_NOFILE is raised
+    poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(0))
+
+
 class BulkPool:
     """Idle bulk connections per node address, for this process only (rebuilt after fork)."""
 
@@ -404,12 +412,22 @@ class BulkPool:
                 connection.close()
 
     def get(self, address: str) -> BulkConnection:
+        """An idle connection that is still open, else a new one.
+
+        The server closes connections idle past its limit (bulk_idle_s_max); a
+        closed one is readable (EOF) while idle, so it is dropped here instead of
+        failing its next request as if the node were unreachable.
+        """
         self._check_pid()
-        with self._lock:
-            idle = self._idle.get(address)
-            if idle:
-                return idle.pop()
-        return BulkConnection(address, self.timeout_s, self.connect_timeout_s)
+        while True:
+            with self._lock:
+                idle = self._idle.get(address)
+                connection = idle.pop() if idle else None
+            if connection is None:
+                return BulkConnection(address, self.timeout_s, self.connect_timeout_s)
+            if not closed_by_peer(connection.sock):
+                return connection
+            connection.close()
 
     def put(self, connection: BulkConnection) -> None:
         """Return a healthy connection for reuse (a broken one, or one from another pid, is closed)."""

@@ -255,6 +255,26 @@ def test_an_idle_connection_is_closed_but_a_busy_one_is_not(node):
         assert read(busy, (1, 1, 9, 0, 1, 3))[0][0] == b"usy"
 
 
+def test_the_client_pool_drops_a_connection_the_server_closed_for_idleness(node):
+    """A pooled connection the server cut while idle is replaced on get(), not handed out to fail
+    its next request (which the client would take for an unreachable node)."""
+    from fireflyfs.client.bulk_client import BulkPool
+
+    node.put(b"kept")
+    with listener(node, idle_s_max=0.3) as server:
+        pool = BulkPool(timeout_s=10.0)
+        first = pool.get(server.address)
+        assert read(first, (1, 1, 9, 0, 0, 4))[0][0] == b"kept"
+        pool.put(first)
+        wait_for(lambda: server.cut_count == 1, "the server cuts the idle pooled connection")
+        second = pool.get(server.address)
+        assert second is not first and first.sock.fileno() == -1, "the cut one was closed, a new one made"
+        assert read(second, (1, 1, 9, 0, 0, 4))[0][0] == b"kept"
+        pool.put(second)
+        assert pool.get(server.address) is second, "a live idle connection is reused"
+        pool.close()
+
+
 @pytest.mark.parametrize("from_byte", [0, wire.HEADER.size + wire.WRITE_REQUEST.size])
 def test_a_trickled_request_is_cut_at_the_request_deadline(node, from_byte):
     """A byte every 50 ms satisfies a 0.5 s per-recv timeout forever; the 1 s deadline still cuts it."""
