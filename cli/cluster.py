@@ -41,16 +41,19 @@ def cluster() -> None:
                    "[default: the services' 10000, or as in DIR/cluster.json]")
 @click.option("--chain-table/--no-chain-table", default=True, show_default=True,
               help="Create the chain table once the storage nodes registered.")
+@click.option("--fsync/--no-fsync", default=None,
+              help="Acknowledge writes only once on disk (the default); --no-fsync is faster and loses "
+                   "power-loss safety (docs/durability.md)  [default: --fsync, or as in DIR/cluster.json]")
 @click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the cluster to serve.")
 @json_option
 def up(base_dir, storage_nodes, targets_per_node, port, replicas, heartbeat_timeout_ms, chain_table,
-       timeout_s) -> None:
+       fsync, timeout_s) -> None:
     """Start what is not running in DIR and print the cluster URL."""
     try:
         local = _cluster(base_dir, storage_nodes=storage_nodes, targets_per_node=targets_per_node,
                          port=port, replicas=replicas, heartbeat_timeout_ms=heartbeat_timeout_ms,
-                         chain_table=chain_table, startup_timeout_s=timeout_s)
+                         chain_table=chain_table, fsync=fsync, startup_timeout_s=timeout_s)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     url = local.up()

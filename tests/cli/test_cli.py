@@ -236,9 +236,10 @@ def test_cluster_commands_in_a_subprocess(tmp_path):
             ("meta", None, "running"), ("storage", 1, "running")]
         assert rows[0]["address"] == url.removeprefix("ffs://")
         state = json.loads((base_dir / "cluster.json").read_text())
-        assert (state["replicas"], state["heartbeat_timeout_ms"]) == (1, 5000)
+        assert (state["replicas"], state["heartbeat_timeout_ms"], state["fsync"]) == (1, 5000, True)
         meta_cmdline = pathlib.Path(f"/proc/{rows[0]['pid']}/cmdline").read_bytes().split(b"\0")
         assert b"--heartbeat-timeout-ms" in meta_cmdline and b"5000" in meta_cmdline
+        assert b"--no-fsync" not in meta_cmdline, "durable by default"
         pids = [r["pid"] for r in rows]
         table = _ffs("cluster", "status", "--dir", str(base_dir)).stdout
         assert "storage" in table and "running" in table
@@ -252,5 +253,16 @@ def test_cluster_commands_in_a_subprocess(tmp_path):
         assert all(pids) and not any(_alive(pid) for pid in pids)
     finally:
         _ffs("cluster", "down", "--dir", str(base_dir), check=False)
+    fast_dir = tmp_path / "fast"
+    try:
+        _ffs("cluster", "up", "--dir", str(fast_dir), "--storage-nodes", "1", "--targets-per-node", "1",
+             "--replicas", "1", "--no-fsync")
+        assert json.loads((fast_dir / "cluster.json").read_text())["fsync"] is False
+        rows = json.loads(_ffs("cluster", "status", "--dir", str(fast_dir), "--json").stdout)
+        for row in rows:
+            cmdline = pathlib.Path(f"/proc/{row['pid']}/cmdline").read_bytes().split(b"\0")
+            assert b"--no-fsync" in cmdline, f"{row['role']} runs without fsync"
+    finally:
+        _ffs("cluster", "down", "--dir", str(fast_dir), check=False)
     missing = _ffs("cluster", "status", "--dir", str(tmp_path / "nothing"), check=False)
     assert missing.returncode == 2
