@@ -20,10 +20,10 @@ those there are.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable, Iterator
 
+from fireflyfs.common.periodic import Periodic
 from fireflyfs.common.errors import FfsError
 from fireflyfs.common.layout import Layout
 from fireflyfs.proto import types_pb2
@@ -49,8 +49,7 @@ class GarbageCollector:
         self.clock_ns = clock_ns
         self._retry_at_ns: dict[int, tuple[int, int]] = {}  # inode -> (next try, backoff ms)
         self._cursor = b""   # key of the last record looked at; the next pass starts after it
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("meta-gc", lambda: self.interval_ms / 1000, self.run_once, log)
 
     def pending(self, now_ns: int) -> list[types_pb2.Inode]:
         """The next files to try: up to GC_BATCH_INODES_MAX due ones among at most
@@ -111,17 +110,7 @@ class GarbageCollector:
         return reclaimed
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="meta-gc", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_ms / 1000):
-            try:
-                self.run_once()
-            except Exception:  # keep the thread alive; the next pass retries
-                log.exception("gc pass failed")
+        self._periodic.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._periodic.stop()

@@ -27,6 +27,7 @@ import threading
 import time
 from typing import Callable, Iterable
 
+from fireflyfs.common.periodic import Periodic
 from fireflyfs.common.errors import FfsError
 from fireflyfs.proto import meta_pb2
 
@@ -120,8 +121,7 @@ class SessionReaper:
         self.interval_ms = interval_ms if interval_ms is not None else max(50, leases.lease_ms // 4)
         self.excluded = frozenset(excluded)
         self._retry_at_ns: dict[tuple[int, int], tuple[int, int]] = {}   # (inode, session) -> (when, backoff ms)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("meta-session-reaper", lambda: self.interval_ms / 1000, self.run_once, log)
 
     def _due_sessions(self, clients: set[str], now_ns: int) -> tuple[list[meta_pb2.FileSession], set[str]]:
         """Up to REAP_SESSIONS_PER_PASS_MAX sessions of clients not waiting out a backoff (so
@@ -179,17 +179,7 @@ class SessionReaper:
                                meta_pb2.FileSession) is None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="meta-session-reaper", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_ms / 1000):
-            try:
-                self.run_once()
-            except Exception:  # keep the thread alive; the next pass retries
-                log.exception("session reaper pass failed")
+        self._periodic.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._periodic.stop()

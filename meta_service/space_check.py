@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 
+from fireflyfs.common.periodic import Periodic
 from fireflyfs.common import limits
 from fireflyfs.common.space_watch import FillWatch
 
@@ -31,8 +31,7 @@ class MetaSpaceCheck:
         self.store = store
         self.interval_ms = interval_ms
         self.watch = FillWatch(log, f"metadata store {store.path}", warn_fraction)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("meta-space-check", lambda: self.interval_ms / 1000, self.check_once, log)
 
     def check_once(self) -> str:
         """Measure map and disk now; returns the current warnings ("" when none)."""
@@ -46,19 +45,9 @@ class MetaSpaceCheck:
     def warning(self) -> str:
         return "; ".join(self.watch.warnings())
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_ms / 1000):
-            try:
-                self.check_once()
-            except Exception:  # a closed store at shutdown, a vanished dir: try again next time
-                log.warning("space check failed", exc_info=True)
-
     def start(self) -> None:
         self.check_once()
-        self._thread = threading.Thread(target=self._run, name="meta-space-check", daemon=True)
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._periodic.stop()

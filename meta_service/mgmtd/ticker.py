@@ -9,9 +9,10 @@ a parameter so a test can drive it).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable
+
+from fireflyfs.common.periodic import Periodic
 
 from .cluster import ClusterState
 
@@ -33,25 +34,14 @@ class ClusterTicker:
         self.interval_ms = interval_ms
         self.clock_ms = clock_ms
         self.ticks = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("mgmtd-ticker", lambda: self.interval_ms / 1000, self.tick_once, log)
 
     def tick_once(self) -> bool:
         self.ticks += 1
         return self.cluster.tick(self.clock_ms())
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_ms / 1000):
-            try:
-                self.tick_once()
-            except Exception:  # keep ticking: a failed round is retried next time
-                log.exception("periodic chain update failed")
-
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mgmtd-ticker", daemon=True)
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._periodic.stop()
