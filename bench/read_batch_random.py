@@ -23,20 +23,16 @@ import sys
 import tempfile
 import time
 
+from fireflyfs.bench.data_plane import child_cpu_s
 from fireflyfs.common.limits import MiB
 
 READ_BYTES = 4096
 BATCH = 256
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_s(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / _TICK
+    """CPU seconds (user + system) the processes used so far."""
+    return sum(child_cpu_s(pid) for pid in pids)
 
 
 def rounds(run_batch, seconds: float, repeats: int, pids: list[int]) -> dict[str, float]:
