@@ -12,8 +12,12 @@ loopback TCP socket (sender in a second process, receiver ``recv_into`` a
 reused 4 MiB buffer): the ceiling for any one-stream network file system on
 this machine. Also ``f.read()`` of the whole file next to the socket receiving
 the same bytes into one fresh buffer of the file's size (first-touch page
-faults dominate both). Each figure is the best of ``--repeats`` rounds, the
-rounds alternating socket and FireflyFS so a busy machine hurts both alike.
+faults dominate both). And for the write, the same bytes written to a local
+file in the same 4 MiB calls with an fdatasync after each call: what a first
+write that is durable when each call returns costs on this disk without
+FireflyFS (its writes are durable on every replica when acknowledged:
+docs/durability.md). Each figure is the best of ``--repeats`` rounds, the
+rounds alternating the baselines and FireflyFS so a busy machine hurts both alike.
 Prints MiB/s for each and the ratio to TCP; ``--json`` prints the same numbers
 as one JSON object. Progress goes to stderr.
 """
@@ -88,6 +92,23 @@ def tcp_loopback(total: int, block: int, fresh: bool = False) -> float:
             if sender.wait(timeout=60) != 0:
                 raise RuntimeError(f"TCP sender exited {sender.returncode}")
     return elapsed
+
+
+def local_durable_write(directory: str, total: int, block: int) -> float:
+    """Seconds to write total bytes to a new local file in block-sized calls, fdatasync after each."""
+    buffer = memoryview(bytes(block))
+    path = os.path.join(directory, f"local-write-{uuid.uuid4().hex[:8]}.bin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        start = time.perf_counter()
+        written = 0
+        while written < total:
+            written += os.write(fd, buffer[:min(block, total - written)])
+            os.fdatasync(fd)
+        return time.perf_counter() - start
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 def ffs_write_read(fs, path: str, total: int, block: int) -> tuple[float, float, float]:
@@ -174,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp_dir = None
     local = None
     best = {"tcp": float("inf"), "tcp_fresh": float("inf"), "write": float("inf"), "read": float("inf"),
-            "read_whole": float("inf")}
+            "read_whole": float("inf"), "local_write": float("inf")}
     try:
         url = args.url
         if url is None:
@@ -195,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"round {repeat + 1}/{args.repeats}: loopback TCP {args.size / MiB:.0f} MiB ...")
                 best["tcp"] = min(best["tcp"], tcp_loopback(args.size, args.block))
                 best["tcp_fresh"] = min(best["tcp_fresh"], tcp_loopback(args.size, args.block, fresh=True))
+                best["local_write"] = min(best["local_write"],
+                                          local_durable_write(tmp_dir or tempfile.gettempdir(), args.size, args.block))
                 progress(f"round {repeat + 1}/{args.repeats}: ffs write+read on {url} ...")
                 path = f"{base}/seq-{repeat}.bin"
                 write_s, read_s, whole_s = ffs_write_read(fs, path, args.size, args.block)
@@ -217,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         "replicas": args.replicas if args.url is None else None, "repeats": args.repeats,
         "write_s": round(best["write"], 4), "read_s": round(best["read"], 4),
         "read_whole_s": round(best["read_whole"], 4), "tcp_s": round(tcp_s, 4),
-        "tcp_fresh_s": round(fresh_s, 4),
+        "tcp_fresh_s": round(fresh_s, 4), "local_write_s": round(best["local_write"], 4),
+        "local_write_mib_s": round(mib / best["local_write"], 1),
+        "write_ratio_to_local_disk": round(best["local_write"] / best["write"], 3),
         "write_mib_s": round(mib / best["write"], 1), "read_mib_s": round(mib / best["read"], 1),
         "read_whole_mib_s": round(mib / best["read_whole"], 1),
         "tcp_mib_s": round(mib / tcp_s, 1), "tcp_fresh_mib_s": round(mib / fresh_s, 1),
@@ -232,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"size {mib:.0f} MiB, {args.block // 1024} KiB per call, best of {args.repeats}, "
               f"chunk pool prefill {args.pool_prefill_mib} MiB per target")
         print(f"{'path':<34}{'MiB/s':>10}{'ratio':>9}")
-        rows = [("ffs sequential write", "write_mib_s", "write_ratio_to_tcp"),
+        rows = [("ffs sequential write", "write_mib_s", "write_ratio_to_local_disk"),
+                ("local disk write, fdatasync/call", "local_write_mib_s", None),
+                ("ffs sequential write", "write_mib_s", "write_ratio_to_tcp"),
                 ("ffs sequential readinto", "read_mib_s", "read_ratio_to_tcp"),
                 ("loopback TCP (reused 4 MiB)", "tcp_mib_s", None),
                 ("ffs f.read() of the whole file", "read_whole_mib_s", "read_whole_ratio_to_tcp_fresh"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fireflyfs.bench import durable_write_throughput, meta_commit_rate
 
 
@@ -27,3 +29,19 @@ def test_durable_write_throughput_measures_both_clusters(capsys):
     assert set(figures) == {f"{mode}_{kind}" for mode in ("fsync", "no_fsync")
                             for kind in ("large_2w_mib_s", "small_2t_files_s")}
     assert all(value > 0 for value in figures.values()), figures
+
+
+def test_seq_throughput_sets_the_write_next_to_a_durable_local_write(capsys, tmp_path, monkeypatch):
+    """The first-write baseline is the same bytes written locally with an fdatasync per call, so the
+    durable write's ratio compares like with like; the local file is gone afterwards."""
+    from fireflyfs.bench import seq_throughput
+
+    monkeypatch.setattr(seq_throughput.tempfile, "tempdir", str(tmp_path))
+    code = seq_throughput.main(["--size", "8MiB", "--repeats", "1", "--storage-nodes", "1",
+                                "--targets-per-node", "1", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["local_write_mib_s"] > 0 and result["write_ratio_to_local_disk"] > 0, result
+    assert result["write_ratio_to_local_disk"] == pytest.approx(result["local_write_s"] / result["write_s"],
+                                                                rel=0.02, abs=0.002)
+    assert not list(tmp_path.glob("**/local-write-*.bin")), "the baseline's file was removed"
