@@ -48,7 +48,7 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _run_threads(count: int, work) -> float:
+def run_threads(count: int, work) -> float:
     """Seconds for count threads to run work(n) from a common start."""
     start = threading.Barrier(count + 1)
     errors: list[BaseException] = []
@@ -81,7 +81,7 @@ def large_writes_mib_s(fs, base: str, size: int, writers: int) -> float:
             for offset in range(0, each, write_bytes):
                 handle.write(block[:min(write_bytes, each - offset)])
 
-    seconds = _run_threads(writers, write)
+    seconds = run_threads(writers, write)
     fs.rm(base, recursive=True)
     return each * writers / MiB / seconds
 
@@ -95,7 +95,7 @@ def small_files_per_s(fs, base: str, files: int, threads: int) -> float:
         for i in range(each):
             fs.pipe(f"{base}/s-{n}-{i}", payload)
 
-    seconds = _run_threads(threads, create)
+    seconds = run_threads(threads, create)
     fs.rm(base, recursive=True)
     return each * threads / seconds
 

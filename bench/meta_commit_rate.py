@@ -28,9 +28,9 @@ import json
 import statistics
 import tempfile
 import threading
-import time
 from typing import Iterator
 
+from fireflyfs.bench.durable_write_throughput import run_threads
 from fireflyfs.meta_service.store import Store, Txn
 from fireflyfs.proto import types_pb2
 
@@ -63,23 +63,15 @@ def commits_per_s(mode: str, commits: int, writers: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(mode, tmp)
         each = commits // writers
-        start = threading.Barrier(writers + 1)
 
-        def writer(first_id: int) -> None:
-            start.wait()
+        def writer(n: int) -> None:
+            first_id = 2 + n * each
             for inode_id in range(first_id, first_id + each):
                 with store.write() as txn:
                     txn.put_inode(types_pb2.Inode(id=inode_id, type=types_pb2.INODE_FILE))
 
-        threads = [threading.Thread(target=writer, args=(2 + n * each,)) for n in range(writers)]
         try:
-            for thread in threads:
-                thread.start()
-            start.wait()
-            began = time.perf_counter()
-            for thread in threads:
-                thread.join()
-            return each * writers / (time.perf_counter() - began)
+            return each * writers / run_threads(writers, writer)
         finally:
             store.close()
 
