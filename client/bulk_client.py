@@ -302,7 +302,10 @@ class ReplyStream:
     """The data of one streamed read reply, received piecewise into the caller's buffers.
 
     Each segment's CRC32C is computed as its bytes arrive (continuing across
-    calls), so a block split between two caller buffers is still checked whole.
+    calls). No byte reaches the caller before its whole segment is checked: a
+    call that ends inside a segment also receives the rest of that segment
+    into a carry buffer (at most one block), checks it, and hands the carried
+    bytes out at the next call.
     """
 
     def __init__(self, connection: BulkConnection, io, data_len: int, block_size: int,
@@ -310,31 +313,55 @@ class ReplyStream:
         self.connection = connection
         self.io = io
         self.data_len = data_len
-        self.received = 0
+        self.received = 0             # bytes handed to the caller
+        self._pulled = 0              # bytes taken off the socket (and checked, up to the carry's end)
         self._block_size = block_size
         self._crcs = crcs
         self._segment = 0
         self._running = 0
+        self._carry = memoryview(b"")
 
     @property
     def remaining(self) -> int:
         return self.data_len - self.received
 
     def recv_into(self, view: memoryview) -> None:
-        """Receive exactly len(view) (<= remaining) bytes into view, checking CRCs."""
+        """Receive exactly len(view) (<= remaining) bytes into view, checking CRCs first."""
         size = len(view)
         if size > self.remaining:
             raise ValueError(f"asked {size} bytes of a stream with {self.remaining} left")
+        carried = min(len(self._carry), size)
+        if carried:
+            view[:carried] = self._carry[:carried]
+            self._carry = self._carry[carried:]
+        if carried < size:
+            self._pull(view[carried:])
+            tail = self._segment_end(self._pulled) - self._pulled
+            if tail:    # the caller's view ended inside a segment: take and check the rest of it now
+                carry = memoryview(bytearray(tail))
+                self._pull(carry)
+                self._carry = carry
+        self.received += size
+
+    def _segment_end(self, pulled: int) -> int:
+        """Stream position where the segment holding position ``pulled`` ends (pulled itself at a boundary)."""
+        offset = self.io[4]
+        chunk_position = offset + pulled
+        if chunk_position % self._block_size == 0 or pulled >= self.data_len:
+            return pulled
+        return min((chunk_position // self._block_size + 1) * self._block_size, offset + self.data_len) - offset
+
+    def _pull(self, view: memoryview) -> None:
         try:
             recv_exact(self.connection.sock, view)
         except OSError as exc:
             raise self.connection._fail("read data", exc) from exc
-        self._check(view, size)
-        self.received += size
+        self._check(view, len(view))
+        self._pulled += len(view)
 
     def _check(self, view: memoryview, size: int) -> None:
         block_size, offset = self._block_size, self.io[4]
-        start = offset + self.received        # chunk offset of view[0]
+        start = offset + self._pulled         # chunk offset of view[0]
         end = start + size
         position = 0
         while position < size:

@@ -225,18 +225,27 @@ def test_streamed_reads_check_blocks_split_across_buffers(node):
     rest = memoryview(bytearray(stream.remaining))
     stream.recv_into(rest)
     assert bytes(got + rest) == data[10:]
-    # A flipped byte in a block split across two buffers is still caught.
+    # A flipped byte in a block split across two buffers is caught before any byte of
+    # that block reaches the caller: by the call whose buffer holds it, and by the call
+    # whose buffer ends just before it.
     with open(node.chunk_file(), "r+b") as handle:
         handle.seek(BLOCK * 2 + 1)
         handle.write(bytes([data[BLOCK * 2 + 1] ^ 1]))
-    io = (1, 1, 9, 0, BLOCK, BLOCK * 3)
-    connection = node.connect()
-    connection.send_read([io])
-    stream = connection.begin_stream(io)
-    stream.recv_into(memoryview(bytearray(BLOCK + BLOCK // 2)))
-    with pytest.raises(ChecksumMismatch):
-        stream.recv_into(memoryview(bytearray(BLOCK)))
-    assert connection.broken
+    for first, failing in ((BLOCK + BLOCK // 2, 0), (BLOCK + 1, 0), (BLOCK, 1)):
+        io = (1, 1, 9, 0, BLOCK, BLOCK * 3)
+        connection = node.connect()
+        connection.send_read([io])
+        stream = connection.begin_stream(io)
+        sizes = (first, BLOCK)
+        for number, size in enumerate(sizes):
+            out = memoryview(bytearray(size))
+            if number == failing:
+                with pytest.raises(ChecksumMismatch):
+                    stream.recv_into(out)
+                break
+            stream.recv_into(out)
+            assert bytes(out) == data[BLOCK:BLOCK + size]
+        assert connection.broken
 
 
 def test_cached_descriptors_never_serve_a_removed_and_recreated_chunk(node):
