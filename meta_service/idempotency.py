@@ -168,8 +168,7 @@ class IdemTable:
         if old is not None:   # an expired record under the same id
             txn.delete("idem_expiry", _I64.pack(old.created_ns) + key.request_id.encode())
         txn.put_msg("idem", key.request_id.encode(), record)
-        txn.raw.put(_I64.pack(record.created_ns) + key.request_id.encode(), b"",
-                    db=txn.dbs["idem_expiry"])
+        txn.kv.put("idem_expiry", _I64.pack(record.created_ns) + key.request_id.encode(), b"")
         self.prune(txn, key.now_ns)
 
     def prune(self, txn: Txn, now_ns: int, count_max: int = IDEM_PRUNE_PER_TXN_MAX) -> int:
