@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import lmdb
 
@@ -56,6 +56,8 @@ DB_NAMES = ("inodes", "dentries", "sessions", "gc", "counters",
 # Address space reserved for the map, not disk: data.mdb grows only as pages are used.
 MAP_SIZE_BYTES_DEFAULT = limits.meta_map_bytes_default
 MAP_SIZE_BYTES_MAX_DEFAULT = limits.meta_map_bytes_max_default
+
+T = TypeVar("T")
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -226,6 +228,18 @@ class Store:
             if error is None:
                 raise
             raise error from exc
+
+    def transact(self, mutate: Callable[[Txn], T]) -> T:
+        """mutate(txn) in one write transaction, committed; its result.
+
+        The form every mutation will take (issue 11): an engine with
+        optimistic transactions (etcd) runs mutate again when another writer
+        changed what it read, so mutate must touch nothing but txn (no
+        outside state, no storage calls) and may run more than once. On LMDB
+        it runs once, under the group commit (``write()``).
+        """
+        with self.write() as txn:
+            return mutate(txn)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Txn]:
