@@ -158,10 +158,13 @@ class IdemTable:
         """Remember a failed mutation's error (its own transaction: the failure changed nothing)."""
         if key is None or not is_recordable(exc):
             return
-        with store.write() as txn:
+
+        def mutate(txn: Txn) -> None:
             if self.lookup(txn, key) is None:
                 self._put(txn, key, meta_pb2.IdemRecord(method=key.method, created_ns=key.now_ns,
                                                         error=error_name(exc), message=str(exc)))
+
+        store.transact(mutate)
 
     def _put(self, txn: Txn, key: IdemKey, record: meta_pb2.IdemRecord) -> None:
         old = txn.get_msg("idem", key.request_id.encode(), meta_pb2.IdemRecord)
