@@ -31,6 +31,7 @@ import threading
 from typing import Iterator
 
 from fireflyfs.bench.durable_write_throughput import run_threads
+from fireflyfs.meta_service.lmdb_kv import LmdbTxn
 from fireflyfs.meta_service.store import Store, Txn
 from fireflyfs.proto import types_pb2
 
@@ -47,7 +48,7 @@ class _PerCommitStore:
     @contextlib.contextmanager
     def write(self) -> Iterator[Txn]:
         with self._lock, self.store.env.begin(write=True) as txn:
-            yield Txn(txn, self.store.dbs)
+            yield Txn(LmdbTxn(txn, self.store.dbs))
 
     def close(self) -> None:
         self.store.close()

@@ -29,7 +29,7 @@ from fireflyfs.common.layout import Layout
 from fireflyfs.proto import types_pb2
 
 from .chunk_store import ChunkStore
-from .store import Store, u64_key
+from .store import Store, Txn, u64_key
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,8 @@ class GarbageCollector:
                             inode.id, backoff_ms, exc)
                 continue
             self._retry_at_ns.pop(inode.id, None)
-            with self.store.write() as txn:
-                current = txn.get_gc(inode.id)
-                if current is None or current.open_write_sessions:
-                    continue  # a session reopened meanwhile is impossible, but stay safe
-                txn.delete("gc", u64_key(inode.id))
+            if not self.store.transact(lambda txn, inode_id=inode.id: _drop_gc_record(txn, inode_id)):
+                continue  # a session reopened meanwhile is impossible, but stay safe
             log.info("gc: reclaimed inode %d (%d chunks)", inode.id, removed)
             reclaimed += 1
         return reclaimed
@@ -114,3 +111,12 @@ class GarbageCollector:
 
     def stop(self) -> None:
         self._periodic.stop()
+
+
+def _drop_gc_record(txn: Txn, inode_id: int) -> bool:
+    """Delete inode_id's gc record once its chunks are gone; False when it vanished or was reopened."""
+    current = txn.get_gc(inode_id)
+    if current is None or current.open_write_sessions:
+        return False
+    txn.delete("gc", u64_key(inode_id))
+    return True

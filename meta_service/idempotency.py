@@ -158,18 +158,20 @@ class IdemTable:
         """Remember a failed mutation's error (its own transaction: the failure changed nothing)."""
         if key is None or not is_recordable(exc):
             return
-        with store.write() as txn:
+
+        def mutate(txn: Txn) -> None:
             if self.lookup(txn, key) is None:
                 self._put(txn, key, meta_pb2.IdemRecord(method=key.method, created_ns=key.now_ns,
                                                         error=error_name(exc), message=str(exc)))
+
+        store.transact(mutate)
 
     def _put(self, txn: Txn, key: IdemKey, record: meta_pb2.IdemRecord) -> None:
         old = txn.get_msg("idem", key.request_id.encode(), meta_pb2.IdemRecord)
         if old is not None:   # an expired record under the same id
             txn.delete("idem_expiry", _I64.pack(old.created_ns) + key.request_id.encode())
         txn.put_msg("idem", key.request_id.encode(), record)
-        txn.raw.put(_I64.pack(record.created_ns) + key.request_id.encode(), b"",
-                    db=txn.dbs["idem_expiry"])
+        txn.kv.put("idem_expiry", _I64.pack(record.created_ns) + key.request_id.encode(), b"")
         self.prune(txn, key.now_ns)
 
     def prune(self, txn: Txn, now_ns: int, count_max: int = IDEM_PRUNE_PER_TXN_MAX) -> int:

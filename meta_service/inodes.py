@@ -147,16 +147,14 @@ def end_sessions_of_client(store, client_id: str) -> int:
     fixed client ids; a restart leaves them open forever, blocking GC, so
     startup ends them here.
     """
-    with store.read() as txn:
+    def mutate(txn: Txn) -> int:
+        # The scan that decides is on txn, so a re-run sees the fresher sessions.
         orphaned = []
         for _key, value in txn.scan("sessions"):
             session = meta_pb2.FileSession()
             session.ParseFromString(value)
             if session.client_id == client_id:
                 orphaned.append(session)
-    if not orphaned:
-        return 0
-    with store.write() as txn:
         for session in orphaned:
             txn.delete("sessions", session_key(session.inode_id, session.session_id))
             try:
@@ -165,7 +163,9 @@ def end_sessions_of_client(store, client_id: str) -> int:
                 continue
             inode.open_write_sessions = max(0, inode.open_write_sessions - 1)
             store_file_any(txn, inode, where)
-    return len(orphaned)
+        return len(orphaned)
+
+    return store.transact(mutate)
 
 
 def make_dirs(txn: Txn, components: list[str], now_ns: int, mode: int, parents: bool, exist_ok: bool,

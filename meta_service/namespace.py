@@ -198,7 +198,7 @@ class Namespace(FileOps):
             raise InvalidArgument(f"invalid symlink target {target!r}")
         if len(target.encode("utf-8", "surrogatepass")) > limits.symlink_target_bytes_max:
             raise InvalidArgument(f"symlink target longer than {limits.symlink_target_bytes_max} bytes")
-        with self.store.write() as txn:
+        def mutate(txn: Txn) -> tuple[types_pb2.Inode, str]:
             self.idem.check(txn, key)
             parent, parent_components, name = resolve_parent(txn, path, "create a symlink at")
             if txn.get_dentry(parent.id, name) is not None:
@@ -210,12 +210,14 @@ class Namespace(FileOps):
             touch_dir(txn, parent, now_ns)
             return self._recorded(txn, key, (inode, as_path(parent_components + [name])))
 
+        return self.store.transact(mutate)
+
     def hardlink(self, src: str, dst: str, now_ns: int, request_id: str = "") -> tuple[types_pb2.Inode, str]:
         key = self.idem.key("HardLink", request_id, now_ns)
         return self._once(key, lambda: self._hardlink(src, dst, now_ns, key))
 
     def _hardlink(self, src, dst, now_ns, key) -> tuple[types_pb2.Inode, str]:
-        with self.store.write() as txn:
+        def mutate(txn: Txn) -> tuple[types_pb2.Inode, str]:
             self.idem.check(txn, key)
             inode, _ = resolve(txn, src, follow_last=False)
             if inode.type == DIR:
@@ -229,6 +231,8 @@ class Namespace(FileOps):
             txn.put_dentry(parent.id, name, inode.id, inode.type)
             touch_dir(txn, parent, now_ns)
             return self._recorded(txn, key, (inode, as_path(parent_components + [name])))
+
+        return self.store.transact(mutate)
 
     def remove(self, path: str, now_ns: int, recursive: bool = False, directory_only: bool = False,
                file_only: bool = False, request_id: str = "") -> None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import lmdb
 
@@ -47,12 +47,17 @@ from fireflyfs.common.errors import Unavailable
 from fireflyfs.common.lmdb_env import GrowingEnv, MapUsage, no_space_error
 from fireflyfs.proto import meta_pb2, types_pb2
 
+from .kv import KvTxn
+from .lmdb_kv import LmdbTxn
+
 DB_NAMES = ("inodes", "dentries", "sessions", "gc", "counters",
             "nodes", "targets", "chains", "chain_tables", "idem", "idem_expiry", "inline")
 
 # Address space reserved for the map, not disk: data.mdb grows only as pages are used.
 MAP_SIZE_BYTES_DEFAULT = limits.meta_map_bytes_default
 MAP_SIZE_BYTES_MAX_DEFAULT = limits.meta_map_bytes_max_default
+
+T = TypeVar("T")
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -75,15 +80,18 @@ def session_key(inode_id: int, session_id: int) -> bytes:
 
 
 class Txn:
-    """One LMDB transaction with typed accessors for each DB."""
+    """Typed accessors for each kind of record, over one engine transaction (kv.KvTxn).
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
-        self.raw = txn
-        self.dbs = dbs
+    The namespace and mgmtd code use only these (and kv's five calls through
+    ``kv``), never the engine: that keeps them engine-neutral.
+    """
+
+    def __init__(self, kv: KvTxn) -> None:
+        self.kv = kv
 
     # -- generic ---------------------------------------------------------
     def get_msg(self, db: str, key: bytes, message_cls):
-        value = self.raw.get(key, db=self.dbs[db])
+        value = self.kv.get(db, key)
         if value is None:
             return None
         message = message_cls()
@@ -91,32 +99,25 @@ class Txn:
         return message
 
     def put_msg(self, db: str, key: bytes, message) -> None:
-        self.raw.put(key, message.SerializeToString(), db=self.dbs[db])
+        self.kv.put(db, key, message.SerializeToString())
 
     def delete(self, db: str, key: bytes) -> bool:
-        return self.raw.delete(key, db=self.dbs[db])
+        return self.kv.delete(db, key)
 
     def scan(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs whose key starts with prefix, from start (inclusive) on."""
-        cursor = self.raw.cursor(db=self.dbs[db])
-        first = start if start is not None else prefix
-        if not cursor.set_range(first):
-            return
-        for key, value in cursor:
-            if not key.startswith(prefix):
-                return
-            yield key, value
+        return self.kv.scan(db, prefix, start)
 
     def entries(self, db: str) -> int:
-        return self.raw.stat(self.dbs[db])["entries"]
+        return self.kv.count(db)
 
     # -- counters ----------------------------------------------------------
     def get_counter(self, name: str, default: int = 0) -> int:
-        value = self.raw.get(name.encode(), db=self.dbs["counters"])
+        value = self.kv.get("counters", name.encode())
         return default if value is None else _U64.unpack(value)[0]
 
     def set_counter(self, name: str, value: int) -> None:
-        self.raw.put(name.encode(), _U64.pack(value), db=self.dbs["counters"])
+        self.kv.put("counters", name.encode(), _U64.pack(value))
 
     def next_id(self, name: str, first: int) -> int:
         """Hand out the next id of a counter that starts at first."""
@@ -166,13 +167,13 @@ class Txn:
 
     def get_inline(self, inode_id: int) -> bytes | None:
         """The content of an inline file (None: its bytes, if any, are in storage chunks)."""
-        return self.raw.get(_U64.pack(inode_id), db=self.dbs["inline"])
+        return self.kv.get("inline", _U64.pack(inode_id))
 
     def put_inline(self, inode_id: int, data: bytes) -> None:
-        self.raw.put(_U64.pack(inode_id), data, db=self.dbs["inline"])
+        self.kv.put("inline", _U64.pack(inode_id), data)
 
     def delete_inline(self, inode_id: int) -> bool:
-        return self.raw.delete(_U64.pack(inode_id), db=self.dbs["inline"])
+        return self.kv.delete("inline", _U64.pack(inode_id))
 
     def get_gc(self, inode_id: int) -> types_pb2.Inode | None:
         return self.get_msg("gc", u64_key(inode_id), types_pb2.Inode)
@@ -215,7 +216,7 @@ class Store:
         map_bytes_seen = self.env.map_bytes
         try:
             with self.env.writer.write() as txn:
-                yield Txn(txn, self.dbs)
+                yield Txn(LmdbTxn(txn, self.dbs))
         except lmdb.MapFullError as exc:
             # Aborted (with its whole batch, if the commit failed); this thread holds no transaction.
             if not self.env.grow_after_full(map_bytes_seen):
@@ -228,10 +229,22 @@ class Store:
                 raise
             raise error from exc
 
+    def transact(self, mutate: Callable[[Txn], T]) -> T:
+        """mutate(txn) in one write transaction, committed; its result.
+
+        The form every mutation will take (issue 11): an engine with
+        optimistic transactions (etcd) runs mutate again when another writer
+        changed what it read, so mutate must touch nothing but txn (no
+        outside state, no storage calls) and may run more than once. On LMDB
+        it runs once, under the group commit (``write()``).
+        """
+        with self.write() as txn:
+            return mutate(txn)
+
     @contextlib.contextmanager
     def read(self) -> Iterator[Txn]:
         with self.env.begin(write=False) as txn:
-            yield Txn(txn, self.dbs)
+            yield Txn(LmdbTxn(txn, self.dbs))
 
     @property
     def writer(self):

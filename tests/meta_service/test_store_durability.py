@@ -71,3 +71,23 @@ def test_a_full_map_is_no_space_and_the_store_goes_on(tmp_path):
             assert txn.get_inode(7).id == 7
     finally:
         store.close()
+
+
+def test_transact_commits_durably_returns_the_result_and_a_raising_mutation_changes_nothing(store):
+    before = store.writer.counters.writes_durable
+
+    def create(txn):
+        txn.put_inode(types_pb2.Inode(id=41))
+        return txn.get_inode(41).id
+
+    assert store.transact(create) == 41
+    assert store.writer.counters.writes_durable == before + 1
+
+    def half_then_fail(txn):
+        txn.put_inode(types_pb2.Inode(id=42))
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        store.transact(half_then_fail)
+    with store.read() as txn:
+        assert txn.get_inode(41).id == 41 and txn.get_inode(42) is None

@@ -1,0 +1,38 @@
+"""The transaction interface every metadata engine offers (issue 11: one interface, two engines).
+
+Everything the meta process keeps goes through ``KvTxn``: tables named in
+store.DB_NAMES, byte keys, byte values, get / put / delete / ordered prefix
+scan / count. The namespace and mgmtd code reach it only through
+``store.Txn``'s typed accessors, so they never know which engine runs:
+``lmdb_kv.LmdbTxn`` (embedded, the default) today, an etcd engine next.
+
+Why so small: every operation an engine must offer is one more thing to make
+serializable on a distributed store (an etcd engine remembers the revision of
+each key it read and commits with one compare-all transaction); a scan is
+ordered by key bytes because directory listings and the GC cursor rely on it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+
+class KvTxn(Protocol):
+    """One transaction of an engine: reads see one snapshot plus this transaction's own writes."""
+
+    def get(self, table: str, key: bytes) -> bytes | None: ...
+
+    def put(self, table: str, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, table: str, key: bytes) -> bool:
+        """True when the key existed."""
+        ...
+
+    def scan(self, table: str, prefix: bytes = b"", start: bytes | None = None
+             ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with prefix, in key-byte order, from start (inclusive)."""
+        ...
+
+    def count(self, table: str) -> int:
+        """How many keys the table holds."""
+        ...
