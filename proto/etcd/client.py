@@ -54,7 +54,7 @@ class KeyValue:
 
 @dataclass(frozen=True, slots=True)
 class RangeResult:
-    """One page of a range: its keys, the store revision it was read at, and where to go on.
+    """One page of a range: its keys, the revision it was read at, and where to go on.
 
     ``continue_from`` is the start key of the next page (None when this was the last);
     pass it back with ``revision=result.revision`` to read every page at one snapshot.
@@ -197,7 +197,7 @@ class EtcdClient:
         request = rpc_pb2.RangeRequest(key=continue_from if continue_from is not None else key,
                                        range_end=_range_end(key, prefix), revision=revision, limit=limit)
         reply = self._call(lambda kv, _: kv.Range(request, timeout=self.timeout_s), retry=True)
-        return _range_result(reply, request.range_end)
+        return _range_result(reply, request.range_end, revision)
 
     def get(self, key: bytes, revision: int = 0) -> KeyValue | None:
         found = self.range(key, revision=revision).kvs
@@ -349,16 +349,18 @@ def _key_value(kv) -> KeyValue:
     return KeyValue(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)
 
 
-def _range_result(reply: rpc_pb2.RangeResponse, range_end: bytes) -> RangeResult:
+def _range_result(reply: rpc_pb2.RangeResponse, range_end: bytes, revision: int) -> RangeResult:
+    """The page, at the revision asked for: etcd's header always carries the newest one."""
     kvs = [_key_value(kv) for kv in reply.kvs]
     more = reply.more and bool(kvs) and bool(range_end)
-    return RangeResult(kvs, reply.header.revision, reply.count, kvs[-1].key + b"\0" if more else None)
+    return RangeResult(kvs, revision or reply.header.revision, reply.count,
+                       kvs[-1].key + b"\0" if more else None)
 
 
 def _op_result(op: RequestOp, response: rpc_pb2.ResponseOp, txn_revision: int) -> RangeResult | int:
     kind = response.WhichOneof("response")
     if kind == "response_range":
-        return _range_result(response.response_range, op.request_range.range_end)
+        return _range_result(response.response_range, op.request_range.range_end, txn_revision)
     if kind == "response_put":
         return txn_revision                       # every write of a txn shares its revision
     if kind == "response_delete_range":
