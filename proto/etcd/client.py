@@ -252,7 +252,10 @@ class EtcdClient:
         def renew(_, lease: rpc_pb2_grpc.LeaseStub) -> int:
             replies = lease.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)]),
                                            timeout=self.timeout_s)
-            return next(iter(replies)).TTL
+            try:
+                return next(replies).TTL
+            finally:
+                replies.cancel()                    # one renewal per stream: end it now
         ttl_s = self._call(renew, retry=True)        # renewing twice is harmless
         if ttl_s <= 0:
             raise errors.NotFound(f"etcd lease {lease_id:x} expired")
