@@ -67,6 +67,14 @@ bulk_budget_wait_s_max = 10.0             # a request waits this long for buffer
 bulk_idle_s_max = 300.0                   # a connection with no request for this long is closed
 bulk_request_s_max = 60.0                 # receiving one request frame, or sending one reply, whole
 
+# etcd (the replicated metadata engine): members are started with these flags, and the
+# client refuses bigger transactions itself (proto/etcd/client.py). etcd's defaults are
+# 128 ops and 1.5 MiB; raised so one metadata transaction (a batch of creates with their
+# dentries, inodes and inline bytes) fits, below the 10 MiB etcd advises as a ceiling.
+etcd_txn_ops_max = 1024                   # etcd --max-txn-ops
+etcd_request_bytes_max = 8 * MiB          # etcd --max-request-bytes
+etcd_history_retention_hours = 1          # etcd --auto-compaction-retention (periodic): older revisions go
+
 
 def is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
@@ -116,6 +124,11 @@ def _check() -> None:
         raise AssertionError("bulk per-peer connection cap out of range")
     if not 0 < bulk_budget_wait_s_max < bulk_request_s_max:
         raise AssertionError("a request's wait for budget must end within its deadline")
+
+    if not (1 <= etcd_txn_ops_max and inline_data_bytes_max < etcd_request_bytes_max <= 10 * MiB
+            and etcd_request_bytes_max < grpc_message_bytes_max):
+        raise AssertionError("etcd limits out of range: a request holds an inline file, stays under "
+                             "etcd's advised 10 MiB and fits a gRPC message")
 
 
 _check()

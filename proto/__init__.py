@@ -4,5 +4,7 @@
 ``python proto/generate.py`` and committed; tests/proto checks they are fresh).
 ``bulk_wire.py`` is the framed binary protocol for chunk bytes between clients
 and storage nodes, ``bulk_io.py`` its socket helpers. Removed fields are
-``reserved``, never reused.
+``reserved``, never reused. ``etcd/`` holds etcd's v3 API, vendored and
+generated the same way, and ``etcd/client.py``, the client the etcd metadata
+engine and mgmtd use.
 """

@@ -1,0 +1,1 @@
+"""etcd v3 API stubs, generated from etcd's own .proto files (see README.md)."""
