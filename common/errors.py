@@ -16,7 +16,9 @@
     │   ├── ChunkNotCommitted
     │   ├── NotHead
     │   ├── MissingUpdate   (a chain successor lacks the update before this one)
-    │   └── Unavailable     (a service could not be reached)
+    │   ├── Unavailable     (a service could not be reached)
+    │   │   └── NotPrimary  (this mgmtd is a standby, or lost its lease; the message names the primary)
+    │   └── Conflict        (an optimistic metadata transaction kept losing to other writers)
     ├── NoSpace             (OSError ENOSPC)
     ├── NoChainTable        (OSError): the cluster has no chain table yet
     └── Internal            (OSError EIO): a broken invariant on a server
@@ -114,6 +116,14 @@ class Unavailable(Retryable):
     """A service could not be reached, or answered too late."""
 
 
+class NotPrimary(Unavailable):
+    """This mgmtd is not the primary (a standby, or its election lease was lost): ask the primary."""
+
+
+class Conflict(Retryable):
+    """A metadata transaction lost to concurrent writers on every try (etcd engine); nothing applied."""
+
+
 class NoSpace(FfsError, OSError):
     errno_value = errno.ENOSPC
 
@@ -130,7 +140,7 @@ ERRORS_BY_NAME: dict[str, type[FfsError]] = {
     cls.__name__: cls
     for cls in (NotFound, AlreadyExists, NotADirectory, IsADirectory, DirectoryNotEmpty,
                 PermissionDenied, InvalidArgument, InvalidPath, TooLarge, ChecksumMismatch,
-                Retryable, StaleChainVersion, ChunkNotCommitted, NotHead, MissingUpdate, Unavailable, NoSpace,
+                Retryable, StaleChainVersion, ChunkNotCommitted, NotHead, MissingUpdate, Unavailable, NotPrimary, Conflict, NoSpace,
                 NoChainTable, Internal)
 }
 

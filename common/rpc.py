@@ -56,6 +56,8 @@ _STATUS_OF_ERROR: dict[type[FfsError], grpc.StatusCode] = {
     errors.NotHead: grpc.StatusCode.ABORTED,
     errors.MissingUpdate: grpc.StatusCode.ABORTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.NotPrimary: grpc.StatusCode.UNAVAILABLE,
+    errors.Conflict: grpc.StatusCode.ABORTED,
     errors.NoSpace: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.NoChainTable: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Internal: grpc.StatusCode.INTERNAL,

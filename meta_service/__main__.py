@@ -13,6 +13,7 @@ import threading
 from fireflyfs.common.process_tuning import raise_open_files_limit
 from fireflyfs.common.units import parse_positive_size
 
+from .engines import ENGINES
 from .server import MetaConfig, MetaServer, setup_logging
 
 
@@ -42,7 +43,15 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
     parser.add_argument("--space-warn-percent", type=float,
                         default=float(os.environ.get("FFS_SPACE_WARN_PERCENT", defaults.space_warn_fraction * 100)),
                         help="log a warning once when the map (of its max) or the disk passes this fill")
+    parser.add_argument("--meta-engine", choices=ENGINES, default=defaults.engine,
+                        help="where metadata lives: lmdb under --data-dir (one box, default) or etcd")
+    parser.add_argument("--etcd-endpoints", default=defaults.etcd_endpoints,
+                        help="host:port,host:port,... of the etcd members (--meta-engine etcd)")
+    parser.add_argument("--etcd-prefix", default=defaults.etcd_prefix,
+                        help="key prefix of this cluster in etcd (several clusters may share one etcd)")
     args = parser.parse_args(argv)
+    if args.meta_engine == "etcd" and not args.etcd_endpoints:
+        parser.error("--meta-engine etcd needs --etcd-endpoints host:port[,host:port...]")
     if not 0 < args.space_warn_percent <= 100:
         parser.error("--space-warn-percent must be in (0, 100]")
     if args.map_size_max < args.map_size:
@@ -52,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
         gc_interval_ms=args.gc_interval_ms, gc_delay_ms=args.gc_delay_ms,
         heartbeat_timeout_ms=args.heartbeat_timeout_ms, session_lease_ms=args.session_lease_ms,
         storage_calls_max=args.storage_calls_max, map_size_bytes=args.map_size,
-        map_size_bytes_max=args.map_size_max, space_warn_fraction=args.space_warn_percent / 100)
+        map_size_bytes_max=args.map_size_max, space_warn_fraction=args.space_warn_percent / 100,
+        engine=args.meta_engine, etcd_endpoints=args.etcd_endpoints, etcd_prefix=args.etcd_prefix)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,10 @@ ordered by key bytes because directory listings and the GC cursor rely on it.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+import contextlib
+from typing import Any, Callable, Iterator, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class KvTxn(Protocol):
@@ -36,3 +39,28 @@ class KvTxn(Protocol):
     def count(self, table: str) -> int:
         """How many keys the table holds."""
         ...
+
+
+class MetaStore(Protocol):
+    """What the meta process needs of an engine (store.Store: LMDB; etcd_store.EtcdStore: etcd).
+
+    ``transact(mutate)`` runs ``mutate(txn)`` (txn: store.Txn) in one
+    serializable transaction and returns its result; an optimistic engine
+    runs it again when another writer changed what it read, so mutate must
+    touch nothing but txn. ``guard`` (etcd only) makes the commit conditional
+    on a key the caller holds (the mgmtd primary's election key): a guard that
+    no longer holds raises NotPrimary and nothing is applied. ``read()``
+    yields a Txn over one consistent snapshot.
+    """
+
+    engine: str                    # "lmdb" or "etcd"
+
+    def transact(self, mutate: Callable[[Any], T], guard: Any = None) -> T: ...
+
+    def read(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    def describe(self) -> str:
+        """Where the data lives, for logs and errors (a path, or etcd endpoints and prefix)."""
+        ...
+
+    def close(self) -> None: ...

@@ -25,7 +25,8 @@ from .mgmtd.ticker import ClusterTicker
 from .namespace import Namespace
 from .servicer import MetaServicer
 from .space_check import SPACE_CHECK_INTERVAL_MS_DEFAULT, MetaSpaceCheck
-from .store import MAP_SIZE_BYTES_DEFAULT, MAP_SIZE_BYTES_MAX_DEFAULT, Store
+from .engines import ENGINES, open_store
+from .store import MAP_SIZE_BYTES_DEFAULT, MAP_SIZE_BYTES_MAX_DEFAULT
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,19 @@ class MetaConfig:
     # gRPC workers that may wait on storage at once (chunk_store.GatedChunkStore): half of them,
     # so slow storage leaves the other half to metadata.
     storage_calls_max: int = 8
+    # Where metadata lives (engines.py): "lmdb" under data_dir (one box, the default) or "etcd".
+    engine: str = "lmdb"
+    etcd_endpoints: str = ""                 # "host:port,host:port,...": the etcd members (engine etcd)
+    etcd_prefix: str = "/fireflyfs/"         # every key of this cluster lives under it
 
     def __post_init__(self) -> None:
         if not 1 <= self.storage_calls_max < self.rpc_workers_max:
             raise ValueError(f"storage_calls_max must be in [1, rpc_workers_max={self.rpc_workers_max}): "
                              "some workers must stay free for metadata")
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown metadata engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.engine == "etcd" and not self.etcd_endpoints:
+            raise ValueError("the etcd engine needs etcd_endpoints (--etcd-endpoints host:port,...)")
 
     @classmethod
     def from_env(cls, data_dir: str, environ: Mapping[str, str] | None = None, **overrides) -> "MetaConfig":
@@ -86,8 +95,7 @@ class MetaConfig:
 class MetaServer:
     def __init__(self, config: MetaConfig, chunk_store: ChunkStore | None = None) -> None:
         self.config = config
-        self.store = Store(os.path.join(config.data_dir, "meta.lmdb"), fsync=config.fsync,
-                           map_size_bytes=config.map_size_bytes, map_size_bytes_max=config.map_size_bytes_max)
+        self.store = open_store(config)
         self.space_check = MetaSpaceCheck(self.store, config.space_warn_fraction, config.space_check_interval_ms)
         self.server, self.port = make_server(config.listen, config.rpc_workers_max)
         host = config.listen.rpartition(":")[0]

@@ -229,15 +229,23 @@ class Store:
                 raise
             raise error from exc
 
-    def transact(self, mutate: Callable[[Txn], T]) -> T:
+    engine = "lmdb"
+
+    def describe(self) -> str:
+        return self.path
+
+    def transact(self, mutate: Callable[[Txn], T], guard: object = None) -> T:
         """mutate(txn) in one write transaction, committed; its result.
 
         The form every mutation will take (issue 11): an engine with
         optimistic transactions (etcd) runs mutate again when another writer
         changed what it read, so mutate must touch nothing but txn (no
         outside state, no storage calls) and may run more than once. On LMDB
-        it runs once, under the group commit (``write()``).
+        it runs once, under the group commit (``write()``). No guard: one
+        process owns an LMDB store, there is no other primary to fence off.
         """
+        if guard is not None:
+            raise ValueError("the LMDB engine has one process; a guard is for etcd (kv.MetaStore)")
         with self.write() as txn:
             return mutate(txn)
 

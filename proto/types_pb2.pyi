@@ -191,18 +191,20 @@ class ChainTable(_message.Message):
     def __init__(self, id: _Optional[int] = ..., version: _Optional[int] = ..., chains: _Optional[_Iterable[int]] = ..., replicas: _Optional[int] = ...) -> None: ...
 
 class RoutingInfo(_message.Message):
-    __slots__ = ("version", "nodes", "targets", "chains", "chain_tables")
+    __slots__ = ("version", "nodes", "targets", "chains", "chain_tables", "mgmtd_primary_id")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     CHAINS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_TABLES_FIELD_NUMBER: _ClassVar[int]
+    MGMTD_PRIMARY_ID_FIELD_NUMBER: _ClassVar[int]
     version: int
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     targets: _containers.RepeatedCompositeFieldContainer[TargetInfo]
     chains: _containers.RepeatedCompositeFieldContainer[ChainInfo]
     chain_tables: _containers.RepeatedCompositeFieldContainer[ChainTable]
-    def __init__(self, version: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetInfo, _Mapping]]] = ..., chains: _Optional[_Iterable[_Union[ChainInfo, _Mapping]]] = ..., chain_tables: _Optional[_Iterable[_Union[ChainTable, _Mapping]]] = ...) -> None: ...
+    mgmtd_primary_id: int
+    def __init__(self, version: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetInfo, _Mapping]]] = ..., chains: _Optional[_Iterable[_Union[ChainInfo, _Mapping]]] = ..., chain_tables: _Optional[_Iterable[_Union[ChainTable, _Mapping]]] = ..., mgmtd_primary_id: _Optional[int] = ...) -> None: ...
 
 class Empty(_message.Message):
     __slots__ = ()

@@ -17,7 +17,7 @@ BUILTIN_OF = {
     "DirectoryNotEmpty": OSError, "PermissionDenied": PermissionError,
     "InvalidArgument": ValueError, "InvalidPath": ValueError, "TooLarge": ValueError,
     "ChecksumMismatch": OSError, "Retryable": OSError, "StaleChainVersion": OSError,
-    "ChunkNotCommitted": OSError, "NotHead": OSError, "MissingUpdate": OSError, "Unavailable": OSError,
+    "ChunkNotCommitted": OSError, "NotHead": OSError, "MissingUpdate": OSError, "Unavailable": OSError, "NotPrimary": OSError, "Conflict": OSError,
     "NoSpace": OSError, "NoChainTable": OSError, "Internal": OSError,
 }
 
@@ -30,6 +30,7 @@ STATUS_OF = {
     "InvalidArgument": S.INVALID_ARGUMENT, "InvalidPath": S.INVALID_ARGUMENT, "TooLarge": S.RESOURCE_EXHAUSTED,
     "ChecksumMismatch": S.DATA_LOSS, "Retryable": S.UNAVAILABLE, "StaleChainVersion": S.ABORTED,
     "ChunkNotCommitted": S.ABORTED, "NotHead": S.ABORTED, "MissingUpdate": S.ABORTED, "Unavailable": S.UNAVAILABLE,
+    "NotPrimary": S.UNAVAILABLE, "Conflict": S.ABORTED,
     "NoSpace": S.RESOURCE_EXHAUSTED, "NoChainTable": S.FAILED_PRECONDITION, "Internal": S.INTERNAL,
 }
 
@@ -75,7 +76,8 @@ def test_every_error_is_named_and_has_its_builtin():
 
 
 def test_retryable_family():
-    for name in ("StaleChainVersion", "ChunkNotCommitted", "NotHead", "MissingUpdate", "Unavailable"):
+    for name in ("StaleChainVersion", "ChunkNotCommitted", "NotHead", "MissingUpdate", "Unavailable",
+                 "NotPrimary", "Conflict"):
         assert issubclass(ERRORS_BY_NAME[name], errors.Retryable)
     assert not issubclass(errors.NotFound, errors.Retryable)
     assert issubclass(errors.InvalidPath, errors.InvalidArgument)
