@@ -41,10 +41,13 @@ GC_RETRY_BACKOFF_MS_MAX = 30_000
 
 class GarbageCollector:
     def __init__(self, store: Store, chunk_store: ChunkStore, interval_ms: int = 200, delay_ms: int = 0,
-                 clock_ns: Callable[[], int] = time.time_ns, idem: IdemTable | None = None) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns, idem: IdemTable | None = None,
+                 active: Callable[[], bool] = lambda: True) -> None:
         """delay_ms: how long an unlinked file waits (from its removal ctime) before GC.
-        idem: the idempotency table whose expired records each pass prunes."""
+        idem: the idempotency table whose expired records each pass prunes.
+        active: whether this server collects now (with several meta servers, the mgmtd primary)."""
         self.store = store
+        self.active = active
         self.idem = idem
         self.chunk_store = chunk_store
         self.interval_ms = interval_ms
@@ -90,6 +93,8 @@ class GarbageCollector:
 
     def run_once(self, now_ns: int | None = None) -> int:
         """One bounded pass from the cursor; returns how many files were reclaimed."""
+        if not self.active():
+            return 0
         now_ns = self.clock_ns() if now_ns is None else now_ns
         reclaimed = 0
         for inode in self.pending(now_ns):

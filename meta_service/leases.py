@@ -114,8 +114,10 @@ class SessionReaper:
     """
 
     def __init__(self, store: Store, leases: LeaseTable, end_session: Callable[[int, int, str], object],
-                 interval_ms: int | None = None, excluded: Iterable[str] = ()) -> None:
+                 interval_ms: int | None = None, excluded: Iterable[str] = (),
+                 active: Callable[[], bool] = lambda: True) -> None:
         self.store = store
+        self.active = active
         self.leases = leases
         self.end_session = end_session
         self.interval_ms = interval_ms if interval_ms is not None else max(50, leases.lease_ms // 4)
@@ -143,6 +145,8 @@ class SessionReaper:
 
     def run_once(self) -> int:
         """One pass; returns how many sessions it ended."""
+        if not self.active():
+            return 0
         expired = {client for client in self.leases.expired() if client not in self.excluded}
         if not expired:
             return 0

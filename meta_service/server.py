@@ -19,6 +19,7 @@ from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
 from .chunk_store import ChunkStore, GatedChunkStore, LazyStorageClient
 from .gc import GarbageCollector
 from .leases import SESSION_LEASE_MS_DEFAULT, LeaseTable, SessionReaper
+from .membership import MetaMembership, meta_node_id
 from .mgmtd.cluster import HEARTBEAT_TIMEOUT_MS_DEFAULT, ClusterState
 from .mgmtd.servicer import MgmtdServicer
 from .mgmtd.ticker import ClusterTicker
@@ -64,6 +65,9 @@ class MetaConfig:
     engine: str = "lmdb"
     etcd_endpoints: str = ""                 # "host:port,host:port,...": the etcd members (engine etcd)
     etcd_prefix: str = "/fireflyfs/"         # every key of this cluster lives under it
+    # This meta server's node id (0: taken from DATA_DIR/meta_node_id, allocated on first start).
+    # Meta servers number from META_NODE_ID_FIRST, apart from storage nodes.
+    node_id: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.storage_calls_max < self.rpc_workers_max:
@@ -102,17 +106,26 @@ class MetaServer:
         self.address = f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
         self.chunk_store = chunk_store or LazyStorageClient(self.address, f"meta-{os.getpid()}")
         now_ns = time.time_ns()
-        self.cluster = ClusterState(self.store, config.heartbeat_timeout_ms, now_ns // 1_000_000)
+        self.node_id = config.node_id or meta_node_id(config.data_dir, self.store)
+        # On etcd every meta server runs a mgmtd and the election picks the one that acts.
+        self.cluster = ClusterState(self.store, config.heartbeat_timeout_ms, now_ns // 1_000_000,
+                                    acting=self.store.engine != "etcd")
         self.ticker = ClusterTicker(self.cluster)  # times out silent nodes, advances chains (1 s)
         self.leases = LeaseTable(config.session_lease_ms)
         self.namespace = Namespace(self.store, GatedChunkStore(self.chunk_store, config.storage_calls_max),
                                    random.Random(os.urandom(16)), now_ns, leases=self.leases)
         self.gc = GarbageCollector(self.store, self.chunk_store, config.gc_interval_ms, config.gc_delay_ms,
-                                   idem=self.namespace.idem)
+                                   idem=self.namespace.idem, active=lambda: self.cluster.acting)
+        # Only the mgmtd primary reaps: clients renew their leases with every meta server they
+        # know, so the primary's table is complete (and a new primary grants every holder a term).
         self.reaper = SessionReaper(
             self.store, self.leases, excluded=Namespace.OWN_CLIENT_IDS,
             end_session=lambda inode_id, session_id, client_id: self.namespace.close(
-                inode_id, session_id, time.time_ns(), client_id=client_id))
+                inode_id, session_id, time.time_ns(), client_id=client_id),
+            active=lambda: self.cluster.acting)
+        self.membership = MetaMembership(self.store, self.node_id, self.address, self.cluster, self.leases,
+                                         config.heartbeat_timeout_ms, frozenset(Namespace.OWN_CLIENT_IDS)
+                                         ) if self.store.engine == "etcd" else None
         meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster,
                                                                   self.space_check), self.server)
         mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster), self.server)
@@ -120,6 +133,8 @@ class MetaServer:
 
     def start(self) -> None:
         self.server.start()
+        if self.membership is not None:
+            self.membership.start()
         self.gc.start()
         self.reaper.start()
         self.ticker.start()
@@ -132,6 +147,8 @@ class MetaServer:
             return
         self._stopped.set()
         log.info("meta service stopping")
+        if self.membership is not None:
+            self.membership.stop()
         self.server.stop(grace_s).wait()
         self.ticker.stop()
         self.reaper.stop()

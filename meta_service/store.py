@@ -15,6 +15,8 @@ record lives in its own named DB instead):
     idem          request id (utf-8)                  -> meta.IdemRecord (idempotency.py)
     idem_expiry   created_ns (8 B BE) + request id    -> empty (TTL index of idem)
     inline        inode id (8 B BE)                   -> the whole content of a small file (inline.py)
+    meta_servers  node id (4 B BE)                    -> types.NodeInfo of a live meta server (etcd engine:
+                                                         under that server's lease; membership.py)
 
 Big-endian ids keep a directory's entries (and an inode's sessions) in one
 contiguous key range, so a listing is one prefix range scan.
@@ -51,7 +53,7 @@ from .kv import KvTxn
 from .lmdb_kv import LmdbTxn
 
 DB_NAMES = ("inodes", "dentries", "sessions", "gc", "counters",
-            "nodes", "targets", "chains", "chain_tables", "idem", "idem_expiry", "inline")
+            "nodes", "targets", "chains", "chain_tables", "idem", "idem_expiry", "inline", "meta_servers")
 
 # Address space reserved for the map, not disk: data.mdb grows only as pages are used.
 MAP_SIZE_BYTES_DEFAULT = limits.meta_map_bytes_default

@@ -74,7 +74,8 @@ from pathlib import Path
 from fireflyfs.common import limits
 from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap, raise_open_files_limit
-from fireflyfs.common.rpc import make_channel, make_server
+from fireflyfs.common.primary_follower import PrimaryStub, split_addresses
+from fireflyfs.common.rpc import make_server
 from fireflyfs.common.units import parse_positive_size, parse_size
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
@@ -169,8 +170,9 @@ class StorageNode:
             self.bulk = BulkServer(BulkHandler(config.node_id, self.targets, self.routing, self.driver,
                                                self.repairs),
                                    config.bulk_listen or f"{host}:0", limits=config.bulk_limits)
-        self._channel = make_channel(config.mgmtd)
-        self.link = MgmtdLink(mgmtd_pb2_grpc.MgmtdStub(self._channel), config.node_id, self.address,
+        # config.mgmtd: one meta server or several ("h1:p1,h2:p2"): heartbeats follow the primary.
+        self._mgmtd = PrimaryStub(split_addresses(config.mgmtd), mgmtd_pb2_grpc.MgmtdStub)
+        self.link = MgmtdLink(self._mgmtd, config.node_id, self.address,
                               self._target_infos, self._target_heartbeats, self.routing,
                               config.heartbeat_interval_ms / 1000.0, fence=self.fence,
                               incarnation=self.incarnation,
@@ -237,7 +239,7 @@ class StorageNode:
         if self.bulk is not None:
             self.bulk.stop()
         self.server.stop(stop_grace_s).wait()
-        self._channel.close()
+        self._mgmtd.close()
         self.peers.close()
         for target in self.targets.values():
             target.close()
@@ -259,7 +261,9 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
     parser.add_argument("--node-id", type=int, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--listen", default="127.0.0.1:0")
-    parser.add_argument("--mgmtd", required=True, help="host:port of the meta/mgmtd service")
+    parser.add_argument("--mgmtd", required=True,
+                        help="host:port of the meta/mgmtd service, or several (h1:p1,h2:p2): the node "
+                             "heartbeats to whichever is the mgmtd primary")
     parser.add_argument("--targets", type=int, default=1)
     parser.add_argument("--log-file", type=Path)
     parser.add_argument("--heartbeat-interval-ms", type=int,

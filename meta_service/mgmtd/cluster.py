@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
-from fireflyfs.common.errors import AlreadyExists, InvalidArgument, NotFound
+from fireflyfs.common.errors import AlreadyExists, InvalidArgument, NotFound, NotPrimary
 from fireflyfs.proto import mgmtd_pb2, types_pb2
 
 from fireflyfs.meta_service.store import Store, Txn, u32_key, u64_key
@@ -56,7 +57,7 @@ def _incarnation_key(node_id: int) -> str:
 
 class ClusterState:
     def __init__(self, store: Store, heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT,
-                 now_ms: int = 0) -> None:
+                 now_ms: int = 0, acting: bool = True) -> None:
         if heartbeat_timeout_ms <= 0:
             raise InvalidArgument(f"heartbeat timeout must be positive, got {heartbeat_timeout_ms} ms")
         self.store = store
@@ -64,6 +65,11 @@ class ClusterState:
         self._lock = threading.RLock()
         self._usage: dict[int, mgmtd_pb2.TargetHeartbeat] = {}
         self.guard = None              # with etcd: the election key this mgmtd holds as primary
+        # LMDB: one meta server, always primary. etcd: the meta server starts it as a standby
+        # (acting=False) and the election makes it act; a standby answers NotPrimary naming
+        # primary_hint().
+        self.acting = acting
+        self.primary_of: Callable[[], tuple[int, str] | None] = lambda: None   # (node id, address)
 
         def load(txn):
             if txn.get_counter("routing_version", 0) == 0:
@@ -93,6 +99,7 @@ class ClusterState:
             raise InvalidArgument(f"target ids must be distinct and non-zero: {ids}")
         if targets and node_type != types_pb2.NODE_STORAGE:
             raise InvalidArgument("only storage nodes have targets")
+        self._require_primary()
         def mutate(txn):
             for target in targets:
                 old = txn.get_msg("targets", u64_key(target.id), types_pb2.TargetInfo)
@@ -148,6 +155,7 @@ class ClusterState:
         takes only a read transaction: heartbeats never queue behind metadata
         writes for nothing.
         """
+        self._require_primary()
         with self._lock:
             if node_id not in self._last_heartbeat_ms:
                 raise NotFound(f"node {node_id} is not registered; call RegisterNode first")
@@ -179,7 +187,7 @@ class ClusterState:
     def tick(self, now_ms: int) -> bool:
         """The periodic round: time out silent nodes, advance every chain; True when routing moved."""
         with self._lock:
-            if self._settled and not self._status_due(now_ms):
+            if not self.acting or (self._settled and not self._status_due(now_ms)):
                 return False
             return self._tick(now_ms)
 
@@ -197,7 +205,7 @@ class ClusterState:
     def refresh_status(self, now_ms: int) -> bool:
         """Apply node timeouts due by now_ms (no write when none is); True when routing moved."""
         with self._lock:
-            if not self._status_due(now_ms):
+            if not self.acting or not self._status_due(now_ms):
                 return False
             return self._tick(now_ms)
 
@@ -208,6 +216,7 @@ class ClusterState:
         Offline holds the target OFFLINE until set online. Taking the last
         SERVING target of a chain offline is refused: it would stop the chain.
         """
+        self._require_primary()
         with self._lock:
             self.refresh_status(now_ms)
 
@@ -288,8 +297,36 @@ class ClusterState:
             log.info("chain table %d created: %d chains of %d replicas", new_id, len(chain_ids), copies)
             return table, True
 
+        self._require_primary()
         with self._lock:
             return self.store.transact(mutate, guard=self.guard)
+
+    # -- primary and standby (election.py) ---------------------------------------------
+    def _require_primary(self) -> None:
+        if not self.acting:
+            primary = self.primary_of()
+            raise NotPrimary(f"this mgmtd is a standby; the primary is "
+                             f"{primary[1] if primary else 'not elected yet'}")
+
+    def take_over(self, guard, now_ms: int) -> None:
+        """Elected: act from the stored state, fenced by guard. Heartbeats the old primary saw are
+        not stored, so every node gets a full heartbeat timeout from now before it times out."""
+        with self._lock:
+            with self.store.read() as txn:
+                nodes = _records(txn, "nodes", types_pb2.NodeInfo)
+                admin = {int(key.decode()[len(_ADMIN_OFFLINE_PREFIX):])
+                         for key, _ in txn.scan("counters", _ADMIN_OFFLINE_PREFIX.encode())}
+            self._admin_offline = admin
+            self._last_heartbeat_ms = {node.id: now_ms for node in nodes}
+            self._status = {node.id: node.status for node in nodes}
+            self._settled = False
+            self.guard = guard
+            self.acting = True
+
+    def step_down(self) -> None:
+        with self._lock:
+            self.acting = False
+            self.guard = None
 
     # -- reads -------------------------------------------------------------
     def routing_version(self) -> int:
@@ -303,9 +340,11 @@ class ClusterState:
         """A consistent snapshot (one read txn) with live heartbeat figures merged in."""
         self.refresh_status(now_ms)
         with self.store.read() as txn:
+            primary = self.primary_of()
             info = types_pb2.RoutingInfo(
+                mgmtd_primary_id=primary[0] if primary else 0,
                 version=txn.get_counter("routing_version", 1),
-                nodes=_records(txn, "nodes", types_pb2.NodeInfo),
+                nodes=_records(txn, "nodes", types_pb2.NodeInfo) + _records(txn, "meta_servers", types_pb2.NodeInfo),
                 targets=_records(txn, "targets", types_pb2.TargetInfo),
                 chains=_records(txn, "chains", types_pb2.ChainInfo),
                 chain_tables=_records(txn, "chain_tables", types_pb2.ChainTable))
