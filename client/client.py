@@ -32,6 +32,7 @@ from .batch_read import BatchReadResult, byte_view, check_requests
 from .buffers import ReadRequest, request_size
 from .config import ClientConfig
 from .meta_client import MetaClient
+from .meta_servers import MetaServers
 from .routing import RoutingCache
 from .session_lease import SessionLeases
 from .storage_client import StorageClient
@@ -76,14 +77,16 @@ class _Connections:
     def __init__(self, address: str, config: ClientConfig) -> None:
         self.pid = os.getpid()
         self.client_id = new_client_id()
-        self.meta = MetaClient(address, config=config)
-        self.routing = RoutingCache.for_mgmtd(address, timeout_s=config.mgmtd_timeout_s)
+        servers = MetaServers(address)      # one or several meta servers, shared by both
+        self.meta = MetaClient(servers, config=config)
+        self.routing = RoutingCache.for_mgmtd(servers, timeout_s=config.mgmtd_timeout_s)
         self.storage = StorageClient(self.routing, self.client_id, config=config)
         self.leases = SessionLeases(self.meta, self.client_id, config.session_renew_interval_s)
 
 
 class FfsClient:
-    """A FireflyFS client for the cluster whose metadata service listens at address.
+    """A FireflyFS client for the cluster whose metadata service listens at address
+    ("host:port", or several meta servers as "h1:p1,h2:p2": client/meta_servers.py).
 
     config: deadlines and retry budgets (default: ClientConfig.from_env()).
     """

@@ -50,6 +50,7 @@ from fsspec.utils import stringify_path
 from fireflyfs.common import limits
 from fireflyfs.common import paths as ffs_paths
 from fireflyfs.common.errors import error_from_name
+from fireflyfs.common.primary_follower import split_addresses
 from fireflyfs.proto import meta_pb2, types_pb2
 from .client import FfsClient, FileHandle
 from .fsspec_file import FireflyFile
@@ -175,7 +176,12 @@ def coalesce_ranges(wanted: list[tuple[int, FileHandle, int, int]], max_gap: int
 
 
 class FireflyFileSystem(AbstractFileSystem):
-    """fsspec filesystem over a FireflyFS cluster whose metadata service is host:port."""
+    """fsspec filesystem over a FireflyFS cluster whose metadata service is host:port.
+
+    Several meta servers (etcd engine): ``ffs://h1:p1,h2:p2/path``, ``addresses="h1:p1,h2:p2"``
+    or FFS_ADDRESS of that form; the client spreads calls over them and learns the others
+    from the routing info (client/meta_servers.py).
+    """
 
     protocol = _PROTOCOLS
     root_marker = "/"
@@ -183,23 +189,28 @@ class FireflyFileSystem(AbstractFileSystem):
     blocksize = FireflyFile.DEFAULT_BLOCK_SIZE
     default_cache_type = SequentialReadaheadCache.name
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, **kwargs) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, addresses: str | None = None,
+                 **kwargs) -> None:
         kwargs.setdefault("use_listings_cache", False)
-        super().__init__(host=host, port=port, **kwargs)
-        if port is None:
-            address = os.environ.get(address_env, "")
-            if not address:
+        super().__init__(host=host, port=port, addresses=addresses, **kwargs)
+        if addresses is None and port is None:
+            addresses = os.environ.get(address_env, "")
+            if not addresses:
                 raise ValueError("no port: use ffs://host:port/path, "
                                  f"FireflyFileSystem(host, port) or set {address_env}")
-            host, _, port_text = address.rpartition(":")
-            port = int(port_text)
-        self.host = host
-        self.port = int(port)
-        self.client = FfsClient(f"{host}:{self.port}")
+        if addresses is None:
+            addresses = f"{host}:{int(port)}"
+        if not isinstance(addresses, str):
+            addresses = ",".join(addresses)
+        self.addresses = ",".join(split_addresses(addresses))
+        first_host, _, first_port = self.addresses.split(",")[0].rpartition(":")
+        self.host = first_host
+        self.port = int(first_port)
+        self.client = FfsClient(self.addresses)
 
     @property
     def fsid(self) -> str:
-        return f"ffs_{self.host}:{self.port}"
+        return f"ffs_{self.addresses}"
 
     # ---- paths ----------------------------------------------------------
 
@@ -225,6 +236,8 @@ class FireflyFileSystem(AbstractFileSystem):
         for protocol in _PROTOCOLS:
             if path.startswith(protocol + "://"):
                 parts = urlsplit(path)
+                if "," in parts.netloc:           # several meta servers
+                    return {"addresses": parts.netloc}
                 out = {}
                 if parts.hostname:
                     out["host"] = parts.hostname
@@ -237,7 +250,7 @@ class FireflyFileSystem(AbstractFileSystem):
         for protocol in _PROTOCOLS:
             if name.startswith(protocol + "://"):
                 return name
-        return f"{_PROTOCOLS[0]}://{self.host}:{self.port}{self._strip_protocol(name)}"
+        return f"{_PROTOCOLS[0]}://{self.addresses}{self._strip_protocol(name)}"
 
     # ---- metadata -------------------------------------------------------
 

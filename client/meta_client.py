@@ -40,11 +40,12 @@ from typing import Any, Callable, Sequence
 import grpc
 
 from fireflyfs.common import limits
-from fireflyfs.common.errors import Unavailable, error_from_name
+from fireflyfs.common.errors import Conflict, FfsError, Unavailable, error_from_name
 from fireflyfs.common.rpc import error_from_rpc
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc, types_pb2
 from .channels import ChannelPool, shared_pool
 from .config import ClientConfig
+from .meta_servers import MetaServers
 from .retry import RetryBudget
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class MetaClient:
     coalesce: share RPCs between concurrent stats, read opens and creates (module docstring).
     """
 
-    def __init__(self, address: str, pool: ChannelPool | None = None,
+    def __init__(self, address: "str | MetaServers", pool: ChannelPool | None = None,
                  config: ClientConfig | None = None, unavailable_retry_s: float | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, coalesce: bool = True,
@@ -161,7 +162,8 @@ class MetaClient:
         config = config or ClientConfig.from_env()
         if unavailable_retry_s is not None:
             config = dataclasses.replace(config, meta_retry_time_s=unavailable_retry_s)
-        self.address = address
+        self.servers = address if isinstance(address, MetaServers) else MetaServers(address)
+        self.address = ",".join(self.servers.configured)
         self.config = config
         self._pool = pool or shared_pool()
         self._sleep = sleep
@@ -180,20 +182,26 @@ class MetaClient:
             request.request_id = new_request_id()
         budget = None   # made on the first failure: the common path costs nothing for it
         while True:
-            stub = self._pool.stub(self.address, meta_pb2_grpc.MetaStub)
+            address = self.servers.pick()
+            stub = self._pool.stub(address, meta_pb2_grpc.MetaStub)
             try:
                 try:
                     return getattr(stub, method)(request, timeout=timeout_s or self.config.meta_timeout_s)
                 except grpc.RpcError as rpc_error:   # as rpc_errors_mapped, without a generator per call
                     raise error_from_rpc(rpc_error) from rpc_error
-            except Unavailable as exc:
+            except (Unavailable, Conflict) as exc:
                 if not retry:
                     raise
-                log.info("Meta.%s: %s; retrying", method, exc)
+                log.info("Meta.%s at %s: %s; retrying", method, address, exc)
                 if budget is None:
                     budget = RetryBudget(f"Meta.{method} at {self.address}", self.config,
                                          total_s=self.config.meta_retry_time_s, clock=self._clock,
                                          sleep=self._sleep)
+                if isinstance(exc, Unavailable):
+                    self.servers.failed(address)
+                    if self.servers.alive():
+                        budget.pause(exc)        # another server is up: go there at once
+                        continue
                 budget.backoff(exc)
 
     def stat(self, path: str, follow_symlinks: bool = True) -> meta_pb2.InodeReply:
@@ -298,10 +306,28 @@ class MetaClient:
         """Renew client_id's lease (one attempt within timeout_s: the renewer keeps its own
         schedule, shorter than the lease); the reply names the (inode, session) pairs that no
         longer exist."""
-        return self._call("RenewSessions", meta_pb2.RenewSessionsRequest(
+        request = meta_pb2.RenewSessionsRequest(
             client_id=client_id,
             sessions=[meta_pb2.SessionRef(inode_id=inode_id, session_id=session_id)
-                      for inode_id, session_id in sessions]), retry=False, timeout_s=timeout_s)
+                      for inode_id, session_id in sessions])
+        # Every meta server hears it: whichever is (or becomes) the mgmtd primary reaps.
+        replies, failures = [], []
+        for address in self.servers.known:
+            try:
+                replies.append(self._call_at(address, "RenewSessions", request, timeout_s))
+            except FfsError as exc:
+                failures.append(exc)
+        if not replies:
+            raise failures[0]
+        return replies[0]
+
+    def _call_at(self, address: str, method: str, request, timeout_s: float | None):
+        """One attempt at one server."""
+        stub = self._pool.stub(address, meta_pb2_grpc.MetaStub)
+        try:
+            return getattr(stub, method)(request, timeout=timeout_s or self.config.meta_timeout_s)
+        except grpc.RpcError as rpc_error:
+            raise error_from_rpc(rpc_error) from rpc_error
 
     def stat_inodes(self, inode_ids: list[int]) -> list[meta_pb2.InodeState]:
         return list(self._call("StatInodes", meta_pb2.StatInodesRequest(inode_ids=inode_ids)).states)

@@ -18,11 +18,12 @@ import logging
 import threading
 from typing import Callable
 
-from fireflyfs.common.errors import NoChainTable, Unavailable
+from fireflyfs.common.errors import FfsError, NoChainTable, Unavailable
 from fireflyfs.common.rpc import rpc_errors_mapped
 from fireflyfs.common.layout import Layout
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
 from .channels import ChannelPool, shared_pool
+from .meta_servers import MetaServers
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +67,31 @@ class RoutingCache:
         self._snapshot: _Snapshot | None = None
 
     @classmethod
-    def for_mgmtd(cls, mgmtd_address: str, pool: ChannelPool | None = None,
+    def for_mgmtd(cls, mgmtd_address: "str | MetaServers", pool: ChannelPool | None = None,
                   timeout_s: float = 5.0) -> "RoutingCache":
-        """A cache fed by the Mgmtd service at mgmtd_address."""
+        """A cache fed by the Mgmtd service of any of the meta servers (every one serves routing);
+        the meta servers it lists are learned into them."""
         pool = pool or shared_pool()
+        servers = mgmtd_address if isinstance(mgmtd_address, MetaServers) else MetaServers(mgmtd_address)
 
         def fetch(known_version: int):
-            stub = pool.stub(mgmtd_address, mgmtd_pb2_grpc.MgmtdStub)
-            with rpc_errors_mapped():
-                reply = stub.GetRoutingInfo(
-                    mgmtd_pb2.GetRoutingInfoRequest(known_version=known_version), timeout=timeout_s)
-            return reply.routing if reply.changed else None
+            failure: FfsError | None = None
+            for _ in range(len(servers.known)):
+                address = servers.pick()
+                stub = pool.stub(address, mgmtd_pb2_grpc.MgmtdStub)
+                try:
+                    with rpc_errors_mapped():
+                        reply = stub.GetRoutingInfo(
+                            mgmtd_pb2.GetRoutingInfoRequest(known_version=known_version), timeout=timeout_s)
+                except Unavailable as exc:
+                    servers.failed(address)
+                    failure = exc
+                    continue
+                if reply.changed:
+                    servers.learn(node.address for node in reply.routing.nodes
+                                  if node.type == types_pb2.NODE_META)
+                return reply.routing if reply.changed else None
+            raise failure
 
         return cls(fetch)
 
