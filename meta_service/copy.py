@@ -30,7 +30,7 @@ from .layouts import allocate_file_layout
 from .inodes import (close_session, end_sessions_of_client, inline_data, make_dirs, new_inode, open_session,
                       put_inline_record, release_link, touch_dir)
 from .resolve import DIR, FILE, as_path, load_inode, resolve, resolve_parent, walk
-from .store import session_key, u64_key
+from .store import Txn, session_key, u64_key
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class CopyOps:
         components = path_components(dst)
         if not components:
             raise IsADirectory("/ is a directory")
-        with self.store.write() as txn:
+        def mutate(txn: Txn):
             source, _ = resolve(txn, src, True)
             self._check_file(source, src)
             if parents:
@@ -89,6 +89,8 @@ class CopyOps:
             txn.put_msg("gc", u64_key(temp.id), temp)
             return source, temp, session_id, dst_components, inline_data(txn, source)
 
+        return self.store.transact(mutate)
+
     @staticmethod
     def _check_replaceable(existing: types_pb2.Inode, source: types_pb2.Inode, src: str, dst: str) -> None:
         if existing.type == DIR:
@@ -101,7 +103,7 @@ class CopyOps:
         """One transaction: the finished copy takes dst's name (with the inline bytes of an inline
         source); the session ends."""
         dst = as_path(dst_components)
-        with self.store.write() as txn:
+        def mutate(txn: Txn):
             self.idem.check(txn, key)
             temp = txn.get_gc(temp_id)
             if temp is None:
@@ -124,15 +126,19 @@ class CopyOps:
             touch_dir(txn, parent, now_ns)
             return self._recorded(txn, key, (temp, as_path(parent_components + [name])))
 
+        return self.store.transact(mutate)
+
     def _copy_abandon(self, temp_id: int, session_id: int) -> None:
         """After a failed copy: end the session so GC reclaims the partial chunks."""
         try:
-            with self.store.write() as txn:
+            def mutate(txn: Txn):
                 temp = txn.get_gc(temp_id)
                 if temp is not None and txn.get_msg("sessions", session_key(temp_id, session_id),
                                                     meta_pb2.FileSession) is not None:
                     close_session(txn, temp, session_id)
                     txn.put_msg("gc", u64_key(temp_id), temp)
+
+            return self.store.transact(mutate)
         except Exception:  # the copy's own error is the one to report
             log.exception("ending the session of abandoned copy inode %d", temp_id)
 

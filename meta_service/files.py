@@ -42,7 +42,7 @@ from fireflyfs.proto import types_pb2
 from .chunk_store import ChunkStore
 from .copy import CopyOps
 from .idempotency import IdemKey, IdemTable, Replayed, replay
-from .inline import MOVE_ATTEMPTS_MAX, InlineOps, NeedsMove
+from .inline import AGAIN, MOVE_ATTEMPTS_MAX, InlineOps, NeedsMove
 from .layouts import allocate_file_layout
 from .leases import LeaseTable
 from .inodes import (check_mode, close_session, held_session, inline_data, inline_record, load_file_any,
@@ -176,7 +176,7 @@ class FileOps(CopyOps, InlineOps):
         if not components:
             raise IsADirectory("/ is a directory")
         name = components[-1]
-        with self.store.write() as txn:
+        def mutate(txn: Txn):
             self.idem.check(txn, key)
             if parents:
                 # A file where the parent directory must go is AlreadyExists (as os.makedirs
@@ -199,6 +199,8 @@ class FileOps(CopyOps, InlineOps):
             txn.put_dentry(parent.id, name, inode.id, FILE)
             touch_dir(txn, parent, now_ns)
             return self._recorded(txn, key, (inode, session_id, as_path(parent_components + [name])))
+
+        return self.store.transact(mutate)
 
     def open(self, path: str, now_ns: int, write: bool = False, truncate: bool = False,
              client_id: str = "", request_id: str = "") -> tuple[types_pb2.Inode, int, str]:
@@ -224,11 +226,13 @@ class FileOps(CopyOps, InlineOps):
                 if inline_data(txn, inode) is not None:
                     raise NeedsMove(inode.id)   # this reader reads chunks (open_inline serves the bytes)
                 return inode, 0, as_path(components)
-        with self.store.write() as txn:
+        def mutate(txn: Txn):
             self.idem.check(txn, key)
             inode, components = resolve(txn, path, True)
             result = self._open_existing(txn, inode, components, write, truncate, client_id, now_ns, path)
             return result if isinstance(result, _NeedsTruncate) else self._recorded(txn, key, result)
+
+        return self.store.transact(mutate)
 
     def _open_existing(self, txn: Txn, inode, components, write, truncate, client_id, now_ns, path):
         self._check_file(inode, path)
@@ -302,13 +306,13 @@ class FileOps(CopyOps, InlineOps):
             last_writer = not ending or seen.open_write_sessions <= 1
             extent = (self.chunk_store.file_length_from_chunks(inode_id, layout_of(seen))
                       if last_writer and not inline else 0)
-            with self.store.write() as txn:
+            def mutate(txn: Txn):
                 self.idem.check(txn, key)
                 inode, where = load_file_any(txn, inode_id)
                 if inode.truncate_version != seen.truncate_version:
-                    continue  # a truncate raced with the storage query: ask again
+                    return AGAIN  # a truncate raced with the storage query: ask again
                 if (inline_record(txn, inode_id) is not None) != inline:
-                    continue  # it moved to chunks meanwhile: ask storage
+                    return AGAIN  # it moved to chunks meanwhile: ask storage
                 session = held_session(txn, inode_id, session_id, client_id)
                 if ending:
                     close_session(txn, inode, session_id)
@@ -319,6 +323,10 @@ class FileOps(CopyOps, InlineOps):
                     inode.mtime_ns = inode.ctime_ns = now_ns
                 store_file_any(txn, inode, where)
                 return self._recorded(txn, key, inode)
+
+            settled = self.store.transact(mutate)
+            if settled is not AGAIN:
+                return settled
         raise Unavailable(f"inode {inode_id} was truncated concurrently; retry")
 
     # -- truncate / copy ---------------------------------------------------
@@ -347,7 +355,7 @@ class FileOps(CopyOps, InlineOps):
         if result is not None:
             return result
         self.chunk_store.truncate(inode_id, layout_of(inode), length)
-        with self.store.write() as txn:
+        def mutate(txn: Txn):
             self.idem.check(txn, key)
             if inline_record(txn, inode_id) is not None:
                 raise Unavailable(f"inode {inode_id} turned inline during truncate; retry")
@@ -357,3 +365,5 @@ class FileOps(CopyOps, InlineOps):
             inode.mtime_ns = inode.ctime_ns = now_ns
             store_file_any(txn, inode, where)
             return self._recorded(txn, key, result_of(inode))
+
+        return self.store.transact(mutate)

@@ -58,11 +58,12 @@ from .inodes import (check_mode, close_session, end_sessions_of_client, inline_d
                       load_file_any, make_dirs, new_inode, open_session, put_inline_record, store_file_any,
                       touch_dir)
 from .resolve import FILE, as_path, resolve, resolve_parent, walk
-from .store import session_key
+from .store import Txn, session_key
 
 log = logging.getLogger(__name__)
 
 MOVE_CLIENT_ID = "meta-inline-move"   # the write-session owner of in-flight moves to chunks
+AGAIN = object()      # a mutate that found the state moved under it: look again (nothing written)
 MOVE_ATTEMPTS_MAX = 8                   # a move retried this often lost to concurrent truncates
 _MOVE_LOCKS = 64
 
@@ -110,7 +111,7 @@ class InlineOps:
             raise IsADirectory("/ is a directory")
         name = components[-1]
         try:
-            with self.store.write() as txn:
+            def mutate(txn: Txn):
                 self.idem.check(txn, key)
                 if parents:
                     parent, parent_components = make_dirs(txn, components[:-1], now_ns, 0o755, True, True,
@@ -137,6 +138,8 @@ class InlineOps:
                 txn.put_inode(inode)
                 put_inline_record(txn, inode.id, data)
                 return self._recorded(txn, key, (inode, shown, True))
+
+            return self.store.transact(mutate)
         except _InlineRefused:
             return None, path, False
 
@@ -189,18 +192,24 @@ class InlineOps:
         """Put an inline file's bytes into its chunks and drop the record; False if it was not inline."""
         with self._move_lock(inode_id):
             for _ in range(MOVE_ATTEMPTS_MAX):
-                with self.store.write() as txn:
+                def begin(txn: Txn):
                     try:
                         inode, where = load_file_any(txn, inode_id)
                     except FileNotFoundError:
-                        return False
+                        return None
                     record = inline_record(txn, inode_id)
                     if record is None:
-                        return False
+                        return None
                     data, was_moving = record
                     put_inline_record(txn, inode_id, data, moving=True)
                     session_id = open_session(txn, inode, MOVE_CLIENT_ID, 0)
                     store_file_any(txn, inode, where)
+                    return inode, data, was_moving, session_id
+
+                begun = self.store.transact(begin)
+                if begun is None:
+                    return False
+                inode, data, was_moving, session_id = begun
                 layout = Layout.from_proto(inode.layout)
                 try:
                     if was_moving:   # an earlier move was cut short: its chunks may hold other bytes
@@ -209,7 +218,8 @@ class InlineOps:
                 except BaseException:
                     self._end_move_session(inode_id, session_id)
                     raise
-                with self.store.write() as txn:
+
+                def finish(txn: Txn):
                     inode, where = load_file_any(txn, inode_id)
                     close_session(txn, inode, session_id)
                     record = inline_record(txn, inode_id)
@@ -217,19 +227,23 @@ class InlineOps:
                     if done:
                         txn.delete_inline(inode_id)
                     store_file_any(txn, inode, where)
-                if done or record is None:
+                    return done or record is None
+
+                if self.store.transact(finish):
                     log.debug("inline file %d moved to chunks (%d bytes)", inode_id, len(data))
                     return True
             raise Unavailable(f"inline file {inode_id} kept changing while it moved to chunks; retry")
 
     def _end_move_session(self, inode_id: int, session_id: int) -> None:
         try:
-            with self.store.write() as txn:
+            def mutate(txn: Txn):
                 if txn.get_msg("sessions", session_key(inode_id, session_id), meta_pb2.FileSession) is None:
                     return
                 inode, where = load_file_any(txn, inode_id)
                 close_session(txn, inode, session_id)
                 store_file_any(txn, inode, where)
+
+            self.store.transact(mutate)
         except Exception:  # the move's own error is the one to report
             log.exception("ending the move session of inline file %d", inode_id)
 
@@ -253,10 +267,10 @@ class InlineOps:
             if moving or length > limits.inline_data_bytes_max:
                 self._move_inline_to_chunks(inode_id)
                 return None
-            with self.store.write() as txn:
+            def mutate(txn: Txn):
                 self.idem.check(txn, key)
                 if inline_record(txn, inode_id) != record:
-                    continue   # a move or another truncate slipped in: look again
+                    return AGAIN   # a move or another truncate slipped in: look again
                 inode, where = load_file_any(txn, inode_id)
                 cut = data[:length] + bytes(max(0, length - len(data)))
                 if cut:
@@ -268,4 +282,8 @@ class InlineOps:
                 inode.mtime_ns = inode.ctime_ns = now_ns
                 store_file_any(txn, inode, where)
                 return self._recorded(txn, key, result_of(inode))
+
+            result = self.store.transact(mutate)
+            if result is not AGAIN:
+                return result
         raise Unavailable(f"inline file {inode_id} kept changing during truncate; retry")

@@ -52,11 +52,13 @@ class Namespace(FileOps):
         self.leases.grant_all(session_holders(store, excluded=self.OWN_CLIENT_IDS))
 
     def _ensure_root(self, now_ns: int) -> None:
-        with self.store.write() as txn:
+        def mutate(txn: Txn):
             if txn.get_inode(ROOT_ID) is None:
                 txn.put_inode(types_pb2.Inode(id=ROOT_ID, type=DIR, mode=0o755, nlink=2, parent=ROOT_ID,
                                               atime_ns=now_ns, mtime_ns=now_ns, ctime_ns=now_ns,
                                               crtime_ns=now_ns, layout=root_layout()))
+
+        return self.store.transact(mutate)
 
     # -- reads -------------------------------------------------------------
     def stat(self, path: str, follow_symlinks: bool = True) -> tuple[types_pb2.Inode, str]:
@@ -180,11 +182,13 @@ class Namespace(FileOps):
 
         def run():
             components = path_components(path)
-            with self.store.write() as txn:
+            def mutate(txn: Txn):
                 self.idem.check(txn, key)
                 inode, done = make_dirs(txn, components, now_ns, check_mode(mode or 0o755), parents,
                                         exist_ok, layout, path)
                 return self._recorded(txn, key, (inode, as_path(done)))
+
+            return self.store.transact(mutate)
 
         return self._once(key, run)
 
@@ -241,7 +245,7 @@ class Namespace(FileOps):
         return self._once(key, lambda: self._remove(path, now_ns, recursive, directory_only, file_only, key))
 
     def _remove(self, path, now_ns, recursive, directory_only, file_only, key) -> None:
-        with self.store.write() as txn:
+        def mutate(txn: Txn):
             self.idem.check(txn, key)
             parent, _, name = resolve_parent(txn, path, "remove")
             entry = txn.get_dentry(parent.id, name)
@@ -264,6 +268,8 @@ class Namespace(FileOps):
             touch_dir(txn, parent, now_ns)
             self.idem.record(txn, key, None)
 
+        return self.store.transact(mutate)
+
     def _remove_tree(self, txn: Txn, top_id: int, now_ns: int) -> None:
         """Delete everything below directory top_id (not top itself)."""
         stack = [top_id]
@@ -284,7 +290,7 @@ class Namespace(FileOps):
         return self._once(key, lambda: self._rename(src, dst, now_ns, no_replace, key))
 
     def _rename(self, src, dst, now_ns, no_replace, key) -> None:
-        with self.store.write() as txn:
+        def mutate(txn: Txn):
             self.idem.check(txn, key)
             src_parent, _, src_name = resolve_parent(txn, src, "rename")
             dst_parent, _, dst_name = resolve_parent(txn, dst, "rename onto")
@@ -325,6 +331,8 @@ class Namespace(FileOps):
                 touch_dir(txn, load_inode(txn, dst_parent.id), now_ns)
             self.idem.record(txn, key, None)
 
+        return self.store.transact(mutate)
+
     @staticmethod
     def _check_not_descendant(txn: Txn, dir_id: int, dst_parent: types_pb2.Inode, src: str, dst: str) -> None:
         """Walk dst's ancestors through `parent`; meeting dir_id means a loop."""
@@ -346,7 +354,7 @@ class Namespace(FileOps):
 
     def _setattr(self, path, now_ns, follow_symlinks, mode, uid, gid, mtime_ns, atime_ns,
                  key) -> tuple[types_pb2.Inode, str]:
-        with self.store.write() as txn:
+        def mutate(txn: Txn):
             self.idem.check(txn, key)
             inode, components = resolve(txn, path, follow_symlinks)
             if mode is not None:
@@ -362,6 +370,8 @@ class Namespace(FileOps):
             inode.ctime_ns = now_ns
             txn.put_inode(inode)
             return self._recorded(txn, key, (inode, as_path(components)))
+
+        return self.store.transact(mutate)
 
 
 __all__ = ["Namespace", "FILE", "DIR", "SYMLINK", "ROOT_ID"]

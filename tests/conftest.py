@@ -27,7 +27,8 @@ import uuid
 
 import pytest
 
-from fireflyfs.deploy.local_cluster import LocalCluster
+from fireflyfs.deploy.etcd_cluster import EtcdCluster, etcd_binary
+from fireflyfs.deploy.local_cluster import ClusterError, LocalCluster
 
 SEED_ENV = "FFS_SEED"
 _REPLAY = pytest.StashKey[str]()
@@ -145,3 +146,40 @@ def ffs_dir(ffs, request) -> str:
     path = unique_dir(request.node.name)
     ffs.mkdir(path)
     return path
+
+
+# ---- real etcd members ----------------------------------------------------------------
+# Where the etcd binary is missing these tests skip with the reason, except under CI (the
+# ``CI`` variable set), where deploy/test.sh installs it and a skip would hide a broken
+# setup: there they fail.
+
+def require_etcd() -> None:
+    try:
+        etcd_binary()
+    except ClusterError as missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set and {missing}")
+        pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="module")
+def etcd_endpoints(tmp_path_factory) -> list[str]:
+    """One etcd member shared by a module's tests (each test uses its own key prefix)."""
+    require_etcd()
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), members=1)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def etcd_three(tmp_path) -> EtcdCluster:
+    """A fresh 3-member cluster, for tests that kill members."""
+    require_etcd()
+    cluster = EtcdCluster(tmp_path / "etcd", members=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

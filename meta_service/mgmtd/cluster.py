@@ -63,12 +63,16 @@ class ClusterState:
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self._lock = threading.RLock()
         self._usage: dict[int, mgmtd_pb2.TargetHeartbeat] = {}
-        with store.write() as txn:
+        self.guard = None              # with etcd: the election key this mgmtd holds as primary
+
+        def load(txn):
             if txn.get_counter("routing_version", 0) == 0:
                 txn.set_counter("routing_version", 1)
-            nodes = _records(txn, "nodes", types_pb2.NodeInfo)
-            self._admin_offline = {int(key.decode()[len(_ADMIN_OFFLINE_PREFIX):])
-                                   for key, _ in txn.scan("counters", _ADMIN_OFFLINE_PREFIX.encode())}
+            return (_records(txn, "nodes", types_pb2.NodeInfo),
+                    {int(key.decode()[len(_ADMIN_OFFLINE_PREFIX):])
+                     for key, _ in txn.scan("counters", _ADMIN_OFFLINE_PREFIX.encode())})
+
+        nodes, self._admin_offline = store.transact(load)
         self._settled = False          # the last chain round changed nothing (skip the next)
         self._last_heartbeat_ms = {node.id: now_ms for node in nodes}
         self._status = {node.id: node.status for node in nodes}
@@ -89,7 +93,7 @@ class ClusterState:
             raise InvalidArgument(f"target ids must be distinct and non-zero: {ids}")
         if targets and node_type != types_pb2.NODE_STORAGE:
             raise InvalidArgument("only storage nodes have targets")
-        with self._lock, self.store.write() as txn:
+        def mutate(txn):
             for target in targets:
                 old = txn.get_msg("targets", u64_key(target.id), types_pb2.TargetInfo)
                 if old is not None and old.node_id != node_id:
@@ -131,6 +135,9 @@ class ClusterState:
             changed |= self._update_chains(txn, f"node {node_id} registered")
             if changed:
                 self._bump(txn)
+
+        with self._lock:
+            self.store.transact(mutate, guard=self.guard)
         return self.routing(now_ms)
 
     def heartbeat(self, node_id: int, targets: list[mgmtd_pb2.TargetHeartbeat], now_ms: int,
@@ -152,7 +159,7 @@ class ClusterState:
             self._last_heartbeat_ms[node_id] = now_ms
             if not moved and self._settled and not self._status_due(now_ms):
                 return version
-            with self.store.write() as txn:
+            def mutate(txn):
                 changed = False
                 for record, reported in self._check_heartbeat(txn, node_id, targets, incarnation):
                     log.info("target %d local state %s -> %s (heartbeat)", record.id,
@@ -167,6 +174,8 @@ class ClusterState:
                     self._bump(txn)
                 return txn.get_counter("routing_version", 1)
 
+            return self.store.transact(mutate, guard=self.guard)
+
     def tick(self, now_ms: int) -> bool:
         """The periodic round: time out silent nodes, advance every chain; True when routing moved."""
         with self._lock:
@@ -175,12 +184,15 @@ class ClusterState:
             return self._tick(now_ms)
 
     def _tick(self, now_ms: int) -> bool:
-        with self._lock, self.store.write() as txn:
+        def mutate(txn):
             changed = self._refresh_status(txn, now_ms)
             changed |= self._update_chains(txn, "periodic update")
             if changed:
                 self._bump(txn)
             return changed
+
+        with self._lock:
+            return self.store.transact(mutate, guard=self.guard)
 
     def refresh_status(self, now_ms: int) -> bool:
         """Apply node timeouts due by now_ms (no write when none is); True when routing moved."""
@@ -198,7 +210,8 @@ class ClusterState:
         """
         with self._lock:
             self.refresh_status(now_ms)
-            with self.store.write() as txn:
+
+            def mutate(txn):
                 record = txn.get_msg("targets", u64_key(target_id), types_pb2.TargetInfo)
                 if record is None:
                     raise NotFound(f"target {target_id} does not exist")
@@ -226,11 +239,13 @@ class ClusterState:
                                                     f"{'offline' if offline else 'online'}", admin)
                 if changed:
                     self._bump(txn)
-                self._admin_offline = admin
                 record = txn.get_msg("targets", u64_key(target_id), types_pb2.TargetInfo)
                 chain = (txn.get_msg("chains", u32_key(record.chain_id), types_pb2.ChainInfo)
                          if record.chain_id else None)
-                return chain, record, txn.get_counter("routing_version", 1)
+                return chain, record, txn.get_counter("routing_version", 1), admin
+
+            chain, record, version, self._admin_offline = self.store.transact(mutate, guard=self.guard)
+            return chain, record, version
 
     def create_chain_table(self, table_id: int = 0, replicas: int = 0,
                            only_if_missing: bool = False) -> tuple[types_pb2.ChainTable, bool]:
@@ -240,21 +255,21 @@ class ClusterState:
         Every member starts SERVING at chain version 1: the targets are empty,
         so there is nothing to sync.
         """
-        with self._lock, self.store.write() as txn:
+        def mutate(txn):
             tables = {t.id: t for t in _records(txn, "chain_tables", types_pb2.ChainTable)}
             if only_if_missing and tables:
                 return tables.get(table_id) or tables[min(tables)], False
             if table_id in tables:
                 raise AlreadyExists(f"chain table {table_id} already exists")
-            table_id = table_id or max(tables, default=0) + 1
+            new_id = table_id or max(tables, default=0) + 1
             by_node: dict[int, list[int]] = {}
             for target in _records(txn, "targets", types_pb2.TargetInfo):
                 if target.chain_id == 0:
                     by_node.setdefault(target.node_id, []).append(target.id)
             if not by_node:
                 raise InvalidArgument("no storage targets outside a chain; register storage nodes first")
-            replicas = replicas or default_replicas(len(by_node))
-            chain_targets = generate_chains(by_node, replicas)
+            copies = replicas or default_replicas(len(by_node))
+            chain_targets = generate_chains(by_node, copies)
             first_chain_id = max((c.id for c in _records(txn, "chains", types_pb2.ChainInfo)), default=0) + 1
             chain_ids = []
             for offset, members in enumerate(chain_targets):
@@ -266,12 +281,15 @@ class ClusterState:
                     target.chain_id = chain.id
                     target.public_state = types_pb2.SERVING
                     txn.put_msg("targets", u64_key(target_id), target)
-            table = types_pb2.ChainTable(id=table_id, version=1, chains=chain_ids, replicas=replicas)
-            txn.put_msg("chain_tables", u32_key(table_id), table)
+            table = types_pb2.ChainTable(id=new_id, version=1, chains=chain_ids, replicas=copies)
+            txn.put_msg("chain_tables", u32_key(new_id), table)
             self._bump(txn)
             self._settled = False      # new chains: the next round checks their members' states
-            log.info("chain table %d created: %d chains of %d replicas", table_id, len(chain_ids), replicas)
+            log.info("chain table %d created: %d chains of %d replicas", new_id, len(chain_ids), copies)
             return table, True
+
+        with self._lock:
+            return self.store.transact(mutate, guard=self.guard)
 
     # -- reads -------------------------------------------------------------
     def routing_version(self) -> int:
