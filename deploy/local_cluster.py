@@ -376,6 +376,10 @@ class LocalCluster:
 
     def up(self) -> str:
         """Start whatever is not running, wait until the cluster serves; return its URL."""
+        if self.etcd_members:
+            from fireflyfs.deploy.etcd_cluster import etcd_binary
+
+            etcd_binary()      # a ClusterError naming the Debian package when it is missing
         for sub in ("run", "logs"):
             (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
         self.meta_ports = [port or pick_free_port() for port in self.meta_ports]
