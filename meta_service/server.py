@@ -73,6 +73,10 @@ class MetaConfig:
             raise ValueError(f"unknown metadata engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.engine == "etcd" and not self.etcd_endpoints:
             raise ValueError("the etcd engine needs etcd_endpoints (--etcd-endpoints host:port,...)")
+        if not 0 < self.space_warn_fraction <= 1:
+            raise ValueError(f"space_warn_fraction must be in (0, 1], not {self.space_warn_fraction}")
+        if self.map_size_bytes_max < self.map_size_bytes:
+            raise ValueError("map_size_bytes_max must be at least map_size_bytes")
 
     @classmethod
     def from_env(cls, data_dir: str, environ: Mapping[str, str] | None = None, **overrides) -> "MetaConfig":
