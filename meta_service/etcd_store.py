@@ -29,6 +29,17 @@ idempotency record is written in the same transaction (idempotency.py), so
 the client's retry (on any meta server) either finds the record and returns
 the original result, or runs the mutation again on the fresh state.
 
+Fewer round trips (each etcd call costs both processes CPU): a mutation
+takes the records of ``cached_tables`` (inodes, dentries, chain tables) from
+a cache of what this store last read or wrote, with their mod_revision, and
+assumes an ``idem`` record absent without asking. Both are only guesses that
+the commit's compares check: a stale guess fails the commit, the guessed keys
+are forgotten, and the mutation reruns on fresh reads. A mutation that raises
+an error after using a guess, or that writes nothing, has its guesses
+validated (or reruns) before its answer counts. ``read()`` uses the cache too
+and validates the keys it took from it in one compare-only Txn at the end; if
+they moved, it raises ``Unavailable`` (the client retries, on fresh reads).
+
 Hot counters (``next_inode``, the chain allocation sequence) would make every
 create conflict with every other. ``Txn.next_id`` asks the engine instead,
 which hands out ids from a range of ``id_range_size`` reserved per store in a
@@ -48,7 +59,7 @@ import time
 from typing import Callable, Iterator, TypeVar
 
 from fireflyfs.common import limits
-from fireflyfs.common.errors import Conflict, Internal, NotPrimary, TooLarge
+from fireflyfs.common.errors import Conflict, FfsError, Internal, NotPrimary, TooLarge, Unavailable
 from fireflyfs.proto.etcd.client import (EtcdClient, compare_create_revision, compare_mod_revision, op_delete,
                                          op_put, prefix_end)
 from fireflyfs.proto.etcd.rpc_pb2 import Compare
@@ -64,6 +75,9 @@ backoff_max_s = 0.2
 scan_first_page_keys = 16          # most scans inside mutations stop at once
 scan_page_keys = 256
 id_range_size = 1024
+cached_tables = ("inodes", "dentries", "chain_tables")
+assumed_absent_tables = ("idem",)       # request ids are new but for retries
+cache_entries_max = 200_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,6 +106,9 @@ class EtcdStore:
         self._ids = _IdRanges(self)
         self._rng = random.Random()
         self.conflicts = 0            # commits that lost to another writer (tests, benchmarks)
+        self.cache: dict[bytes, tuple[int, bytes | None]] = {}    # key -> (mod_revision, value)
+        self._cached_prefixes = tuple(self.key(table, b"") for table in cached_tables)
+        self._absent_prefixes = tuple(self.key(table, b"") for table in assumed_absent_tables)
 
     def key(self, table: str, key: bytes) -> bytes:
         return self.prefix + table.encode() + b"/" + key
@@ -101,19 +118,47 @@ class EtcdStore:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Txn]:
-        yield Txn(EtcdTxn(self, writable=False))
+        kv = EtcdTxn(self, writable=False)
+        try:
+            yield Txn(kv)
+        except FfsError as exc:
+            if kv.guessed and not kv.guesses_hold():
+                raise Unavailable(f"metadata changed during the read ({exc}); retry") from exc
+            raise
+        if kv.guessed and not kv.guesses_hold():
+            raise Unavailable("metadata changed during the read; retry")
 
     def transact(self, mutate: Callable[[Txn], T], guard: Guard | None = None) -> T:
+        guessing = True
         for attempt in range(conflict_tries_max):
-            kv = EtcdTxn(self)
-            result = mutate(Txn(kv))
+            kv = EtcdTxn(self, guessing=guessing)
+            try:
+                result = mutate(Txn(kv))
+            except FfsError:
+                if kv.guessed and not kv.guesses_hold():
+                    guessing = False        # the error may come from a stale guess: decide on fresh reads
+                    continue
+                raise
             if kv.commit(guard):
                 return result
+            if kv.guessed:
+                guessing = False            # a stale guess, or a conflict: the rerun reads everything
+                continue
             self.conflicts += 1
             delay = min(backoff_max_s, backoff_first_s * (2 ** attempt))
             time.sleep(delay * (0.5 + self._rng.random()))
         raise Conflict(f"metadata transaction lost to concurrent writers {conflict_tries_max} times "
                        f"({self.describe()}); nothing was applied, retry")
+
+    def remember(self, key: bytes, mod_revision: int, value: bytes | None) -> None:
+        if key.startswith(self._cached_prefixes):
+            if len(self.cache) >= cache_entries_max:
+                self.cache.clear()
+            self.cache[key] = (mod_revision, value)
+
+    def forget(self, keys) -> None:
+        for key in keys:
+            self.cache.pop(key, None)
 
     def next_id(self, name: str, first: int) -> int:
         return self._ids.take(name, first)
@@ -135,10 +180,12 @@ class _Scan:
 class EtcdTxn:
     """kv.KvTxn over etcd: snapshot reads, buffered writes, compare-all commit."""
 
-    def __init__(self, store: EtcdStore, writable: bool = True) -> None:
+    def __init__(self, store: EtcdStore, writable: bool = True, guessing: bool = True) -> None:
         self._store = store
         self._client = store.client
         self._writable = writable
+        self._guessing = guessing
+        self.guessed: set[bytes] = set()               # keys taken from the cache or assumed absent
         self.revision = 0                              # the snapshot (0 until the first read)
         self._seen: dict[bytes, int] = {}              # key -> mod_revision read (0: absent)
         self._values: dict[bytes, bytes | None] = {}   # what those reads returned
@@ -152,12 +199,32 @@ class EtcdTxn:
             return self._writes[full]
         if full in self._values:
             return self._values[full]
+        if self._guessing:
+            store = self._store
+            cached = store.cache.get(full)
+            if cached is None and self._writable and full.startswith(store._absent_prefixes):
+                # Never in read(): its failed check could only raise Unavailable, again and again.
+                cached = (0, None)
+            if cached is not None:
+                self._seen[full], self._values[full] = cached
+                self.guessed.add(full)
+                return cached[1]
         result = self._client.range(full, revision=self.revision)
         self.revision = result.revision
         found = result.kvs[0] if result.kvs else None
         self._seen[full] = found.mod_revision if found else 0
         self._values[full] = found.value if found else None
+        self._store.remember(full, self._seen[full], self._values[full])
         return self._values[full]
+
+    def guesses_hold(self) -> bool:
+        """True when every guessed key still has the mod_revision guessed (one compare-only Txn);
+        else the guesses are forgotten."""
+        compares = [compare_mod_revision(key, "=", self._seen[key]) for key in self.guessed]
+        if self._client.txn(compares, []).succeeded:
+            return True
+        self._store.forget(self.guessed)
+        return False
 
     def get(self, table: str, key: bytes) -> bytes | None:
         return self._fetch(self._store.key(table, key))
@@ -259,7 +326,8 @@ class EtcdTxn:
     def commit(self, guard: Guard | None) -> bool:
         """Apply the writes if nothing read changed; False when another writer got there first."""
         if not self._writes:
-            return True             # read-only: its snapshot was consistent
+            # Read-only: its snapshot was consistent, and so are its guesses if they still hold.
+            return not self.guessed or self.guesses_hold()
         compares = [compare_mod_revision(key, "=", revision) for key, revision in self._seen.items()]
         if self.revision:
             compares += [Compare(key=scan.start, range_end=scan.end, target=Compare.MOD, result=Compare.LESS,
@@ -273,7 +341,10 @@ class EtcdTxn:
                            f"--max-txn-ops {limits.etcd_txn_ops_max}; split the operation")
         result = self._client.txn(compares, ops)
         if result.succeeded:
+            for key, value in self._writes.items():
+                self._store.remember(key, result.revision if value is not None else 0, value)
             return True
+        self._store.forget(self._seen)
         if guard is not None:
             held = self._client.get(guard.key)
             if held is None or held.create_revision != guard.create_revision:

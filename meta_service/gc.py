@@ -29,6 +29,7 @@ from fireflyfs.common.layout import Layout
 from fireflyfs.proto import types_pb2
 
 from .chunk_store import ChunkStore
+from .idempotency import IdemTable
 from .store import Store, Txn, u64_key
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,11 @@ GC_RETRY_BACKOFF_MS_MAX = 30_000
 
 class GarbageCollector:
     def __init__(self, store: Store, chunk_store: ChunkStore, interval_ms: int = 200, delay_ms: int = 0,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
-        """delay_ms: how long an unlinked file waits (from its removal ctime) before GC."""
+                 clock_ns: Callable[[], int] = time.time_ns, idem: IdemTable | None = None) -> None:
+        """delay_ms: how long an unlinked file waits (from its removal ctime) before GC.
+        idem: the idempotency table whose expired records each pass prunes."""
         self.store = store
+        self.idem = idem
         self.chunk_store = chunk_store
         self.interval_ms = interval_ms
         self.delay_ms = delay_ms
@@ -104,6 +107,8 @@ class GarbageCollector:
                 continue  # a session reopened meanwhile is impossible, but stay safe
             log.info("gc: reclaimed inode %d (%d chunks)", inode.id, removed)
             reclaimed += 1
+        if self.idem is not None:
+            self.idem.prune_expired(self.store, now_ns)
         return reclaimed
 
     def start(self) -> None:

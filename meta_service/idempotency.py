@@ -14,8 +14,10 @@ that a re-run would repeat are recorded, never Retryable ones (storage down: a
 retry should run again).
 
 Records expire after ``ttl_ns``; an ``idem_expiry`` index (created_ns BE +
-request_id) lets each mutation prune a bounded number of expired records with
-one range scan, so the table holds about one TTL window of mutations.
+request_id) lets the GC pass (gc.py) prune a bounded number of expired records
+per transaction with one range scan, so the table holds about one TTL window of
+mutations. Not each mutation: on the etcd engine every mutation's scan of the
+index's head would make concurrent mutations conflict.
 
 Replies are stored as the RPC's reply message; ``CODECS`` maps each method to
 it and back to the namespace's return value, so Namespace stays free of gRPC.
@@ -148,7 +150,7 @@ class IdemTable:
                 raise Replayed(record)
 
     def record(self, txn: Txn, key: IdemKey | None, result) -> None:
-        """Store result under key in txn (the mutation's own transaction), prune a few old records."""
+        """Store result under key in txn (the mutation's own transaction)."""
         if key is None:
             return
         self._put(txn, key, meta_pb2.IdemRecord(method=key.method, created_ns=key.now_ns,
@@ -172,7 +174,16 @@ class IdemTable:
             txn.delete("idem_expiry", _I64.pack(old.created_ns) + key.request_id.encode())
         txn.put_msg("idem", key.request_id.encode(), record)
         txn.kv.put("idem_expiry", _I64.pack(record.created_ns) + key.request_id.encode(), b"")
-        self.prune(txn, key.now_ns)
+
+    def prune_expired(self, store: Store, now_ns: int, batches_max: int = 4) -> int:
+        """Prune expired records in up to batches_max bounded transactions; how many went."""
+        pruned = 0
+        for _ in range(batches_max):
+            went = store.transact(lambda txn: self.prune(txn, now_ns))
+            pruned += went
+            if went < IDEM_PRUNE_PER_TXN_MAX:
+                break
+        return pruned
 
     def prune(self, txn: Txn, now_ns: int, count_max: int = IDEM_PRUNE_PER_TXN_MAX) -> int:
         """Delete up to count_max records older than the TTL; returns how many went."""

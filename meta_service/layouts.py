@@ -60,12 +60,11 @@ def allocate_file_layout(txn: Txn, defaults: types_pb2.Layout, override: types_p
                            "create one with Mgmtd.CreateChainTable")
     chain_count = len(table.chains)
     stripe = min(spec.stripe_size, chain_count)
-    counter_name = f"chain_alloc/{table.id}/{stripe}"
-    counter = txn.get_counter(counter_name, -1)
-    if counter < 0:
-        counter = (rng.randrange(max(1, chain_count // stripe)) * stripe) % chain_count
-    base, next_counter = ChainAllocator.next_base(counter, stripe, chain_count)
-    txn.set_counter(counter_name, next_counter)
+    # Round robin over the table from a random start: the n-th file of this (table, stripe) starts at
+    # chain n * stripe. next_id, not a counter read and written here: on etcd every create would
+    # conflict on it, and the engine hands out sequence numbers from ranges reserved per server.
+    sequence = txn.next_id(f"chain_seq/{table.id}/{stripe}", rng.randrange(max(1, chain_count // stripe)))
+    base, _ = ChainAllocator.next_base(sequence * stripe % chain_count, stripe, chain_count)
     # merge_layout validated chunk and stripe sizes; next_base gives a base >= 1. The proto is
     # built directly: Layout.to_proto (dataclasses.asdict) cost a third of a create's CPU.
     return types_pb2.Layout(chunk_size=spec.chunk_size, stripe_size=stripe, chain_table_id=table.id,

@@ -49,21 +49,26 @@ def symlink_components(directory: list[str], target: str) -> list[str]:
 
 def walk(txn: Txn, components: list[str], follow_last: bool,
          shown_path: str | None = None) -> tuple[types_pb2.Inode, list[str]]:
-    """(inode, canonical components) that components lead to."""
+    """(inode, canonical components) that components lead to.
+
+    A directory on the way is known by its dentry (which carries the child's
+    type), so only the last inode and symlinks are loaded: one read per
+    component instead of two (on etcd, each read is a round trip).
+    """
     shown = shown_path or as_path(components)
     pending = list(components)
     done: list[str] = []
-    current = load_inode(txn, ROOT_ID)
+    current_id, current_type = ROOT_ID, DIR
     follows = 0
     while pending:
         name = pending.pop(0)
-        if current.type != DIR:
+        if current_type != DIR:
             raise NotADirectory(f"{shown}: {as_path(done)} is not a directory")
-        entry = txn.get_dentry(current.id, name)
+        entry = txn.get_dentry(current_id, name)
         if entry is None:
             raise NotFound(f"{shown}: no such file or directory")
-        child = load_inode(txn, entry.inode_id)
-        if child.type == SYMLINK and (pending or follow_last):
+        if entry.type == SYMLINK and (pending or follow_last):
+            child = load_inode(txn, entry.inode_id)
             follows += 1
             if follows > limits.symlink_follow_max:
                 raise InvalidArgument(f"{shown}: too many levels of symbolic links")
@@ -71,11 +76,11 @@ def walk(txn: Txn, components: list[str], follow_last: bool,
             if len(pending) > limits.path_depth_max:
                 raise InvalidPath(f"{shown}: symlink target too deep")
             done = []
-            current = load_inode(txn, ROOT_ID)
+            current_id, current_type = ROOT_ID, DIR
             continue
         done.append(name)
-        current = child
-    return current, done
+        current_id, current_type = entry.inode_id, entry.type
+    return load_inode(txn, current_id), done
 
 
 def resolve(txn: Txn, path: str, follow_last: bool = True) -> tuple[types_pb2.Inode, list[str]]:

@@ -114,7 +114,8 @@ class MetaServer:
         self.leases = LeaseTable(config.session_lease_ms)
         self.namespace = Namespace(self.store, GatedChunkStore(self.chunk_store, config.storage_calls_max),
                                    random.Random(os.urandom(16)), now_ns, leases=self.leases)
-        self.gc = GarbageCollector(self.store, self.chunk_store, config.gc_interval_ms, config.gc_delay_ms)
+        self.gc = GarbageCollector(self.store, self.chunk_store, config.gc_interval_ms, config.gc_delay_ms,
+                                   idem=self.namespace.idem)
         self.reaper = SessionReaper(
             self.store, self.leases, excluded=Namespace.OWN_CLIENT_IDS,
             end_session=lambda inode_id, session_id, client_id: self.namespace.close(

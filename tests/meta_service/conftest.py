@@ -1,15 +1,21 @@
-"""Fixtures for the metadata service unit tests: a fresh LMDB store, a chain
-table installed directly in it, the fake chunk store and a Namespace."""
+"""Fixtures for the metadata service unit tests: a fresh store of each engine, a
+chain table installed directly in it, the fake chunk store and a Namespace.
+
+``store`` is parametrized over the engines (kv.MetaStore): ``lmdb`` (a fresh
+file) and ``etcd`` (a fresh key prefix on one real etcd member shared by the
+module), so every test that takes it runs on both, unchanged.
+"""
 
 from __future__ import annotations
 
 import itertools
 import random
+import uuid
 
 import pytest
 
 from fireflyfs.meta_service.namespace import Namespace
-from fireflyfs.meta_service.store import Store, u32_key
+from fireflyfs.meta_service.store import DB_NAMES, Store, u32_key
 from fireflyfs.proto import types_pb2
 
 from .fakes import FakeChunkStore
@@ -17,15 +23,14 @@ from .fakes import FakeChunkStore
 
 def install_chain_table(store: Store, chain_count: int = 6, table_id: int = 1) -> types_pb2.ChainTable:
     table = types_pb2.ChainTable(id=table_id, version=1, chains=list(range(1, chain_count + 1)), replicas=1)
-    with store.write() as txn:
-        txn.put_msg("chain_tables", u32_key(table_id), table)
+    store.transact(lambda txn: txn.put_msg("chain_tables", u32_key(table_id), table))
     return table
 
 
 def dump(store: Store) -> dict:
     """Every key/value of every DB: equal dumps mean nothing changed."""
     with store.read() as txn:
-        return {name: list(txn.scan(name)) for name in store.dbs}
+        return {name: list(txn.scan(name)) for name in DB_NAMES}
 
 
 class Clock:
@@ -36,9 +41,16 @@ class Clock:
         return next(self.ticks)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(str(tmp_path / "meta.lmdb"))
+ENGINES = ("lmdb", "etcd")
+
+
+@pytest.fixture(params=ENGINES)
+def store(request, tmp_path):
+    if request.param == "etcd":
+        from fireflyfs.meta_service.etcd_store import EtcdStore
+        s = EtcdStore(request.getfixturevalue("etcd_endpoints"), f"/t-{uuid.uuid4().hex[:12]}/")
+    else:
+        s = Store(str(tmp_path / "meta.lmdb"))
     yield s
     s.close()
 

@@ -17,6 +17,14 @@ from fireflyfs.meta_service.store import Store
 from fireflyfs.proto import types_pb2
 
 
+@pytest.fixture
+def store(tmp_path):
+    """These are LMDB's durability tests: the etcd engine's durability is etcd's (raft + fsync)."""
+    opened = Store(str(tmp_path / "meta.lmdb"))
+    yield opened
+    opened.close()
+
+
 def test_the_default_store_is_durable(store):
     flags = store.env.flags()
     assert (flags["sync"], flags["metasync"], store.writer.durable) == (True, True, True)

@@ -226,8 +226,9 @@ def test_quiet_heartbeats_and_ticks_take_no_write_transaction(cluster, store, mo
         beat(cluster, node, 100)
     cluster.tick(100)
     writes = []
-    real_write = store.write
-    monkeypatch.setattr(store, "write", lambda: writes.append(1) or real_write())
+    real_transact = store.transact
+    monkeypatch.setattr(store, "transact", lambda mutate, guard=None: writes.append(1)
+                        or real_transact(mutate, guard=guard))
     for now in (200, 300):
         for node in (1, 2, 3, 4):
             beat(cluster, node, now)
