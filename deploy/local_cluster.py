@@ -175,7 +175,7 @@ class LocalCluster:
     def _init_metadata(self, saved: dict[str, Any], meta_engine: str | None, etcd_members: int | None,
                        meta_servers: int | None) -> None:
         """The engine, etcd member and meta server counts: arguments, else cluster.json, else defaults."""
-        saved_engine = saved.get("meta_engine")
+        saved_engine = saved.get("meta_engine", ENGINE_DEFAULT if saved else None)   # older files: lmdb
         self.meta_engine = meta_engine or saved_engine or ENGINE_DEFAULT
         if self.meta_engine not in ENGINES:
             raise ValueError(f"unknown metadata engine {self.meta_engine!r}; choose one of {', '.join(ENGINES)}")

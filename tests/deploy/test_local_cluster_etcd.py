@@ -60,6 +60,10 @@ def test_a_cluster_keeps_its_engine_and_its_etcd_membership(tmp_path):
     (tmp_path / "lmdb" / "cluster.json").write_text(json.dumps({"port": 1234, "meta_engine": "lmdb"}))
     with pytest.raises(ValueError, match="keeps its engine"):
         LocalCluster(tmp_path / "lmdb", meta_engine="etcd")
+    (tmp_path / "older").mkdir()                                   # written before engines had a name
+    (tmp_path / "older" / "cluster.json").write_text(json.dumps({"port": 1234, "storage_nodes": 3}))
+    with pytest.raises(ValueError, match="on the lmdb engine"):
+        LocalCluster(tmp_path / "older", meta_engine="etcd")
     (tmp_path / "etcd").mkdir()
     (tmp_path / "etcd" / "cluster.json").write_text(json.dumps(
         {"port": 1234, "meta_engine": "etcd", "etcd_members": 3, "meta_servers": 2,
