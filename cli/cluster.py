@@ -1,4 +1,9 @@
-"""``ffs cluster up|down|status --dir DIR``: a whole cluster on this machine."""
+"""``ffs cluster up|down|status --dir DIR``: a whole cluster on this machine.
+
+``up --meta-engine etcd [--etcd-members 3] [--meta-servers 2]`` puts the metadata in etcd
+members on loopback ports (data under DIR/etcd-<k>) with several meta servers over them.
+``status`` exits 1 when any process of the cluster is stopped or unhealthy.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,11 @@ import sys
 
 import click
 
-from ._output import emit_json, json_mode, json_option, print_table
+from fireflyfs.deploy.local_cluster import (etcd_members_default, etcd_members_max, meta_servers_etcd_default,
+                                            meta_servers_max)
+from fireflyfs.meta_service.engines import ENGINES
+
+from ._output import EXIT_FAILURE, emit_json, json_mode, json_option, print_table
 
 dir_option = click.option("--dir", "base_dir", required=True,
                           type=click.Path(file_okay=False, path_type=pathlib.Path),
@@ -22,7 +31,7 @@ def _cluster(base_dir: pathlib.Path, **kwargs):
 
 @click.group()
 def cluster() -> None:
-    """Start, stop and inspect a local cluster (one meta + N storage processes)."""
+    """Start, stop and inspect a local cluster (meta servers, storage processes, etcd members)."""
 
 
 @cluster.command("up")
@@ -44,16 +53,27 @@ def cluster() -> None:
 @click.option("--fsync/--no-fsync", default=None,
               help="Acknowledge writes only once on disk (the default); --no-fsync is faster and loses "
                    "power-loss safety (docs/durability.md)  [default: --fsync, or as in DIR/cluster.json]")
+@click.option("--meta-engine", type=click.Choice(ENGINES), default=None,
+              help="Where metadata lives: lmdb (one meta server, its LMDB in DIR/meta) or etcd "
+                   "(etcd members on loopback ports, several meta servers)  "
+                   "[default: lmdb, or as in DIR/cluster.json]")
+@click.option("--etcd-members", type=click.IntRange(1, etcd_members_max), default=None,
+              help="etcd processes (--meta-engine etcd), fixed once the cluster exists  "
+                   f"[default: {etcd_members_default}, or as in DIR/cluster.json]")
+@click.option("--meta-servers", type=click.IntRange(1, meta_servers_max), default=None,
+              help="Meta server processes (more than one needs --meta-engine etcd)  "
+                   f"[default: 1 on lmdb, {meta_servers_etcd_default} on etcd, or as in DIR/cluster.json]")
 @click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the cluster to serve.")
 @json_option
 def up(base_dir, storage_nodes, targets_per_node, port, replicas, heartbeat_timeout_ms, chain_table,
-       fsync, timeout_s) -> None:
+       fsync, meta_engine, etcd_members, meta_servers, timeout_s) -> None:
     """Start what is not running in DIR and print the cluster URL."""
     try:
         local = _cluster(base_dir, storage_nodes=storage_nodes, targets_per_node=targets_per_node,
                          port=port, replicas=replicas, heartbeat_timeout_ms=heartbeat_timeout_ms,
-                         chain_table=chain_table, fsync=fsync, startup_timeout_s=timeout_s)
+                         chain_table=chain_table, fsync=fsync, startup_timeout_s=timeout_s,
+                         meta_engine=meta_engine, etcd_members=etcd_members, meta_servers=meta_servers)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     url = local.up()
@@ -81,13 +101,20 @@ def down(base_dir) -> None:
 @cluster.command("status")
 @dir_option
 @json_option
-def status(base_dir) -> None:
-    """Show each process of the cluster in DIR: role, node id, pid, address, state."""
+@click.pass_context
+def status(ctx: click.Context, base_dir) -> None:
+    """Show each process of the cluster in DIR: role, name, node id, pid, address, state, and which
+    meta server is the mgmtd primary. Exit code 1 when any is stopped or unhealthy."""
     if not (base_dir / "cluster.json").exists():
         raise click.UsageError(f"{base_dir} holds no cluster (no cluster.json)")
     rows = _cluster(base_dir).status()
     if json_mode():
         emit_json(rows)
-        return
-    print_table(None, ["role", "node id", "pid", "address", "state"],
-                [(r["role"], r["node_id"], r["pid"], r["address"], r["state"]) for r in rows])
+    else:
+        print_table(None, ["role", "name", "node id", "pid", "address", "state", "mgmtd"],
+                    [(r["role"], r["name"], r["node_id"], r["pid"], r["address"], r["state"], r["mgmtd"])
+                     for r in rows])
+    down = [r["name"] for r in rows if r["state"] != "running"]
+    if down:
+        click.echo(f"{len(down)} of {len(rows)} process(es) not running: {', '.join(down)}", err=True)
+        ctx.exit(EXIT_FAILURE)

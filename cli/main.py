@@ -1,6 +1,8 @@
 """The ``ffs`` command: wiring of the command groups, logging, and exit codes.
 
     ffs cluster up|down|status --dir DIR      a local cluster (deploy/local_cluster.py)
+    ffs meta serve --config meta.toml         one service on a host, from its file
+    ffs storage serve --config storage.toml   (docs/configuration.md)
     ffs testbed up|down|status|shape|exec     namespace hosts behind a shaped router (root)
     ffs ls|stat|cat|put|get|rm|mkdir|mv URL   files, through fsspec
     ffs admin nodes|targets|chains URL        cluster manager views
@@ -23,7 +25,7 @@ import sys
 import click
 import grpc
 
-from . import admin, bench, cluster, fs, fsck, scrub, testbed
+from . import admin, bench, cluster, fs, fsck, scrub, serve, testbed
 from ._output import EXIT_FAILURE, json_option, report_failure
 
 
@@ -61,6 +63,8 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(cluster.cluster)
+cli.add_command(serve.meta)        # ffs meta serve --config meta.toml
+cli.add_command(serve.storage)     # ffs storage serve --config storage.toml
 cli.add_command(bench.bench)       # ffs bench (bench/ffs_bench.py)
 cli.add_command(testbed.testbed)   # ffs testbed up|down|status|shape|exec (deploy/testbed.py)
 admin.admin.add_command(fsck.fsck)   # ffs admin fsck (its own module: admin.py has other owners)

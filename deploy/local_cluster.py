@@ -3,14 +3,22 @@
 ``LocalCluster(DIR)`` runs one metadata process (which also hosts the cluster
 manager, mgmtd) and N storage processes, each detached in its own session so
 they outlive the process that started them (``ffs cluster up`` returns at once).
+With ``meta_engine="etcd"`` the metadata lives in E etcd members on loopback
+ports instead (deploy/etcd_cluster.py builds their command lines) and M
+stateless meta servers share it (each also a mgmtd; one of them is primary).
 Everything the cluster owns lives under DIR::
 
-    DIR/cluster.json        port, node/target counts, replicas, heartbeat timeout, pids
-                            (restarts reuse them)
-    DIR/run/<role>.pid      one pid file per process (meta, storage-1, ...)
+    DIR/cluster.json        ports, engine, node/target/member counts, replicas, heartbeat
+                            timeout, pids (restarts reuse them)
+    DIR/run/<role>.pid      one pid file per process (etcd-0, meta, meta-2, storage-1, ...)
     DIR/logs/<role>.log     stdout+stderr of each process
-    DIR/meta/               metadata LMDB
+    DIR/meta/, meta-<j>/    meta server 1 (its LMDB with the lmdb engine), meta server j
+    DIR/etcd-<k>/           etcd member k's data (the etcd engine)
     DIR/storage-<i>/        storage node i and its targets
+
+Processes start in the order etcd members, meta servers, storage nodes, and
+stop in the reverse order (etcd last, so meta servers stop while their store
+still answers).
 
 A pid is only trusted when /proc/<pid>/cmdline names this cluster's data dir,
 so a stale pid file left by a crash never makes us signal an unrelated
@@ -32,11 +40,20 @@ import time
 from typing import Any
 
 from fireflyfs.common.process_tuning import MALLOC_ENV
+from fireflyfs.meta_service.engines import ENGINES
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 META = "meta"
+ETCD = "etcd"
+ENGINE_DEFAULT = "lmdb"
+# With the etcd engine, unless told otherwise: a cluster that loses any one metadata process
+# and keeps serving, as the engine is chosen for.
+etcd_members_default = 3
+meta_servers_etcd_default = 2
+etcd_members_max = 9          # an odd quorum beyond 9 members only slows etcd's writes
+meta_servers_max = 16
 
 # glibc keeps multi-MiB buffers on the heap (common/process_tuning.py says why).
 CHILD_ENV = {**MALLOC_ENV, "PYTHONUNBUFFERED": "1"}
@@ -53,6 +70,11 @@ class ClusterError(RuntimeError):
 
 def storage_role(node_id: int) -> str:
     return f"storage-{node_id}"
+
+
+def meta_role(index: int) -> str:
+    """Meta server 1 is "meta" (as in a one-server cluster, so its data dir stays DIR/meta); then meta-2, ..."""
+    return META if index == 1 else f"{META}-{index}"
 
 
 def pick_free_port(host: str = HOST) -> int:
@@ -98,6 +120,13 @@ class LocalCluster:
     environment overrides pass through: e.g. ``FFS_TARGET_CAPACITY=8MiB`` and
     ``FFS_TARGET_RESERVE=1MiB`` for a storage cluster that fills quickly,
     ``FFS_META_MAP_SIZE``, ``FFS_TARGET_MAP_SIZE`` (and ``_MAX``) for LMDB maps.
+
+    ``meta_engine``: "lmdb" (the default: one meta server, its LMDB under
+    DIR/meta) or "etcd": ``etcd_members`` etcd processes (default 3; fixed once
+    the cluster exists, as etcd's membership is) and ``meta_servers`` meta
+    servers (default 2; may change between ups) over them. The URL then names
+    every meta server (``ffs://h:p1,h:p2``); ``meta_addresses`` lists them and
+    ``meta_address`` is the first. Storage nodes get every meta address too.
     """
 
     def __init__(self, base_dir: str | os.PathLike, storage_nodes: int | None = None,
@@ -106,9 +135,12 @@ class LocalCluster:
                  chain_table: bool = True, python: str = sys.executable,
                  startup_timeout_s: float = startup_timeout_s_default,
                  stop_timeout_s: float = stop_timeout_s_default,
-                 extra_env: dict[str, str] | None = None, fsync: bool | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, fsync: bool | None = None,
+                 meta_engine: str | None = None, etcd_members: int | None = None,
+                 meta_servers: int | None = None) -> None:
         self.base_dir = pathlib.Path(base_dir).resolve()
         saved = self._load_state()
+        self._init_metadata(saved, meta_engine, etcd_members, meta_servers)
         self.storage_nodes = int(storage_nodes if storage_nodes is not None
                                  else saved.get("storage_nodes", 3))
         self.targets_per_node = int(targets_per_node if targets_per_node is not None
@@ -128,12 +160,48 @@ class LocalCluster:
             raise ValueError(f"heartbeat timeout {self.heartbeat_timeout_ms} ms is below 100 ms")
         if not 0 <= self.port < 65536:
             raise ValueError(f"bad port {self.port}")
+        # Meta server j listens on meta_ports[j-1]; the first is `port`. The list only grows
+        # (a port once given stays that server's), so down() finds every server ever started.
+        self.meta_ports = [self.port] + [int(p) for p in saved.get("meta_ports", [])[1:]]
+        self.meta_ports += [0] * (self.meta_servers - len(self.meta_ports))
         self.python = python
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.extra_env = dict(extra_env or {})
         self.chain_table = chain_table
         self._children: dict[int, subprocess.Popen] = {}   # pid -> Popen, to reap our own children
+        self._etcd = None                                   # EtcdCluster, made when first needed
+
+    def _init_metadata(self, saved: dict[str, Any], meta_engine: str | None, etcd_members: int | None,
+                       meta_servers: int | None) -> None:
+        """The engine, etcd member and meta server counts: arguments, else cluster.json, else defaults."""
+        saved_engine = saved.get("meta_engine", ENGINE_DEFAULT if saved else None)   # older files: lmdb
+        self.meta_engine = meta_engine or saved_engine or ENGINE_DEFAULT
+        if self.meta_engine not in ENGINES:
+            raise ValueError(f"unknown metadata engine {self.meta_engine!r}; choose one of {', '.join(ENGINES)}")
+        if saved_engine and saved_engine != self.meta_engine:
+            raise ValueError(f"{self.base_dir} holds a cluster on the {saved_engine} engine; a cluster keeps "
+                             f"its engine (move the metadata with ffs admin meta export/import)")
+        if self.meta_engine == ETCD:
+            saved_members = saved.get("etcd_members")
+            self.etcd_members = int(etcd_members or saved_members or etcd_members_default)
+            if saved_members and int(saved_members) != self.etcd_members:
+                raise ValueError(f"{self.base_dir} holds a cluster of {saved_members} etcd members; "
+                                 f"etcd's membership is fixed when its data is created")
+            self.meta_servers = int(meta_servers or saved.get("meta_servers") or meta_servers_etcd_default)
+        else:
+            if etcd_members:
+                raise ValueError("etcd members serve only the etcd engine (--meta-engine etcd)")
+            if meta_servers not in (None, 1):
+                raise ValueError("several meta servers share one namespace only on the etcd engine "
+                                 "(--meta-engine etcd); LMDB lives on one host")
+            self.etcd_members, self.meta_servers = 0, 1
+        if not 0 <= self.etcd_members <= etcd_members_max:
+            raise ValueError(f"{self.etcd_members} etcd members; at most {etcd_members_max}")
+        if not 1 <= self.meta_servers <= meta_servers_max:
+            raise ValueError(f"{self.meta_servers} meta servers; 1 to {meta_servers_max}")
+        self.etcd_ports = {name: (int(ports[0]), int(ports[1]))
+                           for name, ports in saved.get("etcd_ports", {}).items()}
 
     # ---- paths and names ------------------------------------------------------------------
 
@@ -147,14 +215,50 @@ class LocalCluster:
 
     @property
     def meta_address(self) -> str:
-        return f"{HOST}:{self.port}"
+        """The first meta server's address (the only one with the lmdb engine)."""
+        return self.meta_addresses[0]
+
+    @property
+    def meta_addresses(self) -> list[str]:
+        return [f"{HOST}:{port}" for port in self.meta_ports[:self.meta_servers]]
 
     @property
     def url(self) -> str:
-        return f"ffs://{self.meta_address}"
+        return f"ffs://{','.join(self.meta_addresses)}"
+
+    @property
+    def etcd(self):
+        """The etcd members' command lines and health (deploy/etcd_cluster.EtcdCluster), on the kept ports."""
+        if self._etcd is None:
+            from fireflyfs.deploy.etcd_cluster import EtcdCluster   # it imports this module
+
+            self._etcd = EtcdCluster(self.base_dir, self.etcd_members, ports=self.etcd_ports)
+            self.etcd_ports = self._etcd.ports
+        return self._etcd
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        """host:port of every etcd member (none with the lmdb engine)."""
+        return self.etcd.endpoints if self.etcd_members else []
+
+    def etcd_roles(self) -> list[str]:
+        from fireflyfs.deploy.etcd_cluster import member_name
+
+        return [member_name(i) for i in range(self.etcd_members)]
+
+    def meta_roles(self) -> list[str]:
+        return [meta_role(i) for i in range(1, self.meta_servers + 1)]
+
+    def storage_roles(self) -> list[str]:
+        return [storage_role(i) for i in range(1, self.storage_nodes + 1)]
 
     def roles(self) -> list[str]:
-        return [META] + [storage_role(i) for i in range(1, self.storage_nodes + 1)]
+        """Every process of the cluster, in start order."""
+        return self.etcd_roles() + self.meta_roles() + self.storage_roles()
+
+    def _retired_meta_roles(self) -> list[str]:
+        """Meta servers an earlier up() started beyond today's meta_servers."""
+        return [meta_role(i) for i in range(self.meta_servers + 1, len(self.meta_ports) + 1)]
 
     def data_dir(self, role: str) -> pathlib.Path:
         return self.base_dir / role
@@ -168,14 +272,20 @@ class LocalCluster:
     def command(self, role: str) -> list[str]:
         timeout = self.heartbeat_timeout_ms
         no_fsync = [] if self.fsync else ["--no-fsync"]
-        if role == META:
+        if role in self.etcd_roles():
+            return self.etcd.command(role)
+        if role in self.meta_roles():
+            address = self.meta_addresses[self.meta_roles().index(role)]
+            engine = ([] if self.meta_engine == ENGINE_DEFAULT else
+                      ["--meta-engine", self.meta_engine, "--etcd-endpoints", ",".join(self.etcd_endpoints)])
             return [self.python, "-m", "fireflyfs.meta_service",
-                    "--data-dir", str(self.data_dir(role)), "--listen", self.meta_address,
+                    "--data-dir", str(self.data_dir(role)), "--listen", address, *engine,
                     *(["--heartbeat-timeout-ms", str(timeout)] if timeout else []), *no_fsync]
         node_id = self._node_id(role)
         command = [self.python, "-m", "fireflyfs.storage_service", "--node-id", str(node_id),
                    "--data-dir", str(self.data_dir(role)), "--listen", f"{HOST}:0",
-                   "--mgmtd", self.meta_address, "--targets", str(self.targets_per_node), *no_fsync]
+                   "--mgmtd", ",".join(self.meta_addresses), "--targets", str(self.targets_per_node),
+                   *no_fsync]
         if timeout:
             command += ["--heartbeat-interval-ms", str(heartbeat_interval_ms_for(timeout)),
                         "--heartbeat-timeout-ms", str(timeout)]
@@ -196,7 +306,7 @@ class LocalCluster:
             role = storage_role(int(role_or_node))
         else:
             role = role_or_node
-        if role != META:
+        if role not in self.etcd_roles() + self.meta_roles():
             self._node_id(role)
         return role
 
@@ -214,12 +324,17 @@ class LocalCluster:
         state = {
             "url": self.url,
             "port": self.port,
+            "meta_engine": self.meta_engine,
+            "meta_servers": self.meta_servers,
+            "meta_ports": self.meta_ports,
+            "etcd_members": self.etcd_members,
+            "etcd_ports": self.etcd_ports,
             "storage_nodes": self.storage_nodes,
             "targets_per_node": self.targets_per_node,
             "replicas": self.replicas,
             "heartbeat_timeout_ms": self.heartbeat_timeout_ms,
             "fsync": self.fsync,
-            "pids": {role: self.pid(role) for role in self.roles()},
+            "pids": {role: self.pid(role) for role in self.roles() + self._retired_meta_roles()},
         }
         tmp = self.state_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
@@ -261,26 +376,39 @@ class LocalCluster:
 
     def up(self) -> str:
         """Start whatever is not running, wait until the cluster serves; return its URL."""
+        if self.etcd_members:
+            from fireflyfs.deploy.etcd_cluster import etcd_binary
+
+            etcd_binary()      # a ClusterError naming the Debian package when it is missing
         for sub in ("run", "logs"):
             (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
-        if self.port == 0:
-            self.port = pick_free_port()
+        self.meta_ports = [port or pick_free_port() for port in self.meta_ports]
+        self.port = self.meta_ports[0]
+        if self.etcd_members:
+            self.etcd    # picks the members' ports once; cluster.json keeps them
         self._save_state()
         deadline = time.monotonic() + self.startup_timeout_s
-        if self.pid(META) is None:
-            self._start(META)
+        self._stop(self._retired_meta_roles())
+        if self.etcd_members:
+            self._start_missing(self.etcd_roles())     # all at once: a member waits for its quorum
+            self._wait_etcd(deadline)
+        self._start_missing(self.meta_roles())
+        self._save_state()
         self._wait_meta(deadline)
-        for role in self.roles()[1:]:
-            if self.pid(role) is None:
-                self._start(role)
+        self._start_missing(self.storage_roles())
         self._save_state()
         self._wait_storage(deadline)
         if self.chain_table:
-            self._create_chain_table()
+            self._create_chain_table(deadline)
             self.wait_chains(lambda states: "SERVING" in states, self._left(deadline),
                              "a SERVING target in every chain")
         log.info("cluster %s up at %s", self.base_dir, self.url)
         return self.url
+
+    def _start_missing(self, roles: list[str]) -> None:
+        for role in roles:
+            if self.pid(role) is None:
+                self._start(role)
 
     def _start(self, role: str) -> int:
         self.data_dir(role).mkdir(parents=True, exist_ok=True)
@@ -312,35 +440,62 @@ class LocalCluster:
                             f"{waiting_for} ({detail})\n{tails}")
 
     def routing(self, timeout_s: float = 2.0):
-        """Mgmtd.GetRoutingInfo of the running cluster (a RoutingInfo message)."""
+        """Mgmtd.GetRoutingInfo of the running cluster (a RoutingInfo message), from the first
+        meta server that answers; the last one's grpc.RpcError when none does."""
+        import grpc
+
+        failure: grpc.RpcError | None = None
+        for address in self.meta_addresses:
+            try:
+                return self._routing_from(address, timeout_s)
+            except grpc.RpcError as exc:
+                failure = exc
+        raise failure
+
+    @staticmethod
+    def _routing_from(address: str, timeout_s: float):
         from fireflyfs.common.rpc import make_channel
         from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
 
-        with make_channel(self.meta_address) as channel:
+        with make_channel(address) as channel:
             stub = mgmtd_pb2_grpc.MgmtdStub(channel)
             return stub.GetRoutingInfo(mgmtd_pb2.GetRoutingInfoRequest(), timeout=timeout_s).routing
 
+    def _wait_etcd(self, deadline: float) -> None:
+        roles = self.etcd_roles()
+        while True:
+            self._check_alive(roles, "the etcd members")
+            unhealthy = [role for role in roles if not self.etcd.is_healthy(role)]
+            if not unhealthy:
+                return
+            if time.monotonic() > deadline:
+                raise self._timeout("the etcd members", roles, f"not yet healthy: {', '.join(unhealthy)}")
+            time.sleep(0.1)
+
     def _wait_meta(self, deadline: float) -> None:
+        """Until every meta server answers GetRoutingInfo."""
         import grpc
 
-        last = "no answer yet"
-        while True:
-            self._check_alive([META], "the metadata service")
-            try:
-                self.routing(timeout_s=1.0)
-                return
-            except grpc.RpcError as exc:
-                last = f"{exc.code().name}: {exc.details()}"
-            if time.monotonic() > deadline:
-                raise self._timeout(f"the metadata service at {self.meta_address}", [META], last)
-            time.sleep(0.1)
+        roles = self.meta_roles()
+        for role, address in zip(roles, self.meta_addresses):
+            last = "no answer yet"
+            while True:
+                self._check_alive(roles, "the metadata service")
+                try:
+                    self._routing_from(address, timeout_s=1.0)
+                    break
+                except grpc.RpcError as exc:
+                    last = f"{exc.code().name}: {exc.details()}"
+                if time.monotonic() > deadline:
+                    raise self._timeout(f"the metadata service at {address}", [role], last)
+                time.sleep(0.1)
 
     def _wait_storage(self, deadline: float) -> None:
         """Wait until every storage node we run is registered, connected, and is that process."""
         import grpc
         from fireflyfs.proto import types_pb2
 
-        storage = self.roles()[1:]
+        storage = self.storage_roles()
         detail = "no routing yet"
         while True:
             self._check_alive(self.roles(), "storage nodes to register")
@@ -363,16 +518,27 @@ class LocalCluster:
                 raise self._timeout("storage nodes to register", self.roles(), detail)
             time.sleep(0.1)
 
-    def _create_chain_table(self) -> None:
-        from fireflyfs.common.rpc import rpc_errors_mapped
-        from fireflyfs.common.rpc import make_channel
+    def _create_chain_table(self, deadline: float) -> None:
+        """CreateChainTable at whichever meta server is the mgmtd primary (a standby answers
+        NotPrimary, and right after start there may be none yet: ask around until the deadline)."""
+        from fireflyfs.common.errors import Unavailable
+        from fireflyfs.common.rpc import make_channel, rpc_errors_mapped
         from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
 
-        with make_channel(self.meta_address) as channel, rpc_errors_mapped():
-            stub = mgmtd_pb2_grpc.MgmtdStub(channel)
-            reply = stub.CreateChainTable(
-                mgmtd_pb2.CreateChainTableRequest(replicas=self.replicas, only_if_missing=True),
-                timeout=10.0)
+        request = mgmtd_pb2.CreateChainTableRequest(replicas=self.replicas, only_if_missing=True)
+        reply = None
+        while reply is None:
+            for address in self.meta_addresses:
+                try:
+                    with make_channel(address) as channel, rpc_errors_mapped():
+                        reply = mgmtd_pb2_grpc.MgmtdStub(channel).CreateChainTable(request, timeout=10.0)
+                    break
+                except Unavailable as exc:     # NotPrimary among them
+                    if time.monotonic() > deadline:
+                        raise ClusterError(f"no meta server created the chain table "
+                                           f"before the deadline: {exc}") from exc
+            else:
+                time.sleep(0.1)
         if reply.created:
             log.info("created chain table %d with %d chains", reply.table.id, len(reply.table.chains))
 
@@ -412,11 +578,20 @@ class LocalCluster:
     def down(self) -> list[str]:
         """Stop every process of this cluster: SIGTERM, then SIGKILL after stop_timeout_s.
 
-        Storage nodes go first so they do not spin on an absent manager. Returns
-        the roles that were running.
+        Storage nodes go first so they do not spin on an absent manager, then the
+        meta servers, then the etcd members (a meta server stopping may still
+        write to its store). Returns the roles that were running.
         """
-        order = self.roles()[1:] + [META]
-        running = [(role, pid) for role in order if (pid := self.pid(role)) is not None]
+        stopped = self._stop(self.storage_roles())
+        stopped += self._stop(self.meta_roles() + self._retired_meta_roles())
+        stopped += self._stop(self.etcd_roles())
+        if self.state_file.exists():
+            self._save_state()
+        return stopped
+
+    def _stop(self, roles: list[str]) -> list[str]:
+        """SIGTERM those of roles that run, SIGKILL after stop_timeout_s; return the ones that ran."""
+        running = [(role, pid) for role in roles if (pid := self.pid(role)) is not None]
         for role, pid in running:
             self._signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout_s
@@ -425,16 +600,14 @@ class LocalCluster:
                 log.warning("%s (pid %d) ignored SIGTERM; sending SIGKILL", role, pid)
                 self._signal(pid, signal.SIGKILL)
                 self._wait_gone(pid, role, time.monotonic() + self.stop_timeout_s)
-        for role in self.roles():
+        for role in roles:
             if self.pid(role) is None:
                 with contextlib.suppress(FileNotFoundError):
                     self.pid_file(role).unlink()
-        if self.state_file.exists():
-            self._save_state()
         return [role for role, _ in running]
 
     def kill(self, role_or_node: str | int, sig: int = signal.SIGKILL, wait: bool = True) -> int:
-        """Send sig to one process ("meta", "storage-2" or 2); return its pid.
+        """Send sig to one process ("meta", "meta-2", "etcd-1", "storage-2" or 2); return its pid.
 
         With wait (and a terminating signal) returns once it has exited, so a
         following up() restarts it.
@@ -466,24 +639,48 @@ class LocalCluster:
         return True
 
     def status(self) -> list[dict[str, Any]]:
-        """One row per process: role, node_id, pid, address, state (running/stopped)."""
-        addresses: dict[int, str] = {}
-        meta_pid = self.pid(META)
-        if meta_pid is not None:
+        """One row per process, in start order: role (etcd/meta/storage), name, node_id, pid,
+        address, state and mgmtd. state is "running", "stopped", or for an etcd member whose
+        process runs but does not answer healthy, "unhealthy". mgmtd is "primary" or "standby"
+        for a meta server when the routing info names a primary (mgmtd_primary_id), else None.
+        """
+        from fireflyfs.proto import types_pb2
+
+        storage_addresses: dict[int, str] = {}
+        meta_ids: dict[str, int] = {}
+        primary_id = 0
+        if any(self.pid(role) is not None for role in self.meta_roles()):
             with contextlib.suppress(Exception):
-                from fireflyfs.proto import types_pb2
-                for node in self.routing(timeout_s=1.0).nodes:
+                routing = self.routing(timeout_s=1.0)
+                primary_id = routing.mgmtd_primary_id
+                for node in routing.nodes:
                     if node.type == types_pb2.NODE_STORAGE:
-                        addresses[node.id] = node.address
-        rows = [{"role": "meta", "name": META, "node_id": None, "pid": meta_pid,
-                 "address": self.meta_address,
-                 "state": "running" if meta_pid is not None else "stopped"}]
-        for role in self.roles()[1:]:
-            node_id = self._node_id(role)
-            pid = self.pid(role)
-            rows.append({"role": "storage", "name": role, "node_id": node_id, "pid": pid,
-                         "address": addresses.get(node_id, "") if pid is not None else "",
-                         "state": "running" if pid is not None else "stopped"})
+                        storage_addresses[node.id] = node.address
+                    elif node.type == types_pb2.NODE_META:
+                        meta_ids[node.address] = node.id
+
+        def row(role: str, name: str, pid: int | None, address: str, state: str | None = None,
+                node_id: int | None = None, mgmtd: str | None = None) -> dict[str, Any]:
+            return {"role": role, "name": name, "node_id": node_id, "pid": pid, "address": address,
+                    "state": state or ("running" if pid is not None else "stopped"), "mgmtd": mgmtd}
+
+        rows = []
+        for name, endpoint in zip(self.etcd_roles(), self.etcd_endpoints):
+            pid = self.pid(name)
+            health = None if pid is None else "running" if self.etcd.is_healthy(name) else "unhealthy"
+            rows.append(row(ETCD, name, pid, endpoint, health))
+        for name, address in zip(self.meta_roles(), self.meta_addresses):
+            pid = self.pid(name)
+            node_id = meta_ids.get(address)
+            mgmtd = None
+            if primary_id and pid is not None:
+                mgmtd = "primary" if node_id == primary_id else "standby"
+            rows.append(row(META, name, pid, address, node_id=node_id, mgmtd=mgmtd))
+        for name in self.storage_roles():
+            node_id = self._node_id(name)
+            pid = self.pid(name)
+            rows.append(row("storage", name, pid,
+                            storage_addresses.get(node_id, "") if pid is not None else "", node_id=node_id))
         return rows
 
     def __enter__(self) -> "LocalCluster":

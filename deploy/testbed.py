@@ -329,8 +329,8 @@ class TestbedCluster(LocalCluster):
         return self.testbed.address(META)
 
     @property
-    def meta_address(self) -> str:
-        return self.testbed.meta_address
+    def meta_addresses(self) -> list[str]:
+        return [self.testbed.meta_address]
 
     def command(self, role: str) -> list[str]:
         argv = super().command(role)

@@ -66,7 +66,11 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv)
+    serve(parse_args(argv))
+
+
+def serve(config: MetaConfig) -> None:
+    """Run a meta server with config until SIGTERM or SIGINT (also ``ffs meta serve --config``)."""
     setup_logging(config.log_file)
     raise_open_files_limit()
     server = MetaServer(config)

@@ -77,6 +77,10 @@ class MetaConfig:
             raise ValueError(f"unknown metadata engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.engine == "etcd" and not self.etcd_endpoints:
             raise ValueError("the etcd engine needs etcd_endpoints (--etcd-endpoints host:port,...)")
+        if not 0 < self.space_warn_fraction <= 1:
+            raise ValueError(f"space_warn_fraction must be in (0, 1], not {self.space_warn_fraction}")
+        if self.map_size_bytes_max < self.map_size_bytes:
+            raise ValueError("map_size_bytes_max must be at least map_size_bytes")
 
     @classmethod
     def from_env(cls, data_dir: str, environ: Mapping[str, str] | None = None, **overrides) -> "MetaConfig":
@@ -100,7 +104,10 @@ class MetaServer:
     def __init__(self, config: MetaConfig, chunk_store: ChunkStore | None = None) -> None:
         self.config = config
         self.store = open_store(config)
-        self.space_check = MetaSpaceCheck(self.store, config.space_warn_fraction, config.space_check_interval_ms)
+        # The space check watches an LMDB map and the disk under it; etcd members guard their own
+        # space (--quota-backend-bytes), so an etcd-backed server has none.
+        self.space_check = (MetaSpaceCheck(self.store, config.space_warn_fraction, config.space_check_interval_ms)
+                            if config.engine == "lmdb" else None)
         self.server, self.port = make_server(config.listen, config.rpc_workers_max)
         host = config.listen.rpartition(":")[0]
         self.address = f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
@@ -138,7 +145,8 @@ class MetaServer:
         self.gc.start()
         self.reaper.start()
         self.ticker.start()
-        self.space_check.start()
+        if self.space_check is not None:
+            self.space_check.start()
         log.info("meta service listening on %s (data %s, fsync=%s, session lease %d ms)", self.address,
                  self.config.data_dir, self.config.fsync, self.config.session_lease_ms)
 
@@ -153,7 +161,8 @@ class MetaServer:
         self.ticker.stop()
         self.reaper.stop()
         self.gc.stop()
-        self.space_check.stop()
+        if self.space_check is not None:
+            self.space_check.stop()
         if hasattr(self.chunk_store, "close"):
             self.chunk_store.close()
         self.store.close()

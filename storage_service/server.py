@@ -129,6 +129,19 @@ class StorageConfig:
     scrub_interval_s: float = scrub_interval_s_default     # a scrub pass starts at most this often
     bulk_limits: BulkLimits = BulkLimits()   # what the bulk listener holds at most
 
+    def __post_init__(self) -> None:
+        # The command line checks these with its flags' names first; a config file reaches only these.
+        if self.node_id < 1 or self.targets < 1:
+            raise ValueError(f"node_id and targets must be >= 1, not {self.node_id} and {self.targets}")
+        if self.heartbeat_interval_ms < 1 or self.heartbeat_timeout_ms < 2:
+            raise ValueError("heartbeat_interval_ms must be >= 1 and heartbeat_timeout_ms >= 2")
+        if not 0 < self.space_warn_fraction <= 1:
+            raise ValueError(f"space_warn_fraction must be in (0, 1], not {self.space_warn_fraction}")
+        if self.target_map_size_bytes_max < self.target_map_size_bytes:
+            raise ValueError("target_map_size_bytes_max must be at least target_map_size_bytes")
+        if self.scrub_bytes_per_s < 0 or self.scrub_interval_s < 0:
+            raise ValueError("scrub_bytes_per_s and scrub_interval_s must be >= 0")
+
     def target_dir(self, target_id: int) -> Path:
         return self.data_dir / f"target-{target_id}"
 
@@ -371,7 +384,11 @@ def setup_logging(config: StorageConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
+    return serve(parse_args(argv))
+
+
+def serve(config: StorageConfig) -> int:
+    """Run a storage node with config until SIGTERM or SIGINT (also ``ffs storage serve --config``)."""
     setup_logging(config)
     keep_large_buffers_on_heap()
     raise_open_files_limit()

@@ -232,8 +232,9 @@ def test_cluster_commands_in_a_subprocess(tmp_path):
         url = up.stdout.strip()
         assert url.startswith("ffs://127.0.0.1:")
         rows = json.loads(_ffs("cluster", "status", "--dir", str(base_dir), "--json").stdout)
-        assert [(r["role"], r["node_id"], r["state"]) for r in rows] == [
-            ("meta", None, "running"), ("storage", 1, "running")]
+        assert [(r["role"], r["name"], r["state"]) for r in rows] == [
+            ("meta", "meta", "running"), ("storage", "storage-1", "running")]
+        assert rows[1]["node_id"] == 1
         assert rows[0]["address"] == url.removeprefix("ffs://")
         state = json.loads((base_dir / "cluster.json").read_text())
         assert (state["replicas"], state["heartbeat_timeout_ms"], state["fsync"]) == (1, 5000, True)
@@ -248,8 +249,9 @@ def test_cluster_commands_in_a_subprocess(tmp_path):
         assert _ffs("ls", url).stdout.split() == ["hello/"]
         down = _ffs("--json", "cluster", "down", "--dir", str(base_dir))
         assert sorted(json.loads(down.stdout)["stopped"]) == ["meta", "storage-1"]
-        rows = json.loads(_ffs("cluster", "status", "--dir", str(base_dir), "--json").stdout)
-        assert {r["state"] for r in rows} == {"stopped"}
+        stopped = _ffs("cluster", "status", "--dir", str(base_dir), "--json", check=False)
+        assert stopped.returncode == 1 and "2 of 2 process(es) not running" in stopped.stderr
+        assert {r["state"] for r in json.loads(stopped.stdout)} == {"stopped"}
         assert all(pids) and not any(_alive(pid) for pid in pids)
     finally:
         _ffs("cluster", "down", "--dir", str(base_dir), check=False)
