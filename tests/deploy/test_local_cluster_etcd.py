@@ -167,9 +167,6 @@ def test_etcd_cluster_up_write_read_kill_a_member_status_restart_down(tmp_path):
         _ffs("cluster", "down", "--dir", str(base_dir), check=False)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the multi-address client (ffs://h1:p1,h2:p2, branch i11-client) "
-                                       "and storage nodes that take several mgmtd addresses (i11-mgmtd); "
-                                       "strict: remove this mark once both are merged")
 def test_etcd_cluster_with_two_meta_servers(tmp_path):
     """The issue's command: 3 etcd members, 2 meta servers; a write and read through fsspec, status, down."""
     require_etcd()
