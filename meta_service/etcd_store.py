@@ -60,9 +60,8 @@ from typing import Callable, Iterator, TypeVar
 
 from fireflyfs.common import limits
 from fireflyfs.common.errors import Conflict, FfsError, Internal, NotPrimary, TooLarge, Unavailable
-from fireflyfs.proto.etcd.client import (EtcdClient, compare_create_revision, compare_mod_revision, op_delete,
-                                         op_put, prefix_end)
-from fireflyfs.proto.etcd.rpc_pb2 import Compare
+from fireflyfs.proto.etcd.client import (Compare, EtcdClient, compare_create_revision, compare_mod_revision,
+                                         op_delete, op_put, prefix_end)
 
 from .store import Txn
 

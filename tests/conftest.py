@@ -104,6 +104,28 @@ def cluster(tmp_path_factory) -> RunningCluster:
         local.down()
 
 
+@pytest.fixture(scope="session")
+def etcd_cluster(tmp_path_factory) -> RunningCluster:
+    """The session cluster's twin on the etcd engine: one etcd member, two meta servers (a client
+    spreads its calls over both), the same storage layout."""
+    require_etcd()
+    local = LocalCluster(tmp_path_factory.mktemp("etcd-cluster"), storage_nodes=3, targets_per_node=2,
+                         replicas=SESSION_REPLICAS, python=sys.executable, meta_engine="etcd", etcd_members=1,
+                         meta_servers=2)
+    try:
+        url = local.up()
+        yield RunningCluster(url=url, host=local.host, port=local.port, cluster=local)
+    finally:
+        local.down()
+
+
+def fsspec_on(running: RunningCluster):
+    """A FireflyFileSystem on a running cluster, through every meta server it has."""
+    import fsspec
+
+    return fsspec.filesystem("ffs", addresses=",".join(running.cluster.meta_addresses))
+
+
 @pytest.fixture
 def make_cluster(tmp_path):
     """make_cluster(storage_nodes=4, replicas=3, heartbeat_timeout_ms=2000, ...) -> a started LocalCluster

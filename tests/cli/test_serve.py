@@ -53,6 +53,7 @@ storage_calls_max = 12
 engine = "etcd"
 etcd_endpoints = "10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379"
 etcd_prefix = "/ffs-prod/"
+node_id = 10002
 '''
 
 STORAGE_TOML = '''
@@ -129,7 +130,8 @@ def test_every_meta_key_reaches_meta_config(tmp_path):
         "map_size_bytes": 2 << 30, "map_size_bytes_max": 4 << 40, "space_warn_fraction": 0.9,
         "space_check_interval_ms": 5000, "rpc_workers_max": 32, "session_lease_ms": 30000,
         "storage_calls_max": 12, "engine": "etcd",
-        "etcd_endpoints": "10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379", "etcd_prefix": "/ffs-prod/"}
+        "etcd_endpoints": "10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379", "etcd_prefix": "/ffs-prod/",
+        "node_id": 10002}
     defaults = dataclasses.asdict(MetaConfig(data_dir=""))
     assert all(got[name] != defaults[name] for name in defaults), "every key differs from its default"
 

@@ -2,23 +2,25 @@
 
 Wired as s3fs wires them (s3fs/tests/derived): the fixtures name our
 filesystem, a fresh base directory per test class and posix joins; every
-test then runs unchanged. FireflyFS has real directories, so
+test then runs unchanged, on both metadata engines. FireflyFS has real directories, so
 ``supports_empty_directories`` keeps fsspec's default (True).
 """
 
 import posixpath
 import uuid
 
-import fsspec
 import fsspec.tests.abstract as abstract
 import pytest
 
+from tests.client.conftest import ENGINE_CLUSTERS
+from tests.conftest import fsspec_on
+
 
 class FireflyFixtures(abstract.AbstractFixtures):
-    @pytest.fixture(scope="class")
+    @pytest.fixture(scope="class", params=list(ENGINE_CLUSTERS))
     @classmethod
-    def fs(cls, cluster):
-        return fsspec.filesystem("ffs", host=cluster.host, port=cluster.port)
+    def fs(cls, request):
+        return fsspec_on(request.getfixturevalue(ENGINE_CLUSTERS[request.param]))
 
     @pytest.fixture
     def fs_join(self):
