@@ -94,7 +94,13 @@ SESSION_REPLICAS = int(os.environ.get("FFS_TEST_REPLICAS", "0")) or None
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory) -> RunningCluster:
+def cluster(lmdb_cluster) -> RunningCluster:
+    """The session cluster (tests/client/conftest.py runs its tests on both engines instead)."""
+    return lmdb_cluster
+
+
+@pytest.fixture(scope="session")
+def lmdb_cluster(tmp_path_factory) -> RunningCluster:
     local = LocalCluster(tmp_path_factory.mktemp("cluster"), storage_nodes=3, targets_per_node=2,
                          replicas=SESSION_REPLICAS, python=sys.executable)
     try:

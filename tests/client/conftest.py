@@ -1,5 +1,6 @@
-"""The fsspec tests run on both metadata engines: ``ffs`` (and ``ffs_dir``, built on it) is
-parametrized over the session cluster on LMDB and its twin on etcd with two meta servers."""
+"""The client and fsspec tests run on both metadata engines: ``cluster`` (and so ``ffs`` and
+``ffs_dir``, built on it) is parametrized over the session cluster on LMDB and its twin on etcd
+with two meta servers (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ import pytest
 
 from tests.conftest import fsspec_on
 
-ENGINE_CLUSTERS = {"lmdb": "cluster", "etcd": "etcd_cluster"}
+ENGINE_CLUSTERS = {"lmdb": "lmdb_cluster", "etcd": "etcd_cluster"}
 
 
-@pytest.fixture(params=list(ENGINE_CLUSTERS))
-def ffs(request):
-    return fsspec_on(request.getfixturevalue(ENGINE_CLUSTERS[request.param]))
+@pytest.fixture(scope="session", params=list(ENGINE_CLUSTERS))
+def cluster(request):
+    return request.getfixturevalue(ENGINE_CLUSTERS[request.param])
+
+
+@pytest.fixture
+def ffs(cluster):
+    return fsspec_on(cluster)

@@ -20,6 +20,7 @@ import pytest
 
 from fireflyfs.client.buffers import filled_bytes
 from fireflyfs.client.client import FfsClient
+from fireflyfs.proto import types_pb2
 from fireflyfs.client.config import ClientConfig
 from fireflyfs.client.streams import SequentialReader, WriteBehind
 from fireflyfs.common.errors import Unavailable
@@ -39,7 +40,8 @@ def write_file(client: FfsClient, path: str, data: bytes) -> None:
 def test_bulk_and_grpc_paths_agree(cluster):
     bulk = FfsClient(f"{cluster.host}:{cluster.port}")
     grpc_only = FfsClient(f"{cluster.host}:{cluster.port}", ClientConfig.from_env(bulk_enabled=0))
-    assert all(node.bulk_address for node in bulk.routing.routing_info().nodes), "nodes advertise bulk"
+    assert all(node.bulk_address for node in bulk.routing.routing_info().nodes
+               if node.type == types_pb2.NODE_STORAGE), "storage nodes advertise bulk"
     base = unique_dir("paths-agree")
     data = os.urandom(5 * CHUNK + 999)
     write_file(bulk, f"{base}/by-bulk", data)
