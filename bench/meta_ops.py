@@ -27,6 +27,7 @@ from fireflyfs.bench.durable_write_throughput import progress, run_threads
 PHASES = ("create", "stat", "list", "rename", "rm")
 SETUPS = {"lmdb": dict(meta_engine="lmdb"),
           "etcd": dict(meta_engine="etcd", etcd_members=3, meta_servers=1),
+          "etcd1m": dict(meta_engine="etcd", etcd_members=1, meta_servers=1),
           "etcd2": dict(meta_engine="etcd", etcd_members=3, meta_servers=2)}
 
 

@@ -193,7 +193,7 @@ class EtcdTxn:
 
     # ---- reads -------------------------------------------------------------------------
 
-    def _fetch(self, full: bytes) -> bytes | None:
+    def _fetch(self, full: bytes, likely_absent: bool = False) -> bytes | None:
         if full in self._writes:
             return self._writes[full]
         if full in self._values:
@@ -201,14 +201,15 @@ class EtcdTxn:
         if self._guessing:
             store = self._store
             cached = store.cache.get(full)
-            if cached is None and self._writable and full.startswith(store._absent_prefixes):
+            if cached is None and self._writable and (likely_absent or full.startswith(store._absent_prefixes)):
                 # Never in read(): its failed check could only raise Unavailable, again and again.
                 cached = (0, None)
             if cached is not None:
                 self._seen[full], self._values[full] = cached
                 self.guessed.add(full)
                 return cached[1]
-        result = self._client.range(full, revision=self.revision)
+        # A mutation's reads are all checked by its commit: the member we talk to answers them alone.
+        result = self._client.range(full, revision=self.revision, serializable=self._writable)
         self.revision = result.revision
         found = result.kvs[0] if result.kvs else None
         self._seen[full] = found.mod_revision if found else 0
@@ -225,8 +226,8 @@ class EtcdTxn:
         self._store.forget(self.guessed)
         return False
 
-    def get(self, table: str, key: bytes) -> bytes | None:
-        return self._fetch(self._store.key(table, key))
+    def get(self, table: str, key: bytes, likely_absent: bool = False) -> bytes | None:
+        return self._fetch(self._store.key(table, key), likely_absent)
 
     def scan(self, table: str, prefix: bytes = b"", start: bytes | None = None
              ) -> Iterator[tuple[bytes, bytes]]:
@@ -256,7 +257,7 @@ class EtcdTxn:
         page_keys = scan_first_page_keys
         while True:
             page = self._client.range(full_prefix, prefix=True, revision=self.revision, limit=page_keys,
-                                      continue_from=continue_from)
+                                      continue_from=continue_from, serializable=self._writable)
             self.revision = page.revision
             for kv in page.kvs:
                 while position < len(pending) and pending[position] < kv.key:

@@ -185,7 +185,7 @@ class FileOps(CopyOps, InlineOps):
                                                       None, path)
             else:
                 parent, parent_components, _ = resolve_parent(txn, path, "create")
-            if txn.get_dentry(parent.id, name) is not None:
+            if txn.get_dentry(parent.id, name, likely_absent=True) is not None:
                 if exclusive:
                     raise AlreadyExists(f"{path} already exists")
                 inode, resolved = walk(txn, parent_components + [name], True, path)

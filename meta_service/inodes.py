@@ -183,7 +183,7 @@ def make_dirs(txn: Txn, components: list[str], now_ns: int, mode: int, parents: 
         raise AlreadyExists("/ already exists")
     for index, name in enumerate(components):
         last = index == len(components) - 1
-        entry = txn.get_dentry(current.id, name)
+        entry = txn.get_dentry(current.id, name, likely_absent=last and not exist_ok)
         if entry is not None:
             if entry.type == DIR:   # the common case: one step down, no walk from the root
                 child, child_components = load_inode(txn, entry.inode_id), done + [name]

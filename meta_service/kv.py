@@ -23,7 +23,10 @@ T = TypeVar("T")
 class KvTxn(Protocol):
     """One transaction of an engine: reads see one snapshot plus this transaction's own writes."""
 
-    def get(self, table: str, key: bytes) -> bytes | None: ...
+    def get(self, table: str, key: bytes, likely_absent: bool = False) -> bytes | None:
+        """likely_absent: the caller expects no such key (a name about to be created); an
+        optimistic engine may then assume so and let the commit check it."""
+        ...
 
     def put(self, table: str, key: bytes, value: bytes) -> None: ...
 

@@ -16,7 +16,7 @@ class LmdbTxn:
         self._txn = txn
         self._dbs = dbs
 
-    def get(self, table: str, key: bytes) -> bytes | None:
+    def get(self, table: str, key: bytes, likely_absent: bool = False) -> bytes | None:
         return self._txn.get(key, db=self._dbs[table])
 
     def put(self, table: str, key: bytes, value: bytes) -> None:

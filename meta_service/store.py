@@ -144,10 +144,14 @@ class Txn:
     def delete_inode(self, inode_id: int) -> None:
         self.delete("inodes", u64_key(inode_id))
 
-    def get_dentry(self, parent_id: int, name: str) -> meta_pb2.DirEntry | None:
-        entry = self.get_msg("dentries", dentry_key(parent_id, name), meta_pb2.DirEntry)
-        if entry is not None:
-            entry.name = name
+    def get_dentry(self, parent_id: int, name: str, likely_absent: bool = False) -> meta_pb2.DirEntry | None:
+        """likely_absent: a name about to be created (kv.KvTxn.get)."""
+        raw = self.kv.get("dentries", dentry_key(parent_id, name), likely_absent)
+        if raw is None:
+            return None
+        entry = meta_pb2.DirEntry()
+        entry.ParseFromString(raw)
+        entry.name = name
         return entry
 
     def put_dentry(self, parent_id: int, name: str, inode_id: int, inode_type: int) -> None:

@@ -128,6 +128,8 @@ def _error_of(rpc_error: grpc.RpcError) -> errors.FfsError:
         return errors.Unavailable(f"etcd: {code.name}: {details}")
     if "too many operations in txn" in details or "request is too large" in details:
         return errors.TooLarge(f"etcd refused the request: {details}")
+    if "future revision" in details:       # a serializable read moved to a member that lags
+        return errors.Unavailable(f"etcd: {details}; retry")
     if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
         return errors.Retryable(f"etcd: {details}; restart the scan at the current revision")
     if code == grpc.StatusCode.NOT_FOUND:
@@ -192,10 +194,14 @@ class EtcdClient:
     # KV
 
     def range(self, key: bytes, *, prefix: bool = False, revision: int = 0, limit: int = 0,
-              continue_from: bytes | None = None) -> RangeResult:
-        """Keys equal to key (or starting with it), at revision (0: latest), at most limit (0: all)."""
+              continue_from: bytes | None = None, serializable: bool = False) -> RangeResult:
+        """Keys equal to key (or starting with it), at revision (0: latest), at most limit (0: all).
+
+        serializable: answered by the member we talk to from its own state, without a round
+        through the leader (cheaper; may lag the newest commit: for reads a later compare checks)."""
         request = rpc_pb2.RangeRequest(key=continue_from if continue_from is not None else key,
-                                       range_end=_range_end(key, prefix), revision=revision, limit=limit)
+                                       range_end=_range_end(key, prefix), revision=revision, limit=limit,
+                                       serializable=serializable)
         reply = self._call(lambda kv, _: kv.Range(request, timeout=self.timeout_s), retry=True)
         return _range_result(reply, request.range_end, revision)
 
