@@ -63,6 +63,7 @@ from fireflyfs.common.errors import Conflict, FfsError, Internal, NotPrimary, To
 from fireflyfs.proto.etcd.client import (Compare, EtcdClient, compare_create_revision, compare_mod_revision,
                                          op_delete, op_put, prefix_end)
 
+from .etcd_commit import GroupCommit, Pending
 from .store import Txn
 
 T = TypeVar("T")
@@ -106,6 +107,7 @@ class EtcdStore:
         self._rng = random.Random()
         self.conflicts = 0            # commits that lost to another writer (tests, benchmarks)
         self.cache: dict[bytes, tuple[int, bytes | None]] = {}    # key -> (mod_revision, value)
+        self.group = GroupCommit(self.client)
         self._cached_prefixes = tuple(self.key(table, b"") for table in cached_tables)
         self._absent_prefixes = tuple(self.key(table, b"") for table in assumed_absent_tables)
 
@@ -339,7 +341,11 @@ class EtcdTxn:
         if len(compares) > limits.etcd_txn_ops_max:
             raise TooLarge(f"a metadata transaction that read {len(compares)} keys and ranges exceeds etcd's "
                            f"--max-txn-ops {limits.etcd_txn_ops_max}; split the operation")
-        result = self._client.txn(compares, ops)
+        scans = [(scan.start, scan.end) for scan in self._scans if scan.end > scan.start]
+        result = self._store.group.commit(Pending(compares, ops, frozenset(self._seen), frozenset(self._writes),
+                                                  scans))
+        if result.error is not None:
+            raise result.error
         if result.succeeded:
             for key, value in self._writes.items():
                 self._store.remember(key, result.revision if value is not None else 0, value)
