@@ -31,6 +31,7 @@ from fireflyfs.proto import types_pb2
 from .chunk_store import ChunkStore
 from .idempotency import IdemTable
 from .store import Store, Txn, u64_key
+from .trash import empty_trash
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class GarbageCollector:
                 continue  # a session reopened meanwhile is impossible, but stay safe
             log.info("gc: reclaimed inode %d (%d chunks)", inode.id, removed)
             reclaimed += 1
+        empty_trash(self.store, now_ns)
         if self.idem is not None:
             self.idem.prune_expired(self.store, now_ns)
         return reclaimed

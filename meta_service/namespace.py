@@ -32,6 +32,7 @@ from .replies import ReplyBudget
 from .inodes import check_mode, make_dirs, new_inode, release_link, touch_dir
 from .resolve import DIR, FILE, ROOT_ID, SYMLINK, as_path, load_inode, resolve, resolve_parent
 from .store import Store, Txn
+from .trash import TRASH_ID, move_to_trash, trash_inode
 
 
 class Namespace(FileOps):
@@ -57,6 +58,8 @@ class Namespace(FileOps):
                 txn.put_inode(types_pb2.Inode(id=ROOT_ID, type=DIR, mode=0o755, nlink=2, parent=ROOT_ID,
                                               atime_ns=now_ns, mtime_ns=now_ns, ctime_ns=now_ns,
                                               crtime_ns=now_ns, layout=root_layout()))
+            if txn.get_inode(TRASH_ID) is None:     # stores made before the trash get it too
+                txn.put_inode(trash_inode(now_ns))
 
         return self.store.transact(mutate)
 
@@ -171,8 +174,8 @@ class Namespace(FileOps):
         next_inode_id peeks the counter inodes.py and files.py allocate from, so
         fsck can tell chunks of ids this store never handed out (a store older than the data).
         """
-        with self.store.read() as txn:
-            return meta_pb2.StatFsReply(inodes=txn.entries("inodes"), gc_pending=txn.entries("gc"),
+        with self.store.read() as txn:   # (the trash directory itself is not counted)
+            return meta_pb2.StatFsReply(inodes=txn.entries("inodes") - 1, gc_pending=txn.entries("gc"),
                                         next_inode_id=txn.get_counter("next_inode", 2))
 
     # -- directory entries -------------------------------------------------
@@ -258,7 +261,11 @@ class Namespace(FileOps):
                 if txn.has_children(inode.id):
                     if not recursive or directory_only:
                         raise DirectoryNotEmpty(f"{path} is not empty")
-                    self._remove_tree(txn, inode.id, now_ns)
+                    # Bounded: the tree moves to the trash now; the GC pass empties it (trash.py).
+                    move_to_trash(txn, parent.id, name, inode, now_ns)
+                    touch_dir(txn, parent, now_ns)
+                    self.idem.record(txn, key, None)
+                    return
                 txn.delete_inode(inode.id)
             else:
                 if directory_only:
@@ -269,20 +276,6 @@ class Namespace(FileOps):
             self.idem.record(txn, key, None)
 
         return self.store.transact(mutate)
-
-    def _remove_tree(self, txn: Txn, top_id: int, now_ns: int) -> None:
-        """Delete everything below directory top_id (not top itself)."""
-        stack = [top_id]
-        while stack:
-            dir_id = stack.pop()
-            for entry in list(txn.scan_dentries(dir_id)):
-                txn.delete_dentry(dir_id, entry.name)
-                child = load_inode(txn, entry.inode_id)
-                if child.type == DIR:
-                    stack.append(child.id)
-                    txn.delete_inode(child.id)
-                else:
-                    release_link(txn, child, now_ns)
 
     def rename(self, src: str, dst: str, now_ns: int, no_replace: bool = False, request_id: str = "") -> None:
         """Atomic rename, POSIX rules for an existing target; one transaction."""

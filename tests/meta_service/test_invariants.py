@@ -19,6 +19,7 @@ from fireflyfs.common.errors import FfsError
 from fireflyfs.meta_service.namespace import Namespace
 from fireflyfs.meta_service.resolve import DIR, FILE, ROOT_ID
 from fireflyfs.meta_service.store import Store
+from fireflyfs.meta_service.trash import TRASH_ID, empty_trash
 from fireflyfs.proto import meta_pb2, types_pb2
 from tests.conftest import announce_seed, seeds_or
 
@@ -49,7 +50,7 @@ def check_invariants(store: Store, chunks: FakeChunkStore | None = None) -> None
             links[entry.inode_id] += 1
             dir_entries[entry.inode_id].append(parent)
         for inode in inodes.values():
-            if inode.id == ROOT_ID:
+            if inode.id in (ROOT_ID, TRASH_ID):
                 assert links[inode.id] == 0
             elif inode.type == DIR:
                 assert dir_entries[inode.id] == [inode.parent], f"directory {inode.id} linked wrongly"
@@ -75,7 +76,7 @@ def check_invariants(store: Store, chunks: FakeChunkStore | None = None) -> None
         # No directory cycle: every directory reaches the root through `parent`.
         for inode in inodes.values():
             current, hops = inode, 0
-            while inode.type == DIR and current.id != ROOT_ID:
+            while inode.type == DIR and current.id not in (ROOT_ID, TRASH_ID):
                 current, hops = inodes[current.parent], hops + 1
                 assert hops < 64, "directory cycle"
 
@@ -102,7 +103,7 @@ def test_random_operations_keep_invariants(tmp_path, seed, request):
     for _step in range(STEPS):
         now += 1
         op = rng.choice(["mkdirs", "create", "rename", "remove", "rmtree", "hardlink", "symlink",
-                         "open", "close", "truncate", "setattr", "inline", "read", "copy"])
+                         "open", "close", "truncate", "setattr", "inline", "read", "copy", "empty_trash"])
         before = dump(store)
         try:
             if op == "mkdirs":
@@ -118,6 +119,8 @@ def test_random_operations_keep_invariants(tmp_path, seed, request):
                 ns.remove(random_path(rng, ns), now)
             elif op == "rmtree":
                 ns.remove(random_path(rng, ns), now, recursive=True)
+            elif op == "empty_trash":    # the GC pass's bounded steps (trash.py), one at a time
+                empty_trash(store, now, transactions_max=1)
             elif op == "hardlink":
                 ns.hardlink(random_path(rng, ns), random_path(rng, ns), now)
             elif op == "symlink":

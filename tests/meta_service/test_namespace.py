@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fireflyfs.common import errors, limits
+from fireflyfs.meta_service.trash import empty_trash
 from fireflyfs.meta_service.namespace import Namespace
 from fireflyfs.proto import types_pb2
 
@@ -196,11 +197,16 @@ def test_recursive_remove_queues_files_for_gc(ns, store):
     ns.hardlink("/t/a", "/keep", NOW)  # a link outside the tree keeps a alive
     ns.symlink("/t/link", "/t/a", NOW)
     ns.remove("/t", NOW, recursive=True)
+    with pytest.raises(FileNotFoundError):
+        ns.stat("/t")                  # gone at once: the tree waits in the trash (trash.py)
+    ns.mkdirs("/t", NOW)               # and its name is free
+    assert empty_trash(store, NOW) == 7    # t, s, deeper, a, b, c, link
     with store.read() as txn:
         gc_ids = {int.from_bytes(k, "big") for k, _ in txn.scan("gc")}
         assert gc_ids == set(ids[1:])
-        assert txn.entries("inodes") == 2  # root + a (via /keep)
-        assert txn.entries("dentries") == 1
+        assert txn.entries("inodes") == 4  # root + trash + a (via /keep) + the new /t
+        assert txn.entries("dentries") == 2
+    assert empty_trash(store, NOW) == 0
     assert ns.stat("/keep")[0].nlink == 1
 
 
