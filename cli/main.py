@@ -25,7 +25,7 @@ import sys
 import click
 import grpc
 
-from . import admin, bench, cluster, fs, fsck, scrub, serve, testbed
+from . import admin, bench, cluster, fs, fsck, meta_migrate, scrub, serve, testbed
 from ._output import EXIT_FAILURE, json_option, report_failure
 
 
@@ -69,6 +69,7 @@ cli.add_command(bench.bench)       # ffs bench (bench/ffs_bench.py)
 cli.add_command(testbed.testbed)   # ffs testbed up|down|status|shape|exec (deploy/testbed.py)
 admin.admin.add_command(fsck.fsck)   # ffs admin fsck (its own module: admin.py has other owners)
 admin.admin.add_command(scrub.scrub)   # ffs admin scrub (likewise)
+admin.admin.add_command(meta_migrate.meta)   # ffs admin meta export|import (likewise)
 cli.add_command(admin.admin)
 for command in fs.COMMANDS:
     cli.add_command(command)
