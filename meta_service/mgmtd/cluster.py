@@ -100,7 +100,9 @@ class ClusterState:
         if targets and node_type != types_pb2.NODE_STORAGE:
             raise InvalidArgument("only storage nodes have targets")
         self._require_primary()
+
         def mutate(txn):
+            status = {**self._status, node_id: types_pb2.HEARTBEAT_CONNECTED}   # fresh on every run
             for target in targets:
                 old = txn.get_msg("targets", u64_key(target.id), types_pb2.TargetInfo)
                 if old is not None and old.node_id != node_id:
@@ -137,14 +139,14 @@ class ClusterState:
                 changed = True
                 log.info("node %d registered at %s (was %s)", node_id, address,
                          old_node.address if old_node else "unknown")
-            self._last_heartbeat_ms[node_id] = now_ms
-            self._status[node_id] = types_pb2.HEARTBEAT_CONNECTED
-            changed |= self._update_chains(txn, f"node {node_id} registered")
+            changed |= self._update_chains(txn, f"node {node_id} registered", status=status)
             if changed:
                 self._bump(txn)
+            return status
 
         with self._lock:
-            self.store.transact(mutate, guard=self.guard)
+            self._status = self.store.transact(mutate, guard=self.guard)
+            self._last_heartbeat_ms[node_id] = now_ms
         return self.routing(now_ms)
 
     def heartbeat(self, node_id: int, targets: list[mgmtd_pb2.TargetHeartbeat], now_ms: int,
@@ -168,6 +170,7 @@ class ClusterState:
             if not moved and self._settled and not self._status_due(now_ms):
                 return version
             def mutate(txn):
+                status = dict(self._status)          # a rerun starts again from what was applied
                 changed = False
                 for record, reported in self._check_heartbeat(txn, node_id, targets, incarnation):
                     log.info("target %d local state %s -> %s (heartbeat)", record.id,
@@ -176,13 +179,14 @@ class ClusterState:
                     record.local_state = reported
                     txn.put_msg("targets", u64_key(record.id), record)
                     changed = True
-                changed |= self._refresh_status(txn, now_ms)
-                changed |= self._update_chains(txn, f"heartbeat of node {node_id}")
+                changed |= self._refresh_status(txn, now_ms, status)
+                changed |= self._update_chains(txn, f"heartbeat of node {node_id}", status=status)
                 if changed:
                     self._bump(txn)
-                return txn.get_counter("routing_version", 1)
+                return txn.get_counter("routing_version", 1), status
 
-            return self.store.transact(mutate, guard=self.guard)
+            version, self._status = self.store.transact(mutate, guard=self.guard)
+            return version
 
     def tick(self, now_ms: int) -> bool:
         """The periodic round: time out silent nodes, advance every chain; True when routing moved."""
@@ -193,14 +197,16 @@ class ClusterState:
 
     def _tick(self, now_ms: int) -> bool:
         def mutate(txn):
-            changed = self._refresh_status(txn, now_ms)
-            changed |= self._update_chains(txn, "periodic update")
+            status = dict(self._status)
+            changed = self._refresh_status(txn, now_ms, status)
+            changed |= self._update_chains(txn, "periodic update", status=status)
             if changed:
                 self._bump(txn)
-            return changed
+            return changed, status
 
         with self._lock:
-            return self.store.transact(mutate, guard=self.guard)
+            changed, self._status = self.store.transact(mutate, guard=self.guard)
+            return changed
 
     def refresh_status(self, now_ms: int) -> bool:
         """Apply node timeouts due by now_ms (no write when none is); True when routing moved."""
@@ -404,12 +410,14 @@ class ClusterState:
                 changed = True
         return changed
 
-    def _refresh_status(self, txn: Txn, now_ms: int) -> bool:
-        """Persist node status changes implied by heartbeat age; a failed node's targets go LOCAL_OFFLINE."""
+    def _refresh_status(self, txn: Txn, now_ms: int, statuses: dict[int, int]) -> bool:
+        """Persist node status changes implied by heartbeat age into txn and statuses (a copy of
+        self._status the caller applies after the commit: a rerun starts again from the old one);
+        a failed node's targets go LOCAL_OFFLINE."""
         changed = False
         for node_id in self._last_heartbeat_ms:
             status = self._status_at(node_id, now_ms)
-            if self._status.get(node_id) == status:
+            if statuses.get(node_id) == status:
                 continue
             node = txn.get_msg("nodes", u32_key(node_id), types_pb2.NodeInfo)
             log.warning("node %d status %s -> %s (last heartbeat %d ms ago, timeout %d ms)", node_id,
@@ -417,7 +425,7 @@ class ClusterState:
                         now_ms - self._last_heartbeat_ms[node_id], self.heartbeat_timeout_ms)
             node.status = status
             txn.put_msg("nodes", u32_key(node_id), node)
-            self._status[node_id] = status
+            statuses[node_id] = status
             changed = True
             if status != types_pb2.HEARTBEAT_FAILED:
                 continue
@@ -429,11 +437,13 @@ class ClusterState:
                     txn.put_msg("targets", u64_key(record.id), record)
         return changed
 
-    def _update_chains(self, txn: Txn, why: str, admin_offline: set[int] | None = None) -> bool:
+    def _update_chains(self, txn: Txn, why: str, admin_offline: set[int] | None = None,
+                       status: dict[int, int] | None = None) -> bool:
         admin = self._admin_offline if admin_offline is None else admin_offline
+        statuses = self._status if status is None else status
 
         def effective_local(record: types_pb2.TargetInfo) -> LocalState:
-            if record.id in admin or self._status.get(record.node_id) == types_pb2.HEARTBEAT_FAILED:
+            if record.id in admin or statuses.get(record.node_id) == types_pb2.HEARTBEAT_FAILED:
                 return LocalState.OFFLINE
             return LocalState(record.local_state) if record.local_state else LocalState.ONLINE
 

@@ -2,8 +2,9 @@
 chain table installed directly in it, the fake chunk store and a Namespace.
 
 ``store`` is parametrized over the engines (kv.MetaStore): ``lmdb`` (a fresh
-file) and ``etcd`` (a fresh key prefix on one real etcd member shared by the
-module), so every test that takes it runs on both, unchanged.
+file), ``etcd`` (a fresh key prefix on one real etcd member shared by the
+module) and ``rerun`` (LMDB running every mutation twice, the first aborted),
+so every test that takes it runs on each, unchanged.
 """
 
 from __future__ import annotations
@@ -41,7 +42,26 @@ class Clock:
         return next(self.ticks)
 
 
-ENGINES = ("lmdb", "etcd")
+ENGINES = ("lmdb", "etcd", "rerun")
+
+
+class _Aborted(Exception):
+    pass
+
+
+class RerunStore(Store):
+    """LMDB, but every mutate runs twice: first in a transaction that is then aborted, then for
+    real. A mutate that touches anything but its txn (in-memory state, storage) shows it here, as
+    it would when the etcd engine reruns it after a conflict."""
+
+    def transact(self, mutate, guard=None):
+        try:
+            with self.write() as txn:
+                mutate(txn)
+                raise _Aborted
+        except Exception:  # noqa: BLE001 - the first run's outcome is dropped either way
+            pass
+        return super().transact(mutate, guard)
 
 
 @pytest.fixture(params=ENGINES)
@@ -49,6 +69,8 @@ def store(request, tmp_path):
     if request.param == "etcd":
         from fireflyfs.meta_service.etcd_store import EtcdStore
         s = EtcdStore(request.getfixturevalue("etcd_endpoints"), f"/t-{uuid.uuid4().hex[:12]}/")
+    elif request.param == "rerun":
+        s = RerunStore(str(tmp_path / "meta.lmdb"))
     else:
         s = Store(str(tmp_path / "meta.lmdb"))
     yield s
