@@ -80,12 +80,21 @@ def testbed() -> None:
               help="Compute hosts besides the client host (HFReduce ranks).")
 @click.option("--services/--no-services", default=True, show_default=True,
               help="Start meta and storage processes.")
+@click.option("--meta-engine", type=click.Choice(["lmdb", "etcd"]), default="lmdb", show_default=True,
+              help="etcd: etcd members and meta servers each on a host of their own (e1.., m, m2..)")
+@click.option("--etcd-members", type=click.IntRange(1, 7), default=3, show_default=True,
+              help="with --meta-engine etcd")
+@click.option("--meta-servers", type=click.IntRange(1, 8), default=2, show_default=True,
+              help="with --meta-engine etcd")
 @_with(shaping_options)
 @json_option
-def up(name, base_dir, storage_hosts, peer_hosts, services, rate_mbit, mode, weights, buffer_bytes) -> None:
+def up(name, base_dir, storage_hosts, peer_hosts, services, meta_engine, etcd_members, meta_servers,
+       rate_mbit, mode, weights, buffer_bytes) -> None:
     """Build the testbed (if not built), shape the bottleneck, start the services."""
     shaping = _shaping(rate_mbit, mode, weights, buffer_bytes)
-    bed = _testbed(name, base_dir, storage_hosts=storage_hosts, peer_hosts=peer_hosts)
+    engine = (dict(meta_engine="etcd", etcd_members=etcd_members, meta_servers=meta_servers)
+              if meta_engine == "etcd" else {})
+    bed = _testbed(name, base_dir, storage_hosts=storage_hosts, peer_hosts=peer_hosts, **engine)
     bed.up(services=services, shaping=shaping)
     if shaping is None:
         bed.remove_shaping()

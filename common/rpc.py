@@ -102,6 +102,10 @@ def error_from_rpc(rpc_error: grpc.RpcError) -> FfsError:
             name = value
     if name in errors.ERRORS_BY_NAME:
         return errors.ERRORS_BY_NAME[name](details)
+    if code == grpc.StatusCode.CANCELLED and "Channel closed" in details:
+        # Our side closed the channel under the call (a failover to another server): no answer
+        # came, so as for an unreachable server the caller may retry.
+        return errors.Unavailable(f"{code.name}: {details}")
     cls = _ERROR_OF_STATUS.get(code, Internal)
     return cls(f"{code.name}: {details}" if details else code.name)
 

@@ -56,11 +56,13 @@ class EtcdCluster:
 
     def __init__(self, base_dir: str | os.PathLike, members: int = 1,
                  startup_timeout_s: float = startup_timeout_s_default,
-                 ports: Mapping[str, Sequence[int]] | None = None) -> None:
+                 ports: Mapping[str, Sequence[int]] | None = None,
+                 hosts: Mapping[str, str] | None = None) -> None:
         """``ports``: {member name: (client port, peer port)} to reuse (a restarted member must
         keep its peer URL, which its data dir remembers); free ports are picked for the others."""
         if members < 1:
             raise ClusterError("an etcd cluster needs at least one member")
+        self.hosts = dict(hosts or {})      # member name -> the address it binds (default HOST)
         self.base_dir = pathlib.Path(base_dir)
         self.names = [member_name(i) for i in range(members)]
         self.startup_timeout_s = startup_timeout_s
@@ -79,15 +81,18 @@ class EtcdCluster:
     @property
     def endpoints(self) -> list[str]:
         """``host:port`` of every member's client URL, in member order."""
-        return [f"{HOST}:{self.client_ports[name]}" for name in self.names]
+        return [f"{self.host_of(name)}:{self.client_ports[name]}" for name in self.names]
+
+    def host_of(self, name: str) -> str:
+        return self.hosts.get(name, HOST)
 
     def log_file(self, name: str) -> pathlib.Path:
         return self.base_dir / f"{name}.log"
 
     def command(self, name: str) -> list[str]:
-        client_url = f"http://{HOST}:{self.client_ports[name]}"
-        peer_url = f"http://{HOST}:{self.peer_ports[name]}"
-        initial = ",".join(f"{n}=http://{HOST}:{self.peer_ports[n]}" for n in self.names)
+        client_url = f"http://{self.host_of(name)}:{self.client_ports[name]}"
+        peer_url = f"http://{self.host_of(name)}:{self.peer_ports[name]}"
+        initial = ",".join(f"{n}=http://{self.host_of(n)}:{self.peer_ports[n]}" for n in self.names)
         return [
             etcd_binary(), "--name", name, "--data-dir", str(self.base_dir / name),
             "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
@@ -127,7 +132,7 @@ class EtcdCluster:
 
     def is_healthy(self, name: str) -> bool:
         """The member answers /health with true (it has a leader and serves reads)."""
-        url = f"http://{HOST}:{self.client_ports[name]}/health"
+        url = f"http://{self.host_of(name)}:{self.client_ports[name]}/health"
         try:
             with urllib.request.urlopen(url, timeout=1.0) as reply:
                 return json.load(reply).get("health") == "true"

@@ -10,6 +10,12 @@ Hosts (namespace ``ffstb-<name>-<host>``, address 10.77.<i>.2/24, router side 10
     m         the metadata/mgmtd service
     s1..sN    storage nodes, one FireflyFS storage process each
     p1..pK    peer compute hosts for the other HFReduce ranks
+    m2..mM    more meta servers (meta_engine "etcd", meta_servers M)
+    e1..eK    etcd members (meta_engine "etcd", etcd_members K)
+
+With ``meta_engine="etcd"`` every etcd member and every meta server runs on a
+host of its own, so cutting one host's link (``cut``) cuts exactly one
+member or one meta server off, as on a real network.
 
 Storage reads (s* -> c) and allreduce traffic (p* -> c) meet in the router's
 queue toward c, as storage incast meets HFReduce at a leaf port in [FF] §VI.
@@ -70,11 +76,21 @@ class TestbedSpec:
     # does; bbr paces). Only algorithms in the machine's tcp_allowed_congestion_control can be
     # set per namespace; None keeps the default, and root's sockets may pick any (TCP_CONGESTION).
     congestion_control: str | None = None
+    meta_engine: str = "lmdb"       # "etcd": etcd members and several meta servers, each on a host
+    meta_servers: int = 1
+    etcd_members: int = 0
 
     def hosts(self) -> list[str]:
-        """Every host but the router, in address order (index i -> 10.77.i+1.0/24)."""
+        """Every host but the router, in address order (index i -> 10.77.i+1.0/24); hosts added
+        later come last, so the first ones keep their addresses."""
         return ([CLIENT, META] + [f"s{i}" for i in range(1, self.storage_hosts + 1)]
-                + [f"p{i}" for i in range(1, self.peer_hosts + 1)])
+                + [f"p{i}" for i in range(1, self.peer_hosts + 1)]
+                + [f"m{i}" for i in range(2, self.meta_servers + 1)]
+                + [f"e{i}" for i in range(1, self.etcd_members + 1)])
+
+    def meta_host(self, index: int) -> str:
+        """The host of meta server index (1-based)."""
+        return META if index == 1 else f"m{index}"
 
 
 class Testbed:
@@ -122,8 +138,17 @@ class Testbed:
         return f"{self.address(META)}:{meta_port}"
 
     @property
+    def meta_addresses(self) -> list[str]:
+        return [f"{self.address(self.spec.meta_host(i))}:{meta_port}" for i in range(1, self.spec.meta_servers + 1)]
+
+    @property
     def url(self) -> str:
-        return f"ffs://{self.meta_address}"
+        return f"ffs://{','.join(self.meta_addresses)}"
+
+    def cut(self, host: str, down: bool = True) -> None:
+        """Take host's link at the router down (or back up): the host is cut off from every other."""
+        netns.run(netns.in_namespace(self.namespace(ROUTER), ["ip", "link", "set", self.device_toward(host),
+                                                              "down" if down else "up"]))
 
     # ---- state --------------------------------------------------------------------------
 
@@ -320,9 +345,11 @@ class TestbedCluster(LocalCluster):
     def __init__(self, testbed: Testbed, **kwargs) -> None:
         self.testbed = testbed
         spec = testbed.spec
+        etcd = dict(meta_engine=spec.meta_engine, etcd_members=spec.etcd_members,
+                    meta_servers=spec.meta_servers) if spec.meta_engine != "lmdb" else {}
         super().__init__(testbed.base_dir / "cluster", storage_nodes=spec.storage_hosts,
                          targets_per_node=spec.targets_per_node, port=meta_port,
-                         replicas=spec.replicas, **kwargs)
+                         replicas=spec.replicas, **etcd, **kwargs)
 
     @property
     def host(self) -> str:
@@ -330,13 +357,33 @@ class TestbedCluster(LocalCluster):
 
     @property
     def meta_addresses(self) -> list[str]:
-        return [self.testbed.meta_address]
+        return self.testbed.meta_addresses
+
+    @property
+    def etcd(self):
+        """The members bound to their hosts' addresses (e1, e2, ...)."""
+        if self._etcd is None:
+            from fireflyfs.deploy.etcd_cluster import EtcdCluster, member_name
+
+            hosts = {member_name(i): self.testbed.address(f"e{i + 1}") for i in range(self.etcd_members)}
+            self._etcd = EtcdCluster(self.base_dir, self.etcd_members, ports=self.etcd_ports, hosts=hosts)
+            self.etcd_ports = self._etcd.ports
+        return self._etcd
+
+    def role_host(self, role: str) -> str:
+        if role in self.etcd_roles():
+            return f"e{self.etcd_roles().index(role) + 1}"
+        if role in self.meta_roles():
+            return self.testbed.spec.meta_host(self.meta_roles().index(role) + 1)
+        return f"s{self._node_id(role)}"
 
     def command(self, role: str) -> list[str]:
         argv = super().command(role)
-        host = META if role == "meta" else f"s{self._node_id(role)}"
-        listen = argv.index("--listen") + 1
-        argv[listen] = self.meta_address if role == "meta" else f"{self.testbed.address(host)}:0"
+        host = self.role_host(role)
+        if role in self.meta_roles():
+            argv[argv.index("--listen") + 1] = self.meta_addresses[self.meta_roles().index(role)]
+        elif role not in self.etcd_roles():
+            argv[argv.index("--listen") + 1] = f"{self.testbed.address(host)}:0"
         return self.testbed.command(host, argv)
 
 

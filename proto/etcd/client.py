@@ -150,6 +150,7 @@ class EtcdClient:
         self._channel: grpc.Channel | None = None
         self._stubs: tuple[rpc_pb2_grpc.KVStub, rpc_pb2_grpc.LeaseStub] | None = None
         self._keepalives: dict[int, _KeepAlive] = {}
+        self._retired: list[grpc.Channel] = []     # channels of endpoints failed over from
 
     @property
     def endpoint(self) -> str:
@@ -171,7 +172,9 @@ class EtcdClient:
             log.warning("etcd endpoint %s unavailable (%s); trying %s", self.endpoints[index], error,
                         self.endpoints[(index + 1) % len(self.endpoints)])
             if self._channel is not None:
-                self._channel.close()
+                # Not closed now: calls of other threads may still be in flight on it (closing
+                # would cancel them mid-answer); close() ends it with the client.
+                self._retired.append(self._channel)
             self._channel, self._stubs = None, None
             self._index = (index + 1) % len(self.endpoints)
 
@@ -305,9 +308,10 @@ class EtcdClient:
         for lease_id in list(self._keepalives):
             self._stop_keepalive(lease_id)
         with self._lock:
-            if self._channel is not None:
-                self._channel.close()
-            self._channel, self._stubs = None, None
+            for channel in [self._channel, *self._retired]:
+                if channel is not None:
+                    channel.close()
+            self._channel, self._stubs, self._retired = None, None, []
 
     def __enter__(self) -> "EtcdClient":
         return self
