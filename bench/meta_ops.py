@@ -1,6 +1,7 @@
 """Metadata operations per second on each engine: create, stat, list, rename, rm.
 
     python bench/meta_ops.py [--setups lmdb,etcd,etcd2] [--threads 1,16] [--files 2000] [--json]
+    python bench/meta_ops.py --failover [--json]
 
 A setup is a local cluster (one storage node, R=1: storage is not what this
 measures): ``lmdb`` is the embedded default (one meta server), ``etcd`` one
@@ -13,6 +14,11 @@ same files: create (fsspec ``touch``: one Meta.Create), stat, list (one
 listing of the thread's whole directory per call), rename, rm. Ratios are against the lmdb setup of the same run, so a busy
 machine moves both. The issue's floors (16 threads): etcd creates >= 1,000/s
 and etcd stats >= 0.5 x lmdb.
+
+``--failover`` starts 3 etcd members and 2 meta servers, runs a writer
+(one inline file create after another) and SIGKILLs first the standby meta
+server, then the mgmtd primary, each restarted afterwards; it reports the
+seconds from each kill to the writer's first acknowledged create after it.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ import argparse
 import json
 import sys
 import tempfile
+import threading
+import time
 
 from fireflyfs.bench.durable_write_throughput import progress, run_threads
 
 PHASES = ("create", "stat", "list", "rename", "rm")
 SETUPS = {"lmdb": dict(meta_engine="lmdb"),
           "etcd": dict(meta_engine="etcd", etcd_members=3, meta_servers=1),
-          "etcd1m": dict(meta_engine="etcd", etcd_members=1, meta_servers=1),
           "etcd2": dict(meta_engine="etcd", etcd_members=3, meta_servers=2)}
 
 
@@ -97,14 +104,69 @@ def measure_phases(fs, client, base: str, threads: int, files: int, shared_dir: 
     return rates
 
 
+def measure_failover(heartbeat_timeout_ms: int = 3000) -> dict[str, float]:
+    """Seconds from SIGKILL to the next acknowledged create: the standby meta server, then the primary."""
+    import fsspec
+
+    from fireflyfs.deploy.local_cluster import LocalCluster
+
+    with tempfile.TemporaryDirectory(prefix="ffs-meta-failover-") as tmp:
+        cluster = LocalCluster(tmp, storage_nodes=1, replicas=1, targets_per_node=1, python=sys.executable,
+                               heartbeat_timeout_ms=heartbeat_timeout_ms, meta_engine="etcd", etcd_members=3,
+                               meta_servers=2)
+        try:
+            cluster.up()
+            fs = fsspec.filesystem("ffs", addresses=",".join(cluster.meta_addresses), skip_instance_cache=True)
+            acknowledged = [time.monotonic()]
+            stop = threading.Event()
+
+            def write() -> None:
+                number = 0
+                while not stop.is_set():
+                    fs.pipe_file(f"/failover/f{number}", b"x" * 100)
+                    acknowledged[0] = time.monotonic()
+                    number += 1
+
+            writer = threading.Thread(target=write, daemon=True)
+            writer.start()
+            times = {}
+            for kind in ("meta server", "mgmtd primary"):
+                time.sleep(1.0)
+                routing = cluster.routing()
+                primary = next(n.address for n in routing.nodes if n.id == routing.mgmtd_primary_id)
+                roles = cluster.meta_roles()
+                victim = roles[cluster.meta_addresses.index(primary)]
+                if kind == "meta server":
+                    victim = next(role for role in roles if role != victim)
+                killed = time.monotonic()
+                cluster.kill(victim)
+                while acknowledged[0] <= killed + 0.01 and writer.is_alive():
+                    time.sleep(0.01)
+                times[kind] = acknowledged[0] - killed
+                progress(f"{kind} killed: next create acknowledged after {times[kind]:.2f} s")
+                cluster.up()
+            stop.set()
+            writer.join(30)
+            return times
+        finally:
+            cluster.down()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setups", default="lmdb,etcd,etcd2")
     parser.add_argument("--threads", default="1,16")
     parser.add_argument("--files", type=int, default=2000, help="files per phase, split over the threads")
     parser.add_argument("--shared-dir", action="store_true", help="every thread in one directory")
+    parser.add_argument("--failover", action="store_true",
+                        help="measure the failover times of a meta server and of the mgmtd primary instead")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.failover:
+        times = measure_failover()
+        print(json.dumps({"seconds_to_next_create": times}, indent=2) if args.json
+              else "\n".join(f"{kind}: {seconds:.2f} s" for kind, seconds in times.items()))
+        return 0
     setups = [s for s in args.setups.split(",") if s]
     unknown = [s for s in setups if s not in SETUPS]
     if unknown:

@@ -45,3 +45,14 @@ def test_seq_throughput_sets_the_write_next_to_a_durable_local_write(capsys, tmp
     assert result["write_ratio_to_local_disk"] == pytest.approx(result["local_write_s"] / result["write_s"],
                                                                 rel=0.02, abs=0.002)
     assert not list(tmp_path.glob("**/local-write-*.bin")), "the baseline's file was removed"
+
+
+def test_meta_ops_measures_every_phase_on_both_engines(capsys):
+    from fireflyfs.bench import meta_ops
+
+    meta_ops.main(["--setups", "lmdb,etcd", "--threads", "2", "--files", "40", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    for setup in ("lmdb", "etcd"):
+        rates = report["setups"][setup]["2"]
+        assert set(rates) == set(meta_ops.PHASES) and all(rate > 0 for rate in rates.values())
+    assert set(report["ratio_to_lmdb"]["etcd"]["2"]) == set(meta_ops.PHASES)
