@@ -18,7 +18,9 @@ and etcd stats >= 0.5 x lmdb.
 ``--failover`` starts 3 etcd members and 2 meta servers, runs a writer
 (one inline file create after another) and SIGKILLs first the standby meta
 server, then the mgmtd primary, each restarted afterwards; it reports the
-seconds from each kill to the writer's first acknowledged create after it.
+seconds from each kill to the writer's first acknowledged create after it,
+and from the primary's kill to a new primary in the routing info (the lease
+TTL: heartbeat timeout / 3, at least 2 s, plus a poll).
 """
 
 from __future__ import annotations
@@ -144,6 +146,11 @@ def measure_failover(heartbeat_timeout_ms: int = 3000) -> dict[str, float]:
                     time.sleep(0.01)
                 times[kind] = acknowledged[0] - killed
                 progress(f"{kind} killed: next create acknowledged after {times[kind]:.2f} s")
+                if kind == "mgmtd primary":
+                    while cluster.routing().mgmtd_primary_id in (0, routing.mgmtd_primary_id):
+                        time.sleep(0.05)
+                    times["new mgmtd primary elected"] = time.monotonic() - killed
+                    progress(f"new mgmtd primary elected after {times['new mgmtd primary elected']:.2f} s")
                 cluster.up()
             stop.set()
             writer.join(30)
