@@ -28,6 +28,7 @@ list_page_entries_max = 10000
 batch_read_ios_max = 4096
 batch_stat_paths_max = 10000
 stat_inodes_ids_max = 10000              # inode ids in one Meta.StatInodes (fsck)
+dir_times_granularity_ns = 1_000_000_000   # a directory's mtime/ctime move at most once a second (inodes.touch_dir)
 trash_batch_entries_max = 200            # entries one transaction of the trash emptier removes (trash.py):
                                          # about 2 reads and 3 writes each, inside etcd's --max-txn-ops
 chunk_metas_verify_bytes_max = 64 * MiB  # chunk bytes re-read for one verifying GetChunkMetas page (fsck)

@@ -34,7 +34,12 @@ def new_inode(txn: Txn, inode_type: int, mode: int, now_ns: int, **fields) -> ty
 
 
 def touch_dir(txn: Txn, directory: types_pb2.Inode, now_ns: int) -> None:
-    """An entry of directory changed: bump its mtime and ctime."""
+    """An entry of directory changed: bump its mtime and ctime, at most once per
+    limits.dir_times_granularity_ns (as relatime does for atime). Rewriting the directory's
+    inode on every create made all creates in one directory conflict on the etcd engine;
+    within the granularity the times stay where they are, so they may lag by up to it."""
+    if 0 <= now_ns - directory.mtime_ns < limits.dir_times_granularity_ns:
+        return
     directory.mtime_ns = directory.ctime_ns = now_ns
     txn.put_inode(directory)
 

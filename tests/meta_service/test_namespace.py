@@ -56,11 +56,15 @@ def test_create_stat_list_with_attrs(ns):
 
 
 def test_parent_mtime_updated_on_entry_changes(ns):
+    """At most once per limits.dir_times_granularity_ns (inodes.touch_dir)."""
+    step = limits.dir_times_granularity_ns
     ns.mkdirs("/d", NOW)
-    ns.create("/d/f", NOW + 5)
-    assert ns.stat("/d")[0].mtime_ns == NOW + 5
-    ns.remove("/d/f", NOW + 9)
-    assert ns.stat("/d")[0].mtime_ns == NOW + 9
+    ns.create("/d/f", NOW + step)
+    assert ns.stat("/d")[0].mtime_ns == ns.stat("/d")[0].ctime_ns == NOW + step
+    ns.create("/d/g", NOW + step + 5)                 # within the granularity: not rewritten
+    assert ns.stat("/d")[0].mtime_ns == NOW + step
+    ns.remove("/d/f", NOW + 2 * step + 9)
+    assert ns.stat("/d")[0].mtime_ns == NOW + 2 * step + 9
 
 
 def test_create_exclusive_and_existing(ns):

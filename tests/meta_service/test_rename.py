@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fireflyfs.common import errors
+from fireflyfs.common import errors, limits
 from fireflyfs.proto import types_pb2
 
 from .conftest import dump
@@ -19,10 +19,10 @@ def test_rename_file_and_directory(ns):
     assert ns.stat("/b/g")[0].type == types_pb2.INODE_FILE
     with pytest.raises(errors.NotFound):
         ns.stat("/a/f")
-    ns.rename("/a", "/b/a2", NOW + 2)
+    ns.rename("/a", "/b/a2", NOW + limits.dir_times_granularity_ns)
     moved, _ = ns.stat("/b/a2")
-    assert moved.parent == ns.stat("/b")[0].id and moved.ctime_ns == NOW + 2
-    assert ns.stat("/b")[0].mtime_ns == NOW + 2
+    assert moved.parent == ns.stat("/b")[0].id and moved.ctime_ns == NOW + limits.dir_times_granularity_ns
+    assert ns.stat("/b")[0].mtime_ns == NOW + limits.dir_times_granularity_ns
 
 
 def test_rename_into_own_descendant_is_rejected(ns, store):
