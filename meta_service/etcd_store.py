@@ -36,9 +36,11 @@ assumes an ``idem`` record absent without asking. Both are only guesses that
 the commit's compares check: a stale guess fails the commit, the guessed keys
 are forgotten, and the mutation reruns on fresh reads. A mutation that raises
 an error after using a guess, or that writes nothing, has its guesses
-validated (or reruns) before its answer counts. ``read()`` uses the cache too
-and validates the keys it took from it in one compare-only Txn at the end; if
-they moved, it raises ``Unavailable`` (the client retries, on fresh reads).
+validated (or reruns) before its answer counts. ``read()`` uses the cache too,
+reads what it misses from the member it talks to (serializable), and validates
+every key it read in one compare-only Txn at the end; if any moved, it raises
+``Unavailable`` (the client retries, on fresh reads). Its range scans are
+linearizable reads at one revision and not validated.
 
 Hot counters (``next_inode``, the chain allocation sequence) would make every
 create conflict with every other. ``Txn.next_id`` asks the engine instead,
@@ -210,13 +212,16 @@ class EtcdTxn:
                 self._seen[full], self._values[full] = cached
                 self.guessed.add(full)
                 return cached[1]
-        # A mutation's reads are all checked by its commit: the member we talk to answers them alone.
-        result = self._client.range(full, revision=self.revision, serializable=self._writable)
+        # A mutation's reads are all checked by its commit, and read()'s keys by its final check:
+        # the member we talk to answers them alone (no round through the leader).
+        result = self._client.range(full, revision=self.revision, serializable=self._writable or self._guessing)
         self.revision = result.revision
         found = result.kvs[0] if result.kvs else None
         self._seen[full] = found.mod_revision if found else 0
         self._values[full] = found.value if found else None
         self._store.remember(full, self._seen[full], self._values[full])
+        if self._guessing and not self._writable:
+            self.guessed.add(full)
         return self._values[full]
 
     def guesses_hold(self) -> bool:
