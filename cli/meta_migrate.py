@@ -51,6 +51,16 @@ def open_engine(engine: str, data_dir: str | None, etcd_endpoints: str, etcd_pre
                                  etcd_prefix=etcd_prefix))
 
 
+def _run(action, what: str, path: str, store) -> None:
+    """action(store, path) timed, its summary printed; the store closed."""
+    try:
+        started = time.monotonic()
+        summary = action(store, path)
+        _report(what, path, summary, time.monotonic() - started)
+    finally:
+        store.close()
+
+
 def _report(what: str, path: str, summary: dict, seconds: float) -> None:
     summary = {**summary, "file": path, "seconds": round(seconds, 3),
                "records_per_s": round(summary["records"] / seconds) if seconds > 0 else None}
@@ -74,13 +84,8 @@ def export(file: str, engine: str, data_dir: str | None, etcd_endpoints: str, et
     """Write every metadata record (one snapshot) to FILE."""
     from fireflyfs.meta_service.migrate import export_store
 
-    store = open_engine(engine, data_dir, etcd_endpoints, etcd_prefix, must_exist=True)
-    try:
-        started = time.monotonic()
-        summary = export_store(store, file)
-        _report("exported to", file, summary, time.monotonic() - started)
-    finally:
-        store.close()
+    _run(export_store, "exported to", file, open_engine(engine, data_dir, etcd_endpoints, etcd_prefix,
+                                                        must_exist=True))
 
 
 @meta.command("import")
@@ -91,10 +96,5 @@ def import_(file: str, engine: str, data_dir: str | None, etcd_endpoints: str, e
     """Load FILE into an empty store, then check counts and checksum against the file."""
     from fireflyfs.meta_service.migrate import import_store
 
-    store = open_engine(engine, data_dir, etcd_endpoints, etcd_prefix, must_exist=False)
-    try:
-        started = time.monotonic()
-        summary = import_store(store, file)
-        _report("imported from", file, summary, time.monotonic() - started)
-    finally:
-        store.close()
+    _run(import_store, "imported from", file, open_engine(engine, data_dir, etcd_endpoints, etcd_prefix,
+                                                          must_exist=False))
