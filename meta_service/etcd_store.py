@@ -36,11 +36,11 @@ assumes an ``idem`` record absent without asking. Both are only guesses that
 the commit's compares check: a stale guess fails the commit, the guessed keys
 are forgotten, and the mutation reruns on fresh reads. A mutation that raises
 an error after using a guess, or that writes nothing, has its guesses
-validated (or reruns) before its answer counts. ``read()`` uses the cache too,
-reads what it misses from the member it talks to (serializable), and validates
-every key it read in one compare-only Txn at the end; if any moved, it raises
-``Unavailable`` (the client retries, on fresh reads). Its range scans are
-linearizable reads at one revision and not validated.
+validated (or reruns) before its answer counts. ``read()`` uses the cache too
+and validates the keys it took from it in one compare-only Txn at the end
+(concurrent checks share one, through the group commit); if they moved, it
+raises ``Unavailable`` (the client retries, on fresh reads). What it misses
+it reads linearizably at one revision.
 
 Hot counters (``next_inode``, the chain allocation sequence) would make every
 create conflict with every other. ``Txn.next_id`` asks the engine instead,
@@ -212,23 +212,26 @@ class EtcdTxn:
                 self._seen[full], self._values[full] = cached
                 self.guessed.add(full)
                 return cached[1]
-        # A mutation's reads are all checked by its commit, and read()'s keys by its final check:
-        # the member we talk to answers them alone (no round through the leader).
-        result = self._client.range(full, revision=self.revision, serializable=self._writable or self._guessing)
+        # A mutation's reads are all checked by its commit: the member we talk to answers them alone.
+        # read() reads linearizably and checks only its guesses: checking hot keys such as the
+        # routing version too made reads fail while they moved (a takeover bumps it repeatedly).
+        result = self._client.range(full, revision=self.revision, serializable=self._writable)
         self.revision = result.revision
         found = result.kvs[0] if result.kvs else None
         self._seen[full] = found.mod_revision if found else 0
         self._values[full] = found.value if found else None
         self._store.remember(full, self._seen[full], self._values[full])
-        if self._guessing and not self._writable:
-            self.guessed.add(full)
         return self._values[full]
 
     def guesses_hold(self) -> bool:
         """True when every guessed key still has the mod_revision guessed (one compare-only Txn);
         else the guesses are forgotten."""
         compares = [compare_mod_revision(key, "=", self._seen[key]) for key in self.guessed]
-        if self._client.txn(compares, []).succeeded:
+        # Through the group commit: concurrent checks (every stat makes one) share one Txn.
+        checked = self._store.group.commit(Pending(compares, [], frozenset(self.guessed), frozenset(), []))
+        if checked.error is not None:
+            raise checked.error
+        if checked.succeeded:
             return True
         self._store.forget(self.guessed)
         return False

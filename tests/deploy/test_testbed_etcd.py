@@ -55,14 +55,18 @@ ROUTING = r'''
 import json, sys
 from fireflyfs.common.rpc import make_channel
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
-for address in sys.argv[1][len("ffs://"):].split(","):
+routing = None
+for address in sys.argv[1][len("ffs://"):].split(",") * 3:     # a cut or busy server: ask the next
     try:
         with make_channel(address) as channel:
             routing = mgmtd_pb2_grpc.MgmtdStub(channel).GetRoutingInfo(
-                mgmtd_pb2.GetRoutingInfoRequest(), timeout=3).routing
+                mgmtd_pb2.GetRoutingInfoRequest(), timeout=5).routing
         break
     except Exception:
         continue
+if routing is None:
+    print(json.dumps({"primary": None, "metas": []}))
+    sys.exit(0)
 metas = {n.id: n.address for n in routing.nodes if n.type == types_pb2.NODE_META}
 print(json.dumps({"primary": metas.get(routing.mgmtd_primary_id), "metas": sorted(metas.values())}))
 '''
