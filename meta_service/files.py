@@ -129,6 +129,13 @@ class FileOps(CopyOps, InlineOps):
         except Replayed as done:   # a concurrent duplicate committed first
             return replay(done.record)
         except FfsError as exc:
+            if key is not None:
+                # A duplicate (the client's retry after a lost reply, maybe on another meta server)
+                # may have committed between the lookup above and the failure: its outcome counts.
+                with self.store.read() as txn:
+                    record = self.idem.lookup(txn, key)
+                if record is not None:
+                    return replay(record)
             self.idem.record_failure(self.store, key, exc)
             raise
 

@@ -143,6 +143,25 @@ def test_a_duplicate_committing_first_wins(ns, chunks, store):
     assert ns.stat("/f")[0].open_write_sessions == 0
 
 
+def test_a_duplicate_that_committed_after_the_lookup_is_replayed_not_failed(ns, chunks, store, monkeypatch):
+    """Two meta servers, the client's retry after a lost reply: the retry looks up the request id
+    before the first attempt commits, then finds the session already closed by it. The first
+    outcome is returned, not NotFound."""
+    inode, sid, _ = ns.create("/f", NOW, open_for_write=True)
+    first = ns.close(inode.id, sid, NOW, length_hint=7, request_id="retried")
+    other_server = Namespace(store, chunks, rng=random.Random(9))
+    real_lookup = other_server.idem.lookup
+    lookups = []
+
+    def lookup_before_the_commit(txn, key):
+        lookups.append(key)
+        return None if len(lookups) == 1 else real_lookup(txn, key)
+
+    monkeypatch.setattr(other_server.idem, "lookup", lookup_before_the_commit)
+    assert other_server.close(inode.id, sid, NOW + 1, length_hint=7, request_id="retried") == first
+    assert len(lookups) >= 2
+
+
 def test_sync_ignores_a_hint_from_before_a_truncate(ns, chunks):
     inode, sid, _ = ns.create("/f", NOW, open_for_write=True)
     write(chunks, inode, 0, 1000)
