@@ -7,6 +7,7 @@
     ├── IsADirectory        (IsADirectoryError)
     ├── DirectoryNotEmpty   (OSError ENOTEMPTY)
     ├── PermissionDenied    (PermissionError)
+    │   └── Unauthenticated (no token, or one the service does not accept)
     ├── InvalidArgument     (ValueError)
     │   └── InvalidPath
     ├── TooLarge            (ValueError): a message or value over a limit
@@ -76,6 +77,10 @@ class PermissionDenied(FfsError, PermissionError):
     errno_value = errno.EACCES
 
 
+class Unauthenticated(PermissionDenied):
+    """The call carried no credentials, or ones the service does not accept."""
+
+
 class InvalidArgument(FfsError, ValueError):
     errno_value = errno.EINVAL
 
@@ -139,7 +144,7 @@ class Internal(FfsError, OSError):
 ERRORS_BY_NAME: dict[str, type[FfsError]] = {
     cls.__name__: cls
     for cls in (NotFound, AlreadyExists, NotADirectory, IsADirectory, DirectoryNotEmpty,
-                PermissionDenied, InvalidArgument, InvalidPath, TooLarge, ChecksumMismatch,
+                PermissionDenied, Unauthenticated, InvalidArgument, InvalidPath, TooLarge, ChecksumMismatch,
                 Retryable, StaleChainVersion, ChunkNotCommitted, NotHead, MissingUpdate, Unavailable, NotPrimary, Conflict, NoSpace,
                 NoChainTable, Internal)
 }

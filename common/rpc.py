@@ -26,11 +26,12 @@ import contextlib
 import functools
 import logging
 from concurrent import futures
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grpc
 
-from . import errors, limits
+from . import auth, errors, limits
+from .auth import Principal
 from .errors import FfsError, Internal, InvalidArgument
 from .traffic import TrafficClass, grpc_options
 
@@ -47,6 +48,7 @@ _STATUS_OF_ERROR: dict[type[FfsError], grpc.StatusCode] = {
     errors.IsADirectory: grpc.StatusCode.FAILED_PRECONDITION,
     errors.DirectoryNotEmpty: grpc.StatusCode.FAILED_PRECONDITION,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ChecksumMismatch: grpc.StatusCode.DATA_LOSS,
@@ -72,6 +74,7 @@ _ERROR_OF_STATUS: dict[grpc.StatusCode, type[FfsError]] = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
     grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
     grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
     grpc.StatusCode.DATA_LOSS: errors.ChecksumMismatch,
     grpc.StatusCode.UNIMPLEMENTED: errors.Internal,
 }
@@ -137,30 +140,74 @@ SERVER_OPTIONS = MESSAGE_OPTIONS + [
 ]
 
 
+Authenticate = Callable[[str | None], Principal]
+"""A service's check of a call's bearer token (None: the call had none): the caller, or Unauthenticated."""
+
+
+class Security:
+    """What this process's servers and channels use to prove and check identities.
+
+    One per process, set once at service start (``configure``): the token its
+    outgoing calls carry (a node's key; a client's user token comes with its
+    filesystem instead), and TLS credentials for servers and channels
+    (common/tls.py builds them). Left unset, channels are plain and carry no
+    token: the ``--insecure`` loopback mode, or a client that passes its own.
+    """
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.server_credentials: grpc.ServerCredentials | None = None
+        self.channel_credentials: grpc.ChannelCredentials | None = None
+        self.target_name_override: str | None = None
+
+    def configure(self, token: str | None = None, server_credentials: grpc.ServerCredentials | None = None,
+                  channel_credentials: grpc.ChannelCredentials | None = None,
+                  target_name_override: str | None = None) -> None:
+        self.token = token
+        self.server_credentials = server_credentials
+        self.channel_credentials = channel_credentials
+        self.target_name_override = target_name_override
+
+
+process_security = Security()
+
+
 def make_server(address: str, max_workers: int = 16,
                 traffic_class: TrafficClass | str | None = TrafficClass.CONTROL,
+                authenticate: Authenticate | None = None,
                 ) -> tuple[grpc.Server, int]:
     """A thread-pool gRPC server bound to address; returns (server, bound port).
 
-    Its replies are marked with traffic_class's DSCP (None: unmarked).
+    Its replies are marked with traffic_class's DSCP (None: unmarked). With
+    authenticate, every call runs as the principal it returns for the call's
+    token (``auth.caller()`` in the handler); without, as auth.SUPERUSER. The
+    port is TLS when the process has server credentials.
     """
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                          options=SERVER_OPTIONS + grpc_options(traffic_class),
-                         interceptors=[UnparsableRequestRejected()])
-    port = server.add_insecure_port(address)
+                         interceptors=[CallsParsedAndAuthenticated(authenticate)])
+    credentials = process_security.server_credentials
+    port = (server.add_secure_port(address, credentials) if credentials is not None
+            else server.add_insecure_port(address))
     if port == 0:
         raise OSError(f"cannot bind gRPC server to {address}")
     return server, port
 
 
-class UnparsableRequestRejected(grpc.ServerInterceptor):
-    """Parse unary requests inside the call, so a body that does not parse gets INVALID_ARGUMENT.
+class CallsParsedAndAuthenticated(grpc.ServerInterceptor):
+    """Authenticate each call, then parse its request inside the call.
 
-    grpcio runs the request deserializer before the handler and answers
-    INTERNAL ("Exception deserializing request!") when it raises, which reads
-    as a server bug. Here the handler receives the raw bytes and parses them
-    itself. Streaming handlers (none so far) pass through unchanged.
+    Parsing inside: grpcio runs the request deserializer before the handler and
+    answers INTERNAL ("Exception deserializing request!") when it raises, which
+    reads as a server bug; here the handler receives the raw bytes and a body
+    that does not parse gets INVALID_ARGUMENT. Authenticating: the call's
+    ``authorization`` metadata becomes the caller (or UNAUTHENTICATED, counted
+    in the log with the method and the peer) before any request byte is looked
+    at. Streaming handlers (none so far) pass through unchanged.
     """
+
+    def __init__(self, authenticate: Authenticate | None = None) -> None:
+        self._authenticate = authenticate
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -168,22 +215,72 @@ class UnparsableRequestRejected(grpc.ServerInterceptor):
             return handler
         parse, behavior = handler.request_deserializer, handler.unary_unary
         method = handler_call_details.method
+        authenticate = self._authenticate
 
         def parsed_then_handled(body: bytes, context: grpc.ServicerContext):
+            principal = auth.SUPERUSER
+            if authenticate is not None:
+                try:
+                    principal = authenticate(auth.token_of_metadata(context.invocation_metadata()))
+                except FfsError as exc:
+                    refused(method, context.peer(), exc)
+                    abort_with(context, exc)
             try:
                 request = parse(body)
             except Exception as exc:  # DecodeError and friends: the caller sent bytes that are no request
                 abort_with(context, InvalidArgument(f"{method}: unparsable request ({len(body)} bytes): {exc}"))
-            return behavior(request, context)
+            with auth.acting_as(principal):
+                return behavior(request, context)
 
         return grpc.unary_unary_rpc_method_handler(parsed_then_handled, request_deserializer=None,
                                                    response_serializer=handler.response_serializer)
 
 
+refusals_logged = 0
+
+
+def refused(what: str, peer: str, exc: FfsError) -> None:
+    """Count and log a refused call: who asked (peer and caller), what, and why."""
+    global refusals_logged
+    refusals_logged += 1
+    log.warning("refused %s from %s as %s: %s: %s", what, peer, auth.caller().describe(),
+                type(exc).__name__, exc)
+
+
+class _TokenAttached(grpc.UnaryUnaryClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call of a channel."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ((auth.AUTH_METADATA_KEY, auth.BEARER + token),)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        metadata = tuple(client_call_details.metadata or ()) + self._metadata
+        return continuation(client_call_details._replace(metadata=metadata), request)
+
+
+_PROCESS = object()
+
+
 def make_channel(address: str,
-                 traffic_class: TrafficClass | str | None = TrafficClass.CONTROL) -> grpc.Channel:
-    """An insecure channel whose requests are marked with traffic_class's DSCP (None: unmarked)."""
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS + grpc_options(traffic_class))
+                 traffic_class: TrafficClass | str | None = TrafficClass.CONTROL,
+                 token: str | None | object = _PROCESS) -> grpc.Channel:
+    """A channel whose requests are marked with traffic_class's DSCP (None: unmarked).
+
+    TLS when the process has channel credentials; each call carries token (by
+    default the process's own, a node's key; None: no token).
+    """
+    options = CHANNEL_OPTIONS + grpc_options(traffic_class)
+    credentials = process_security.channel_credentials
+    if credentials is None:
+        channel = grpc.insecure_channel(address, options=options)
+    else:
+        if process_security.target_name_override:
+            options = options + [("grpc.ssl_target_name_override", process_security.target_name_override)]
+        channel = grpc.secure_channel(address, credentials, options=options)
+    token = process_security.token if token is _PROCESS else token
+    if token:
+        channel = grpc.intercept_channel(channel, _TokenAttached(token))
+    return channel
 
 
 def map_servicer_errors(servicer_cls):
