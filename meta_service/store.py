@@ -53,7 +53,8 @@ from .kv import KvTxn
 from .lmdb_kv import LmdbTxn
 
 DB_NAMES = ("inodes", "dentries", "sessions", "gc", "counters",
-            "nodes", "targets", "chains", "chain_tables", "idem", "idem_expiry", "inline", "meta_servers")
+            "nodes", "targets", "chains", "chain_tables", "idem", "idem_expiry", "inline", "meta_servers",
+            "users", "secrets")
 
 # Address space reserved for the map, not disk: data.mdb grows only as pages are used.
 MAP_SIZE_BYTES_DEFAULT = limits.meta_map_bytes_default

@@ -442,3 +442,73 @@ class IdemRecord(_message.Message):
     error: str
     message: str
     def __init__(self, method: _Optional[str] = ..., created_ns: _Optional[int] = ..., reply: _Optional[bytes] = ..., error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class User(_message.Message):
+    __slots__ = ("id", "name", "uid", "gids", "admin", "token_hash", "created_ns")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GIDS_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_HASH_FIELD_NUMBER: _ClassVar[int]
+    CREATED_NS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    uid: int
+    gids: _containers.RepeatedScalarFieldContainer[int]
+    admin: bool
+    token_hash: bytes
+    created_ns: int
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., uid: _Optional[int] = ..., gids: _Optional[_Iterable[int]] = ..., admin: _Optional[bool] = ..., token_hash: _Optional[bytes] = ..., created_ns: _Optional[int] = ...) -> None: ...
+
+class UserAddRequest(_message.Message):
+    __slots__ = ("name", "uid", "gids", "admin")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GIDS_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    uid: int
+    gids: _containers.RepeatedScalarFieldContainer[int]
+    admin: bool
+    def __init__(self, name: _Optional[str] = ..., uid: _Optional[int] = ..., gids: _Optional[_Iterable[int]] = ..., admin: _Optional[bool] = ...) -> None: ...
+
+class UserNameRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UserTokenReply(_message.Message):
+    __slots__ = ("user", "token")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    user: User
+    token: str
+    def __init__(self, user: _Optional[_Union[User, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+
+class UserListReply(_message.Message):
+    __slots__ = ("users",)
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[User]
+    def __init__(self, users: _Optional[_Iterable[_Union[User, _Mapping]]] = ...) -> None: ...
+
+class WhoAmIReply(_message.Message):
+    __slots__ = ("user", "node_id")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    user: User
+    node_id: int
+    def __init__(self, user: _Optional[_Union[User, _Mapping]] = ..., node_id: _Optional[int] = ...) -> None: ...
+
+class NodeKeyRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    def __init__(self, node_id: _Optional[int] = ...) -> None: ...
+
+class NodeKeyReply(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...

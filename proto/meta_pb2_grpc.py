@@ -140,6 +140,36 @@ class MetaStub:
                 request_serializer=fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsRequest.SerializeToString,
                 response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsReply.FromString,
                 _registered_method=True)
+        self.UserAdd = channel.unary_unary(
+                '/fireflyfs.Meta/UserAdd',
+                request_serializer=fireflyfs_dot_proto_dot_meta__pb2.UserAddRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.UserTokenReply.FromString,
+                _registered_method=True)
+        self.UserList = channel.unary_unary(
+                '/fireflyfs.Meta/UserList',
+                request_serializer=fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.UserListReply.FromString,
+                _registered_method=True)
+        self.UserRemove = channel.unary_unary(
+                '/fireflyfs.Meta/UserRemove',
+                request_serializer=fireflyfs_dot_proto_dot_meta__pb2.UserNameRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
+                _registered_method=True)
+        self.UserRotateToken = channel.unary_unary(
+                '/fireflyfs.Meta/UserRotateToken',
+                request_serializer=fireflyfs_dot_proto_dot_meta__pb2.UserNameRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.UserTokenReply.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/fireflyfs.Meta/WhoAmI',
+                request_serializer=fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.WhoAmIReply.FromString,
+                _registered_method=True)
+        self.NodeKey = channel.unary_unary(
+                '/fireflyfs.Meta/NodeKey',
+                request_serializer=fireflyfs_dot_proto_dot_meta__pb2.NodeKeyRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.NodeKeyReply.FromString,
+                _registered_method=True)
 
 
 class MetaServicer:
@@ -271,6 +301,43 @@ class MetaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UserAdd(self, request, context):
+        """Users and node keys: admins only (WhoAmI: anyone authenticated).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserRemove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UserRotateToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NodeKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -378,6 +445,36 @@ def add_MetaServicer_to_server(servicer, server):
                     servicer.RenewSessions,
                     request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsRequest.FromString,
                     response_serializer=fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsReply.SerializeToString,
+            ),
+            'UserAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserAdd,
+                    request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.UserAddRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_meta__pb2.UserTokenReply.SerializeToString,
+            ),
+            'UserList': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserList,
+                    request_deserializer=fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_meta__pb2.UserListReply.SerializeToString,
+            ),
+            'UserRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserRemove,
+                    request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.UserNameRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
+            ),
+            'UserRotateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserRotateToken,
+                    request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.UserNameRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_meta__pb2.UserTokenReply.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_meta__pb2.WhoAmIReply.SerializeToString,
+            ),
+            'NodeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.NodeKey,
+                    request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.NodeKeyRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_meta__pb2.NodeKeyReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -947,6 +1044,168 @@ class Meta:
             '/fireflyfs.Meta/RenewSessions',
             fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsRequest.SerializeToString,
             fireflyfs_dot_proto_dot_meta__pb2.RenewSessionsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Meta/UserAdd',
+            fireflyfs_dot_proto_dot_meta__pb2.UserAddRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_meta__pb2.UserTokenReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Meta/UserList',
+            fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
+            fireflyfs_dot_proto_dot_meta__pb2.UserListReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Meta/UserRemove',
+            fireflyfs_dot_proto_dot_meta__pb2.UserNameRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_types__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UserRotateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Meta/UserRotateToken',
+            fireflyfs_dot_proto_dot_meta__pb2.UserNameRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_meta__pb2.UserTokenReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Meta/WhoAmI',
+            fireflyfs_dot_proto_dot_types__pb2.Empty.SerializeToString,
+            fireflyfs_dot_proto_dot_meta__pb2.WhoAmIReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NodeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Meta/NodeKey',
+            fireflyfs_dot_proto_dot_meta__pb2.NodeKeyRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_meta__pb2.NodeKeyReply.FromString,
             options,
             channel_credentials,
             insecure,
