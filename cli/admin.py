@@ -26,12 +26,12 @@ rpc_timeout_s = 10.0
 
 def _call(url: str, method: str, request):
     """One Mgmtd RPC to the cluster at url, errors mapped to FfsError."""
-    from fireflyfs.common.rpc import rpc_errors_mapped
-    from fireflyfs.common.rpc import make_channel
+    from fireflyfs.common import auth
+    from fireflyfs.common.rpc import make_channel, rpc_errors_mapped
     from fireflyfs.proto import mgmtd_pb2_grpc
 
     host, port, _ = parse_url(url)
-    with make_channel(f"{host}:{port}") as channel, rpc_errors_mapped():
+    with make_channel(f"{host}:{port}", token=auth.client_token()) as channel, rpc_errors_mapped():
         return getattr(mgmtd_pb2_grpc.MgmtdStub(channel), method)(request, timeout=rpc_timeout_s)
 
 

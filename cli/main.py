@@ -10,6 +10,9 @@
     ffs admin scrub URL                       scrub progress, bad chunks found and repaired
     ffs admin target offline|online ID URL    hold a target offline / release it
     ffs admin chain-table create URL          a chain table (--replicas R)
+    ffs admin user add|list|remove|token rotate   users and their tokens (admins)
+    ffs admin node key ID URL                 a storage node's key (admins)
+    ffs whoami URL                            who your token says you are
 
 Every command takes ``--json`` (also accepted before the command). Exit codes:
 0 ok, 1 operation failure (message on stderr; a JSON error object with
@@ -25,7 +28,7 @@ import sys
 import click
 import grpc
 
-from . import admin, bench, cluster, fs, fsck, meta_migrate, scrub, serve, testbed
+from . import admin, bench, cluster, fs, fsck, meta_migrate, scrub, serve, testbed, users
 from ._output import EXIT_FAILURE, json_option, report_failure
 
 
@@ -70,6 +73,9 @@ cli.add_command(testbed.testbed)   # ffs testbed up|down|status|shape|exec (depl
 admin.admin.add_command(fsck.fsck)   # ffs admin fsck (its own module: admin.py has other owners)
 admin.admin.add_command(scrub.scrub)   # ffs admin scrub (likewise)
 admin.admin.add_command(meta_migrate.meta)   # ffs admin meta export|import (likewise)
+admin.admin.add_command(users.user)      # ffs admin user add|list|remove|token rotate
+admin.admin.add_command(users.node)      # ffs admin node key ID URL
+cli.add_command(users.whoami)
 cli.add_command(admin.admin)
 for command in fs.COMMANDS:
     cli.add_command(command)

@@ -11,6 +11,7 @@ shut the parent's sockets and threads down) and builds fresh ones lazily.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -117,22 +118,28 @@ class ChannelPool:
             executor.shutdown(wait=False)
 
 
-_shared_pool: ChannelPool | None = None
+_shared_pools: dict[str | None, ChannelPool] = {}
 _shared_pool_lock = threading.Lock()
 
 
-def shared_pool() -> ChannelPool:
-    """The module-level pool every client in this process shares by default.
+def shared_pool(token: str | None = None) -> ChannelPool:
+    """The module-level pool every client in this process shares by default, one per token.
 
     fsspec keeps one filesystem instance per thread; sharing the pool gives
-    them one connection per server instead of one per thread.
+    them one connection per server instead of one per thread. Calls on a pool
+    with a token carry it (meta and mgmtd: the user's token); the token-less
+    pool's calls carry the process's own (a node's key in a service, none in a
+    client), which is what storage calls use: a user's token never goes to
+    storage nodes, which check capabilities instead.
     """
-    global _shared_pool
-    if _shared_pool is None:
+    pool = _shared_pools.get(token)
+    if pool is None:
         with _shared_pool_lock:
-            if _shared_pool is None:
-                _shared_pool = ChannelPool()
-    return _shared_pool
+            pool = _shared_pools.get(token)
+            if pool is None:
+                make = rpc.make_channel if token is None else functools.partial(rpc.make_channel, token=token)
+                pool = _shared_pools[token] = ChannelPool(make)
+    return pool
 
 
 def _after_fork_in_child() -> None:

@@ -24,6 +24,7 @@ import time
 import uuid
 from typing import Iterator
 
+from fireflyfs.common import auth
 from fireflyfs.common.errors import FfsError, InvalidArgument, IsADirectory, NotADirectory, error_from_name
 from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import canonical_path
@@ -74,12 +75,12 @@ def _layout_defaults(chunk_size: int, stripe_size: int,
 class _Connections:
     """The per-process half of a client: rebuilt whole when the pid changes."""
 
-    def __init__(self, address: str, config: ClientConfig) -> None:
+    def __init__(self, address: str, config: ClientConfig, token: str | None) -> None:
         self.pid = os.getpid()
         self.client_id = new_client_id()
         servers = MetaServers(address)      # one or several meta servers, shared by both
-        self.meta = MetaClient(servers, config=config)
-        self.routing = RoutingCache.for_mgmtd(servers, timeout_s=config.mgmtd_timeout_s)
+        self.meta = MetaClient(servers, config=config, token=token)
+        self.routing = RoutingCache.for_mgmtd(servers, timeout_s=config.mgmtd_timeout_s, token=token)
         self.storage = StorageClient(self.routing, self.client_id, config=config)
         self.leases = SessionLeases(self.meta, self.client_id, config.session_renew_interval_s)
 
@@ -89,16 +90,18 @@ class FfsClient:
     ("host:port", or several meta servers as "h1:p1,h2:p2": client/meta_servers.py).
 
     config: deadlines and retry budgets (default: ClientConfig.from_env()).
+    token: the user's token (default: FFS_TOKEN, else the token file: common/auth.client_token).
     """
 
-    def __init__(self, address: str, config: ClientConfig | None = None) -> None:
+    def __init__(self, address: str, config: ClientConfig | None = None, token: str | None = None) -> None:
         self.address = address
         self.config = config or ClientConfig.from_env()
+        self.token = auth.client_token(token)
         self._connections: _Connections | None = None
         self._lock = threading.Lock()
 
     def __reduce__(self):
-        return (type(self), (self.address, self.config))
+        return (type(self), (self.address, self.config, self.token))
 
     def __repr__(self) -> str:
         return f"FfsClient({self.address!r})"
@@ -111,7 +114,7 @@ class FfsClient:
             with self._lock:
                 connections = self._connections
                 if connections is None or connections.pid != os.getpid():
-                    connections = _Connections(self.address, self.config)
+                    connections = _Connections(self.address, self.config, self.token)
                     self._connections = connections
         return connections
 

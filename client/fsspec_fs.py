@@ -181,6 +181,9 @@ class FireflyFileSystem(AbstractFileSystem):
     Several meta servers (etcd engine): ``ffs://h1:p1,h2:p2/path``, ``addresses="h1:p1,h2:p2"``
     or FFS_ADDRESS of that form; the client spreads calls over them and learns the others
     from the routing info (client/meta_servers.py).
+
+    token: the user's token (``ffs admin user add`` prints one); default FFS_TOKEN, else the
+    token file FFS_TOKEN_FILE (default ~/.config/fireflyfs/token), which must be mode 0600.
     """
 
     protocol = _PROTOCOLS
@@ -190,9 +193,9 @@ class FireflyFileSystem(AbstractFileSystem):
     default_cache_type = SequentialReadaheadCache.name
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, addresses: str | None = None,
-                 **kwargs) -> None:
+                 token: str | None = None, **kwargs) -> None:
         kwargs.setdefault("use_listings_cache", False)
-        super().__init__(host=host, port=port, addresses=addresses, **kwargs)
+        super().__init__(host=host, port=port, addresses=addresses, token=token, **kwargs)
         if addresses is None and port is None:
             addresses = os.environ.get(address_env, "")
             if not addresses:
@@ -206,7 +209,7 @@ class FireflyFileSystem(AbstractFileSystem):
         first_host, _, first_port = self.addresses.split(",")[0].rpartition(":")
         self.host = first_host
         self.port = int(first_port)
-        self.client = FfsClient(self.addresses)
+        self.client = FfsClient(self.addresses, token=token)
 
     @property
     def fsid(self) -> str:

@@ -158,14 +158,14 @@ class MetaClient:
                  config: ClientConfig | None = None, unavailable_retry_s: float | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, coalesce: bool = True,
-                 coalesce_inflight_max: int = coalesce_inflight_max_default) -> None:
+                 coalesce_inflight_max: int = coalesce_inflight_max_default, token: str | None = None) -> None:
         config = config or ClientConfig.from_env()
         if unavailable_retry_s is not None:
             config = dataclasses.replace(config, meta_retry_time_s=unavailable_retry_s)
         self.servers = address if isinstance(address, MetaServers) else MetaServers(address)
         self.address = ",".join(self.servers.configured)
         self.config = config
-        self._pool = pool or shared_pool()
+        self._pool = pool or shared_pool(token)
         self._sleep = sleep
         self._clock = clock
         self.coalesce = coalesce
@@ -371,3 +371,27 @@ class MetaClient:
 
     def copy_file(self, src: str, dst: str, parents: bool = True) -> meta_pb2.InodeReply:
         return self._call("CopyFile", meta_pb2.CopyFileRequest(src=src, dst=dst, parents=parents))
+
+    # ---- users and node keys (admins; whoami: anyone) ------------------------
+
+    def user_add(self, name: str, uid: int | None = None, gids: list[int] | None = None,
+                 admin: bool = False) -> meta_pb2.UserTokenReply:
+        request = meta_pb2.UserAddRequest(name=name, gids=gids or [], admin=admin)
+        if uid is not None:
+            request.uid = uid
+        return self._call("UserAdd", request)
+
+    def user_list(self) -> list[meta_pb2.User]:
+        return list(self._call("UserList", types_pb2.Empty()).users)
+
+    def user_remove(self, name: str) -> None:
+        self._call("UserRemove", meta_pb2.UserNameRequest(name=name))
+
+    def user_rotate_token(self, name: str) -> meta_pb2.UserTokenReply:
+        return self._call("UserRotateToken", meta_pb2.UserNameRequest(name=name))
+
+    def whoami(self) -> meta_pb2.WhoAmIReply:
+        return self._call("WhoAmI", types_pb2.Empty())
+
+    def node_key(self, node_id: int) -> str:
+        return self._call("NodeKey", meta_pb2.NodeKeyRequest(node_id=node_id)).token

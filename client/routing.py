@@ -68,10 +68,10 @@ class RoutingCache:
 
     @classmethod
     def for_mgmtd(cls, mgmtd_address: "str | MetaServers", pool: ChannelPool | None = None,
-                  timeout_s: float = 5.0) -> "RoutingCache":
+                  timeout_s: float = 5.0, token: str | None = None) -> "RoutingCache":
         """A cache fed by the Mgmtd service of any of the meta servers (every one serves routing);
         the meta servers it lists are learned into them."""
-        pool = pool or shared_pool()
+        pool = pool or shared_pool(token)
         servers = mgmtd_address if isinstance(mgmtd_address, MetaServers) else MetaServers(mgmtd_address)
 
         def fetch(known_version: int):

@@ -34,7 +34,10 @@ import os
 import secrets
 from typing import Iterator
 
-from .errors import InvalidArgument, Unauthenticated
+from .errors import InvalidArgument, PermissionDenied, Unauthenticated
+
+META_NODE_ID_FIRST = 10_001
+"""Meta servers' node ids start here, apart from storage nodes': a storage node can never hold one."""
 
 AUTH_METADATA_KEY = "authorization"
 BEARER = "Bearer "
@@ -91,6 +94,27 @@ def acting_as(principal: Principal) -> Iterator[None]:
         yield
     finally:
         _caller.reset(token)
+
+
+def require_admin(what: str) -> Principal:
+    """The caller, when it is an admin (or security is off); PermissionDenied naming what otherwise."""
+    principal = caller()
+    if not principal.admin:
+        raise PermissionDenied(f"{what} is for admins; {principal.describe()} is not one")
+    return principal
+
+
+def require_node(node_id: int, what: str) -> Principal:
+    """The caller, when it is node node_id itself (or security is off); PermissionDenied otherwise.
+
+    Not even an admin may speak for a node: its key is what proves a
+    registration or heartbeat comes from the process that owns the node id.
+    """
+    principal = caller()
+    if principal is not SUPERUSER and principal.node_id != node_id:
+        raise PermissionDenied(f"{what} for node {node_id} needs that node's key; "
+                               f"the caller is {principal.describe()}")
+    return principal
 
 
 def _b64(raw: bytes) -> str:

@@ -83,6 +83,13 @@ def is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 
 
+# --- trust (common/auth.py, meta_service/users.py) ---
+# An accepted token is remembered this long: a removed user or rotated token stops working within it
+# on every meta server, and a busy client costs no store read per call.
+auth_cache_s = 2.0
+auth_cache_entries_max = 10_000
+
+
 def _check() -> None:
     for name, value in (("chunk_size_min", chunk_size_min), ("chunk_size_max", chunk_size_max),
                         ("chunk_size_default", chunk_size_default),

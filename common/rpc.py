@@ -223,7 +223,7 @@ class CallsParsedAndAuthenticated(grpc.ServerInterceptor):
                 try:
                     principal = authenticate(auth.token_of_metadata(context.invocation_metadata()))
                 except FfsError as exc:
-                    refused(method, context.peer(), exc)
+                    refused(method, context.peer(), exc, who="an unauthenticated caller")
                     abort_with(context, exc)
             try:
                 request = parse(body)
@@ -239,12 +239,12 @@ class CallsParsedAndAuthenticated(grpc.ServerInterceptor):
 refusals_logged = 0
 
 
-def refused(what: str, peer: str, exc: FfsError) -> None:
+def refused(what: str, peer: str, exc: FfsError, who: str | None = None) -> None:
     """Count and log a refused call: who asked (peer and caller), what, and why."""
     global refusals_logged
     refusals_logged += 1
-    log.warning("refused %s from %s as %s: %s: %s", what, peer, auth.caller().describe(),
-                type(exc).__name__, exc)
+    log.warning("refused %s from %s (%s): %s: %s [%d refusals]", what, peer, who or auth.caller().describe(),
+                type(exc).__name__, exc, refusals_logged)
 
 
 class _TokenAttached(grpc.UnaryUnaryClientInterceptor):
@@ -297,6 +297,9 @@ def _mapped(method):
     def wrapper(self, request, context):
         try:
             return method(self, request, context)
+        except errors.PermissionDenied as exc:
+            refused(method.__qualname__, context.peer(), exc)
+            abort_with(context, exc)
         except FfsError as exc:
             abort_with(context, exc)
         except Exception as exc:  # a bug: log it with the traceback, tell the caller clearly

@@ -56,6 +56,9 @@ etcd_members_max = 9          # an odd quorum beyond 9 members only slows etcd's
 meta_servers_max = 16
 
 # glibc keeps multi-MiB buffers on the heap (common/process_tuning.py says why).
+# A pre-provisioned admin token for new clusters (LocalCluster(admin_token=...) by default): a
+# harness that runs many clusters, such as the test suite, gives them all the one its clients hold.
+ADMIN_TOKEN_ENV = "FFS_CLUSTER_ADMIN_TOKEN"
 CHILD_ENV = {**MALLOC_ENV, "PYTHONUNBUFFERED": "1"}
 
 startup_timeout_s_default = 60.0
@@ -137,7 +140,8 @@ class LocalCluster:
                  stop_timeout_s: float = stop_timeout_s_default,
                  extra_env: dict[str, str] | None = None, fsync: bool | None = None,
                  meta_engine: str | None = None, etcd_members: int | None = None,
-                 meta_servers: int | None = None) -> None:
+                 meta_servers: int | None = None, insecure: bool | None = None,
+                 admin_token: str | None = None) -> None:
         self.base_dir = pathlib.Path(base_dir).resolve()
         saved = self._load_state()
         self._init_metadata(saved, meta_engine, etcd_members, meta_servers)
@@ -151,6 +155,10 @@ class LocalCluster:
         timeout = heartbeat_timeout_ms if heartbeat_timeout_ms is not None else saved.get("heartbeat_timeout_ms")
         self.heartbeat_timeout_ms = int(timeout) if timeout else None
         self.fsync = bool(fsync if fsync is not None else saved.get("fsync", True))
+        self.insecure = bool(insecure if insecure is not None else saved.get("insecure", False))
+        # A pre-provisioned admin token for a new cluster (harnesses that run many clusters give
+        # them all one); by default the first meta start makes one in admin_token_file.
+        self._admin_token = admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
         if self.storage_nodes < 1 or self.targets_per_node < 1:
             raise ValueError("a cluster needs at least one storage node with one target")
         if not 1 <= self.replicas <= self.storage_nodes:
@@ -269,9 +277,28 @@ class LocalCluster:
     def log_file(self, role: str) -> pathlib.Path:
         return self.base_dir / "logs" / f"{role}.log"
 
+    @property
+    def admin_token_file(self) -> pathlib.Path:
+        """The first admin's token (mode 0600), made by the first meta start of a secure cluster."""
+        return self.base_dir / "admin.token"
+
+    def admin_token(self) -> str | None:
+        """The admin token the launcher's own calls carry (None for an --insecure cluster)."""
+        if self.insecure:
+            return None
+        from fireflyfs.common.auth import read_token_file
+
+        if not self.admin_token_file.exists():
+            return None          # not yet made: the first meta start writes it
+        return read_token_file(str(self.admin_token_file))
+
+    def node_key_file(self, role: str) -> pathlib.Path:
+        return self.data_dir(role) / "node.key"
+
     def command(self, role: str) -> list[str]:
         timeout = self.heartbeat_timeout_ms
         no_fsync = [] if self.fsync else ["--no-fsync"]
+        security = ["--insecure"] if self.insecure else []
         if role in self.etcd_roles():
             return self.etcd.command(role)
         if role in self.meta_roles():
@@ -280,12 +307,13 @@ class LocalCluster:
                       ["--meta-engine", self.meta_engine, "--etcd-endpoints", ",".join(self.etcd_endpoints)])
             return [self.python, "-m", "fireflyfs.meta_service",
                     "--data-dir", str(self.data_dir(role)), "--listen", address, *engine,
-                    *(["--heartbeat-timeout-ms", str(timeout)] if timeout else []), *no_fsync]
+                    *(["--heartbeat-timeout-ms", str(timeout)] if timeout else []), *no_fsync,
+                    *(security or ["--admin-token-file", str(self.admin_token_file)])]
         node_id = self._node_id(role)
         command = [self.python, "-m", "fireflyfs.storage_service", "--node-id", str(node_id),
                    "--data-dir", str(self.data_dir(role)), "--listen", f"{HOST}:0",
                    "--mgmtd", ",".join(self.meta_addresses), "--targets", str(self.targets_per_node),
-                   *no_fsync]
+                   *no_fsync, *(security or ["--node-key-file", str(self.node_key_file(role))])]
         if timeout:
             command += ["--heartbeat-interval-ms", str(heartbeat_interval_ms_for(timeout)),
                         "--heartbeat-timeout-ms", str(timeout)]
@@ -334,6 +362,7 @@ class LocalCluster:
             "replicas": self.replicas,
             "heartbeat_timeout_ms": self.heartbeat_timeout_ms,
             "fsync": self.fsync,
+            "insecure": self.insecure,
             "pids": {role: self.pid(role) for role in self.roles() + self._retired_meta_roles()},
         }
         tmp = self.state_file.with_suffix(".json.tmp")
@@ -392,9 +421,14 @@ class LocalCluster:
         if self.etcd_members:
             self._start_missing(self.etcd_roles())     # all at once: a member waits for its quorum
             self._wait_etcd(deadline)
+        if not self.insecure and self._admin_token and not self.admin_token_file.exists():
+            from fireflyfs.common.auth import write_token_file
+
+            write_token_file(str(self.admin_token_file), self._admin_token)   # the meta adopts it
         self._start_missing(self.meta_roles())
         self._save_state()
         self._wait_meta(deadline)
+        self._issue_node_keys()
         self._start_missing(self.storage_roles())
         self._save_state()
         self._wait_storage(deadline)
@@ -404,6 +438,24 @@ class LocalCluster:
                              "a SERVING target in every chain")
         log.info("cluster %s up at %s", self.base_dir, self.url)
         return self.url
+
+    def _issue_node_keys(self) -> None:
+        """Each storage node's key, asked of meta with the admin token once, kept in its data dir."""
+        if self.insecure:
+            return
+        from fireflyfs.common.auth import write_token_file
+        from fireflyfs.common.rpc import make_channel, rpc_errors_mapped
+        from fireflyfs.proto import meta_pb2, meta_pb2_grpc
+
+        for role in self.storage_roles():
+            path = self.node_key_file(role)
+            if path.exists():
+                continue
+            with make_channel(self.meta_address, token=self.admin_token()) as channel, rpc_errors_mapped():
+                reply = meta_pb2_grpc.MetaStub(channel).NodeKey(
+                    meta_pb2.NodeKeyRequest(node_id=self._node_id(role)), timeout=10.0)
+            self.data_dir(role).mkdir(parents=True, exist_ok=True)
+            write_token_file(str(path), reply.token)
 
     def _start_missing(self, roles: list[str]) -> None:
         for role in roles:
@@ -452,12 +504,11 @@ class LocalCluster:
                 failure = exc
         raise failure
 
-    @staticmethod
-    def _routing_from(address: str, timeout_s: float):
+    def _routing_from(self, address: str, timeout_s: float):
         from fireflyfs.common.rpc import make_channel
         from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
 
-        with make_channel(address) as channel:
+        with make_channel(address, token=self.admin_token()) as channel:
             stub = mgmtd_pb2_grpc.MgmtdStub(channel)
             return stub.GetRoutingInfo(mgmtd_pb2.GetRoutingInfoRequest(), timeout=timeout_s).routing
 
@@ -530,7 +581,7 @@ class LocalCluster:
         while reply is None:
             for address in self.meta_addresses:
                 try:
-                    with make_channel(address) as channel, rpc_errors_mapped():
+                    with make_channel(address, token=self.admin_token()) as channel, rpc_errors_mapped():
                         reply = mgmtd_pb2_grpc.MgmtdStub(channel).CreateChainTable(request, timeout=10.0)
                     break
                 except Unavailable as exc:     # NotPrimary among them

@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
                         help="host:port,host:port,... of the etcd members (--meta-engine etcd)")
     parser.add_argument("--etcd-prefix", default=defaults.etcd_prefix,
                         help="key prefix of this cluster in etcd (several clusters may share one etcd)")
+    parser.add_argument("--admin-token-file", default=defaults.admin_token_file,
+                        help="when the cluster has no user yet, make the first admin and write its token "
+                             "here (mode 0600)")
+    parser.add_argument("--insecure", action="store_true", default=defaults.insecure,
+                        help="no tokens, TLS or permission checks: loopback development only")
     args = parser.parse_args(argv)
     if args.meta_engine == "etcd" and not args.etcd_endpoints:
         parser.error("--meta-engine etcd needs --etcd-endpoints host:port[,host:port...]")
@@ -62,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
         heartbeat_timeout_ms=args.heartbeat_timeout_ms, session_lease_ms=args.session_lease_ms,
         storage_calls_max=args.storage_calls_max, map_size_bytes=args.map_size,
         map_size_bytes_max=args.map_size_max, space_warn_fraction=args.space_warn_percent / 100,
-        engine=args.meta_engine, etcd_endpoints=args.etcd_endpoints, etcd_prefix=args.etcd_prefix)
+        engine=args.meta_engine, etcd_endpoints=args.etcd_endpoints, etcd_prefix=args.etcd_prefix,
+        admin_token_file=args.admin_token_file, insecure=args.insecure)
 
 
 def main(argv: list[str] | None = None) -> None:

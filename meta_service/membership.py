@@ -22,6 +22,7 @@ import threading
 import time
 
 from fireflyfs.common import errors
+from fireflyfs.common.auth import META_NODE_ID_FIRST
 from fireflyfs.proto import types_pb2
 
 from .leases import LeaseTable, session_holders
@@ -31,7 +32,6 @@ from .store import u32_key
 
 log = logging.getLogger(__name__)
 
-META_NODE_ID_FIRST = 10_001
 register_retry_s = 0.5
 
 

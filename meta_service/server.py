@@ -13,9 +13,11 @@ import time
 from typing import Mapping
 
 from fireflyfs.common import limits
-from fireflyfs.common.rpc import make_server
+from fireflyfs.common.auth import node_key_hash, node_token
+from fireflyfs.common.rpc import make_server, process_security
 from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
 
+from .cluster_secret import cluster_secret
 from .chunk_store import ChunkStore, GatedChunkStore, LazyStorageClient
 from .gc import GarbageCollector
 from .leases import SESSION_LEASE_MS_DEFAULT, LeaseTable, SessionReaper
@@ -27,6 +29,7 @@ from .namespace import Namespace
 from .servicer import MetaServicer
 from .space_check import SPACE_CHECK_INTERVAL_MS_DEFAULT, MetaSpaceCheck
 from .engines import ENGINES, open_store
+from .users import MetaAuthenticator, Users, bootstrap_admin
 from .store import MAP_SIZE_BYTES_DEFAULT, MAP_SIZE_BYTES_MAX_DEFAULT
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,11 @@ class MetaConfig:
     # This meta server's node id (0: taken from DATA_DIR/meta_node_id, allocated on first start).
     # Meta servers number from META_NODE_ID_FIRST, apart from storage nodes.
     node_id: int = 0
+    # Security (common/auth.py): off only for loopback development (`--insecure`): then every call
+    # acts as an admin. admin_token_file: where the first admin's token is written, 0600, when the
+    # cluster has no user yet (as etcd's root user; `ffs cluster up` passes DIR/admin.token).
+    insecure: bool = False
+    admin_token_file: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.storage_calls_max < self.rpc_workers_max:
@@ -108,12 +116,21 @@ class MetaServer:
         # space (--quota-backend-bytes), so an etcd-backed server has none.
         self.space_check = (MetaSpaceCheck(self.store, config.space_warn_fraction, config.space_check_interval_ms)
                             if config.engine == "lmdb" else None)
-        self.server, self.port = make_server(config.listen, config.rpc_workers_max)
+        now_ns = time.time_ns()
+        self.node_id = config.node_id or meta_node_id(config.data_dir, self.store)
+        self.users = Users(self.store)
+        self.cluster_secret = cluster_secret(self.store)
+        if config.admin_token_file and bootstrap_admin(self.users, config.admin_token_file, now_ns):
+            log.info("made the first admin user; its token is in %s", config.admin_token_file)
+        authenticate = None
+        if not config.insecure:
+            authenticate = MetaAuthenticator(self.users, self.cluster_secret)
+            # This server's own calls (to storage nodes, as meta's chunk store) carry its node key.
+            process_security.token = node_token(self.cluster_secret, self.node_id)
+        self.server, self.port = make_server(config.listen, config.rpc_workers_max, authenticate=authenticate)
         host = config.listen.rpartition(":")[0]
         self.address = f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
         self.chunk_store = chunk_store or LazyStorageClient(self.address, f"meta-{os.getpid()}")
-        now_ns = time.time_ns()
-        self.node_id = config.node_id or meta_node_id(config.data_dir, self.store)
         # On etcd every meta server runs a mgmtd and the election picks the one that acts.
         self.cluster = ClusterState(self.store, config.heartbeat_timeout_ms, now_ns // 1_000_000,
                                     acting=self.store.engine != "etcd")
@@ -133,10 +150,16 @@ class MetaServer:
         self.membership = MetaMembership(self.store, self.node_id, self.address, self.cluster, self.leases,
                                          config.heartbeat_timeout_ms, frozenset(Namespace.OWN_CLIENT_IDS)
                                          ) if self.store.engine == "etcd" else None
-        meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster,
-                                                                  self.space_check), self.server)
-        mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster), self.server)
+        meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster, self.space_check,
+                                                              self.users, self.cluster_secret), self.server)
+        mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster, self._node_key_hashes), self.server)
         self._stopped = threading.Event()
+
+    def _node_key_hashes(self) -> dict[int, bytes]:
+        """What storage nodes check their callers' node keys with: every node routing names, and us."""
+        routing = self.cluster.routing(time.time_ns() // 1_000_000)
+        node_ids = {node.id for node in routing.nodes} | {self.node_id}
+        return {node_id: node_key_hash(self.cluster_secret, node_id) for node_id in node_ids}
 
     def start(self) -> None:
         self.server.start()
@@ -149,6 +172,9 @@ class MetaServer:
             self.space_check.start()
         log.info("meta service listening on %s (data %s, fsync=%s, session lease %d ms)", self.address,
                  self.config.data_dir, self.config.fsync, self.config.session_lease_ms)
+        if self.config.insecure:
+            log.warning("security is OFF (--insecure): no tokens, no permission checks, every caller acts "
+                        "as an admin; for loopback development only")
 
     def stop(self, grace_s: float = 2.0) -> None:
         if self._stopped.is_set():

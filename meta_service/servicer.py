@@ -7,10 +7,11 @@ restart) gets the first answer back (idempotency.py).
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from fireflyfs.common import limits
+from fireflyfs.common import auth, limits
 from fireflyfs.common.errors import FfsError, InvalidArgument, TooLarge, error_name
 from fireflyfs.common.rpc import map_servicer_errors
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc, types_pb2
@@ -18,6 +19,9 @@ from fireflyfs.proto import meta_pb2, meta_pb2_grpc, types_pb2
 from .mgmtd.cluster import ClusterState
 from .namespace import Namespace
 from .space_check import MetaSpaceCheck
+from .users import Users
+
+log = logging.getLogger(__name__)
 
 
 def _optional(request, field: str):
@@ -35,10 +39,13 @@ def _holder(client_id: str) -> str:
 @map_servicer_errors
 class MetaServicer(meta_pb2_grpc.MetaServicer):
     def __init__(self, namespace: Namespace, cluster: ClusterState,
-                 space_check: MetaSpaceCheck | None = None) -> None:
+                 space_check: MetaSpaceCheck | None = None, users: Users | None = None,
+                 cluster_secret: bytes = b"") -> None:
         self.ns = namespace
         self.cluster = cluster
         self.space_check = space_check
+        self.users = users or Users(namespace.store)
+        self._cluster_secret = cluster_secret
         # BatchCreate's creates run side by side, so their durable commits share fdatasyncs
         # (group commit, common/lmdb_commit.py) instead of paying one each, in turn.
         self._create_pool = ThreadPoolExecutor(limits.batch_create_concurrent_max,
@@ -188,3 +195,44 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
 
     def StatInodes(self, request, context):
         return meta_pb2.StatInodesReply(states=self.ns.stat_inodes(list(request.inode_ids)))
+
+    # -- users and node keys -------------------------------------------------
+    def UserAdd(self, request, context):
+        auth.require_admin("adding a user")
+        user, token = self.users.add(request.name, time.time_ns(), uid=_optional(request, "uid"),
+                                     gids=list(request.gids), admin=request.admin)
+        log.info("user %r added (uid %d, admin %s) by %s", user.name, user.uid, user.admin,
+                 auth.caller().describe())
+        return meta_pb2.UserTokenReply(user=user, token=token)
+
+    def UserList(self, request, context):
+        auth.require_admin("listing users")
+        return meta_pb2.UserListReply(users=self.users.list())
+
+    def UserRemove(self, request, context):
+        auth.require_admin("removing a user")
+        self.users.remove(request.name)
+        log.info("user %r removed by %s", request.name, auth.caller().describe())
+        return types_pb2.Empty()
+
+    def UserRotateToken(self, request, context):
+        auth.require_admin("rotating a user's token")
+        user, token = self.users.rotate(request.name)
+        log.info("token of user %r rotated by %s", user.name, auth.caller().describe())
+        return meta_pb2.UserTokenReply(user=user, token=token)
+
+    def WhoAmI(self, request, context):
+        principal = auth.caller()
+        user = meta_pb2.User(name=principal.name, uid=principal.uid, gids=list(principal.gids),
+                             admin=principal.admin)
+        return meta_pb2.WhoAmIReply(user=None if principal.is_node else user, node_id=principal.node_id)
+
+    def NodeKey(self, request, context):
+        """The key node node_id presents (its storage config's node_key_file): admins only."""
+        auth.require_admin("issuing a node key")
+        if request.node_id == 0:
+            raise InvalidArgument("node ids start at 1")
+        if not self._cluster_secret:
+            raise InvalidArgument("this meta server has no cluster secret")
+        log.info("key of node %d issued to %s", request.node_id, auth.caller().describe())
+        return meta_pb2.NodeKeyReply(token=auth.node_token(self._cluster_secret, request.node_id))

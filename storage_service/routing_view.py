@@ -93,6 +93,9 @@ class RoutingView:
         chain_id = self._chain_of_target.get(target_id)
         return None if chain_id is None else self._chains.get(chain_id)
 
+    def node_of_target(self, target_id: int) -> int | None:
+        return self._node_of_target.get(target_id)
+
     def address_of_target(self, target_id: int) -> str | None:
         node_id = self._node_of_target.get(target_id)
         return None if node_id is None else self._addresses.get(node_id)

@@ -75,12 +75,14 @@ from fireflyfs.common import limits
 from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap, raise_open_files_limit
 from fireflyfs.common.primary_follower import PrimaryStub, split_addresses
-from fireflyfs.common.rpc import make_server
+from fireflyfs.common.auth import NODE_TOKEN_PREFIX, parse_token, read_token_file
+from fireflyfs.common.rpc import make_server, process_security
 from fireflyfs.common.units import parse_positive_size, parse_size
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
 from .bulk_connections import BulkLimits
 from .bulk_server import BulkHandler, BulkServer
+from .access import NodeKeyHashes, StorageAuthenticator
 from .chain_driver import ChainDriver
 from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT, POOL_FILES_MAX_DEFAULT
 from .fencing import Fence, heartbeat_timeout_ms_default
@@ -128,6 +130,10 @@ class StorageConfig:
     scrub_bytes_per_s: int = scrub_bytes_per_s_default   # 0: no background scrub
     scrub_interval_s: float = scrub_interval_s_default     # a scrub pass starts at most this often
     bulk_limits: BulkLimits = BulkLimits()   # what the bulk listener holds at most
+    # Security (common/auth.py): the file holding this node's key (`ffs admin node key ID URL`
+    # prints it); insecure: no key, no capability checks, every caller trusted (loopback development).
+    node_key_file: Path | None = None
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         # The command line checks these with its flags' names first; a config file reaches only these.
@@ -141,6 +147,18 @@ class StorageConfig:
             raise ValueError("target_map_size_bytes_max must be at least target_map_size_bytes")
         if self.scrub_bytes_per_s < 0 or self.scrub_interval_s < 0:
             raise ValueError("scrub_bytes_per_s and scrub_interval_s must be >= 0")
+        if not self.insecure and self.node_key_file is None:
+            raise ValueError(f"storage node {self.node_id} needs its node key (--node-key-file; "
+                             f"`ffs admin node key {self.node_id} URL` prints it), or --insecure for "
+                             "loopback development")
+
+    def node_token(self) -> str:
+        """This node's key, checked to be for this node id."""
+        token = read_token_file(str(self.node_key_file))
+        parsed = parse_token(token)
+        if parsed.kind != NODE_TOKEN_PREFIX or parsed.id != self.node_id:
+            raise ValueError(f"{self.node_key_file} holds no key for node {self.node_id}")
+        return token
 
     def target_dir(self, target_id: int) -> Path:
         return self.data_dir / f"target-{target_id}"
@@ -172,7 +190,12 @@ class StorageNode:
         self.scrubber = (Scrubber(self.targets, self.repairs.offer, config.scrub_bytes_per_s,
                                   config.scrub_interval_s) if config.scrub_bytes_per_s > 0 else None)
         self.routing.add_listener(self._observe_routing)
-        self.server, self.port = make_server(config.listen, config.server_workers)
+        self.node_key_hashes = NodeKeyHashes()
+        authenticate = None
+        if not config.insecure:
+            process_security.token = config.node_token()   # carried by every call this node makes
+            authenticate = StorageAuthenticator(self.node_key_hashes)
+        self.server, self.port = make_server(config.listen, config.server_workers, authenticate=authenticate)
         storage_pb2_grpc.add_StorageServicer_to_server(
             StorageServicer(config.node_id, self.targets, self.routing, self.driver, self.repairs,
                             self.scrubber), self.server)
@@ -188,7 +211,7 @@ class StorageNode:
         self.link = MgmtdLink(self._mgmtd, config.node_id, self.address,
                               self._target_infos, self._target_heartbeats, self.routing,
                               config.heartbeat_interval_ms / 1000.0, fence=self.fence,
-                              incarnation=self.incarnation,
+                              incarnation=self.incarnation, node_key_hashes=self.node_key_hashes,
                               bulk_address=self.bulk.address if self.bulk else "")
         self._stopped = threading.Event()
         self._closed = threading.Event()
@@ -324,6 +347,11 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
     parser.add_argument("--scrub-interval-s", type=float,
                         default=float(os.environ.get("FFS_SCRUB_INTERVAL_S") or scrub_interval_s_default),
                         help="a scrub pass starts at most this often (seconds between pass starts)")
+    parser.add_argument("--node-key-file", type=Path, default=os.environ.get("FFS_NODE_KEY_FILE") or None,
+                        help="the file holding this node's key (mode 0600; `ffs admin node key ID URL` "
+                             "prints it)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="no node key, TLS or capability checks: loopback development only")
     parser.add_argument("--bulk", action=argparse.BooleanOptionalAction,
                         default=os.environ.get("FFS_STORAGE_BULK", "1") != "0",
                         help="serve the bulk data path (--no-bulk: gRPC only)")
@@ -346,6 +374,9 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
         parser.error(str(exc))
     if args.node_id < 1:
         parser.error("--node-id must be >= 1")
+    if not args.insecure and args.node_key_file is None:
+        parser.error("--node-key-file is required (`ffs admin node key ID URL` prints a node's key), "
+                     "or --insecure for loopback development")
     if args.heartbeat_interval_ms < 1:
         parser.error("--heartbeat-interval-ms must be >= 1")
     if args.heartbeat_timeout_ms < 2:
@@ -368,7 +399,7 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                          target_map_size_bytes_max=args.target_map_size_max,
                          space_warn_fraction=args.space_warn_percent / 100,
                          scrub_bytes_per_s=args.scrub_bytes_per_s, scrub_interval_s=args.scrub_interval_s,
-                         bulk_limits=bulk_limits)
+                         bulk_limits=bulk_limits, node_key_file=args.node_key_file, insecure=args.insecure)
 
 
 def setup_logging(config: StorageConfig) -> None:

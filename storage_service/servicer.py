@@ -53,6 +53,7 @@ from fireflyfs.common.errors import (ChecksumMismatch, FfsError, InvalidArgument
 from fireflyfs.common.rpc import map_servicer_errors
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 
+from . import access
 from .chain_driver import ChainDriver, meta_info
 from .chunk_meta import chunk_key
 from .repair import RepairQueue, RepairSource
@@ -146,6 +147,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         if len(request.queries) > query_last_chunk_queries_max:
             raise TooLarge(f"{len(request.queries)} last-chunk queries exceed "
                            f"{query_last_chunk_queries_max}")
+        access.require_node("querying last chunks")
         reply = storage_pb2.QueryLastChunkReply()
         for query in request.queries:
             result = reply.results.add()
@@ -173,14 +175,17 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
 
     def Update(self, request: storage_pb2.UpdateRequest, context) -> storage_pb2.UpdateReply:
         write = request.write
+        access.require_node("forwarding an update")
         target = self._member(write.chain_id, write.chain_version, request.to_target,
                               (types_pb2.SERVING, types_pb2.SYNCING))
+        access.require_chain_peer(self._routing, request.to_target, "forwarding an update")
         state = self._driver.update(target, request, caller_active=context.is_active)
         return storage_pb2.UpdateReply(commit_version=state.commit_version,
                                        chunk_checksum=state.checksum, chunk_length=state.length)
 
     def TruncateChunk(self, request: storage_pb2.TruncateChunkRequest,
                       context) -> storage_pb2.TruncateChunkReply:
+        access.require_node("truncating a chunk")
         target = self._target(request.chain_id, request.chain_version, write=True)
         state = self._driver.truncate(target, request)
         if state is None:
@@ -191,9 +196,12 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
     def RemoveChunks(self, request: storage_pb2.RemoveChunksRequest,
                      context) -> storage_pb2.RemoveChunksReply:
         if request.from_target:
+            access.require_node("forwarding a chunk removal")
             target = self._member(request.chain_id, request.chain_version, request.to_target,
                                   (types_pb2.SERVING, types_pb2.SYNCING))
+            access.require_chain_peer(self._routing, request.to_target, "forwarding a chunk removal")
         else:
+            access.require_node("removing chunks")
             target = self._target(request.chain_id, request.chain_version, write=True)
         end = request.end_index or None
         if end is not None and end < request.begin_index:
@@ -205,6 +213,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
 
     def GetChunkMetas(self, request: storage_pb2.GetChunkMetasRequest,
                       context) -> storage_pb2.GetChunkMetasReply:
+        access.require_chain_peer(self._routing, request.target_id, "listing chunk metadata", meta_too=True)
         target = self._local(request.target_id)
         reply = self._metas_page(target, request.start_after if request.HasField("start_after") else None,
                                  request.limit, storage_pb2.GetChunkMetasReply)
@@ -213,21 +222,27 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         return reply
 
     def SyncStart(self, request: storage_pb2.SyncStartRequest, context) -> storage_pb2.SyncStartReply:
+        access.require_node("starting a resync")
         target = self._member(request.chain_id, request.chain_version, request.target_id,
                               (types_pb2.SYNCING,))
+        access.require_chain_peer(self._routing, request.target_id, "starting a resync")
         return self._metas_page(target, request.start_after if request.HasField("start_after") else None,
                                 request.limit, storage_pb2.SyncStartReply)
 
     def SyncDone(self, request: storage_pb2.SyncDoneRequest, context) -> types_pb2.Empty:
+        access.require_node("ending a resync")
         target = self._member(request.chain_id, request.chain_version, request.target_id,
                               (types_pb2.SYNCING,))
+        access.require_chain_peer(self._routing, request.target_id, "ending a resync")
         target.local.sync_done()
         self._routing.refresh_wanted.set()   # heartbeat soon: mgmtd promotes it to SERVING
         return types_pb2.Empty()
 
     def RemoveChunk(self, request: storage_pb2.RemoveChunkRequest, context) -> types_pb2.Empty:
+        access.require_node("removing one replica's chunk")
         target = self._member(request.chain_id, request.chain_version, request.target_id,
                               (types_pb2.SERVING, types_pb2.SYNCING))
+        access.require_chain_peer(self._routing, request.target_id, "removing one replica's chunk")
         removed = self._driver.remove_one(target, chunk_key(request.chunk.inode, request.chunk.index))
         log.info("target %d: removed chunk %d:%d on request (%s)", target.id, request.chunk.inode,
                  request.chunk.index, "existed" if removed else "absent")

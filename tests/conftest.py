@@ -14,6 +14,11 @@ variable ``FFS_SEED`` (else drawn fresh), announces ``SEED=<n>`` and its
 parameters first, and on failure reports the one replay form
 ``FFS_SEED=<n> [FFS_...=...] .venv/bin/pytest '<file>::<test>' -s``
 (``seed`` fixture, ``announce_seed``, ``seeds_or``).
+
+Security is on, as for every user: every cluster the tests start adopts one
+admin token made for the session (``FFS_CLUSTER_ADMIN_TOKEN``), and every
+client in the test process and its children presents it (``FFS_TOKEN``).
+Tests of what others may do make their own users (``make_user``).
 """
 
 from __future__ import annotations
@@ -27,8 +32,13 @@ import uuid
 
 import pytest
 
+from fireflyfs.common.auth import TOKEN_ENV, new_user_token
 from fireflyfs.deploy.etcd_cluster import EtcdCluster, etcd_binary
-from fireflyfs.deploy.local_cluster import ClusterError, LocalCluster
+from fireflyfs.deploy.local_cluster import ADMIN_TOKEN_ENV, ClusterError, LocalCluster
+
+SESSION_ADMIN_TOKEN = os.environ.get(ADMIN_TOKEN_ENV) or new_user_token(0)[0]
+os.environ[ADMIN_TOKEN_ENV] = SESSION_ADMIN_TOKEN
+os.environ[TOKEN_ENV] = SESSION_ADMIN_TOKEN
 
 SEED_ENV = "FFS_SEED"
 _REPLAY = pytest.StashKey[str]()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
+from fireflyfs.common import auth
+from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.common.rpc import map_servicer_errors
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
 
@@ -14,22 +17,40 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _check_incarnation(incarnation: int, node_id: int) -> None:
+    if incarnation == 0:
+        raise InvalidArgument(f"node {node_id}: incarnation must be set (the process's start time): mgmtd "
+                              "tells a restarted node by it, and no call may step around that check")
+
+
 @map_servicer_errors
 class MgmtdServicer(mgmtd_pb2_grpc.MgmtdServicer):
-    def __init__(self, cluster: ClusterState) -> None:
+    """Registrations and heartbeats only with the node's own key; cluster changes only for admins."""
+
+    def __init__(self, cluster: ClusterState, node_key_hashes: Callable[[], dict[int, bytes]] = dict) -> None:
         self.cluster = cluster
+        self._node_key_hashes = node_key_hashes
+
+    def _hashes_for_caller(self) -> dict[int, bytes]:
+        return self._node_key_hashes() if auth.caller().is_node else {}
 
     def RegisterNode(self, request, context):
+        auth.require_node(request.node_id, "registering")
+        _check_incarnation(request.incarnation, request.node_id)
         routing = self.cluster.register_node(request.node_id, request.type, request.address,
                                              list(request.targets), now_ms(), request.hostname, request.pid,
                                              request.incarnation, request.bulk_address)
         return mgmtd_pb2.RegisterNodeReply(routing=routing,
-                                           heartbeat_timeout_ms=self.cluster.heartbeat_timeout_ms)
+                                           heartbeat_timeout_ms=self.cluster.heartbeat_timeout_ms,
+                                           node_key_hashes=self._hashes_for_caller())
 
     def Heartbeat(self, request, context):
+        auth.require_node(request.node_id, "a heartbeat")
+        _check_incarnation(request.incarnation, request.node_id)
         version = self.cluster.heartbeat(request.node_id, list(request.targets), now_ms(), request.incarnation)
         return mgmtd_pb2.HeartbeatReply(routing_version=version,
-                                        heartbeat_timeout_ms=self.cluster.heartbeat_timeout_ms)
+                                        heartbeat_timeout_ms=self.cluster.heartbeat_timeout_ms,
+                                        node_key_hashes=self._hashes_for_caller())
 
     def GetRoutingInfo(self, request, context):
         routing = self.cluster.routing(now_ms())
@@ -39,11 +60,13 @@ class MgmtdServicer(mgmtd_pb2_grpc.MgmtdServicer):
                                              admin_offline_targets=self.cluster.admin_offline_targets())
 
     def CreateChainTable(self, request, context):
+        auth.require_admin("creating a chain table")
         table, created = self.cluster.create_chain_table(request.table_id, request.replicas,
                                                          request.only_if_missing)
         return mgmtd_pb2.CreateChainTableReply(table=table, created=created)
 
     def SetTargetState(self, request, context):
+        auth.require_admin("setting a target's state")
         chain, target, version = self.cluster.set_target_state(request.target_id, request.offline, now_ms())
         reply = mgmtd_pb2.SetTargetStateReply(target=target, routing_version=version)
         if chain is not None:

@@ -1,0 +1,96 @@
+"""Who may call what on a storage node.
+
+A storage node holds no users table and never the cluster secret. It knows
+callers two ways:
+
+- a *node* by its key (common/auth.py): the SHA-256 of every node's key comes
+  with mgmtd's replies to this node's registration and heartbeats
+  (``NodeKeyHashes``), so a peer or meta server proves itself without this node
+  being able to make anyone's key;
+- anyone else is *anonymous* here: data calls then need a capability signed by
+  meta (common/capability.py), which says what the holder may do to which file.
+
+Peer-only calls (chain forwarding, resync, single-replica removes, chunk
+metadata listings) need a node that holds a target of the same chain
+(``require_chain_peer``), or a meta server.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+
+from fireflyfs.common import auth
+from fireflyfs.common.auth import Principal
+from fireflyfs.common.errors import PermissionDenied, Unauthenticated, Unavailable
+
+from .routing_view import RoutingView
+
+ANONYMOUS = Principal(name="anonymous", uid=65534, gids=(65534,))
+
+
+class NodeKeyHashes:
+    """The node key hashes mgmtd last sent: replaced whole with each reply that carries them."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+
+    def update(self, hashes) -> None:
+        if hashes:
+            with self._lock:
+                self._hashes = dict(hashes)
+
+    def get(self, node_id: int) -> bytes | None:
+        return self._hashes.get(node_id)
+
+
+class StorageAuthenticator:
+    """A storage node's check of a call's token: a node by its key, anyone else anonymous."""
+
+    def __init__(self, hashes: NodeKeyHashes) -> None:
+        self.hashes = hashes
+
+    def __call__(self, token: str | None) -> Principal:
+        if token is None:
+            return ANONYMOUS
+        parsed = auth.parse_token(token)
+        if parsed.kind != auth.NODE_TOKEN_PREFIX:
+            # A user token means nothing here (storage never sees the users table): data calls
+            # carry capabilities instead. Clients do not send it; one that does is anonymous.
+            return ANONYMOUS
+        known = self.hashes.get(parsed.id)
+        if known is None:
+            raise Unavailable(f"node {parsed.id} is not known to this storage node yet (it learns node "
+                              "keys from mgmtd's heartbeat replies); retry")
+        if not hmac.compare_digest(auth.secret_hash(parsed.secret), known):
+            raise Unauthenticated(f"the key presented for node {parsed.id} is not that node's")
+        return Principal(name=f"node-{parsed.id}", node_id=parsed.id)
+
+
+def security_off() -> bool:
+    return auth.caller() is auth.SUPERUSER
+
+
+def require_node(what: str) -> Principal:
+    """The caller, when it is a node of this cluster (or security is off)."""
+    principal = auth.caller()
+    if not (principal is auth.SUPERUSER or principal.is_node):
+        raise PermissionDenied(f"{what} is for the cluster's own nodes; {principal.describe()} is not one")
+    return principal
+
+
+def require_chain_peer(routing: RoutingView, target_id: int, what: str, meta_too: bool = False) -> Principal:
+    """The caller, when it is a storage node holding a target of target_id's chain (or, with
+    meta_too, a meta server; or security is off); PermissionDenied naming who and why otherwise."""
+    principal = require_node(what)
+    if principal is auth.SUPERUSER:
+        return principal
+    if meta_too and principal.node_id >= auth.META_NODE_ID_FIRST:
+        return principal
+    chain = routing.chain_of_target(target_id)
+    peers = {routing.node_of_target(target) for target in chain.targets} if chain is not None else set()
+    if principal.node_id not in peers:
+        raise PermissionDenied(f"{what} on target {target_id} is for nodes of its chain; "
+                               f"{principal.describe()} holds none of its targets")
+    return principal
