@@ -28,7 +28,7 @@ from typing import Callable
 
 import crc32c
 
-from fireflyfs.common import errors, limits
+from fireflyfs.common import auth, errors, limits
 from fireflyfs.proto import storage_pb2, types_pb2
 from fireflyfs.client.channels import ChannelPool, shared_pool
 from fireflyfs.client.config import ClientConfig
@@ -53,7 +53,9 @@ class FsckRunner:
                  routing: RoutingCache | None = None, meta: MetaClient | None = None,
                  verify_bytes: bool = True) -> None:
         self.config = config or ClientConfig.from_env()
-        pool = pool or shared_pool()
+        # An admin tool: its storage calls carry the admin's token too (storage lets admins list
+        # and repair chunks; a client's token never goes to storage otherwise).
+        pool = pool or shared_pool(auth.client_token())
         self.routing = routing or RoutingCache.for_mgmtd(address, pool, self.config.mgmtd_timeout_s)
         self.meta = meta or MetaClient(address, pool, config=self.config)
         self.storage = StorageClient(self.routing, f"fsck-{uuid.uuid4().hex[:12]}", pool=pool,

@@ -127,10 +127,10 @@ def shared_pool(token: str | None = None) -> ChannelPool:
 
     fsspec keeps one filesystem instance per thread; sharing the pool gives
     them one connection per server instead of one per thread. Calls on a pool
-    with a token carry it (meta and mgmtd: the user's token); the token-less
-    pool's calls carry the process's own (a node's key in a service, none in a
-    client), which is what storage calls use: a user's token never goes to
-    storage nodes, which check capabilities instead.
+    with a token carry it: a client's meta and mgmtd calls (the user's token),
+    a meta server's calls to storage (its node key). A client's storage calls
+    go through the token-less pool: a user's token never reaches storage
+    nodes, which check capabilities instead.
     """
     pool = _shared_pools.get(token)
     if pool is None:

@@ -42,8 +42,10 @@ def split_addresses(text: str) -> list[str]:
 
 
 class PrimaryStub:
-    def __init__(self, addresses: list[str], make_stub: Callable[[grpc.Channel], Any]) -> None:
+    def __init__(self, addresses: list[str], make_stub: Callable[[grpc.Channel], Any],
+                 token: str | None = None) -> None:
         self.addresses = list(addresses)
+        self._token = token            # every call carries it (a storage node's key)
         self._make_stub = make_stub
         self._lock = threading.Lock()
         self._current = self.addresses[0]
@@ -62,7 +64,7 @@ class PrimaryStub:
     def _stub(self, address: str):
         with self._lock:
             if address not in self._stubs:
-                self._channels[address] = make_channel(address)
+                self._channels[address] = make_channel(address, token=self._token)
                 self._stubs[address] = self._make_stub(self._channels[address])
             return self._stubs[address]
 

@@ -145,25 +145,22 @@ Authenticate = Callable[[str | None], Principal]
 
 
 class Security:
-    """What this process's servers and channels use to prove and check identities.
+    """The TLS credentials of this process's servers and channels (common/tls.py builds them).
 
-    One per process, set once at service start (``configure``): the token its
-    outgoing calls carry (a node's key; a client's user token comes with its
-    filesystem instead), and TLS credentials for servers and channels
-    (common/tls.py builds them). Left unset, channels are plain and carry no
-    token: the ``--insecure`` loopback mode, or a client that passes its own.
+    One per process, set once at service start (``configure``). Left unset,
+    servers and channels are plaintext: the ``--insecure`` loopback mode. Tokens
+    are not process-wide: each caller passes its own to make_channel (a node
+    its key, a client its user's token), so one process may hold several.
     """
 
     def __init__(self) -> None:
-        self.token: str | None = None
         self.server_credentials: grpc.ServerCredentials | None = None
         self.channel_credentials: grpc.ChannelCredentials | None = None
         self.target_name_override: str | None = None
 
-    def configure(self, token: str | None = None, server_credentials: grpc.ServerCredentials | None = None,
+    def configure(self, server_credentials: grpc.ServerCredentials | None = None,
                   channel_credentials: grpc.ChannelCredentials | None = None,
                   target_name_override: str | None = None) -> None:
-        self.token = token
         self.server_credentials = server_credentials
         self.channel_credentials = channel_credentials
         self.target_name_override = target_name_override
@@ -263,21 +260,23 @@ _PROCESS = object()
 
 def make_channel(address: str,
                  traffic_class: TrafficClass | str | None = TrafficClass.CONTROL,
-                 token: str | None | object = _PROCESS) -> grpc.Channel:
+                 token: str | None = None,
+                 credentials: grpc.ChannelCredentials | None | object = _PROCESS) -> grpc.Channel:
     """A channel whose requests are marked with traffic_class's DSCP (None: unmarked).
 
-    TLS when the process has channel credentials; each call carries token (by
-    default the process's own, a node's key; None: no token).
+    TLS with credentials (by default the process's channel credentials; None:
+    plaintext); each call carries token when given (a node's key, a user's
+    token). A channel to something that is not FireflyFS (etcd) passes
+    credentials=None and no token: etcd reads ``authorization`` as its own.
     """
     options = CHANNEL_OPTIONS + grpc_options(traffic_class)
-    credentials = process_security.channel_credentials
+    credentials = process_security.channel_credentials if credentials is _PROCESS else credentials
     if credentials is None:
         channel = grpc.insecure_channel(address, options=options)
     else:
         if process_security.target_name_override:
             options = options + [("grpc.ssl_target_name_override", process_security.target_name_override)]
         channel = grpc.secure_channel(address, credentials, options=options)
-    token = process_security.token if token is _PROCESS else token
     if token:
         channel = grpc.intercept_channel(channel, _TokenAttached(token))
     return channel

@@ -55,9 +55,10 @@ class LazyStorageClient:
     routing from this process's Mgmtd service like any other client.
     """
 
-    def __init__(self, mgmtd_address: str, client_id: str | None = None) -> None:
+    def __init__(self, mgmtd_address: str, client_id: str | None = None, token: str | None = None) -> None:
         self.mgmtd_address = mgmtd_address
         self.client_id = client_id or f"meta-{os.getpid()}"
+        self._token = token            # this meta server's node key: storage nodes know it by it
         self._client = None
         self._lock = threading.Lock()
 
@@ -65,10 +66,12 @@ class LazyStorageClient:
         with self._lock:
             if self._client is None:
                 try:
+                    from fireflyfs.client.channels import shared_pool
                     from fireflyfs.client.storage_client import StorageClient
                 except ImportError as exc:
                     raise Unavailable(f"storage client unavailable in the meta process: {exc}") from exc
-                self._client = StorageClient.for_mgmtd(self.mgmtd_address, self.client_id)
+                self._client = StorageClient.for_mgmtd(self.mgmtd_address, self.client_id,
+                                                       pool=shared_pool(self._token))
                 log.info("storage client ready (routing from %s)", self.mgmtd_address)
             return self._client
 

@@ -14,7 +14,7 @@ from typing import Mapping
 
 from fireflyfs.common import limits
 from fireflyfs.common.auth import node_key_hash, node_token
-from fireflyfs.common.rpc import make_server, process_security
+from fireflyfs.common.rpc import make_server
 from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
 
 from .cluster_secret import cluster_secret
@@ -123,14 +123,14 @@ class MetaServer:
         if config.admin_token_file and bootstrap_admin(self.users, config.admin_token_file, now_ns):
             log.info("made the first admin user; its token is in %s", config.admin_token_file)
         authenticate = None
+        # This server's own calls (to storage nodes, as meta's chunk store) carry its node key.
+        own_token = None if config.insecure else node_token(self.cluster_secret, self.node_id)
         if not config.insecure:
             authenticate = MetaAuthenticator(self.users, self.cluster_secret)
-            # This server's own calls (to storage nodes, as meta's chunk store) carry its node key.
-            process_security.token = node_token(self.cluster_secret, self.node_id)
         self.server, self.port = make_server(config.listen, config.rpc_workers_max, authenticate=authenticate)
         host = config.listen.rpartition(":")[0]
         self.address = f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
-        self.chunk_store = chunk_store or LazyStorageClient(self.address, f"meta-{os.getpid()}")
+        self.chunk_store = chunk_store or LazyStorageClient(self.address, f"meta-{os.getpid()}", own_token)
         # On etcd every meta server runs a mgmtd and the election picks the one that acts.
         self.cluster = ClusterState(self.store, config.heartbeat_timeout_ms, now_ns // 1_000_000,
                                     acting=self.store.engine != "etcd")
@@ -152,7 +152,8 @@ class MetaServer:
                                          ) if self.store.engine == "etcd" else None
         meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster, self.space_check,
                                                               self.users, self.cluster_secret), self.server)
-        mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster, self._node_key_hashes), self.server)
+        mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster, self._node_key_hashes,
+                                                                 self.users.admin_token_hashes), self.server)
         self._stopped = threading.Event()
 
     def _node_key_hashes(self) -> dict[int, bytes]:

@@ -127,6 +127,18 @@ class Users:
         with self.store.read() as txn:
             return [public(user) for user in sorted(self._all(txn), key=lambda u: u.name)]
 
+    def admin_token_hashes(self) -> dict[int, bytes]:
+        """{user id: token hash} of the admins, as storage nodes get them; read at most once per
+        auth_cache_s (every storage node asks with each heartbeat)."""
+        now = time.monotonic()
+        cached = getattr(self, "_admin_hashes", None)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        with self.store.read() as txn:
+            hashes = {user.id: user.token_hash for user in self._all(txn) if user.admin}
+        self._admin_hashes = (now + limits.auth_cache_s, hashes)
+        return hashes
+
     def get(self, user_id: int) -> meta_pb2.User | None:
         with self.store.read() as txn:
             return txn.get_msg("users", _id_key(user_id), meta_pb2.User)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fireflyfs.proto import types_pb2 as fireflyfs_dot_proto_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66ireflyfs/proto/mgmtd.proto\x12\tfireflyfs\x1a\x1b\x66ireflyfs/proto/types.proto\"\xcc\x01\n\x13RegisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.fireflyfs.NodeType\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12&\n\x07targets\x18\x04 \x03(\x0b\x32\x15.fireflyfs.TargetInfo\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\r\x12\x13\n\x0bincarnation\x18\x07 \x01(\x04\x12\x14\n\x0c\x62ulk_address\x18\x08 \x01(\t\"\xda\x01\n\x11RegisterNodeReply\x12\'\n\x07routing\x18\x01 \x01(\x0b\x32\x16.fireflyfs.RoutingInfo\x12\x1c\n\x14heartbeat_timeout_ms\x18\x02 \x01(\r\x12H\n\x0fnode_key_hashes\x18\x14 \x03(\x0b\x32/.fireflyfs.RegisterNodeReply.NodeKeyHashesEntry\x1a\x34\n\x12NodeKeyHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x97\x01\n\x0fTargetHeartbeat\x12\x11\n\ttarget_id\x18\x01 \x01(\x04\x12\x30\n\x0blocal_state\x18\x02 \x01(\x0e\x32\x1b.fireflyfs.LocalTargetState\x12\x12\n\nused_bytes\x18\x03 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x04\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\x04\"e\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12+\n\x07targets\x18\x02 \x03(\x0b\x32\x1a.fireflyfs.TargetHeartbeat\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\"\xc4\x01\n\x0eHeartbeatReply\x12\x17\n\x0frouting_version\x18\x01 \x01(\x04\x12\x1c\n\x14heartbeat_timeout_ms\x18\x02 \x01(\r\x12\x45\n\x0fnode_key_hashes\x18\x14 \x03(\x0b\x32,.fireflyfs.HeartbeatReply.NodeKeyHashesEntry\x1a\x34\n\x12NodeKeyHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\".\n\x15GetRoutingInfoRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"n\n\x13GetRoutingInfoReply\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\'\n\x07routing\x18\x02 \x01(\x0b\x32\x16.fireflyfs.RoutingInfo\x12\x1d\n\x15\x61\x64min_offline_targets\x18\x03 \x03(\x04\"V\n\x17\x43reateChainTableRequest\x12\x10\n\x08table_id\x18\x01 \x01(\r\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\x17\n\x0fonly_if_missing\x18\x03 \x01(\x08\"N\n\x15\x43reateChainTableReply\x12$\n\x05table\x18\x01 \x01(\x0b\x32\x15.fireflyfs.ChainTable\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\";\n\x15SetTargetStateRequest\x12\x11\n\ttarget_id\x18\x01 \x01(\x04\x12\x0f\n\x07offline\x18\x02 \x01(\x08\"z\n\x13SetTargetStateReply\x12#\n\x05\x63hain\x18\x01 \x01(\x0b\x32\x14.fireflyfs.ChainInfo\x12%\n\x06target\x18\x02 \x01(\x0b\x32\x15.fireflyfs.TargetInfo\x12\x17\n\x0frouting_version\x18\x03 \x01(\x04\x32\x9c\x03\n\x05Mgmtd\x12L\n\x0cRegisterNode\x12\x1e.fireflyfs.RegisterNodeRequest\x1a\x1c.fireflyfs.RegisterNodeReply\x12\x43\n\tHeartbeat\x12\x1b.fireflyfs.HeartbeatRequest\x1a\x19.fireflyfs.HeartbeatReply\x12R\n\x0eGetRoutingInfo\x12 .fireflyfs.GetRoutingInfoRequest\x1a\x1e.fireflyfs.GetRoutingInfoReply\x12X\n\x10\x43reateChainTable\x12\".fireflyfs.CreateChainTableRequest\x1a .fireflyfs.CreateChainTableReply\x12R\n\x0eSetTargetState\x12 .fireflyfs.SetTargetStateRequest\x1a\x1e.fireflyfs.SetTargetStateReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66ireflyfs/proto/mgmtd.proto\x12\tfireflyfs\x1a\x1b\x66ireflyfs/proto/types.proto\"\xcc\x01\n\x13RegisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.fireflyfs.NodeType\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12&\n\x07targets\x18\x04 \x03(\x0b\x32\x15.fireflyfs.TargetInfo\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\r\x12\x13\n\x0bincarnation\x18\x07 \x01(\x04\x12\x14\n\x0c\x62ulk_address\x18\x08 \x01(\t\"\xe3\x02\n\x11RegisterNodeReply\x12\'\n\x07routing\x18\x01 \x01(\x0b\x32\x16.fireflyfs.RoutingInfo\x12\x1c\n\x14heartbeat_timeout_ms\x18\x02 \x01(\r\x12H\n\x0fnode_key_hashes\x18\x14 \x03(\x0b\x32/.fireflyfs.RegisterNodeReply.NodeKeyHashesEntry\x12N\n\x12\x61\x64min_token_hashes\x18\x15 \x03(\x0b\x32\x32.fireflyfs.RegisterNodeReply.AdminTokenHashesEntry\x1a\x34\n\x12NodeKeyHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x37\n\x15\x41\x64minTokenHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x97\x01\n\x0fTargetHeartbeat\x12\x11\n\ttarget_id\x18\x01 \x01(\x04\x12\x30\n\x0blocal_state\x18\x02 \x01(\x0e\x32\x1b.fireflyfs.LocalTargetState\x12\x12\n\nused_bytes\x18\x03 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x04\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\x04\"e\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12+\n\x07targets\x18\x02 \x03(\x0b\x32\x1a.fireflyfs.TargetHeartbeat\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\"\xca\x02\n\x0eHeartbeatReply\x12\x17\n\x0frouting_version\x18\x01 \x01(\x04\x12\x1c\n\x14heartbeat_timeout_ms\x18\x02 \x01(\r\x12\x45\n\x0fnode_key_hashes\x18\x14 \x03(\x0b\x32,.fireflyfs.HeartbeatReply.NodeKeyHashesEntry\x12K\n\x12\x61\x64min_token_hashes\x18\x15 \x03(\x0b\x32/.fireflyfs.HeartbeatReply.AdminTokenHashesEntry\x1a\x34\n\x12NodeKeyHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x37\n\x15\x41\x64minTokenHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\".\n\x15GetRoutingInfoRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"n\n\x13GetRoutingInfoReply\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\'\n\x07routing\x18\x02 \x01(\x0b\x32\x16.fireflyfs.RoutingInfo\x12\x1d\n\x15\x61\x64min_offline_targets\x18\x03 \x03(\x04\"V\n\x17\x43reateChainTableRequest\x12\x10\n\x08table_id\x18\x01 \x01(\r\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\x17\n\x0fonly_if_missing\x18\x03 \x01(\x08\"N\n\x15\x43reateChainTableReply\x12$\n\x05table\x18\x01 \x01(\x0b\x32\x15.fireflyfs.ChainTable\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\";\n\x15SetTargetStateRequest\x12\x11\n\ttarget_id\x18\x01 \x01(\x04\x12\x0f\n\x07offline\x18\x02 \x01(\x08\"z\n\x13SetTargetStateReply\x12#\n\x05\x63hain\x18\x01 \x01(\x0b\x32\x14.fireflyfs.ChainInfo\x12%\n\x06target\x18\x02 \x01(\x0b\x32\x15.fireflyfs.TargetInfo\x12\x17\n\x0frouting_version\x18\x03 \x01(\x04\x32\x9c\x03\n\x05Mgmtd\x12L\n\x0cRegisterNode\x12\x1e.fireflyfs.RegisterNodeRequest\x1a\x1c.fireflyfs.RegisterNodeReply\x12\x43\n\tHeartbeat\x12\x1b.fireflyfs.HeartbeatRequest\x1a\x19.fireflyfs.HeartbeatReply\x12R\n\x0eGetRoutingInfo\x12 .fireflyfs.GetRoutingInfoRequest\x1a\x1e.fireflyfs.GetRoutingInfoReply\x12X\n\x10\x43reateChainTable\x12\".fireflyfs.CreateChainTableRequest\x1a .fireflyfs.CreateChainTableReply\x12R\n\x0eSetTargetState\x12 .fireflyfs.SetTargetStateRequest\x1a\x1e.fireflyfs.SetTargetStateReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +34,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERNODEREPLY_NODEKEYHASHESENTRY']._loaded_options = None
   _globals['_REGISTERNODEREPLY_NODEKEYHASHESENTRY']._serialized_options = b'8\001'
+  _globals['_REGISTERNODEREPLY_ADMINTOKENHASHESENTRY']._loaded_options = None
+  _globals['_REGISTERNODEREPLY_ADMINTOKENHASHESENTRY']._serialized_options = b'8\001'
   _globals['_HEARTBEATREPLY_NODEKEYHASHESENTRY']._loaded_options = None
   _globals['_HEARTBEATREPLY_NODEKEYHASHESENTRY']._serialized_options = b'8\001'
+  _globals['_HEARTBEATREPLY_ADMINTOKENHASHESENTRY']._loaded_options = None
+  _globals['_HEARTBEATREPLY_ADMINTOKENHASHESENTRY']._serialized_options = b'8\001'
   _globals['_REGISTERNODEREQUEST']._serialized_start=72
   _globals['_REGISTERNODEREQUEST']._serialized_end=276
   _globals['_REGISTERNODEREPLY']._serialized_start=279
-  _globals['_REGISTERNODEREPLY']._serialized_end=497
-  _globals['_REGISTERNODEREPLY_NODEKEYHASHESENTRY']._serialized_start=445
-  _globals['_REGISTERNODEREPLY_NODEKEYHASHESENTRY']._serialized_end=497
-  _globals['_TARGETHEARTBEAT']._serialized_start=500
-  _globals['_TARGETHEARTBEAT']._serialized_end=651
-  _globals['_HEARTBEATREQUEST']._serialized_start=653
-  _globals['_HEARTBEATREQUEST']._serialized_end=754
-  _globals['_HEARTBEATREPLY']._serialized_start=757
-  _globals['_HEARTBEATREPLY']._serialized_end=953
-  _globals['_HEARTBEATREPLY_NODEKEYHASHESENTRY']._serialized_start=445
-  _globals['_HEARTBEATREPLY_NODEKEYHASHESENTRY']._serialized_end=497
-  _globals['_GETROUTINGINFOREQUEST']._serialized_start=955
-  _globals['_GETROUTINGINFOREQUEST']._serialized_end=1001
-  _globals['_GETROUTINGINFOREPLY']._serialized_start=1003
-  _globals['_GETROUTINGINFOREPLY']._serialized_end=1113
-  _globals['_CREATECHAINTABLEREQUEST']._serialized_start=1115
-  _globals['_CREATECHAINTABLEREQUEST']._serialized_end=1201
-  _globals['_CREATECHAINTABLEREPLY']._serialized_start=1203
-  _globals['_CREATECHAINTABLEREPLY']._serialized_end=1281
-  _globals['_SETTARGETSTATEREQUEST']._serialized_start=1283
-  _globals['_SETTARGETSTATEREQUEST']._serialized_end=1342
-  _globals['_SETTARGETSTATEREPLY']._serialized_start=1344
-  _globals['_SETTARGETSTATEREPLY']._serialized_end=1466
-  _globals['_MGMTD']._serialized_start=1469
-  _globals['_MGMTD']._serialized_end=1881
+  _globals['_REGISTERNODEREPLY']._serialized_end=634
+  _globals['_REGISTERNODEREPLY_NODEKEYHASHESENTRY']._serialized_start=525
+  _globals['_REGISTERNODEREPLY_NODEKEYHASHESENTRY']._serialized_end=577
+  _globals['_REGISTERNODEREPLY_ADMINTOKENHASHESENTRY']._serialized_start=579
+  _globals['_REGISTERNODEREPLY_ADMINTOKENHASHESENTRY']._serialized_end=634
+  _globals['_TARGETHEARTBEAT']._serialized_start=637
+  _globals['_TARGETHEARTBEAT']._serialized_end=788
+  _globals['_HEARTBEATREQUEST']._serialized_start=790
+  _globals['_HEARTBEATREQUEST']._serialized_end=891
+  _globals['_HEARTBEATREPLY']._serialized_start=894
+  _globals['_HEARTBEATREPLY']._serialized_end=1224
+  _globals['_HEARTBEATREPLY_NODEKEYHASHESENTRY']._serialized_start=525
+  _globals['_HEARTBEATREPLY_NODEKEYHASHESENTRY']._serialized_end=577
+  _globals['_HEARTBEATREPLY_ADMINTOKENHASHESENTRY']._serialized_start=579
+  _globals['_HEARTBEATREPLY_ADMINTOKENHASHESENTRY']._serialized_end=634
+  _globals['_GETROUTINGINFOREQUEST']._serialized_start=1226
+  _globals['_GETROUTINGINFOREQUEST']._serialized_end=1272
+  _globals['_GETROUTINGINFOREPLY']._serialized_start=1274
+  _globals['_GETROUTINGINFOREPLY']._serialized_end=1384
+  _globals['_CREATECHAINTABLEREQUEST']._serialized_start=1386
+  _globals['_CREATECHAINTABLEREQUEST']._serialized_end=1472
+  _globals['_CREATECHAINTABLEREPLY']._serialized_start=1474
+  _globals['_CREATECHAINTABLEREPLY']._serialized_end=1552
+  _globals['_SETTARGETSTATEREQUEST']._serialized_start=1554
+  _globals['_SETTARGETSTATEREQUEST']._serialized_end=1613
+  _globals['_SETTARGETSTATEREPLY']._serialized_start=1615
+  _globals['_SETTARGETSTATEREPLY']._serialized_end=1737
+  _globals['_MGMTD']._serialized_start=1740
+  _globals['_MGMTD']._serialized_end=2152
 # @@protoc_insertion_point(module_scope)

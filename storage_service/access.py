@@ -18,7 +18,6 @@ metadata listings) need a node that holds a target of the same chain
 from __future__ import annotations
 
 import hmac
-import threading
 
 from fireflyfs.common import auth
 from fireflyfs.common.auth import Principal
@@ -30,19 +29,23 @@ ANONYMOUS = Principal(name="anonymous", uid=65534, gids=(65534,))
 
 
 class NodeKeyHashes:
-    """The node key hashes mgmtd last sent: replaced whole with each reply that carries them."""
+    """The node key and admin token hashes mgmtd last sent: replaced whole with each reply."""
 
     def __init__(self) -> None:
         self._hashes: dict[int, bytes] = {}
-        self._lock = threading.Lock()
+        self._admins: dict[int, bytes] = {}
 
-    def update(self, hashes) -> None:
-        if hashes:
-            with self._lock:
-                self._hashes = dict(hashes)
+    def update(self, reply) -> None:
+        """From a RegisterNodeReply or HeartbeatReply (empty maps: security is off at mgmtd)."""
+        if reply.node_key_hashes:
+            self._hashes = dict(reply.node_key_hashes)
+            self._admins = dict(reply.admin_token_hashes)
 
     def get(self, node_id: int) -> bytes | None:
         return self._hashes.get(node_id)
+
+    def admin(self, user_id: int) -> bytes | None:
+        return self._admins.get(user_id)
 
 
 class StorageAuthenticator:
@@ -56,8 +59,11 @@ class StorageAuthenticator:
             return ANONYMOUS
         parsed = auth.parse_token(token)
         if parsed.kind != auth.NODE_TOKEN_PREFIX:
-            # A user token means nothing here (storage never sees the users table): data calls
-            # carry capabilities instead. Clients do not send it; one that does is anonymous.
+            # Storage never sees the users table: data calls carry capabilities instead, and
+            # clients send no token here. Only admin tools do (fsck), known by their hashes.
+            known = self.hashes.admin(parsed.id)
+            if known is not None and hmac.compare_digest(auth.secret_hash(parsed.secret), known):
+                return Principal(name=f"admin-{parsed.id}", uid=0, gids=(0,), admin=True)
             return ANONYMOUS
         known = self.hashes.get(parsed.id)
         if known is None:
@@ -72,19 +78,24 @@ def security_off() -> bool:
     return auth.caller() is auth.SUPERUSER
 
 
-def require_node(what: str) -> Principal:
-    """The caller, when it is a node of this cluster (or security is off)."""
+def require_node(what: str, admin_too: bool = False) -> Principal:
+    """The caller, when it is a node of this cluster (or, with admin_too, an admin tool; or
+    security is off)."""
     principal = auth.caller()
-    if not (principal is auth.SUPERUSER or principal.is_node):
-        raise PermissionDenied(f"{what} is for the cluster's own nodes; {principal.describe()} is not one")
+    if not (principal is auth.SUPERUSER or principal.is_node or (admin_too and principal.admin)):
+        others = " and admins" if admin_too else ""
+        raise PermissionDenied(f"{what} is for the cluster's own nodes{others}; {principal.describe()} "
+                               "is not one")
     return principal
 
 
-def require_chain_peer(routing: RoutingView, target_id: int, what: str, meta_too: bool = False) -> Principal:
+def require_chain_peer(routing: RoutingView, target_id: int, what: str, meta_too: bool = False,
+                       admin_too: bool = False) -> Principal:
     """The caller, when it is a storage node holding a target of target_id's chain (or, with
-    meta_too, a meta server; or security is off); PermissionDenied naming who and why otherwise."""
-    principal = require_node(what)
-    if principal is auth.SUPERUSER:
+    meta_too, a meta server; with admin_too, an admin tool such as fsck; or security is off);
+    PermissionDenied naming who and why otherwise."""
+    principal = require_node(what, admin_too)
+    if principal.admin:              # an admin tool, or SUPERUSER when security is off
         return principal
     if meta_too and principal.node_id >= auth.META_NODE_ID_FIRST:
         return principal

@@ -98,7 +98,7 @@ class MgmtdLink:
             reply = self._stub.RegisterNode(request, timeout=self._rpc_timeout_s)
         self._contact_ok(started, reply)
         if self.node_key_hashes is not None:
-            self.node_key_hashes.update(reply.node_key_hashes)
+            self.node_key_hashes.update(reply)
         self.routing.update(reply.routing, force=True)
         if not self.registered.is_set():
             log.info("node %d registered with mgmtd as %s", self.node_id, self.address)
@@ -113,7 +113,7 @@ class MgmtdLink:
             reply = self._stub.Heartbeat(request, timeout=self._rpc_timeout_s)
         self._contact_ok(started, reply)
         if self.node_key_hashes is not None:
-            self.node_key_hashes.update(reply.node_key_hashes)
+            self.node_key_hashes.update(reply)
         self.heartbeats_sent += 1
         if reply.routing_version != self.routing.version or self.routing.refresh_wanted.is_set():
             self.refresh_routing()

@@ -25,8 +25,10 @@ peer_rpc_timeout_s_default = 10.0
 
 
 class Peers:
-    def __init__(self, routing: RoutingView, rpc_timeout_s: float = peer_rpc_timeout_s_default) -> None:
+    def __init__(self, routing: RoutingView, rpc_timeout_s: float = peer_rpc_timeout_s_default,
+                 token: str | None = None) -> None:
         self._routing = routing
+        self._token = token            # this node's key: peers check it (storage_service/access.py)
         self.rpc_timeout_s = rpc_timeout_s
         self._lock = threading.Lock()
         self._channels: dict[str, tuple[grpc.Channel, storage_pb2_grpc.StorageStub]] = {}
@@ -38,7 +40,7 @@ class Peers:
         with self._lock:
             entry = self._channels.get(address)
             if entry is None:
-                channel = make_channel(address)
+                channel = make_channel(address, token=self._token)
                 entry = (channel, storage_pb2_grpc.StorageStub(channel))
                 self._channels[address] = entry
         return address, entry[1]

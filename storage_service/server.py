@@ -76,7 +76,7 @@ from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap, raise_open_files_limit
 from fireflyfs.common.primary_follower import PrimaryStub, split_addresses
 from fireflyfs.common.auth import NODE_TOKEN_PREFIX, parse_token, read_token_file
-from fireflyfs.common.rpc import make_server, process_security
+from fireflyfs.common.rpc import make_server
 from fireflyfs.common.units import parse_positive_size, parse_size
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
@@ -181,7 +181,9 @@ class StorageNode:
         self.incarnation = time.time_ns()   # mgmtd tells a restarted process by it
         self.fence = Fence(config.node_id, config.heartbeat_timeout_ms)
         self.routing = RoutingView(config.node_id, list(self.targets), self.fence)
-        self.peers = Peers(self.routing)
+        # This node's key: every call it makes (to mgmtd, to chain peers) carries it.
+        own_token = None if config.insecure else config.node_token()
+        self.peers = Peers(self.routing, token=own_token)
         self.driver = ChainDriver(self.routing, self.peers)
         self.resync = ResyncManager(self.targets, self.routing, self.peers, self.driver)
         self.sweeper = RollForwardSweeper(self.targets, self.routing, self.driver)
@@ -193,7 +195,6 @@ class StorageNode:
         self.node_key_hashes = NodeKeyHashes()
         authenticate = None
         if not config.insecure:
-            process_security.token = config.node_token()   # carried by every call this node makes
             authenticate = StorageAuthenticator(self.node_key_hashes)
         self.server, self.port = make_server(config.listen, config.server_workers, authenticate=authenticate)
         storage_pb2_grpc.add_StorageServicer_to_server(
@@ -207,7 +208,7 @@ class StorageNode:
                                                self.repairs),
                                    config.bulk_listen or f"{host}:0", limits=config.bulk_limits)
         # config.mgmtd: one meta server or several ("h1:p1,h2:p2"): heartbeats follow the primary.
-        self._mgmtd = PrimaryStub(split_addresses(config.mgmtd), mgmtd_pb2_grpc.MgmtdStub)
+        self._mgmtd = PrimaryStub(split_addresses(config.mgmtd), mgmtd_pb2_grpc.MgmtdStub, token=own_token)
         self.link = MgmtdLink(self._mgmtd, config.node_id, self.address,
                               self._target_infos, self._target_heartbeats, self.routing,
                               config.heartbeat_interval_ms / 1000.0, fence=self.fence,

@@ -147,7 +147,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         if len(request.queries) > query_last_chunk_queries_max:
             raise TooLarge(f"{len(request.queries)} last-chunk queries exceed "
                            f"{query_last_chunk_queries_max}")
-        access.require_node("querying last chunks")
+        access.require_node("querying last chunks", admin_too=True)
         reply = storage_pb2.QueryLastChunkReply()
         for query in request.queries:
             result = reply.results.add()
@@ -175,10 +175,10 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
 
     def Update(self, request: storage_pb2.UpdateRequest, context) -> storage_pb2.UpdateReply:
         write = request.write
-        access.require_node("forwarding an update")
+        access.require_node("forwarding an update", admin_too=True)   # admins: fsck --repair
         target = self._member(write.chain_id, write.chain_version, request.to_target,
                               (types_pb2.SERVING, types_pb2.SYNCING))
-        access.require_chain_peer(self._routing, request.to_target, "forwarding an update")
+        access.require_chain_peer(self._routing, request.to_target, "forwarding an update", admin_too=True)
         state = self._driver.update(target, request, caller_active=context.is_active)
         return storage_pb2.UpdateReply(commit_version=state.commit_version,
                                        chunk_checksum=state.checksum, chunk_length=state.length)
@@ -213,7 +213,8 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
 
     def GetChunkMetas(self, request: storage_pb2.GetChunkMetasRequest,
                       context) -> storage_pb2.GetChunkMetasReply:
-        access.require_chain_peer(self._routing, request.target_id, "listing chunk metadata", meta_too=True)
+        access.require_chain_peer(self._routing, request.target_id, "listing chunk metadata", meta_too=True,
+                                  admin_too=True)
         target = self._local(request.target_id)
         reply = self._metas_page(target, request.start_after if request.HasField("start_after") else None,
                                  request.limit, storage_pb2.GetChunkMetasReply)
@@ -239,10 +240,11 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         return types_pb2.Empty()
 
     def RemoveChunk(self, request: storage_pb2.RemoveChunkRequest, context) -> types_pb2.Empty:
-        access.require_node("removing one replica's chunk")
+        access.require_node("removing one replica's chunk", admin_too=True)   # admins: fsck --repair
         target = self._member(request.chain_id, request.chain_version, request.target_id,
                               (types_pb2.SERVING, types_pb2.SYNCING))
-        access.require_chain_peer(self._routing, request.target_id, "removing one replica's chunk")
+        access.require_chain_peer(self._routing, request.target_id, "removing one replica's chunk",
+                                  admin_too=True)
         removed = self._driver.remove_one(target, chunk_key(request.chunk.inode, request.chunk.index))
         log.info("target %d: removed chunk %d:%d on request (%s)", target.id, request.chunk.inode,
                  request.chunk.index, "existed" if removed else "absent")

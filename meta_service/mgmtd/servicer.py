@@ -27,12 +27,17 @@ def _check_incarnation(incarnation: int, node_id: int) -> None:
 class MgmtdServicer(mgmtd_pb2_grpc.MgmtdServicer):
     """Registrations and heartbeats only with the node's own key; cluster changes only for admins."""
 
-    def __init__(self, cluster: ClusterState, node_key_hashes: Callable[[], dict[int, bytes]] = dict) -> None:
+    def __init__(self, cluster: ClusterState, node_key_hashes: Callable[[], dict[int, bytes]] = dict,
+                 admin_token_hashes: Callable[[], dict[int, bytes]] = dict) -> None:
         self.cluster = cluster
         self._node_key_hashes = node_key_hashes
+        self._admin_token_hashes = admin_token_hashes
 
-    def _hashes_for_caller(self) -> dict[int, bytes]:
-        return self._node_key_hashes() if auth.caller().is_node else {}
+    def _hashes_for_caller(self) -> dict:
+        """What a storage node checks its callers with: to nodes only."""
+        if not auth.caller().is_node:
+            return {}
+        return {"node_key_hashes": self._node_key_hashes(), "admin_token_hashes": self._admin_token_hashes()}
 
     def RegisterNode(self, request, context):
         auth.require_node(request.node_id, "registering")
@@ -42,7 +47,7 @@ class MgmtdServicer(mgmtd_pb2_grpc.MgmtdServicer):
                                              request.incarnation, request.bulk_address)
         return mgmtd_pb2.RegisterNodeReply(routing=routing,
                                            heartbeat_timeout_ms=self.cluster.heartbeat_timeout_ms,
-                                           node_key_hashes=self._hashes_for_caller())
+                                           **self._hashes_for_caller())
 
     def Heartbeat(self, request, context):
         auth.require_node(request.node_id, "a heartbeat")
@@ -50,7 +55,7 @@ class MgmtdServicer(mgmtd_pb2_grpc.MgmtdServicer):
         version = self.cluster.heartbeat(request.node_id, list(request.targets), now_ms(), request.incarnation)
         return mgmtd_pb2.HeartbeatReply(routing_version=version,
                                         heartbeat_timeout_ms=self.cluster.heartbeat_timeout_ms,
-                                        node_key_hashes=self._hashes_for_caller())
+                                        **self._hashes_for_caller())
 
     def GetRoutingInfo(self, request, context):
         routing = self.cluster.routing(now_ms())

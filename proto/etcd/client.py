@@ -160,7 +160,7 @@ class EtcdClient:
     def _current(self) -> tuple[int, rpc_pb2_grpc.KVStub, rpc_pb2_grpc.LeaseStub]:
         with self._lock:
             if self._stubs is None:
-                self._channel = make_channel(self.endpoints[self._index])
+                self._channel = make_channel(self.endpoints[self._index], token=None, credentials=None)
                 self._stubs = (rpc_pb2_grpc.KVStub(self._channel), rpc_pb2_grpc.LeaseStub(self._channel))
             return (self._index, *self._stubs)
 

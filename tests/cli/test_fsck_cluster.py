@@ -38,6 +38,7 @@ from fireflyfs.common.layout import Layout
 from fireflyfs.deploy.local_cluster import META
 from fireflyfs.proto import storage_pb2, types_pb2
 from fireflyfs.storage_service.chunk_meta import chunk_key
+from tests import trust
 
 from tests.client.test_failover_cluster import CHUNK
 
@@ -59,6 +60,17 @@ def start_cluster(make_cluster):
     return local, client
 
 
+def inspect(client: FfsClient):
+    """An admin's storage client over client's routing: it lists, reads, plants and removes single
+    replicas' chunks as fsck does (storage lets only nodes and admins do that)."""
+    from fireflyfs.client.channels import shared_pool
+    from fireflyfs.client.storage_client import StorageClient
+
+    if not hasattr(client, "_inspector"):
+        client._inspector = StorageClient(client.routing, "fsck-test", pool=shared_pool(trust.ADMIN_TOKEN))
+    return client._inspector
+
+
 def chunk_routes(client: FfsClient, path: str, index: int):
     """(inode id, serving routes head first) of chunk index of path."""
     inode = client.stat(path)
@@ -67,7 +79,7 @@ def chunk_routes(client: FfsClient, path: str, index: int):
 
 
 def replica_chunk(client: FfsClient, route, inode: int, index: int) -> bytes:
-    reply = client.storage.call(route, "BatchRead", storage_pb2.BatchReadRequest(ios=[storage_pb2.ReadIO(
+    reply = inspect(client).call(route, "BatchRead", storage_pb2.BatchReadRequest(ios=[storage_pb2.ReadIO(
         chain_id=route.chain_id, chain_version=route.chain_version,
         chunk=types_pb2.ChunkId(inode=inode, index=index), offset=0, length=CHUNK)]))
     result = reply.results[0]
@@ -83,7 +95,7 @@ def chunk_listing(client: FfsClient) -> set[tuple[int, int, int]]:
         for route in client.routing.serving_routes(chain.id):
             request = storage_pb2.GetChunkMetasRequest(target_id=route.target_id, limit=1000)
             while True:
-                reply = client.storage.call(route, "GetChunkMetas", request)
+                reply = inspect(client).call(route, "GetChunkMetas", request)
                 held |= {(route.target_id, m.chunk.inode, m.chunk.index) for m in reply.metas}
                 if not reply.more:
                     break
@@ -122,14 +134,14 @@ def test_fsck_finds_and_repairs_missing_and_orphaned_chunks(make_cluster, seed):
     # Damage: the tail loses chunk 0 of /f/1; chunks of a removed file come back (an orphan).
     victim, routes = chunk_routes(client, "/f/1", 0)
     tail = routes[-1]
-    client.storage.call(tail, "RemoveChunk", storage_pb2.RemoveChunkRequest(
+    inspect(client).call(tail, "RemoveChunk", storage_pb2.RemoveChunkRequest(
         chain_id=tail.chain_id, chain_version=tail.chain_version, target_id=tail.target_id,
         chunk=types_pb2.ChunkId(inode=victim, index=0)))
     client.write_file("/f/gone", b"x")
     gone = client.stat("/f/gone")
     client.remove("/f/gone")
     wait_gone(client, gone.id)
-    client.storage.write(gone.id, Layout.from_proto(gone.layout), 0, b"orphan" * 100)
+    inspect(client).write(gone.id, Layout.from_proto(gone.layout), 0, b"orphan" * 100)
 
     code, report = fsck(local.url)
     assert code == 1 and report["counts"]["missing"] == 1 and report["counts"]["orphan"] == 3, report

@@ -55,10 +55,11 @@ ROUTING = r'''
 import json, sys
 from fireflyfs.common.rpc import make_channel
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
+from tests import trust
 routing = None
 for address in sys.argv[1][len("ffs://"):].split(",") * 3:     # a cut or busy server: ask the next
     try:
-        with make_channel(address) as channel:
+        with make_channel(address, token=trust.ADMIN_TOKEN) as channel:
             routing = mgmtd_pb2_grpc.MgmtdStub(channel).GetRoutingInfo(
                 mgmtd_pb2.GetRoutingInfoRequest(), timeout=5).routing
         break

@@ -13,6 +13,7 @@ import time
 from fireflyfs.common.layout import Layout
 from fireflyfs.common.rpc import make_channel
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc
+from tests import trust
 
 GC_WAIT_S = 20
 
@@ -29,11 +30,13 @@ def wait_until_gone(client, inode) -> None:
 
 
 def test_unlinked_and_o_trunc_replaced_files_are_reclaimed(cluster, ffs, ffs_dir):
+    from fireflyfs.client.channels import shared_pool
     from fireflyfs.client.storage_client import StorageClient
 
     address = f"{cluster.host}:{cluster.port}"
-    client = StorageClient.for_mgmtd(address, "test-meta-gc")
-    with make_channel(address) as channel:
+    # An admin's storage client: it asks storage for last chunks, as only nodes and admins may.
+    client = StorageClient.for_mgmtd(address, "test-meta-gc", pool=shared_pool(trust.ADMIN_TOKEN))
+    with make_channel(address, token=trust.ADMIN_TOKEN) as channel:
         meta = meta_pb2_grpc.MetaStub(channel)
         data = bytes(range(256)) * (9 * 4096)  # 9 MiB: three 4 MiB chunks
         ffs.pipe(f"{ffs_dir}/removed", data)

@@ -28,6 +28,7 @@ from fireflyfs.common import errors, rpc
 from fireflyfs.common.rpc import make_channel
 from fireflyfs.deploy.local_cluster import LocalCluster
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc
+from tests import trust
 
 KILLS = 3
 OPS_MAX = 20_000          # a bound on the writer; it normally stops when told
@@ -123,7 +124,7 @@ def test_clients_carry_on_across_meta_kills(cluster, seed):
 
 def test_a_request_resent_after_a_restart_gets_its_first_reply(cluster):
     def stub():
-        return meta_pb2_grpc.MetaStub(make_channel(cluster.meta_address))
+        return meta_pb2_grpc.MetaStub(make_channel(cluster.meta_address, token=trust.ADMIN_TOKEN))
 
     def call(method, request):
         for _ in range(100):   # the restarted process may take a moment to accept calls

@@ -22,6 +22,7 @@ import pytest
 
 from fireflyfs.common.rpc import ERROR_METADATA_KEY, make_channel
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc, mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
+from tests import trust
 
 STARTUP_TIMEOUT_S = 15
 
@@ -43,8 +44,8 @@ class MetaProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fireflyfs.meta_service", "--data-dir", str(self.data_dir),
              "--listen", self.address, "--log-file", str(self.data_dir / "meta.log"),
-             "--gc-delay-ms", "3600000"])
-        self.channel = make_channel(self.address)
+             "--gc-delay-ms", "3600000", "--admin-token-file", trust.admin_token_file(self.data_dir)])
+        self.channel = make_channel(self.address, token=trust.ADMIN_TOKEN)
         self.meta = meta_pb2_grpc.MetaStub(self.channel)
         self.mgmtd = mgmtd_pb2_grpc.MgmtdStub(self.channel)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -81,8 +82,10 @@ def meta(tmp_path):
 
 def setup_cluster(meta: MetaProcess) -> None:
     targets = [types_pb2.TargetInfo(id=101 + i, path=f"/t{i}", capacity_bytes=1 << 30) for i in range(4)]
-    meta.mgmtd.RegisterNode(mgmtd_pb2.RegisterNodeRequest(
-        node_id=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:1", targets=targets), timeout=5)
+    with trust.node_channel_via(meta.address, 1) as channel:     # a node registers with its own key
+        mgmtd_pb2_grpc.MgmtdStub(channel).RegisterNode(mgmtd_pb2.RegisterNodeRequest(
+            node_id=1, incarnation=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:1", targets=targets),
+            timeout=5)
     reply = meta.mgmtd.CreateChainTable(mgmtd_pb2.CreateChainTableRequest(replicas=1, only_if_missing=True),
                                         timeout=5)
     assert reply.created and len(reply.table.chains) == 4
@@ -142,7 +145,8 @@ def test_invalid_request_maps_to_invalid_argument_with_error_name(meta, tmp_path
     assert dict(info.value.trailing_metadata())[ERROR_METADATA_KEY] == "NoChainTable"
     listing = stub.List(meta_pb2.ListRequest(path="/"), timeout=5)
     assert list(listing.entries) == []  # nothing was created by the bad requests
-    with pytest.raises(grpc.RpcError) as info:
-        meta.mgmtd.Heartbeat(mgmtd_pb2.HeartbeatRequest(node_id=42), timeout=5)
+    with pytest.raises(grpc.RpcError) as info, trust.node_channel_via(meta.address, 42) as channel:
+        mgmtd_pb2_grpc.MgmtdStub(channel).Heartbeat(mgmtd_pb2.HeartbeatRequest(node_id=42, incarnation=1),
+                                                    timeout=5)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert os.path.exists(tmp_path / "meta.lmdb" / "data.mdb")

@@ -11,23 +11,48 @@ import pytest
 
 from fireflyfs.common import errors, rpc
 from fireflyfs.common.layout import Layout
-from fireflyfs.common.rpc import make_channel
 from fireflyfs.meta_service.server import MetaConfig, MetaServer
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc, mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
 
+from tests import trust
+
 from .fakes import FakeChunkStore
+
+
+class MgmtdAs:
+    """Mgmtd as its callers reach it: a node registers and heartbeats with its own key (node 1's
+    here), everything else comes from the admin."""
+
+    def __init__(self, server: MetaServer) -> None:
+        self.channels = [trust.admin_channel(server.address),
+                         trust.node_channel(server.address, server.cluster_secret, 1)]
+        self._admin, self._node = (mgmtd_pb2_grpc.MgmtdStub(channel) for channel in self.channels)
+
+    def __getattr__(self, method: str):
+        return getattr(self._node if method in ("RegisterNode", "Heartbeat") else self._admin, method)
+
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
+
+
+def served_config(tmp_path, **overrides) -> MetaConfig:
+    return MetaConfig(data_dir=str(tmp_path), gc_interval_ms=60_000,
+                      admin_token_file=trust.admin_token_file(tmp_path), **overrides)
 
 
 @pytest.fixture
 def served(tmp_path):
     chunks = FakeChunkStore()
-    server = MetaServer(MetaConfig(data_dir=str(tmp_path), gc_interval_ms=60_000), chunk_store=chunks)
+    server = MetaServer(served_config(tmp_path), chunk_store=chunks)
     server.start()
-    channel = make_channel(server.address)
+    channel = trust.admin_channel(server.address)
+    mgmtd = MgmtdAs(server)
     try:
-        yield meta_pb2_grpc.MetaStub(channel), mgmtd_pb2_grpc.MgmtdStub(channel), chunks
+        yield meta_pb2_grpc.MetaStub(channel), mgmtd, chunks
     finally:
         channel.close()
+        mgmtd.close()
         server.stop(0)
 
 
@@ -35,8 +60,8 @@ def test_every_rpc(served):
     meta, mgmtd, chunks = served
     targets = [types_pb2.TargetInfo(id=101 + i, capacity_bytes=1000) for i in range(2)]
     routing = mgmtd.RegisterNode(mgmtd_pb2.RegisterNodeRequest(
-        node_id=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:5", targets=targets)).routing
-    assert mgmtd.Heartbeat(mgmtd_pb2.HeartbeatRequest(node_id=1, targets=[
+        node_id=1, incarnation=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:5", targets=targets)).routing
+    assert mgmtd.Heartbeat(mgmtd_pb2.HeartbeatRequest(node_id=1, incarnation=1, targets=[
         mgmtd_pb2.TargetHeartbeat(target_id=101, used_bytes=10)])).routing_version == routing.version
     assert mgmtd.CreateChainTable(mgmtd_pb2.CreateChainTableRequest()).table.chains == [1, 2]
     current = mgmtd.GetRoutingInfo(mgmtd_pb2.GetRoutingInfoRequest())
@@ -110,7 +135,7 @@ def test_command_line_flags_build_the_config(tmp_path, monkeypatch):
 def test_request_ids_replay_and_stat_inodes_over_grpc(served):
     meta, mgmtd, _chunks = served
     mgmtd.RegisterNode(mgmtd_pb2.RegisterNodeRequest(
-        node_id=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:5",
+        node_id=1, incarnation=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:5",
         targets=[types_pb2.TargetInfo(id=101, capacity_bytes=1000)]))
     mgmtd.CreateChainTable(mgmtd_pb2.CreateChainTableRequest(replicas=1))
     create = meta_pb2.CreateRequest(path="/f", exclusive=True, request_id="req-1")
@@ -131,7 +156,7 @@ def test_inline_creates_opens_and_batches(served):
     """Create(inline), Open/BatchStat with inline_ok, attrs_only stats and BatchCreate over gRPC."""
     meta, mgmtd, chunks = served
     mgmtd.RegisterNode(mgmtd_pb2.RegisterNodeRequest(
-        node_id=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:5",
+        node_id=1, incarnation=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:5",
         targets=[types_pb2.TargetInfo(id=101, capacity_bytes=1000)]))
     mgmtd.CreateChainTable(mgmtd_pb2.CreateChainTableRequest())
     created = meta.Create(meta_pb2.CreateRequest(path="/d/small", inline=True, inline_data=b"tiny",
@@ -177,13 +202,13 @@ def test_lease_and_storage_gate_come_from_flags_or_the_environment(monkeypatch):
 def test_a_batch_of_creates_shares_durable_commits(tmp_path):
     """The creates of one BatchCreate run side by side, so group commit gives them fewer fdatasyncs
     than creates; every one is durable (counted) and present when the reply arrives."""
-    server = MetaServer(MetaConfig(data_dir=str(tmp_path), gc_interval_ms=60_000), chunk_store=FakeChunkStore())
+    server = MetaServer(served_config(tmp_path), chunk_store=FakeChunkStore())
     server.start()
-    channel = make_channel(server.address)
+    channel = trust.admin_channel(server.address)
     try:
-        meta, mgmtd = meta_pb2_grpc.MetaStub(channel), mgmtd_pb2_grpc.MgmtdStub(channel)
+        meta, mgmtd = meta_pb2_grpc.MetaStub(channel), MgmtdAs(server)
         mgmtd.RegisterNode(mgmtd_pb2.RegisterNodeRequest(
-            node_id=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:5",
+            node_id=1, incarnation=1, type=types_pb2.NODE_STORAGE, address="127.0.0.1:5",
             targets=[types_pb2.TargetInfo(id=101, capacity_bytes=1000)]))
         mgmtd.CreateChainTable(mgmtd_pb2.CreateChainTableRequest())
         meta.Mkdirs(meta_pb2.MkdirsRequest(path="/b", parents=True))

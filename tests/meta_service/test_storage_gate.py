@@ -23,6 +23,7 @@ from fireflyfs.common.rpc import make_channel
 from fireflyfs.meta_service.chunk_store import GatedChunkStore
 from fireflyfs.meta_service.server import MetaConfig, MetaServer
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc
+from tests import trust
 
 from .conftest import install_chain_table
 from .fakes import FakeChunkStore
@@ -49,10 +50,11 @@ class HangingStorage(FakeChunkStore):
 def served(tmp_path):
     storage = HangingStorage()
     server = MetaServer(MetaConfig(data_dir=str(tmp_path), gc_interval_ms=60_000, rpc_workers_max=16,
-                                   storage_calls_max=STORAGE_CALLS_MAX), chunk_store=storage)
+                                   storage_calls_max=STORAGE_CALLS_MAX,
+                                   admin_token_file=trust.admin_token_file(tmp_path)), chunk_store=storage)
     install_chain_table(server.store)
     server.start()
-    channel = make_channel(server.address)
+    channel = make_channel(server.address, token=trust.ADMIN_TOKEN)
     try:
         yield meta_pb2_grpc.MetaStub(channel), storage
     finally:

@@ -34,6 +34,7 @@ from fireflyfs.common.limits import KiB, MiB
 from fireflyfs.common.rpc import make_channel
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 from fireflyfs.storage_service.chunk_meta import chunk_key
+from tests import trust
 
 from tests.conftest import announce_seed, seed_from_env
 
@@ -48,7 +49,7 @@ def scrub_status(client: FfsClient) -> dict[int, storage_pb2.TargetScrubStatus]:
     for node in client.routing.routing_info().nodes:
         if node.type != types_pb2.NODE_STORAGE:
             continue
-        with make_channel(node.address) as channel:
+        with make_channel(node.address, token=trust.ADMIN_TOKEN) as channel:
             reply = storage_pb2_grpc.StorageStub(channel).ScrubStatus(types_pb2.Empty(), timeout=10)
         found.update({status.target_id: status for status in reply.targets})
     return found

@@ -21,6 +21,7 @@ from fireflyfs.client.client import FfsClient
 from fireflyfs.client.config import ClientConfig
 from fireflyfs.common.rpc import make_channel, rpc_errors_mapped
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc
+from tests import trust
 from tests.conftest import announce_seed, seed_from_env
 
 CHUNK = 64 * 1024
@@ -31,7 +32,7 @@ def chunk_metas(address: str, target_id: int) -> dict[tuple[int, int], tuple[int
     """{(inode, index): (length, commit version, update version, checksum)} of one target, all pages."""
     out = {}
     request = storage_pb2.GetChunkMetasRequest(target_id=target_id, limit=500)
-    with make_channel(address) as channel, rpc_errors_mapped():
+    with make_channel(address, token=trust.ADMIN_TOKEN) as channel, rpc_errors_mapped():
         stub = storage_pb2_grpc.StorageStub(channel)
         while True:
             reply = stub.GetChunkMetas(request, timeout=10)

@@ -29,6 +29,7 @@ from fireflyfs.common.errors import NoSpace
 from fireflyfs.common.limits import KiB, MiB
 from fireflyfs.common.rpc import make_channel, rpc_errors_mapped
 from fireflyfs.proto import storage_pb2_grpc, types_pb2
+from tests import trust
 from tests.conftest import announce_seed, seed_from_env
 
 CAPACITY_BYTES = 8 * MiB
@@ -45,7 +46,7 @@ def space_infos(local) -> list:
     for node in routing.nodes:
         if node.type != types_pb2.NODE_STORAGE:
             continue
-        with make_channel(node.address) as channel, rpc_errors_mapped():
+        with make_channel(node.address, token=trust.ADMIN_TOKEN) as channel, rpc_errors_mapped():
             out.extend(storage_pb2_grpc.StorageStub(channel).SpaceInfo(types_pb2.Empty(), timeout=10).targets)
     return out
 
