@@ -180,7 +180,10 @@ def bootstrap_admin(users: Users, token_file: str, now_ns: int) -> bool:
     if not users.empty():
         return False
     existing = auth.read_token_file(token_file) if os.path.exists(os.path.expanduser(token_file)) else None
-    _, token = users.add(ADMIN_NAME, now_ns, uid=0, gids=[0], admin=True, token=existing)
+    try:
+        _, token = users.add(ADMIN_NAME, now_ns, uid=0, gids=[0], admin=True, token=existing)
+    except AlreadyExists:        # another meta server of an etcd cluster bootstrapped first
+        return False
     if existing is None:
         auth.write_token_file(token_file, token)
     return True

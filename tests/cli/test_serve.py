@@ -31,6 +31,7 @@ from fireflyfs.meta_service.server import MetaConfig
 from fireflyfs.proto import types_pb2
 from fireflyfs.storage_service.bulk_connections import BulkLimits
 from fireflyfs.storage_service.server import StorageConfig
+from tests import trust
 from tests.conftest import require_etcd
 
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -54,6 +55,8 @@ engine = "etcd"
 etcd_endpoints = "10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379"
 etcd_prefix = "/ffs-prod/"
 node_id = 10002
+admin_token_file = "/etc/ffs/admin.token"
+insecure = true
 '''
 
 STORAGE_TOML = '''
@@ -78,6 +81,8 @@ target_map_size_bytes_max = "128GiB"
 space_warn_fraction = 0.75
 scrub_bytes_per_s = 4194304
 scrub_interval_s = 7200.0
+node_key_file = "/etc/ffs/node.key"
+insecure = true
 
 [bulk_limits]
 connections_max = 512
@@ -131,7 +136,7 @@ def test_every_meta_key_reaches_meta_config(tmp_path):
         "space_check_interval_ms": 5000, "rpc_workers_max": 32, "session_lease_ms": 30000,
         "storage_calls_max": 12, "engine": "etcd",
         "etcd_endpoints": "10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379", "etcd_prefix": "/ffs-prod/",
-        "node_id": 10002}
+        "node_id": 10002, "admin_token_file": "/etc/ffs/admin.token", "insecure": True}
     defaults = dataclasses.asdict(MetaConfig(data_dir=""))
     assert all(got[name] != defaults[name] for name in defaults), "every key differs from its default"
 
@@ -150,6 +155,7 @@ def test_every_storage_key_reaches_storage_config(tmp_path):
         "target_reserve": {"fraction": None, "bytes": 2 << 30},
         "target_map_size_bytes": 2 << 30, "target_map_size_bytes_max": 128 << 30,
         "space_warn_fraction": 0.75, "scrub_bytes_per_s": 4 << 20, "scrub_interval_s": 7200.0,
+        "node_key_file": "/etc/ffs/node.key", "insecure": True,
         "bulk_limits": {"connections_max": 512, "connections_per_peer_max": 64,
                         "inflight_bytes_max": 512 << 20, "inflight_bytes_per_peer_max": 256 << 20,
                         "budget_wait_s_max": 5.0, "idle_s_max": 120.0, "request_s_max": 30.0}}
@@ -189,6 +195,19 @@ def _serve(service: str, config: pathlib.Path, log: pathlib.Path) -> subprocess.
                                 start_new_session=True)
 
 
+def _wait_node_key(url: str, key_file: pathlib.Path, deadline_s: float, procs) -> None:
+    """`ffs admin node key 1 URL --key-file F`, once meta answers."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        assert all(proc.poll() is None for proc in procs), "a service exited"
+        result = CliRunner().invoke(cli, ["admin", "node", "key", "1", url, "--key-file", str(key_file)])
+        if result.exit_code == 0:
+            assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+            return
+        assert time.monotonic() < deadline, result.output
+        time.sleep(0.2)
+
+
 def _wait_storage_registered(address: str, deadline_s: float, procs: list[subprocess.Popen]) -> None:
     from fireflyfs.common.rpc import make_channel
     from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
@@ -197,7 +216,7 @@ def _wait_storage_registered(address: str, deadline_s: float, procs: list[subpro
     while True:
         assert all(proc.poll() is None for proc in procs), "a service exited"
         try:
-            with make_channel(address) as channel:
+            with make_channel(address, token=trust.ADMIN_TOKEN) as channel:
                 routing = mgmtd_pb2_grpc.MgmtdStub(channel).GetRoutingInfo(
                     mgmtd_pb2.GetRoutingInfoRequest(), timeout=1.0).routing
             if any(n.type == types_pb2.NODE_STORAGE and n.status == types_pb2.HEARTBEAT_CONNECTED
@@ -220,16 +239,19 @@ def test_serve_commands_run_a_cluster_from_toml_files(tmp_path, engine, request)
                       f'etcd_prefix = "/{tmp_path.name}/"\n'
     meta_toml = tmp_path / "meta.toml"
     meta_toml.write_text(f'data_dir = "{tmp_path / "meta"}"\nlisten = "{meta_address}"\n'
-                         f'heartbeat_timeout_ms = 4000\n{engine_keys}')
+                         f'heartbeat_timeout_ms = 4000\n{engine_keys}'
+                         f'admin_token_file = "{trust.admin_token_file(tmp_path)}"\n')
     storage_toml = tmp_path / "storage.toml"
     storage_toml.write_text(f'node_id = 1\ndata_dir = "{tmp_path / "storage"}"\nlisten = "127.0.0.1:0"\n'
                             f'mgmtd = "{meta_address}"\ntargets = 1\nheartbeat_interval_ms = 400\n'
                             f'heartbeat_timeout_ms = 4000\nscrub_bytes_per_s = 0\n'
-                            f'log_file = "{tmp_path / "storage.log"}"\n')
+                            f'log_file = "{tmp_path / "storage.log"}"\n'
+                            f'node_key_file = "{tmp_path / "node.key"}"\n')
     meta = _serve("meta", meta_toml, tmp_path / "meta.out")
-    storage = _serve("storage", storage_toml, tmp_path / "storage.out")
-    procs = [meta, storage]
+    procs = [meta]
     try:
+        _wait_node_key(f"ffs://{meta_address}", tmp_path / "node.key", 60, procs)   # as an operator would
+        procs.append(_serve("storage", storage_toml, tmp_path / "storage.out"))
         _wait_storage_registered(meta_address, 60, procs)
         created = CliRunner().invoke(cli, ["admin", "chain-table", "create", f"ffs://{meta_address}",
                                            "--replicas", "1"])

@@ -15,6 +15,8 @@ import sys
 import time
 
 import pytest
+from fireflyfs.common.auth import new_cluster_secret
+from tests import trust
 
 SAFETY_S = 30.0
 LOW_SOFT_LIMIT = 256
@@ -59,7 +61,8 @@ def test_each_service_raises_its_limit_at_start(tmp_path, hard_limit, service):
         args = ["-m", "fireflyfs.meta_service", "--data-dir", str(tmp_path / "meta"), "--log-file", str(log_file)]
     else:
         args = ["-m", "fireflyfs.storage_service", "--node-id", "1", "--data-dir", str(tmp_path / "storage"),
-                "--mgmtd", "127.0.0.1:1", "--log-file", str(log_file)]
+                "--mgmtd", "127.0.0.1:1", "--log-file", str(log_file),
+                "--node-key-file", trust.node_key_file(tmp_path, new_cluster_secret(), 1)]
     child = subprocess.Popen([sys.executable, *args], preexec_fn=lowered_soft_limit,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -21,6 +21,7 @@ from fireflyfs.common.errors import StaleChainVersion
 from fireflyfs.common.rpc import make_channel, rpc_errors_mapped
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 from fireflyfs.storage_service.server import StorageConfig, StorageNode, parse_args
+from tests import trust
 
 from .fakes import FakeMgmtd
 
@@ -54,7 +55,7 @@ def write_request(chain: types_pb2.ChainInfo, data: bytes, offset: int = 0) -> s
 def test_registers_after_retries_and_heartbeats(tmp_path, mgmtd):
     mgmtd.refuse_registrations = 2
     node = StorageNode(StorageConfig(node_id=3, data_dir=tmp_path, listen="127.0.0.1:0",
-                                     mgmtd=mgmtd.address, targets=2, heartbeat_interval_ms=20))
+                                     mgmtd=mgmtd.address, targets=2, heartbeat_interval_ms=20, insecure=True))
     try:
         node.start()
         wait_for(node.link.registered.is_set, what="registration")
@@ -72,7 +73,7 @@ def test_registers_after_retries_and_heartbeats(tmp_path, mgmtd):
 
 def test_routing_refresh_and_reregistration(tmp_path, mgmtd):
     node = StorageNode(StorageConfig(node_id=4, data_dir=tmp_path, listen="127.0.0.1:0",
-                                     mgmtd=mgmtd.address, targets=1, heartbeat_interval_ms=20))
+                                     mgmtd=mgmtd.address, targets=1, heartbeat_interval_ms=20, insecure=True))
     try:
         node.start()
         wait_for(node.link.registered.is_set, what="registration")
@@ -97,10 +98,16 @@ def test_routing_refresh_and_reregistration(tmp_path, mgmtd):
 
 
 def test_parse_args_defaults_and_env(monkeypatch, tmp_path):
+    with pytest.raises(SystemExit):       # a node proves itself with its key, unless --insecure
+        parse_args(["--node-id", "2", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1"])
+    assert parse_args(["--node-id", "2", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1",
+                       "--insecure"]).insecure
+    monkeypatch.setenv("FFS_NODE_KEY_FILE", str(tmp_path / "node.key"))
     monkeypatch.setenv("FFS_HEARTBEAT_INTERVAL_MS", "250")
     config = parse_args(["--node-id", "2", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1"])
     assert (config.listen, config.targets, config.heartbeat_interval_ms, config.fsync) == \
         ("127.0.0.1:0", 1, 250, True), "durable by default"
+    assert (config.node_key_file, config.insecure) == (tmp_path / "node.key", False), "secure by default"
     config = parse_args(["--node-id", "2", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1",
                          "--heartbeat-interval-ms", "30", "--no-fsync", "--block-size", "8192"])
     assert (config.heartbeat_interval_ms, config.fsync, config.block_size) == (30, False, 8192)
@@ -114,7 +121,7 @@ def test_storage_process_serves_stops_and_restarts(tmp_path, mgmtd):
     log_file = tmp_path / "storage.log"
     command = [sys.executable, "-m", "fireflyfs.storage_service", "--node-id", "7", "--data-dir",
                str(tmp_path / "data"), "--listen", "127.0.0.1:0", "--mgmtd", mgmtd.address,
-               "--targets", "2", "--log-file", str(log_file), "--heartbeat-interval-ms", "50"]
+               "--targets", "2", "--log-file", str(log_file), "--heartbeat-interval-ms", "50", "--insecure"]
 
     def start_and_wait(registrations_before: int) -> tuple[subprocess.Popen, str]:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
@@ -162,6 +169,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def fetch_node_key(meta_address: str, node_id: int, path) -> bool:
+    """Ask meta (as the admin) for node_id's key and keep it in path; False while meta is not up."""
+    import grpc
+
+    from fireflyfs.common.auth import write_token_file
+    from fireflyfs.proto import meta_pb2, meta_pb2_grpc
+
+    try:
+        with trust.admin_channel(meta_address) as channel:
+            token = meta_pb2_grpc.MetaStub(channel).NodeKey(meta_pb2.NodeKeyRequest(node_id=node_id), timeout=2).token
+    except grpc.RpcError:
+        return False
+    write_token_file(str(path), token)
+    return True
+
+
 def test_with_real_meta_service_survives_sigkill(tmp_path):
     """Real meta + storage processes: chain table, write, SIGKILL the storage node, restart, read."""
     import grpc
@@ -171,13 +194,16 @@ def test_with_real_meta_service_survives_sigkill(tmp_path):
     meta_address = f"127.0.0.1:{free_port()}"
     meta = subprocess.Popen([sys.executable, "-m", "fireflyfs.meta_service", "--data-dir",
                              str(tmp_path / "meta"), "--listen", meta_address, "--log-file",
-                             str(tmp_path / "meta.log")], stdin=subprocess.DEVNULL)
+                             str(tmp_path / "meta.log"), "--admin-token-file", trust.admin_token_file(tmp_path)],
+                            stdin=subprocess.DEVNULL)
+    key_file = tmp_path / "node-1.key"
+    wait_for(lambda: fetch_node_key(meta_address, 1, key_file), timeout_s=20, what="meta to hand out a node key")
     storage_command = [sys.executable, "-m", "fireflyfs.storage_service", "--node-id", "1", "--data-dir",
                        str(tmp_path / "storage"), "--listen", "127.0.0.1:0", "--mgmtd", meta_address,
                        "--targets", "2", "--log-file", str(tmp_path / "storage.log"),
-                       "--heartbeat-interval-ms", "100"]
+                       "--heartbeat-interval-ms", "100", "--node-key-file", str(key_file)]
     storage = subprocess.Popen(storage_command, stdin=subprocess.DEVNULL)
-    channel = make_channel(meta_address)
+    channel = trust.admin_channel(meta_address)
     try:
         mgmtd_stub = mgmtd_pb2_grpc.MgmtdStub(channel)
 
@@ -200,7 +226,7 @@ def test_with_real_meta_service_survives_sigkill(tmp_path):
 
         def write_when_routed(address: str):
             # The node learns of the new chain table through its next heartbeat.
-            with make_channel(address) as storage_channel:
+            with make_channel(address, token=trust.ADMIN_TOKEN) as storage_channel:
                 stub = storage_pb2_grpc.StorageStub(storage_channel)
                 try:
                     return stub.Write(request, timeout=5)
@@ -222,7 +248,7 @@ def test_with_real_meta_service_survives_sigkill(tmp_path):
             # SERVING with a new chain version; the node answers once it has that routing.
             current = mgmtd_stub.GetRoutingInfo(mgmtd_pb2.GetRoutingInfoRequest(), timeout=5).routing
             now = next(c for c in current.chains if c.id == chain.id)
-            with make_channel(node.address) as storage_channel, rpc_errors_mapped():
+            with make_channel(node.address, token=trust.ADMIN_TOKEN) as storage_channel, rpc_errors_mapped():
                 read = storage_pb2_grpc.StorageStub(storage_channel).BatchRead(
                     storage_pb2.BatchReadRequest(verify_checksum=True, ios=[storage_pb2.ReadIO(
                         chain_id=chain.id, chain_version=now.version,
