@@ -77,10 +77,16 @@ def up(base_dir, storage_nodes, targets_per_node, port, replicas, heartbeat_time
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     url = local.up()
+    token_file = None if local.insecure else str(local.admin_token_file)
     if json_mode():
-        emit_json({"url": url, "dir": str(local.base_dir), "processes": local.status()})
-    else:
-        click.echo(url)
+        emit_json({"url": url, "dir": str(local.base_dir), "processes": local.status(),
+                   "admin_token_file": token_file})
+        return
+    click.echo(url)
+    if token_file:
+        click.echo(f"The admin's token is in {token_file} (mode 0600). To use the cluster as the admin:\n"
+                   f"  export FFS_TOKEN_FILE={token_file}\n"
+                   f"and add users with `ffs admin user add NAME {url}`.", err=True)
 
 
 @cluster.command("down")

@@ -25,6 +25,7 @@ from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import path_components
 from fireflyfs.proto import meta_pb2, types_pb2
 
+from . import permissions
 from .idempotency import IdemKey
 from .layouts import allocate_file_layout
 from .inodes import (close_session, end_sessions_of_client, inline_data, make_dirs, new_inode, open_session,
@@ -71,19 +72,23 @@ class CopyOps:
         if not components:
             raise IsADirectory("/ is a directory")
         def mutate(txn: Txn):
-            source, _ = resolve(txn, src, True)
+            source, source_components = resolve(txn, src, True)
             self._check_file(source, src)
+            permissions.require(source, permissions.READ, as_path(source_components), "copying")
             if parents:
                 parent, parent_components = make_dirs(txn, components[:-1], now_ns, 0o755, True, True, None, dst)
             else:
                 parent, parent_components, _ = resolve_parent(txn, dst, "copy to")
             dst_components = parent_components + [components[-1]]
+            existing = None
             if txn.get_dentry(parent.id, components[-1]) is not None:
                 existing, dst_components = walk(txn, dst_components, True, dst)   # through a symlink
                 self._check_replaceable(existing, source, src, dst)
                 parent, _ = walk(txn, dst_components[:-1], True, dst)
-            temp = new_inode(txn, FILE, source.mode, now_ns,
+            permissions.require_entry_change(parent, as_path(dst_components[:-1]), existing, dst, "copying to")
+            temp = new_inode(txn, FILE, source.mode & 0o777, now_ns,
                              layout=allocate_file_layout(txn, parent.layout, None, self.rng))
+            permissions.set_owner(temp, parent)
             temp.nlink = 0
             session_id = open_session(txn, temp, COPY_CLIENT_ID, now_ns)
             txn.put_msg("gc", u64_key(temp.id), temp)

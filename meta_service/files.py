@@ -39,6 +39,7 @@ from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import path_components
 from fireflyfs.proto import types_pb2
 
+from . import permissions
 from .chunk_store import ChunkStore
 from .copy import CopyOps
 from .idempotency import IdemKey, IdemTable, Replayed, replay
@@ -199,8 +200,10 @@ class FileOps(CopyOps, InlineOps):
                 result = self._open_existing(txn, inode, resolved, open_for_write, truncate, client_id,
                                              now_ns, path)
                 return result if isinstance(result, _NeedsTruncate) else self._recorded(txn, key, result)
+            permissions.require_entry_change(parent, as_path(parent_components), None, path, "creating")
             inode = new_inode(txn, FILE, mode, now_ns,
                               layout=allocate_file_layout(txn, parent.layout, layout, self.rng))
+            permissions.set_owner(inode, parent)
             session_id = open_session(txn, inode, client_id, now_ns) if open_for_write else 0
             txn.put_inode(inode)
             txn.put_dentry(parent.id, name, inode.id, FILE)
@@ -230,6 +233,7 @@ class FileOps(CopyOps, InlineOps):
             with self.store.read() as txn:
                 inode, components = resolve(txn, path, True)
                 self._check_file(inode, path)
+                permissions.require(inode, permissions.READ, as_path(components), "opening for reading")
                 if inline_data(txn, inode) is not None:
                     raise NeedsMove(inode.id)   # this reader reads chunks (open_inline serves the bytes)
                 return inode, 0, as_path(components)
@@ -243,6 +247,8 @@ class FileOps(CopyOps, InlineOps):
 
     def _open_existing(self, txn: Txn, inode, components, write, truncate, client_id, now_ns, path):
         self._check_file(inode, path)
+        if write or truncate:
+            permissions.require(inode, permissions.WRITE, as_path(components), "opening for writing")
         if truncate and (inode.length or inode.open_write_sessions):
             if inode.nlink != 1 or inode.open_write_sessions:
                 return _NeedsTruncate(inode.id)
@@ -344,6 +350,7 @@ class FileOps(CopyOps, InlineOps):
             with self.store.read() as txn:
                 inode, components = resolve(txn, path, True)
                 self._check_file(inode, path)
+                permissions.require(inode, permissions.WRITE, as_path(components), "truncating")
             path_shown = as_path(components)
             return self._truncate_inode(inode.id, length, now_ns, key, lambda i: (i, path_shown))
 

@@ -51,6 +51,7 @@ from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import path_components
 from fireflyfs.proto import meta_pb2, types_pb2
 
+from . import permissions
 from .idempotency import IdemKey
 from .layouts import allocate_file_layout
 from .replies import ReplyBudget
@@ -123,13 +124,16 @@ class InlineOps:
                         raise AlreadyExists(f"{path} already exists")
                     existing, resolved = walk(txn, parent_components + [name], True, path)
                     self._check_file(existing, path)
+                    permissions.require(existing, permissions.WRITE, as_path(resolved), "replacing")
                     if existing.nlink != 1 or existing.open_write_sessions:
                         raise _InlineRefused()
                     inode = self._replace_inode(txn, existing, resolved, now_ns)
                     shown = as_path(resolved)
                 else:
+                    permissions.require_entry_change(parent, as_path(parent_components), None, path, "creating")
                     inode = new_inode(txn, FILE, mode, now_ns,
                                       layout=allocate_file_layout(txn, parent.layout, layout, self.rng))
+                    permissions.set_owner(inode, parent)
                     txn.put_dentry(parent.id, name, inode.id, FILE)
                     touch_dir(txn, parent, now_ns)
                     shown = as_path(parent_components + [name])
@@ -150,6 +154,7 @@ class InlineOps:
         with self.store.read() as txn:
             inode, components = resolve(txn, path, follow_symlinks)
             self._check_file(inode, path)
+            permissions.require(inode, permissions.READ, as_path(components), "opening for reading")
             return inode, as_path(components), inline_data(txn, inode) or b""
 
     def stat_results(self, paths: list[str], follow_symlinks: bool, inline_ok: bool,
@@ -172,6 +177,8 @@ class InlineOps:
             for path in paths:
                 try:
                     inode, components = resolve(txn, path, follow_symlinks)
+                    if not attrs_only and inode.type == FILE:    # a read handle: read permission
+                        permissions.require(inode, permissions.READ, as_path(components), "opening for reading")
                     data = None if attrs_only else inline_data(txn, inode)
                     result = meta_pb2.StatResult(inode=inode, path=as_path(components),
                                                  inline_data=data if inline_ok else None)

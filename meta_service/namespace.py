@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import random
 
-from fireflyfs.common import limits
+from fireflyfs.common import auth, limits
 from fireflyfs.common.errors import (AlreadyExists, DirectoryNotEmpty, InvalidArgument,
                                      InvalidPath, IsADirectory, NotADirectory, NotFound,
                                      PermissionDenied, TooLarge)
 from fireflyfs.common.paths import path_components
 from fireflyfs.proto import meta_pb2, types_pb2
 
+from . import permissions
 from .chunk_store import ChunkStore
 from .copy import COPY_CLIENT_ID
 from .files import FileOps
@@ -81,6 +82,7 @@ class Namespace(FileOps):
 
     def stat_inodes(self, inode_ids: list[int]) -> list[meta_pb2.InodeState]:
         """Per id: linked in the namespace, or unlinked with chunks still due to GC (fsck asks)."""
+        auth.require_admin("asking after inodes by id (fsck)")
         if len(inode_ids) > limits.stat_inodes_ids_max:
             raise TooLarge(f"{len(inode_ids)} ids in one StatInodes; at most {limits.stat_inodes_ids_max}")
         states = []
@@ -105,9 +107,10 @@ class Namespace(FileOps):
         """One page of a directory's entries in name order; (entries, more)."""
         limit = min(limit or limits.list_page_entries_default, limits.list_page_entries_max)
         with self.store.read() as txn:
-            directory, _ = resolve(txn, path, True)
+            directory, components = resolve(txn, path, True)
             if directory.type != DIR:
                 raise NotADirectory(f"{path} is not a directory")
+            permissions.require(directory, permissions.READ, as_path(components), "listing")
             entries = []
             budget = ReplyBudget()
             for entry in txn.scan_dentries(directory.id, start_after, after=True):
@@ -130,6 +133,8 @@ class Namespace(FileOps):
         limit = min(limit or limits.list_page_entries_default, limits.list_page_entries_max)
         with self.store.read() as txn:
             top, top_components = resolve(txn, path, True)
+            if top.type == DIR:
+                permissions.require(top, permissions.READ | permissions.SEARCH, as_path(top_components), "finding in")
             if top.type != DIR:
                 if start_after:
                     return [], False
@@ -153,7 +158,9 @@ class Namespace(FileOps):
         for entry in txn.scan_dentries(dir_id, resume[0] if resume else ""):
             components = dir_components + [entry.name]
             inode = load_inode(txn, entry.inode_id)
-            descend = inode.type == DIR and (maxdepth == 0 or depth < maxdepth)
+            # As find(1), a directory the caller may not read and search is listed but not entered.
+            descend = (inode.type == DIR and (maxdepth == 0 or depth < maxdepth)
+                       and permissions.may_access(auth.caller(), inode, permissions.READ | permissions.SEARCH))
             if resume and entry.name == resume[0]:
                 # Emitted on an earlier page (pre-order: a directory before its children).
                 rest = resume[1:] or None
@@ -210,8 +217,10 @@ class Namespace(FileOps):
             parent, parent_components, name = resolve_parent(txn, path, "create a symlink at")
             if txn.get_dentry(parent.id, name) is not None:
                 raise AlreadyExists(f"{path} already exists")
+            permissions.require_entry_change(parent, as_path(parent_components), None, path, "creating a symlink at")
             inode = new_inode(txn, SYMLINK, 0o777, now_ns, symlink_target=target,
                               length=len(target.encode("utf-8", "surrogatepass")))
+            permissions.set_owner(inode, parent)
             txn.put_inode(inode)
             txn.put_dentry(parent.id, name, inode.id, SYMLINK)
             touch_dir(txn, parent, now_ns)
@@ -229,9 +238,11 @@ class Namespace(FileOps):
             inode, _ = resolve(txn, src, follow_last=False)
             if inode.type == DIR:
                 raise PermissionDenied(f"{src} is a directory; hard links to directories are not allowed")
+            permissions.require_link_source(inode, src)
             parent, parent_components, name = resolve_parent(txn, dst, "link at")
             if txn.get_dentry(parent.id, name) is not None:
                 raise AlreadyExists(f"{dst} already exists")
+            permissions.require_entry_change(parent, as_path(parent_components), None, dst, "linking at")
             inode.nlink += 1
             inode.ctime_ns = now_ns
             txn.put_inode(inode)
@@ -250,17 +261,20 @@ class Namespace(FileOps):
     def _remove(self, path, now_ns, recursive, directory_only, file_only, key) -> None:
         def mutate(txn: Txn):
             self.idem.check(txn, key)
-            parent, _, name = resolve_parent(txn, path, "remove")
+            parent, parent_components, name = resolve_parent(txn, path, "remove")
             entry = txn.get_dentry(parent.id, name)
             if entry is None:
                 raise NotFound(f"{path}: no such file or directory")
             inode = load_inode(txn, entry.inode_id)
+            permissions.require_entry_change(parent, as_path(parent_components), inode, path, "removing")
             if inode.type == DIR:
                 if file_only:
                     raise IsADirectory(f"{path} is a directory")
                 if txn.has_children(inode.id):
                     if not recursive or directory_only:
                         raise DirectoryNotEmpty(f"{path} is not empty")
+                    if permissions.checking():
+                        self._require_removable_tree(txn, inode, as_path(parent_components + [name]))
                     # Bounded: the tree moves to the trash now; the GC pass empties it (trash.py).
                     move_to_trash(txn, parent.id, name, inode, now_ns)
                     touch_dir(txn, parent, now_ns)
@@ -285,12 +299,21 @@ class Namespace(FileOps):
     def _rename(self, src, dst, now_ns, no_replace, key) -> None:
         def mutate(txn: Txn):
             self.idem.check(txn, key)
-            src_parent, _, src_name = resolve_parent(txn, src, "rename")
-            dst_parent, _, dst_name = resolve_parent(txn, dst, "rename onto")
+            src_parent, src_parent_components, src_name = resolve_parent(txn, src, "rename")
+            dst_parent, dst_parent_components, dst_name = resolve_parent(txn, dst, "rename onto")
             entry = txn.get_dentry(src_parent.id, src_name)
             if entry is None:
                 raise NotFound(f"{src}: no such file or directory")
             moved = load_inode(txn, entry.inode_id)
+            permissions.require_entry_change(src_parent, as_path(src_parent_components), moved, src,
+                                             "renaming out of")
+            existing = txn.get_dentry(dst_parent.id, dst_name)
+            permissions.require_entry_change(dst_parent, as_path(dst_parent_components),
+                                             load_inode(txn, existing.inode_id) if existing else None, dst,
+                                             "renaming into")
+            if moved.type == DIR and src_parent.id != dst_parent.id:
+                # Its '..' entry changes: write permission on the directory itself, as Linux wants.
+                permissions.require(moved, permissions.WRITE, src, "moving a directory to another parent")
             if moved.type == DIR:
                 self._check_not_descendant(txn, moved.id, dst_parent, src, dst)
             target_entry = txn.get_dentry(dst_parent.id, dst_name)
@@ -327,6 +350,20 @@ class Namespace(FileOps):
         return self.store.transact(mutate)
 
     @staticmethod
+    def _require_removable_tree(txn: Txn, top: types_pb2.Inode, top_path: str) -> None:
+        """rm -r by a user: write and search on every directory of the tree (and the sticky
+        rule at each level), as unlinking each entry in turn would need."""
+        pending = [(top, top_path)]
+        while pending:
+            directory, path = pending.pop()
+            for entry in txn.scan_dentries(directory.id):
+                child = load_inode(txn, entry.inode_id)
+                child_path = f"{path}/{entry.name}"
+                permissions.require_entry_change(directory, path, child, child_path, "removing")
+                if child.type == DIR:
+                    pending.append((child, child_path))
+
+    @staticmethod
     def _check_not_descendant(txn: Txn, dir_id: int, dst_parent: types_pb2.Inode, src: str, dst: str) -> None:
         """Walk dst's ancestors through `parent`; meeting dir_id means a loop."""
         current = dst_parent
@@ -350,8 +387,13 @@ class Namespace(FileOps):
         def mutate(txn: Txn):
             self.idem.check(txn, key)
             inode, components = resolve(txn, path, follow_symlinks)
+            shown = as_path(components)
             if mode is not None:
-                inode.mode = check_mode(mode)
+                inode.mode = permissions.checked_mode(inode, check_mode(mode), shown)
+            if uid is not None or gid is not None:
+                permissions.require_chown(inode, uid, gid, shown)
+            if mtime_ns is not None or atime_ns is not None:
+                permissions.require_times(inode, shown)
             if uid is not None:
                 inode.uid = uid
             if gid is not None:

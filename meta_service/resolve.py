@@ -14,6 +14,7 @@ from fireflyfs.common.errors import Internal, InvalidArgument, InvalidPath, NotA
 from fireflyfs.common.paths import check_name, path_components
 from fireflyfs.proto import types_pb2
 
+from . import permissions
 from .store import Txn
 
 ROOT_ID = 1
@@ -53,17 +54,22 @@ def walk(txn: Txn, components: list[str], follow_last: bool,
 
     A directory on the way is known by its dentry (which carries the child's
     type), so only the last inode and symlinks are loaded: one read per
-    component instead of two (on etcd, each read is a round trip).
+    component instead of two (on etcd, each read is a round trip). A caller
+    who is not an admin or a node needs search permission on each directory
+    walked, so for them each one is loaded too (permissions.py).
     """
     shown = shown_path or as_path(components)
     pending = list(components)
     done: list[str] = []
     current_id, current_type = ROOT_ID, DIR
     follows = 0
+    checking = permissions.checking()     # admins and nodes skip the reads of directory inodes
     while pending:
         name = pending.pop(0)
         if current_type != DIR:
             raise NotADirectory(f"{shown}: {as_path(done)} is not a directory")
+        if checking:
+            permissions.require(load_inode(txn, current_id), permissions.SEARCH, as_path(done), shown)
         entry = txn.get_dentry(current_id, name)
         if entry is None:
             raise NotFound(f"{shown}: no such file or directory")

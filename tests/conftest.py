@@ -139,7 +139,7 @@ def fsspec_on(running: RunningCluster):
     """A FireflyFileSystem on a running cluster, through every meta server it has."""
     import fsspec
 
-    return fsspec.filesystem("ffs", addresses=",".join(running.cluster.meta_addresses))
+    return fsspec.filesystem("ffs", addresses=",".join(running.cluster.meta_addresses), token=SESSION_ADMIN_TOKEN)
 
 
 @pytest.fixture
@@ -169,7 +169,7 @@ def ffs(cluster):
     """A FireflyFileSystem on the session cluster."""
     import fsspec
 
-    return fsspec.filesystem("ffs", host=cluster.host, port=cluster.port)
+    return fsspec.filesystem("ffs", host=cluster.host, port=cluster.port, token=SESSION_ADMIN_TOKEN)
 
 
 def unique_dir(prefix: str = "t") -> str:

@@ -16,6 +16,7 @@ from fireflyfs.client.meta_client import MetaClient
 from fireflyfs.common import limits
 from fireflyfs.meta_service.server import MetaConfig, MetaServer
 from fireflyfs.proto import meta_pb2, types_pb2
+from tests import trust
 
 from .conftest import install_chain_table
 from .fakes import FakeChunkStore
@@ -78,7 +79,8 @@ def test_list_and_find_page_by_bytes(ns, small_budget):
 
 @pytest.fixture
 def server(tmp_path):
-    served = MetaServer(MetaConfig(data_dir=str(tmp_path), gc_interval_ms=60_000), chunk_store=FakeChunkStore())
+    served = MetaServer(MetaConfig(data_dir=str(tmp_path), gc_interval_ms=60_000,
+                                   admin_token_file=trust.admin_token_file(tmp_path)), chunk_store=FakeChunkStore())
     install_chain_table(served.store)
     served.start()
     try:
@@ -88,7 +90,7 @@ def server(tmp_path):
 
 
 def test_the_client_fetches_the_rest_transparently(server, small_budget):
-    client = MetaClient(server.address, coalesce=False)
+    client = MetaClient(server.address, coalesce=False, token=trust.ADMIN_TOKEN)
     paths = [f"/f{i:02d}" for i in range(20)]
     for i, path in enumerate(paths):
         client.create_inline(path, payload(i))
@@ -106,7 +108,7 @@ def test_more_inline_bytes_than_one_message_holds(server):
     store = server.namespace
     for i in range(count):
         store.create_inline(f"/big{i:05d}", payload(i), NOW)
-    client = MetaClient(server.address, coalesce=False)
+    client = MetaClient(server.address, coalesce=False, token=trust.ADMIN_TOKEN)
     sent = []
     call = client._call
 
