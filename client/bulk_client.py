@@ -119,19 +119,24 @@ class BulkConnection:
             self._rts_current.release()
         self._rts_current = None
 
-    def send_read(self, ios: list[tuple[int, int, int, int, int, int]], rts=None) -> None:
-        """Send one read frame: (chain_id, chain_version, inode, index, offset, length) per IO.
+    def send_read(self, ios: list[tuple[int, int, int, int, int, int]], rts=None,
+                  capabilities: list[bytes] = ()) -> None:
+        """Send one read frame: (chain_id, chain_version, inode, index, offset, length) per IO,
+        with the read capabilities of their inodes (common/capability.py).
 
         rts: a GrantLimiter (client/rts.py): the server sends the data only once
         recv_read has granted it a permit. Paced as storage traffic if configured
         (common/pacing.py).
         """
         op = wire.OP_READ if rts is None else wire.OP_READ_RTS
-        meta = bytearray(wire.header(op, len(ios), len(ios) * wire.READ_IO.size, 0))
+        caps_len = sum(len(cap) for cap in capabilities)
+        meta = bytearray(wire.header(op, len(ios), len(ios) * wire.READ_IO.size + caps_len, 0))
         pacing.pace(TrafficClass.STORAGE, sum(io[5] for io in ios))
         pack = wire.READ_IO.pack
         for io in ios:
             meta += pack(*io)
+        for cap in capabilities:
+            meta += cap
         try:
             self.sock.sendall(meta)
         except OSError as exc:
@@ -276,10 +281,10 @@ class BulkConnection:
 
     def write(self, chain_id: int, chain_version: int, inode: int, index: int, offset: int,
               data: memoryview, checksum: int, chunk_size: int, client_id: bytes, channel: int,
-              seqnum: int) -> tuple[int, int, int]:
+              seqnum: int, capability: bytes = b"") -> tuple[int, int, int]:
         """One chunk write to the chain head: (commit_version, chunk_length, chunk_checksum)."""
         meta = wire.WRITE_REQUEST.pack(chain_id, chain_version, inode, index, offset, chunk_size, checksum,
-                                       channel, seqnum, len(client_id)) + client_id
+                                       channel, seqnum, len(client_id)) + client_id + capability
         pacing.pace(TrafficClass.STORAGE, len(data))
         sender = Sender(self.sock)
         sender.add(wire.header(wire.OP_WRITE, 1, len(meta), len(data)) + meta)

@@ -56,7 +56,7 @@ class BulkStorageTransport:
             return self.grpc.send_read(route, ios)
         try:
             connection = self.pool.get(route.bulk_address)
-            connection.send_read(ios, self.rts)
+            connection.send_read(ios, self.rts, self.grpc.capabilities.for_inodes(io[2] for io in ios))
         except BulkTransportError as exc:
             raise self._broken("BatchRead", route, exc) from exc
         return connection
@@ -85,7 +85,7 @@ class BulkStorageTransport:
             connection = self.pool.get(route.bulk_address)
             commit_version, chunk_length, chunk_checksum = connection.write(
                 route.chain_id, route.chain_version, inode_id, chunk_index, offset, data, checksum, chunk_size,
-                client_id.encode(), channel, seqnum)
+                client_id.encode(), channel, seqnum, self.grpc.capabilities.get(inode_id, write=True))
         except BulkTransportError as exc:
             raise self._broken("Write", route, exc) from exc
         except FfsError as exc:

@@ -31,8 +31,9 @@ from fireflyfs.common.paths import canonical_path
 from fireflyfs.proto import meta_pb2, types_pb2
 from .batch_read import BatchReadResult, byte_view, check_requests
 from .buffers import ReadRequest, request_size
+from .capabilities import Capabilities
 from .config import ClientConfig
-from .meta_client import MetaClient
+from .meta_client import UMASK_DEFAULT, MetaClient
 from .meta_servers import MetaServers
 from .routing import RoutingCache
 from .session_lease import SessionLeases
@@ -75,13 +76,15 @@ def _layout_defaults(chunk_size: int, stripe_size: int,
 class _Connections:
     """The per-process half of a client: rebuilt whole when the pid changes."""
 
-    def __init__(self, address: str, config: ClientConfig, token: str | None) -> None:
+    def __init__(self, address: str, config: ClientConfig, token: str | None,
+                 capabilities: Capabilities, umask: int) -> None:
         self.pid = os.getpid()
         self.client_id = new_client_id()
         servers = MetaServers(address)      # one or several meta servers, shared by both
-        self.meta = MetaClient(servers, config=config, token=token)
+        self.meta = MetaClient(servers, config=config, token=token, umask=umask)
         self.routing = RoutingCache.for_mgmtd(servers, timeout_s=config.mgmtd_timeout_s, token=token)
-        self.storage = StorageClient(self.routing, self.client_id, config=config)
+        capabilities.set_fetch(self.meta.get_capability)
+        self.storage = StorageClient(self.routing, self.client_id, config=config, capabilities=capabilities)
         self.leases = SessionLeases(self.meta, self.client_id, config.session_renew_interval_s)
 
 
@@ -91,17 +94,22 @@ class FfsClient:
 
     config: deadlines and retry budgets (default: ClientConfig.from_env()).
     token: the user's token (default: FFS_TOKEN, else the token file: common/auth.client_token).
+    umask: taken from the mode of new files (0o666) and directories (0o777), as a shell's is.
     """
 
-    def __init__(self, address: str, config: ClientConfig | None = None, token: str | None = None) -> None:
+    def __init__(self, address: str, config: ClientConfig | None = None, token: str | None = None,
+                 umask: int = UMASK_DEFAULT) -> None:
         self.address = address
+        self.umask = umask
         self.config = config or ClientConfig.from_env()
         self.token = auth.client_token(token)
+        # Kept here, not in the per-process connections: a forked worker inherits them.
+        self.capabilities = Capabilities()
         self._connections: _Connections | None = None
         self._lock = threading.Lock()
 
     def __reduce__(self):
-        return (type(self), (self.address, self.config, self.token))
+        return (type(self), (self.address, self.config, self.token, self.umask))
 
     def __repr__(self) -> str:
         return f"FfsClient({self.address!r})"
@@ -114,7 +122,8 @@ class FfsClient:
             with self._lock:
                 connections = self._connections
                 if connections is None or connections.pid != os.getpid():
-                    connections = _Connections(self.address, self.config, self.token)
+                    connections = _Connections(self.address, self.config, self.token, self.capabilities,
+                                               self.umask)
                     self._connections = connections
         return connections
 
@@ -222,6 +231,7 @@ class FfsClient:
     # ---- files ----------------------------------------------------------
 
     def _handle(self, reply: meta_pb2.OpenReply, path: str) -> FileHandle:
+        self.capabilities.remember(reply.inode.id, reply.capability)
         inode = reply.inode
         if reply.session_id:
             self._current().leases.opened(inode.id, reply.session_id, reply.session_lease_ms)
@@ -269,8 +279,8 @@ class FfsClient:
             try:
                 if result.error:
                     raise error_from_name(result.error, result.message)
-                handles.append(self._handle(meta_pb2.OpenReply(inode=result.inode, path=path),
-                                            path))
+                handles.append(self._handle(meta_pb2.OpenReply(inode=result.inode, path=path,
+                                                               capability=result.capability), path))
             except Exception as exc:  # noqa: BLE001 - returned in its slot
                 handles.append(exc)
         return handles

@@ -53,6 +53,7 @@ from fireflyfs.common.errors import error_from_name
 from fireflyfs.common.primary_follower import split_addresses
 from fireflyfs.proto import meta_pb2, types_pb2
 from .client import FfsClient, FileHandle
+from .meta_client import UMASK_DEFAULT
 from .fsspec_file import FireflyFile
 
 _PROTOCOLS = ("ffs", "3fs")
@@ -184,6 +185,8 @@ class FireflyFileSystem(AbstractFileSystem):
 
     token: the user's token (``ffs admin user add`` prints one); default FFS_TOKEN, else the
     token file FFS_TOKEN_FILE (default ~/.config/fireflyfs/token), which must be mode 0600.
+    umask: cleared from the modes of new files (0o666) and directories (0o777); default 0o022.
+    Permissions are POSIX's, checked by meta for the token's user: PermissionError when denied.
     """
 
     protocol = _PROTOCOLS
@@ -193,9 +196,9 @@ class FireflyFileSystem(AbstractFileSystem):
     default_cache_type = SequentialReadaheadCache.name
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, addresses: str | None = None,
-                 token: str | None = None, **kwargs) -> None:
+                 token: str | None = None, umask: int = UMASK_DEFAULT, **kwargs) -> None:
         kwargs.setdefault("use_listings_cache", False)
-        super().__init__(host=host, port=port, addresses=addresses, token=token, **kwargs)
+        super().__init__(host=host, port=port, addresses=addresses, token=token, umask=umask, **kwargs)
         if addresses is None and port is None:
             addresses = os.environ.get(address_env, "")
             if not addresses:
@@ -209,7 +212,7 @@ class FireflyFileSystem(AbstractFileSystem):
         first_host, _, first_port = self.addresses.split(",")[0].rpartition(":")
         self.host = first_host
         self.port = int(first_port)
-        self.client = FfsClient(self.addresses, token=token)
+        self.client = FfsClient(self.addresses, token=token, umask=umask)
 
     @property
     def fsid(self) -> str:
@@ -396,6 +399,20 @@ class FireflyFileSystem(AbstractFileSystem):
         self.client.mkdir(path, parents=create_parents, exist_ok=False, **layout)
         self.invalidate_cache(path)
 
+    def chmod(self, path, mode: int) -> None:
+        """Set path's permission bits (as LocalFileSystem.chmod): its owner or an admin."""
+        path = self._strip_protocol(path)
+        self.client.setattr(path, mode=mode & 0o7777)
+        self.invalidate_cache(path)
+
+    def chown(self, path, uid: int | None = None, gid: int | None = None) -> None:
+        """Set path's owner (admins) or group (its owner, to one of the owner's groups), as os.chown."""
+        path = self._strip_protocol(path)
+        attrs = {key: value for key, value in (("uid", uid), ("gid", gid)) if value is not None and value >= 0}
+        if attrs:
+            self.client.setattr(path, **attrs)
+        self.invalidate_cache(path)
+
     def makedirs(self, path, exist_ok=False) -> None:
         path = self._strip_protocol(path)
         self.client.mkdir(path, parents=True, exist_ok=exist_ok)
@@ -532,7 +549,8 @@ class FireflyFileSystem(AbstractFileSystem):
                     if result.error:
                         raise error_from_name(result.error, result.message)
                     out.append(self._opened(meta_pb2.OpenReply(
-                        inode=result.inode, path=name, inline_data=result.inline_data), name))
+                        inode=result.inode, path=name, inline_data=result.inline_data,
+                        capability=result.capability), name))
                 except Exception as exc:  # noqa: BLE001 - returned in its slot
                     out.append(exc)
         return out

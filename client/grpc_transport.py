@@ -20,13 +20,16 @@ from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 from .channels import ChannelPool
 from .config import ClientConfig
 from .routing import Route
+from .capabilities import Capabilities
 from .storage_transport import LastChunk, NodeUnreachable, ReadIO, ReadLimits, ReadOutcome, WriteAck, describe
 
 
 class GrpcStorageTransport:
     """StorageTransport over Storage.* RPCs; each BatchRead blocks, so reads are not pipelined."""
 
-    def __init__(self, pool: ChannelPool, config: ClientConfig, verify_checksums: bool = True) -> None:
+    def __init__(self, pool: ChannelPool, config: ClientConfig, verify_checksums: bool = True,
+                 capabilities: Capabilities | None = None) -> None:
+        self.capabilities = capabilities or Capabilities()   # what storage wants to see (common/capability.py)
         self._pool = pool
         self._config = config
         self._verify_checksums = verify_checksums
@@ -56,7 +59,8 @@ class GrpcStorageTransport:
         return storage_pb2.BatchReadRequest(verify_checksum=self._verify_checksums, ios=[
             storage_pb2.ReadIO(chain_id=chain_id, chain_version=chain_version,
                                chunk=types_pb2.ChunkId(inode=inode, index=index), offset=offset, length=length)
-            for chain_id, chain_version, inode, index, offset, length in ios])
+            for chain_id, chain_version, inode, index, offset, length in ios],
+            capabilities=self.capabilities.for_inodes(io[2] for io in ios))
 
     def receive_read(self, route: Route, sent: storage_pb2.BatchReadRequest, ios: list[ReadIO],
                      views: list[memoryview]) -> list[ReadOutcome]:
@@ -87,7 +91,8 @@ class GrpcStorageTransport:
             chain_id=route.chain_id, chain_version=route.chain_version,
             chunk=types_pb2.ChunkId(inode=inode_id, index=chunk_index), offset=offset,
             data=data if isinstance(data, bytes) else bytes(data), checksum=checksum, chunk_size=chunk_size,
-            client_id=client_id, channel=channel, seqnum=seqnum)
+            client_id=client_id, channel=channel, seqnum=seqnum,
+            capability=self.capabilities.get(inode_id, write=True))
         reply = self.call(route, "Write", request, self._config.storage_write_timeout_s)
         return WriteAck(reply.commit_version, reply.chunk_length, reply.chunk_checksum)
 
@@ -105,12 +110,13 @@ class GrpcStorageTransport:
     def query_last_chunks(self, routes: list[Route], inode_id: int) -> list[LastChunk | None]:
         request = storage_pb2.QueryLastChunkRequest(queries=[
             storage_pb2.LastChunkQuery(chain_id=r.chain_id, chain_version=r.chain_version, inode=inode_id)
-            for r in routes])
+            for r in routes], capabilities=self.capabilities.for_inodes([inode_id]))
         return last_chunks_from_reply(routes, self.call(routes[0], "QueryLastChunk", request))
 
     def report_bad_chunk(self, route: Route, inode_id: int, chunk_index: int) -> None:
         self.call(route, "ReportBadChunk", storage_pb2.ReportBadChunkRequest(
-            target_id=route.target_id, chunk=types_pb2.ChunkId(inode=inode_id, index=chunk_index)))
+            target_id=route.target_id, chunk=types_pb2.ChunkId(inode=inode_id, index=chunk_index),
+            capability=self.capabilities.get(inode_id)))
 
 
 def last_chunks_from_reply(routes: list[Route], reply: storage_pb2.QueryLastChunkReply) -> list[LastChunk | None]:

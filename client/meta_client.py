@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 import grpc
 
 from fireflyfs.common import limits
-from fireflyfs.common.errors import Conflict, FfsError, Unavailable, error_from_name
+from fireflyfs.common.errors import Conflict, FfsError, InvalidArgument, Unavailable, error_from_name
 from fireflyfs.common.rpc import error_from_rpc
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc, types_pb2
 from .channels import ChannelPool, shared_pool
@@ -58,6 +58,11 @@ def new_request_id() -> str:
 
 coalesce_inflight_max_default = 2   # RPCs of one kind in flight before callers start to batch
 
+
+# Modes of new files and directories before the umask, and the umask (as a shell's default).
+FILE_MODE_DEFAULT = 0o666
+DIR_MODE_DEFAULT = 0o777
+UMASK_DEFAULT = 0o022
 
 class _Slot:
     __slots__ = ("item", "result", "error", "done")
@@ -158,7 +163,11 @@ class MetaClient:
                  config: ClientConfig | None = None, unavailable_retry_s: float | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, coalesce: bool = True,
-                 coalesce_inflight_max: int = coalesce_inflight_max_default, token: str | None = None) -> None:
+                 coalesce_inflight_max: int = coalesce_inflight_max_default, token: str | None = None,
+                 umask: int = UMASK_DEFAULT) -> None:
+        if not 0 <= umask <= 0o777:
+            raise InvalidArgument(f"umask {umask:#o} is not in 0..0o777")
+        self.umask = umask
         config = config or ClientConfig.from_env()
         if unavailable_retry_s is not None:
             config = dataclasses.replace(config, meta_retry_time_s=unavailable_retry_s)
@@ -232,7 +241,7 @@ class MetaClient:
                 out.append(error_from_name("InvalidArgument", f"{r.path} is not a regular file"))
             else:
                 out.append(meta_pb2.OpenReply(inode=r.inode, path=r.path, inline=bool(r.inline_data),
-                                              inline_data=r.inline_data))
+                                              inline_data=r.inline_data, capability=r.capability))
         return out
 
     def _send_creates(self, requests: list[meta_pb2.CreateRequest]) -> list:
@@ -261,9 +270,12 @@ class MetaClient:
     def mkdirs(self, path: str, mode: int = 0, parents: bool = False, exist_ok: bool = False,
                layout: types_pb2.Layout | None = None) -> meta_pb2.InodeReply:
         return self._call("Mkdirs", meta_pb2.MkdirsRequest(
-            path=path, mode=mode, parents=parents, exist_ok=exist_ok, layout=layout))
+            path=path, mode=mode or DIR_MODE_DEFAULT & ~self.umask, parents=parents, exist_ok=exist_ok,
+            layout=layout))
 
     def create(self, request: meta_pb2.CreateRequest) -> meta_pb2.OpenReply:
+        if not request.mode:        # new files get the default mode less the umask, as open(2) does
+            request.mode = FILE_MODE_DEFAULT & ~self.umask
         if not self.coalesce:
             return self._call("Create", request)
         if not request.request_id:
@@ -392,6 +404,10 @@ class MetaClient:
 
     def whoami(self) -> meta_pb2.WhoAmIReply:
         return self._call("WhoAmI", types_pb2.Empty())
+
+    def get_capability(self, inode_id: int, write: bool = False, previous: bytes = b"") -> bytes:
+        return self._call("GetCapability", meta_pb2.GetCapabilityRequest(
+            inode_id=inode_id, write=write, previous=previous)).capability
 
     def node_key(self, node_id: int) -> str:
         return self._call("NodeKey", meta_pb2.NodeKeyRequest(node_id=node_id)).token

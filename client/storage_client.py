@@ -62,6 +62,7 @@ from .buffers import ReadRequest, as_bytes, new_bytes, request_size, zero_fill
 from .bad_replicas import BadReplicaReporter
 from .bulk_client import BulkPool
 from .bulk_transport import BulkStorageTransport, shared_bulk_pool
+from .capabilities import Capabilities
 from .channels import ChannelPool, shared_pool
 from .config import ClientConfig
 from .grpc_transport import GrpcStorageTransport
@@ -130,7 +131,8 @@ class StorageClient:
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  selector: ReplicaSelector | None = None,
-                 transport: StorageTransport | None = None) -> None:
+                 transport: StorageTransport | None = None,
+                 capabilities: Capabilities | None = None) -> None:
         config = config or ClientConfig.from_env()
         if retry_time_s is not None:
             config = dataclasses.replace(config, retry_time_s=retry_time_s)
@@ -142,7 +144,10 @@ class StorageClient:
         self._clock = clock
         self.selector = selector or ReplicaSelector(config.failed_node_avoid_s, clock)
         self._channels = _WriteChannels()
-        self.grpc = GrpcStorageTransport(self._pool, config, verify_checksums)
+        # What storage wants to see for a client's reads and writes (common/capability.py); the
+        # FfsClient passes its cache, filled by opens and renewed from meta.
+        self.capabilities = capabilities or Capabilities()
+        self.grpc = GrpcStorageTransport(self._pool, config, verify_checksums, self.capabilities)
         if transport is None:
             transport = self.grpc
             if config.bulk_enabled:

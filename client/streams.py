@@ -169,7 +169,7 @@ class SequentialReader:
             io = (route.chain_id, route.chain_version, self._inode_id, index, within, length)
             try:
                 connection = storage.bulk.get(route.bulk_address)
-                connection.send_read([io])
+                connection.send_read([io], capabilities=storage.capabilities.for_inodes([self._inode_id]))
             except FfsError:
                 storage.selector.done(route.node_id)
                 storage.selector.mark_failed(route.node_id)

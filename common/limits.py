@@ -88,6 +88,12 @@ def is_power_of_two(value: int) -> bool:
 # on every meta server, and a busy client costs no store read per call.
 auth_cache_s = 2.0
 auth_cache_entries_max = 10_000
+# Chunk capabilities (common/capability.py): signing keys rotate every hour; a capability lives at
+# most that long (clients ask meta for a fresh one before it ends).
+capability_rotation_ms = 3_600_000
+capability_ttl_ms = 3_600_000
+capability_refresh_before_ms = 300_000     # a client renews a capability this long before it expires
+capability_cache_entries_max = 100_000
 
 
 def _check() -> None:

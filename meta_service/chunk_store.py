@@ -20,8 +20,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Callable, Protocol, TypeVar
 
+from fireflyfs.common import capability
 from fireflyfs.common.errors import Unavailable
 from fireflyfs.common.layout import Layout
 
@@ -55,23 +57,33 @@ class LazyStorageClient:
     routing from this process's Mgmtd service like any other client.
     """
 
-    def __init__(self, mgmtd_address: str, client_id: str | None = None, token: str | None = None) -> None:
+    def __init__(self, mgmtd_address: str, client_id: str | None = None, token: str | None = None,
+                 cluster_secret: bytes = b"") -> None:
+        self._cluster_secret = cluster_secret   # it signs its own capabilities (its bulk calls need them)
         self.mgmtd_address = mgmtd_address
         self.client_id = client_id or f"meta-{os.getpid()}"
         self._token = token            # this meta server's node key: storage nodes know it by it
         self._client = None
         self._lock = threading.Lock()
 
+    def _sign(self, inode_id: int, write: bool, previous: bytes = b"") -> bytes:
+        if not self._cluster_secret:
+            return b""
+        return capability.sign(self._cluster_secret, inode_id, capability.WRITE if write else capability.READ,
+                               time.time_ns() // 1_000_000)
+
     def _get(self):
         with self._lock:
             if self._client is None:
                 try:
+                    from fireflyfs.client.capabilities import Capabilities
                     from fireflyfs.client.channels import shared_pool
                     from fireflyfs.client.storage_client import StorageClient
                 except ImportError as exc:
                     raise Unavailable(f"storage client unavailable in the meta process: {exc}") from exc
                 self._client = StorageClient.for_mgmtd(self.mgmtd_address, self.client_id,
-                                                       pool=shared_pool(self._token))
+                                                       pool=shared_pool(self._token),
+                                                       capabilities=Capabilities(self._sign))
                 log.info("storage client ready (routing from %s)", self.mgmtd_address)
             return self._client
 

@@ -95,6 +95,22 @@ class Namespace(FileOps):
                     chunk_size=inode.layout.chunk_size if inode is not None else 0))
         return states
 
+    def inode_for_capability(self, inode_id: int, write: bool) -> types_pb2.Inode:
+        """The file inode_id, when the caller may read (or write) it by its mode, owner and group.
+
+        By id, not path: the client opened the file by path before (search was checked then),
+        as a Unix process keeps reading a file it opened after its directory was closed to it.
+        """
+        with self.store.read() as txn:
+            inode = txn.get_inode(inode_id)
+            if inode is None or inode.type != FILE:
+                if not auth.caller().superuser:    # no hint to a guesser whether the id exists
+                    raise PermissionDenied(f"no capability for inode {inode_id}")
+                raise NotFound(f"no file with inode {inode_id}")
+            permissions.require(inode, permissions.WRITE if write else permissions.READ, f"inode {inode_id}",
+                                "a capability for")
+            return inode
+
     def readlink(self, path: str) -> str:
         with self.store.read() as txn:
             inode, _ = resolve(txn, path, follow_last=False)

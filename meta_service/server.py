@@ -76,11 +76,15 @@ class MetaConfig:
     # cluster has no user yet (as etcd's root user; `ffs cluster up` passes DIR/admin.token).
     insecure: bool = False
     admin_token_file: str = ""
+    # How long a chunk capability lives (common/capability.py); at most the key rotation period.
+    capability_ttl_ms: int = limits.capability_ttl_ms
 
     def __post_init__(self) -> None:
         if not 1 <= self.storage_calls_max < self.rpc_workers_max:
             raise ValueError(f"storage_calls_max must be in [1, rpc_workers_max={self.rpc_workers_max}): "
                              "some workers must stay free for metadata")
+        if not 0 < self.capability_ttl_ms <= limits.capability_rotation_ms:
+            raise ValueError(f"capability_ttl_ms must be in (0, {limits.capability_rotation_ms}]")
         if self.engine not in ENGINES:
             raise ValueError(f"unknown metadata engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.engine == "etcd" and not self.etcd_endpoints:
@@ -130,7 +134,8 @@ class MetaServer:
         self.server, self.port = make_server(config.listen, config.rpc_workers_max, authenticate=authenticate)
         host = config.listen.rpartition(":")[0]
         self.address = f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
-        self.chunk_store = chunk_store or LazyStorageClient(self.address, f"meta-{os.getpid()}", own_token)
+        self.chunk_store = chunk_store or LazyStorageClient(self.address, f"meta-{os.getpid()}", own_token,
+                                                                 self.cluster_secret)
         # On etcd every meta server runs a mgmtd and the election picks the one that acts.
         self.cluster = ClusterState(self.store, config.heartbeat_timeout_ms, now_ns // 1_000_000,
                                     acting=self.store.engine != "etcd")
@@ -151,9 +156,11 @@ class MetaServer:
                                          config.heartbeat_timeout_ms, frozenset(Namespace.OWN_CLIENT_IDS)
                                          ) if self.store.engine == "etcd" else None
         meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster, self.space_check,
-                                                              self.users, self.cluster_secret), self.server)
+                                                              self.users, self.cluster_secret,
+                                                              config.capability_ttl_ms), self.server)
         mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster, self._node_key_hashes,
-                                                                 self.users.admin_token_hashes), self.server)
+                                                                 self.users.admin_token_hashes,
+                                                                 self.cluster_secret), self.server)
         self._stopped = threading.Event()
 
     def _node_key_hashes(self) -> dict[int, bytes]:

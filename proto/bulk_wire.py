@@ -14,7 +14,9 @@ All integers little-endian. A connection carries one request at a time or
 several pipelined; replies come in request order.
 
 READ (op 1): ``count`` x ReadIO ``"<IIQIII"`` (chain_id, chain_version,
-inode, chunk index, offset in chunk, length) in meta; no data. Reply meta:
+inode, chunk index, offset in chunk, length) in meta, then the read
+capabilities of the request's inodes (common/capability.py, 38 bytes each, at
+most ``count``); no data. Reply meta:
 ``count`` x ReadHead ``"<IIIIQ"`` (error text length, data length, checksum
 block size, chunk length, commit version), then for each IO its error text
 ("Name\\nmessage", utf-8) and, when it returned data, one CRC32C per *segment*
@@ -28,7 +30,9 @@ byte is checked once on its way from disk to the caller's buffer.
 
 WRITE (op 2): meta ``"<IIQIIIIIQI"`` (chain_id, chain_version, inode, index,
 offset, chunk_size, checksum of data, channel, seqnum, client_id length) then
-the client id; data: the bytes. Reply meta ``"<QII"`` (commit version, chunk
+the client id, then the inode's write capability (38 bytes; absent: none);
+data: the bytes. The bulk path carries no token: its callers are clients,
+and storage lets a client read or write only what a capability grants. Reply meta ``"<QII"`` (commit version, chunk
 length, chunk checksum).
 
 Errors: a reply with status 1 has meta = error text and no data (the whole
@@ -53,7 +57,7 @@ from __future__ import annotations
 
 import struct
 
-from fireflyfs.common import errors, limits
+from fireflyfs.common import capability, errors, limits
 
 MAGIC = b"FFB1"
 HEADER = struct.Struct("<4sBBHIQ")
@@ -79,7 +83,7 @@ read_ios_max = limits.batch_read_ios_max
 read_bytes_max = limits.batch_read_reply_bytes_max
 client_id_bytes_max = 256
 error_text_bytes_max = 4096
-write_meta_bytes_max = WRITE_REQUEST.size + client_id_bytes_max
+write_meta_bytes_max = WRITE_REQUEST.size + client_id_bytes_max + capability.SIZE
 write_data_bytes_max = limits.chunk_size_max
 # A read reply's meta: heads, error texts, and at most one CRC per 4 KiB block of data (plus edges).
 read_reply_meta_bytes_max = (read_ios_max * (READ_HEAD.size + error_text_bytes_max + 2 * CRC.size)
@@ -116,7 +120,8 @@ def check_request(op: int, count: int, meta_len: int, data_len: int) -> None:
     elif op in (OP_READ, OP_READ_RTS):
         if count > read_ios_max:
             raise ProtocolError(f"read of {count} IOs exceeds {read_ios_max}")
-        if meta_len != count * READ_IO.size or data_len:
+        caps_len = meta_len - count * READ_IO.size
+        if caps_len < 0 or caps_len % capability.SIZE or caps_len // capability.SIZE > count or data_len:
             raise ProtocolError(f"read frame of {count} IOs with meta {meta_len} / data {data_len} bytes")
     elif op == OP_WRITE:
         if count != 1 or not WRITE_REQUEST.size <= meta_len <= write_meta_bytes_max:
@@ -125,15 +130,30 @@ def check_request(op: int, count: int, meta_len: int, data_len: int) -> None:
             raise ProtocolError(f"write of {data_len} bytes exceeds {write_data_bytes_max}")
 
 
-def unpack_write_request(meta) -> tuple[tuple[int, ...], str]:
+def unpack_write_request(meta) -> tuple[tuple[int, ...], str, bytes]:
     """A write frame's meta: (chain_id, chain_version, inode, index, offset, chunk_size, checksum,
-    channel, seqnum) and the client id; ProtocolError if the client id's length disagrees with meta's."""
+    channel, seqnum), the client id and the capability (b"": none); ProtocolError if the client
+    id's length disagrees with meta's."""
     fields = WRITE_REQUEST.unpack_from(meta)
-    client_id_len = fields[-1]
-    if WRITE_REQUEST.size + client_id_len != len(meta):
-        raise ProtocolError(f"write frame: client id of {client_id_len} bytes in "
+    client_id_end = WRITE_REQUEST.size + fields[-1]
+    if len(meta) - client_id_end not in (0, capability.SIZE):
+        raise ProtocolError(f"write frame: client id of {fields[-1]} bytes in "
                             f"{len(meta) - WRITE_REQUEST.size}")
-    return fields[:-1], bytes(meta[WRITE_REQUEST.size:]).decode("utf-8", "replace")
+    return (fields[:-1], bytes(meta[WRITE_REQUEST.size:client_id_end]).decode("utf-8", "replace"),
+            bytes(meta[client_id_end:]))
+
+
+def pack_read_request_meta(ios, capabilities) -> bytes:
+    """A read frame's meta: the IOs, then the capabilities."""
+    return b"".join([*(READ_IO.pack(*io) for io in ios), *capabilities])
+
+
+def unpack_read_request_meta(meta, count: int) -> tuple[list[tuple[int, ...]], list[bytes]]:
+    """(IOs, capabilities) of a read frame's meta (its bounds were checked with the header)."""
+    ios_end = count * READ_IO.size
+    caps = bytes(meta[ios_end:])
+    return (list(READ_IO.iter_unpack(meta[:ios_end])),
+            [caps[i:i + capability.SIZE] for i in range(0, len(caps), capability.SIZE)])
 
 
 def check_reply(op: int, expected_op: int, count: int, expected_count: int, meta_len: int,

@@ -36,18 +36,20 @@ class BatchStatRequest(_message.Message):
     def __init__(self, paths: _Optional[_Iterable[str]] = ..., follow_symlinks: _Optional[bool] = ..., inline_ok: _Optional[bool] = ..., attrs_only: _Optional[bool] = ...) -> None: ...
 
 class StatResult(_message.Message):
-    __slots__ = ("inode", "error", "message", "inline_data", "path")
+    __slots__ = ("inode", "error", "message", "inline_data", "path", "capability")
     INODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     INLINE_DATA_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     inode: _types_pb2.Inode
     error: str
     message: str
     inline_data: bytes
     path: str
-    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., inline_data: _Optional[bytes] = ..., path: _Optional[str] = ...) -> None: ...
+    capability: bytes
+    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., inline_data: _Optional[bytes] = ..., path: _Optional[str] = ..., capability: _Optional[bytes] = ...) -> None: ...
 
 class BatchCreateRequest(_message.Message):
     __slots__ = ("requests",)
@@ -138,20 +140,22 @@ class OpenRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., write: _Optional[bool] = ..., truncate: _Optional[bool] = ..., client_id: _Optional[str] = ..., request_id: _Optional[str] = ..., inline_ok: _Optional[bool] = ...) -> None: ...
 
 class OpenReply(_message.Message):
-    __slots__ = ("inode", "session_id", "path", "inline", "inline_data", "session_lease_ms")
+    __slots__ = ("inode", "session_id", "path", "inline", "inline_data", "session_lease_ms", "capability")
     INODE_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     INLINE_FIELD_NUMBER: _ClassVar[int]
     INLINE_DATA_FIELD_NUMBER: _ClassVar[int]
     SESSION_LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     inode: _types_pb2.Inode
     session_id: int
     path: str
     inline: bool
     inline_data: bytes
     session_lease_ms: int
-    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., session_id: _Optional[int] = ..., path: _Optional[str] = ..., inline: _Optional[bool] = ..., inline_data: _Optional[bytes] = ..., session_lease_ms: _Optional[int] = ...) -> None: ...
+    capability: bytes
+    def __init__(self, inode: _Optional[_Union[_types_pb2.Inode, _Mapping]] = ..., session_id: _Optional[int] = ..., path: _Optional[str] = ..., inline: _Optional[bool] = ..., inline_data: _Optional[bytes] = ..., session_lease_ms: _Optional[int] = ..., capability: _Optional[bytes] = ...) -> None: ...
 
 class CloseRequest(_message.Message):
     __slots__ = ("inode_id", "session_id", "length_hint", "update_mtime", "request_id", "client_id")
@@ -500,6 +504,22 @@ class WhoAmIReply(_message.Message):
     user: User
     node_id: int
     def __init__(self, user: _Optional[_Union[User, _Mapping]] = ..., node_id: _Optional[int] = ...) -> None: ...
+
+class GetCapabilityRequest(_message.Message):
+    __slots__ = ("inode_id", "write", "previous")
+    INODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    inode_id: int
+    write: bool
+    previous: bytes
+    def __init__(self, inode_id: _Optional[int] = ..., write: _Optional[bool] = ..., previous: _Optional[bytes] = ...) -> None: ...
+
+class GetCapabilityReply(_message.Message):
+    __slots__ = ("capability",)
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    capability: bytes
+    def __init__(self, capability: _Optional[bytes] = ...) -> None: ...
 
 class NodeKeyRequest(_message.Message):
     __slots__ = ("node_id",)

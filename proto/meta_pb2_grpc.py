@@ -170,6 +170,11 @@ class MetaStub:
                 request_serializer=fireflyfs_dot_proto_dot_meta__pb2.NodeKeyRequest.SerializeToString,
                 response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.NodeKeyReply.FromString,
                 _registered_method=True)
+        self.GetCapability = channel.unary_unary(
+                '/fireflyfs.Meta/GetCapability',
+                request_serializer=fireflyfs_dot_proto_dot_meta__pb2.GetCapabilityRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_meta__pb2.GetCapabilityReply.FromString,
+                _registered_method=True)
 
 
 class MetaServicer:
@@ -338,6 +343,14 @@ class MetaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCapability(self, request, context):
+        """A fresh capability for a file the caller may read (or write): checked against the inode's
+        mode, owner and group (the path was checked when the file was opened).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -475,6 +488,11 @@ def add_MetaServicer_to_server(servicer, server):
                     servicer.NodeKey,
                     request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.NodeKeyRequest.FromString,
                     response_serializer=fireflyfs_dot_proto_dot_meta__pb2.NodeKeyReply.SerializeToString,
+            ),
+            'GetCapability': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapability,
+                    request_deserializer=fireflyfs_dot_proto_dot_meta__pb2.GetCapabilityRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_meta__pb2.GetCapabilityReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1206,6 +1224,33 @@ class Meta:
             '/fireflyfs.Meta/NodeKey',
             fireflyfs_dot_proto_dot_meta__pb2.NodeKeyRequest.SerializeToString,
             fireflyfs_dot_proto_dot_meta__pb2.NodeKeyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapability(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Meta/GetCapability',
+            fireflyfs_dot_proto_dot_meta__pb2.GetCapabilityRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_meta__pb2.GetCapabilityReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,7 +28,7 @@ class RegisterNodeRequest(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[_types_pb2.NodeType, str]] = ..., address: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_types_pb2.TargetInfo, _Mapping]]] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ..., bulk_address: _Optional[str] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
-    __slots__ = ("routing", "heartbeat_timeout_ms", "node_key_hashes", "admin_token_hashes")
+    __slots__ = ("routing", "heartbeat_timeout_ms", "node_key_hashes", "admin_token_hashes", "capability_keys")
     class NodeKeyHashesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,15 +43,24 @@ class RegisterNodeReply(_message.Message):
         key: int
         value: bytes
         def __init__(self, key: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
+    class CapabilityKeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: bytes
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     NODE_KEY_HASHES_FIELD_NUMBER: _ClassVar[int]
     ADMIN_TOKEN_HASHES_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_KEYS_FIELD_NUMBER: _ClassVar[int]
     routing: _types_pb2.RoutingInfo
     heartbeat_timeout_ms: int
     node_key_hashes: _containers.ScalarMap[int, bytes]
     admin_token_hashes: _containers.ScalarMap[int, bytes]
-    def __init__(self, routing: _Optional[_Union[_types_pb2.RoutingInfo, _Mapping]] = ..., heartbeat_timeout_ms: _Optional[int] = ..., node_key_hashes: _Optional[_Mapping[int, bytes]] = ..., admin_token_hashes: _Optional[_Mapping[int, bytes]] = ...) -> None: ...
+    capability_keys: _containers.ScalarMap[int, bytes]
+    def __init__(self, routing: _Optional[_Union[_types_pb2.RoutingInfo, _Mapping]] = ..., heartbeat_timeout_ms: _Optional[int] = ..., node_key_hashes: _Optional[_Mapping[int, bytes]] = ..., admin_token_hashes: _Optional[_Mapping[int, bytes]] = ..., capability_keys: _Optional[_Mapping[int, bytes]] = ...) -> None: ...
 
 class TargetHeartbeat(_message.Message):
     __slots__ = ("target_id", "local_state", "used_bytes", "capacity_bytes", "chunk_count")
@@ -78,7 +87,7 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[TargetHeartbeat, _Mapping]]] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("routing_version", "heartbeat_timeout_ms", "node_key_hashes", "admin_token_hashes")
+    __slots__ = ("routing_version", "heartbeat_timeout_ms", "node_key_hashes", "admin_token_hashes", "capability_keys")
     class NodeKeyHashesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,15 +102,24 @@ class HeartbeatReply(_message.Message):
         key: int
         value: bytes
         def __init__(self, key: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
+    class CapabilityKeysEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: bytes
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
     ROUTING_VERSION_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     NODE_KEY_HASHES_FIELD_NUMBER: _ClassVar[int]
     ADMIN_TOKEN_HASHES_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_KEYS_FIELD_NUMBER: _ClassVar[int]
     routing_version: int
     heartbeat_timeout_ms: int
     node_key_hashes: _containers.ScalarMap[int, bytes]
     admin_token_hashes: _containers.ScalarMap[int, bytes]
-    def __init__(self, routing_version: _Optional[int] = ..., heartbeat_timeout_ms: _Optional[int] = ..., node_key_hashes: _Optional[_Mapping[int, bytes]] = ..., admin_token_hashes: _Optional[_Mapping[int, bytes]] = ...) -> None: ...
+    capability_keys: _containers.ScalarMap[int, bytes]
+    def __init__(self, routing_version: _Optional[int] = ..., heartbeat_timeout_ms: _Optional[int] = ..., node_key_hashes: _Optional[_Mapping[int, bytes]] = ..., admin_token_hashes: _Optional[_Mapping[int, bytes]] = ..., capability_keys: _Optional[_Mapping[int, bytes]] = ...) -> None: ...
 
 class GetRoutingInfoRequest(_message.Message):
     __slots__ = ("known_version",)

@@ -38,12 +38,14 @@ class ReadIO(_message.Message):
     def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
 
 class BatchReadRequest(_message.Message):
-    __slots__ = ("ios", "verify_checksum")
+    __slots__ = ("ios", "verify_checksum", "capabilities")
     IOS_FIELD_NUMBER: _ClassVar[int]
     VERIFY_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     ios: _containers.RepeatedCompositeFieldContainer[ReadIO]
     verify_checksum: bool
-    def __init__(self, ios: _Optional[_Iterable[_Union[ReadIO, _Mapping]]] = ..., verify_checksum: _Optional[bool] = ...) -> None: ...
+    capabilities: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, ios: _Optional[_Iterable[_Union[ReadIO, _Mapping]]] = ..., verify_checksum: _Optional[bool] = ..., capabilities: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ReadResult(_message.Message):
     __slots__ = ("status", "data", "checksum", "chunk_length", "commit_version")
@@ -66,7 +68,7 @@ class BatchReadReply(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[ReadResult, _Mapping]]] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
-    __slots__ = ("chain_id", "chain_version", "chunk", "offset", "data", "checksum", "chunk_size", "client_id", "channel", "seqnum")
+    __slots__ = ("chain_id", "chain_version", "chunk", "offset", "data", "checksum", "chunk_size", "client_id", "channel", "seqnum", "capability")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +79,7 @@ class WriteRequest(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     SEQNUM_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     chain_id: int
     chain_version: int
     chunk: _types_pb2.ChunkId
@@ -87,7 +90,8 @@ class WriteRequest(_message.Message):
     client_id: str
     channel: int
     seqnum: int
-    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., chunk_size: _Optional[int] = ..., client_id: _Optional[str] = ..., channel: _Optional[int] = ..., seqnum: _Optional[int] = ...) -> None: ...
+    capability: bytes
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., chunk_size: _Optional[int] = ..., client_id: _Optional[str] = ..., channel: _Optional[int] = ..., seqnum: _Optional[int] = ..., capability: _Optional[bytes] = ...) -> None: ...
 
 class WriteReply(_message.Message):
     __slots__ = ("commit_version", "chunk_length", "chunk_checksum")
@@ -200,10 +204,12 @@ class LastChunkResult(_message.Message):
     def __init__(self, status: _Optional[_Union[IoStatus, _Mapping]] = ..., found: _Optional[bool] = ..., last_index: _Optional[int] = ..., last_length: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
 
 class QueryLastChunkRequest(_message.Message):
-    __slots__ = ("queries",)
+    __slots__ = ("queries", "capabilities")
     QUERIES_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     queries: _containers.RepeatedCompositeFieldContainer[LastChunkQuery]
-    def __init__(self, queries: _Optional[_Iterable[_Union[LastChunkQuery, _Mapping]]] = ...) -> None: ...
+    capabilities: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, queries: _Optional[_Iterable[_Union[LastChunkQuery, _Mapping]]] = ..., capabilities: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class QueryLastChunkReply(_message.Message):
     __slots__ = ("results",)
@@ -330,12 +336,14 @@ class RemoveChunkRequest(_message.Message):
     def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., target_id: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ...) -> None: ...
 
 class ReportBadChunkRequest(_message.Message):
-    __slots__ = ("target_id", "chunk")
+    __slots__ = ("target_id", "chunk", "capability")
     TARGET_ID_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     target_id: int
     chunk: _types_pb2.ChunkId
-    def __init__(self, target_id: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ...) -> None: ...
+    capability: bytes
+    def __init__(self, target_id: _Optional[int] = ..., chunk: _Optional[_Union[_types_pb2.ChunkId, _Mapping]] = ..., capability: _Optional[bytes] = ...) -> None: ...
 
 class ReportBadChunkReply(_message.Message):
     __slots__ = ("queued",)

@@ -5,7 +5,7 @@ callers two ways:
 
 - a *node* by its key (common/auth.py): the SHA-256 of every node's key comes
   with mgmtd's replies to this node's registration and heartbeats
-  (``NodeKeyHashes``), so a peer or meta server proves itself without this node
+  (``MgmtdKeys``), so a peer or meta server proves itself without this node
   being able to make anyone's key;
 - anyone else is *anonymous* here: data calls then need a capability signed by
   meta (common/capability.py), which says what the holder may do to which file.
@@ -18,8 +18,10 @@ metadata listings) need a node that holds a target of the same chain
 from __future__ import annotations
 
 import hmac
+import time
+from typing import Iterable
 
-from fireflyfs.common import auth
+from fireflyfs.common import auth, capability
 from fireflyfs.common.auth import Principal
 from fireflyfs.common.errors import PermissionDenied, Unauthenticated, Unavailable
 
@@ -28,18 +30,21 @@ from .routing_view import RoutingView
 ANONYMOUS = Principal(name="anonymous", uid=65534, gids=(65534,))
 
 
-class NodeKeyHashes:
-    """The node key and admin token hashes mgmtd last sent: replaced whole with each reply."""
+class MgmtdKeys:
+    """What mgmtd last sent this node to check callers with: node key hashes, admin token
+    hashes, capability keys. Replaced whole with each reply that carries them."""
 
     def __init__(self) -> None:
         self._hashes: dict[int, bytes] = {}
         self._admins: dict[int, bytes] = {}
+        self.capabilities = capability.Verifier()
 
     def update(self, reply) -> None:
         """From a RegisterNodeReply or HeartbeatReply (empty maps: security is off at mgmtd)."""
         if reply.node_key_hashes:
             self._hashes = dict(reply.node_key_hashes)
             self._admins = dict(reply.admin_token_hashes)
+        self.capabilities.set_keys(reply.capability_keys)
 
     def get(self, node_id: int) -> bytes | None:
         return self._hashes.get(node_id)
@@ -51,7 +56,7 @@ class NodeKeyHashes:
 class StorageAuthenticator:
     """A storage node's check of a call's token: a node by its key, anyone else anonymous."""
 
-    def __init__(self, hashes: NodeKeyHashes) -> None:
+    def __init__(self, hashes: MgmtdKeys) -> None:
         self.hashes = hashes
 
     def __call__(self, token: str | None) -> Principal:
@@ -74,8 +79,24 @@ class StorageAuthenticator:
         return Principal(name=f"node-{parsed.id}", node_id=parsed.id)
 
 
-def security_off() -> bool:
-    return auth.caller() is auth.SUPERUSER
+class CapabilityGate:
+    """Data calls of clients need capabilities (common/capability.py); nodes and admin tools,
+    known by their keys and tokens, do not, and none is checked when security is off."""
+
+    def __init__(self, keys: MgmtdKeys | None, clock=time.time) -> None:
+        self._verifier = keys.capabilities if keys is not None else None
+        self._clock = clock
+
+    def require(self, blobs: Iterable[bytes], inode_ids: Iterable[int], access: int, what: str,
+                principal: Principal | None = None) -> None:
+        """PermissionDenied unless the caller (principal, default the RPC's) may do what to inode_ids."""
+        principal = principal or auth.caller()
+        if self._verifier is None or principal.is_node or principal.admin:   # SUPERUSER is admin
+            return
+        try:
+            self._verifier.require(blobs, inode_ids, access, int(self._clock() * 1000))
+        except PermissionDenied as exc:
+            raise PermissionDenied(f"{what}: {exc}") from None
 
 
 def require_node(what: str, admin_too: bool = False) -> Principal:

@@ -65,6 +65,7 @@ import threading
 import time
 from typing import Callable
 
+from fireflyfs.common import capability
 from fireflyfs.common.errors import ChecksumMismatch, FfsError, InvalidArgument, NotFound, TooLarge, Unavailable
 from fireflyfs.common.layout import validate_chunk_size
 from fireflyfs.common.limits import KiB, MiB
@@ -72,6 +73,8 @@ from fireflyfs.common.traffic import TrafficClass, mark_socket
 
 from fireflyfs.proto import bulk_wire as wire
 from fireflyfs.proto.bulk_io import IdleTimeout, Sender, discard, recv_exact, recv_header, set_timeouts, tune
+from fireflyfs.common.rpc import refused
+from .access import ANONYMOUS, CapabilityGate
 from .bulk_buffers import BufferBudget
 from .bulk_connections import BulkLimits, BurstLog, Connection, Phase
 from .chain_driver import ChainDriver
@@ -97,8 +100,12 @@ class BulkHandler:
     """Protocol logic of one connection's requests, over the node's targets (no listening socket)."""
 
     def __init__(self, node_id: int, targets: dict[int, Target], routing: RoutingView,
-                 driver: ChainDriver, repairs: RepairQueue | None = None) -> None:
+                 driver: ChainDriver, repairs: RepairQueue | None = None,
+                 capabilities: CapabilityGate | None = None) -> None:
         self.node_id = node_id
+        # Bulk callers are clients (no token travels here): each read and write needs a capability.
+        # None (in-process protocol tests): none checked.
+        self.capabilities = capabilities or CapabilityGate(None)
         self.targets = targets
         self.routing = routing
         self.driver = driver
@@ -151,10 +158,10 @@ class BulkHandler:
             return True
         if op == wire.OP_WRITE:
             return self._serve_write(connection, budget, bulk_limits, write_meta[:meta_len], data_len)
-        ios = self._receive_read(connection, budget, bulk_limits, meta_len)
-        if ios is not None:
+        received = self._receive_read(connection, budget, bulk_limits, meta_len, count)
+        if received is not None:
             connection.enter(Phase.WORKING)
-            self.read(connection, ios, rts=op == wire.OP_READ_RTS)
+            self.read(connection, received[0], rts=op == wire.OP_READ_RTS, capabilities=received[1])
         return True
 
     def _buffer(self, connection: Connection, budget: BufferBudget, bulk_limits: BulkLimits,
@@ -204,10 +211,10 @@ class BulkHandler:
     # ------------------------------------------------------------------ reads
 
     def _receive_read(self, connection: Connection, budget: BufferBudget, bulk_limits: BulkLimits,
-                      meta_len: int) -> list[tuple[int, ...]] | None:
-        """The IOs of a read frame; None when it was refused (answered)."""
+                      meta_len: int, count: int) -> tuple[list[tuple[int, ...]], list[bytes]] | None:
+        """The IOs and capabilities of a read frame; None when it was refused (answered)."""
         if not meta_len:
-            return []
+            return [], []
         buffer = self._buffer(connection, budget, bulk_limits, meta_len)
         if buffer is None:
             self._refuse(connection, wire.OP_READ, meta_len, self._busy(connection, budget))
@@ -215,19 +222,28 @@ class BulkHandler:
         try:
             meta = memoryview(buffer)[:meta_len]
             recv_exact(connection.sock, meta)
-            return list(wire.READ_IO.iter_unpack(meta))
+            return wire.unpack_read_request_meta(meta, count)
         finally:
             budget.release(buffer, connection.peer_host)
 
     # ------------------------------------------------------------------ reads
 
-    def read(self, connection: Connection, ios: list[tuple[int, ...]], rts: bool = False) -> None:
+    def read(self, connection: Connection, ios: list[tuple[int, ...]], rts: bool = False,
+             capabilities: list[bytes] = ()) -> None:
         sock, count = connection.sock, len(ios)
         asked = sum(io[5] for io in ios)
         if asked > wire.read_bytes_max:
             connection.enter(Phase.SENDING)
             _send_error(sock, wire.OP_READ, TooLarge(f"bulk read asks {asked} bytes, more than "
                                                      f"{wire.read_bytes_max} per reply"))
+            return
+        try:
+            self.capabilities.require(capabilities, (io[2] for io in ios), capability.READ,
+                                      "reading chunks (bulk)", principal=ANONYMOUS)
+        except FfsError as exc:
+            refused("bulk read", _peer(sock), exc, who="a bulk client")
+            connection.enter(Phase.SENDING)
+            _send_error(sock, wire.OP_READ, exc)
             return
         heads = bytearray(count * wire.READ_HEAD.size)
         extras: list = []
@@ -332,7 +348,7 @@ class BulkHandler:
         sock = connection.sock
         recv_exact(sock, meta)
         try:
-            fields, client_id = wire.unpack_write_request(meta)
+            fields, client_id, write_capability = wire.unpack_write_request(meta)
         except wire.ProtocolError as exc:
             self._reject(connection, wire.OP_WRITE, exc)
             return False
@@ -350,6 +366,12 @@ class BulkHandler:
             recv_exact(sock, data)
             connection.enter(Phase.WORKING)
             try:
+                try:
+                    self.capabilities.require((write_capability,), (fields[2],), capability.WRITE,
+                                              "writing a chunk (bulk)", principal=ANONYMOUS)
+                except FfsError as exc:
+                    refused("bulk write", _peer(sock), exc, who="a bulk client")
+                    raise
                 reply = self.write(fields, client_id, data)
             except FfsError as exc:
                 connection.enter(Phase.SENDING)

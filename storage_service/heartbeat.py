@@ -30,7 +30,7 @@ from fireflyfs.common.rpc import rpc_errors_mapped
 from fireflyfs.proto import mgmtd_pb2, types_pb2
 
 from .fencing import Fence
-from .access import NodeKeyHashes
+from .access import MgmtdKeys
 from .routing_view import RoutingView
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class MgmtdLink:
                  routing: RoutingView, interval_s: float, *, rng: random.Random | None = None,
                  rpc_timeout_s: float = rpc_timeout_s_default, fence: Fence | None = None,
                  incarnation: int = 0, clock: Callable[[], float] = time.monotonic,
-                 bulk_address: str = "", node_key_hashes: NodeKeyHashes | None = None) -> None:
+                 bulk_address: str = "", mgmtd_keys: MgmtdKeys | None = None) -> None:
         self._stub = stub
         self.node_id = node_id
         self.address = address
@@ -71,7 +71,7 @@ class MgmtdLink:
         self.heartbeats_sent = 0
         self.fence = fence
         self.incarnation = incarnation     # process start time (ns): mgmtd sees a restart by it
-        self.node_key_hashes = node_key_hashes   # refreshed from every reply (storage_service/access.py)
+        self.mgmtd_keys = mgmtd_keys       # refreshed from every reply (storage_service/access.py)
         self._clock = clock
 
     def _contact_ok(self, started: float, reply) -> None:
@@ -97,8 +97,8 @@ class MgmtdLink:
         with rpc_errors_mapped():
             reply = self._stub.RegisterNode(request, timeout=self._rpc_timeout_s)
         self._contact_ok(started, reply)
-        if self.node_key_hashes is not None:
-            self.node_key_hashes.update(reply)
+        if self.mgmtd_keys is not None:
+            self.mgmtd_keys.update(reply)
         self.routing.update(reply.routing, force=True)
         if not self.registered.is_set():
             log.info("node %d registered with mgmtd as %s", self.node_id, self.address)
@@ -112,8 +112,8 @@ class MgmtdLink:
         with rpc_errors_mapped():
             reply = self._stub.Heartbeat(request, timeout=self._rpc_timeout_s)
         self._contact_ok(started, reply)
-        if self.node_key_hashes is not None:
-            self.node_key_hashes.update(reply)
+        if self.mgmtd_keys is not None:
+            self.mgmtd_keys.update(reply)
         self.heartbeats_sent += 1
         if reply.routing_version != self.routing.version or self.routing.refresh_wanted.is_set():
             self.refresh_routing()

@@ -82,7 +82,7 @@ from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
 from .bulk_connections import BulkLimits
 from .bulk_server import BulkHandler, BulkServer
-from .access import NodeKeyHashes, StorageAuthenticator
+from .access import CapabilityGate, MgmtdKeys, StorageAuthenticator
 from .chain_driver import ChainDriver
 from .chunk_engine import CHECKSUM_BLOCK_BYTES_DEFAULT, POOL_FILES_MAX_DEFAULT
 from .fencing import Fence, heartbeat_timeout_ms_default
@@ -192,27 +192,29 @@ class StorageNode:
         self.scrubber = (Scrubber(self.targets, self.repairs.offer, config.scrub_bytes_per_s,
                                   config.scrub_interval_s) if config.scrub_bytes_per_s > 0 else None)
         self.routing.add_listener(self._observe_routing)
-        self.node_key_hashes = NodeKeyHashes()
+        self.mgmtd_keys = MgmtdKeys()
+        # Clients' reads and writes need capabilities signed by meta (none checked when insecure).
+        self.capability_gate = CapabilityGate(None if config.insecure else self.mgmtd_keys)
         authenticate = None
         if not config.insecure:
-            authenticate = StorageAuthenticator(self.node_key_hashes)
+            authenticate = StorageAuthenticator(self.mgmtd_keys)
         self.server, self.port = make_server(config.listen, config.server_workers, authenticate=authenticate)
         storage_pb2_grpc.add_StorageServicer_to_server(
             StorageServicer(config.node_id, self.targets, self.routing, self.driver, self.repairs,
-                            self.scrubber), self.server)
+                            self.scrubber, capabilities=self.capability_gate), self.server)
         host = config.listen.rsplit(":", 1)[0] or "127.0.0.1"
         self.address = f"{host}:{self.port}"
         self.bulk: BulkServer | None = None
         if config.bulk_listen is not None:
             self.bulk = BulkServer(BulkHandler(config.node_id, self.targets, self.routing, self.driver,
-                                               self.repairs),
+                                               self.repairs, capabilities=self.capability_gate),
                                    config.bulk_listen or f"{host}:0", limits=config.bulk_limits)
         # config.mgmtd: one meta server or several ("h1:p1,h2:p2"): heartbeats follow the primary.
         self._mgmtd = PrimaryStub(split_addresses(config.mgmtd), mgmtd_pb2_grpc.MgmtdStub, token=own_token)
         self.link = MgmtdLink(self._mgmtd, config.node_id, self.address,
                               self._target_infos, self._target_heartbeats, self.routing,
                               config.heartbeat_interval_ms / 1000.0, fence=self.fence,
-                              incarnation=self.incarnation, node_key_hashes=self.node_key_hashes,
+                              incarnation=self.incarnation, mgmtd_keys=self.mgmtd_keys,
                               bulk_address=self.bulk.address if self.bulk else "")
         self._stopped = threading.Event()
         self._closed = threading.Event()

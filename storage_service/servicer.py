@@ -47,7 +47,7 @@ import logging
 
 import crc32c
 
-from fireflyfs.common import limits
+from fireflyfs.common import capability, limits
 from fireflyfs.common.errors import (ChecksumMismatch, FfsError, InvalidArgument, NotFound, StaleChainVersion,
                                      TooLarge, error_name)
 from fireflyfs.common.rpc import map_servicer_errors
@@ -81,8 +81,10 @@ def _status(exc: FfsError) -> storage_pb2.IoStatus:
 class StorageServicer(storage_pb2_grpc.StorageServicer):
     def __init__(self, node_id: int, targets: dict[int, Target], routing: RoutingView,
                  driver: ChainDriver, repairs: RepairQueue | None = None,
-                 scrubber: Scrubber | None = None) -> None:
+                 scrubber: Scrubber | None = None, capabilities: access.CapabilityGate | None = None) -> None:
         self._node_id = node_id
+        # Clients' reads and writes need capabilities; None (in-process servicer tests): none checked.
+        self._capabilities = capabilities or access.CapabilityGate(None)
         self._targets = targets
         self._routing = routing
         self._driver = driver
@@ -119,6 +121,8 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         asked = sum(io.length for io in ios)
         if asked > batch_read_bytes_max:
             raise TooLarge(f"batch asks {asked} bytes, more than {batch_read_bytes_max} per reply")
+        self._capabilities.require(request.capabilities, (io.chunk.inode for io in ios), capability.READ,
+                                   "reading chunks")
         reply = storage_pb2.BatchReadReply()
         for io in ios:
             result = reply.results.add()
@@ -147,7 +151,8 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         if len(request.queries) > query_last_chunk_queries_max:
             raise TooLarge(f"{len(request.queries)} last-chunk queries exceed "
                            f"{query_last_chunk_queries_max}")
-        access.require_node("querying last chunks", admin_too=True)
+        self._capabilities.require(request.capabilities, (query.inode for query in request.queries),
+                                   capability.READ, "querying last chunks")
         reply = storage_pb2.QueryLastChunkReply()
         for query in request.queries:
             result = reply.results.add()
@@ -167,6 +172,8 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
     # ------------------------------------------------------------------ chain writes
 
     def Write(self, request: storage_pb2.WriteRequest, context) -> storage_pb2.WriteReply:
+        self._capabilities.require((request.capability,), (request.chunk.inode,), capability.WRITE,
+                                   "writing a chunk")
         target = self._target(request.chain_id, request.chain_version, write=True)
         outcome = self._driver.write(target, request)
         return storage_pb2.WriteReply(commit_version=outcome.commit_version,
@@ -307,6 +314,8 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
 
     def ReportBadChunk(self, request: storage_pb2.ReportBadChunkRequest,
                        context) -> storage_pb2.ReportBadChunkReply:
+        self._capabilities.require((request.capability,), (request.chunk.inode,), capability.READ,
+                                   "reporting a bad chunk")
         target = self._local(request.target_id)
         if self._repairs is None:
             return storage_pb2.ReportBadChunkReply(queued=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from fireflyfs.common import auth
+from fireflyfs.common import auth, capability
 from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.common.rpc import map_servicer_errors
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
@@ -28,16 +28,19 @@ class MgmtdServicer(mgmtd_pb2_grpc.MgmtdServicer):
     """Registrations and heartbeats only with the node's own key; cluster changes only for admins."""
 
     def __init__(self, cluster: ClusterState, node_key_hashes: Callable[[], dict[int, bytes]] = dict,
-                 admin_token_hashes: Callable[[], dict[int, bytes]] = dict) -> None:
+                 admin_token_hashes: Callable[[], dict[int, bytes]] = dict, cluster_secret: bytes = b"") -> None:
         self.cluster = cluster
         self._node_key_hashes = node_key_hashes
         self._admin_token_hashes = admin_token_hashes
+        self._cluster_secret = cluster_secret
 
     def _hashes_for_caller(self) -> dict:
         """What a storage node checks its callers with: to nodes only."""
         if not auth.caller().is_node:
             return {}
-        return {"node_key_hashes": self._node_key_hashes(), "admin_token_hashes": self._admin_token_hashes()}
+        keys = capability.keys_around(self._cluster_secret, now_ms()) if self._cluster_secret else {}
+        return {"node_key_hashes": self._node_key_hashes(), "admin_token_hashes": self._admin_token_hashes(),
+                "capability_keys": keys}
 
     def RegisterNode(self, request, context):
         auth.require_node(request.node_id, "registering")

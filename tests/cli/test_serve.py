@@ -57,6 +57,7 @@ etcd_prefix = "/ffs-prod/"
 node_id = 10002
 admin_token_file = "/etc/ffs/admin.token"
 insecure = true
+capability_ttl_ms = 600000
 '''
 
 STORAGE_TOML = '''
@@ -136,7 +137,8 @@ def test_every_meta_key_reaches_meta_config(tmp_path):
         "space_check_interval_ms": 5000, "rpc_workers_max": 32, "session_lease_ms": 30000,
         "storage_calls_max": 12, "engine": "etcd",
         "etcd_endpoints": "10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379", "etcd_prefix": "/ffs-prod/",
-        "node_id": 10002, "admin_token_file": "/etc/ffs/admin.token", "insecure": True}
+        "node_id": 10002, "admin_token_file": "/etc/ffs/admin.token", "insecure": True,
+        "capability_ttl_ms": 600000}
     defaults = dataclasses.asdict(MetaConfig(data_dir=""))
     assert all(got[name] != defaults[name] for name in defaults), "every key differs from its default"
 

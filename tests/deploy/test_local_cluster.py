@@ -31,11 +31,14 @@ def _alive(pid: int) -> bool:
 def test_command_lines_follow_the_contract(tmp_path):
     local = LocalCluster(tmp_path, storage_nodes=2, targets_per_node=3, port=4321, python="py")
     assert local.command("meta") == ["py", "-m", "fireflyfs.meta_service", "--data-dir",
-                                     str(tmp_path / "meta"), "--listen", "127.0.0.1:4321"]
+                                     str(tmp_path / "meta"), "--listen", "127.0.0.1:4321",
+                                     "--admin-token-file", str(tmp_path / "admin.token")]
     assert local.command("storage-2") == [
         "py", "-m", "fireflyfs.storage_service", "--node-id", "2", "--data-dir",
         str(tmp_path / "storage-2"), "--listen", "127.0.0.1:0", "--mgmtd", "127.0.0.1:4321",
-        "--targets", "3"]
+        "--targets", "3", "--node-key-file", str(tmp_path / "storage-2" / "node.key")]
+    insecure = LocalCluster(tmp_path / "dev", storage_nodes=2, port=4322, python="py", insecure=True)
+    assert insecure.command("meta")[-1] == insecure.command("storage-1")[-1] == "--insecure"
     assert local.roles() == ["meta", "storage-1", "storage-2"]
     assert local.url == "ffs://127.0.0.1:4321"
     with pytest.raises(ValueError):
@@ -46,7 +49,8 @@ def test_replicas_and_heartbeat_timeout_reach_the_processes(tmp_path):
     local = LocalCluster(tmp_path, storage_nodes=4, targets_per_node=1, port=4321, python="py",
                          heartbeat_timeout_ms=2000)
     assert local.replicas == 3                              # default with >= 3 storage nodes
-    assert local.command("meta")[-2:] == ["--heartbeat-timeout-ms", "2000"]
+    meta = local.command("meta")
+    assert meta[meta.index("--heartbeat-timeout-ms") + 1] == "2000"
     storage = local.command("storage-1")
     assert storage[storage.index("--heartbeat-interval-ms") + 1] == "200"   # a tenth: fence after 5
     assert storage[storage.index("--heartbeat-timeout-ms") + 1] == "2000"

@@ -58,6 +58,7 @@ from fireflyfs.client.client import FfsClient
 from fireflyfs.common.limits import KiB, MiB
 from fireflyfs.common.rpc import make_channel
 from fireflyfs.proto import meta_pb2, mgmtd_pb2, storage_pb2, types_pb2
+from tests import trust
 
 from tests.conftest import announce_seed, seed_from_env
 from tests.system.fuzz_messages import (Protection, garbage_strategy, message_class, message_strategy,
@@ -303,8 +304,11 @@ def routing_hints(routing: types_pb2.RoutingInfo) -> dict[str, list]:
 
 
 def channels_of(local, routing: types_pb2.RoutingInfo) -> dict[str, list[grpc.Channel]]:
-    meta = make_channel(local.meta_address)
-    storage = [make_channel(node.address) for node in routing.nodes if node.type == types_pb2.NODE_STORAGE]
+    # As the admin: the fuzzed requests reach every handler (without a token they would all stop at
+    # authentication, which test_trust_attacks.py covers).
+    meta = make_channel(local.meta_address, token=trust.ADMIN_TOKEN)
+    storage = [make_channel(node.address, token=trust.ADMIN_TOKEN) for node in routing.nodes
+               if node.type == types_pb2.NODE_STORAGE]
     assert storage, "the cluster has no storage node to fuzz"
     return {"Meta": [meta], "Mgmtd": [meta], "Storage": storage}
 
