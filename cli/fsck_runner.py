@@ -30,6 +30,7 @@ import crc32c
 
 from fireflyfs.common import auth, errors, limits
 from fireflyfs.proto import storage_pb2, types_pb2
+from fireflyfs.client.capabilities import Capabilities
 from fireflyfs.client.channels import ChannelPool, shared_pool
 from fireflyfs.client.config import ClientConfig
 from fireflyfs.client.meta_client import MetaClient
@@ -58,8 +59,9 @@ class FsckRunner:
         pool = pool or shared_pool(auth.client_token())
         self.routing = routing or RoutingCache.for_mgmtd(address, pool, self.config.mgmtd_timeout_s)
         self.meta = meta or MetaClient(address, pool, config=self.config)
+        # Its bulk reads carry capabilities, which meta gives an admin for any file.
         self.storage = StorageClient(self.routing, f"fsck-{uuid.uuid4().hex[:12]}", pool=pool,
-                                     config=self.config)
+                                     config=self.config, capabilities=Capabilities(self.meta.get_capability))
         self.recheck_delay_s = recheck_delay_s
         self.verify_bytes = verify_bytes
         self._sleep = sleep

@@ -30,7 +30,8 @@ from fireflyfs.common.errors import ChecksumMismatch, Unavailable
 from fireflyfs.common import pacing
 from fireflyfs.common.traffic import TrafficClass
 from fireflyfs.proto import bulk_wire as wire
-from fireflyfs.proto.bulk_io import Sender, recv_exact, tune
+from fireflyfs.common.tls import process_tls
+from fireflyfs.proto.bulk_io import Sender, readable_now, recv_exact, tune
 from .storage_transport import ReadOutcome
 
 _CRC = struct.Struct("<I")
@@ -53,6 +54,8 @@ class BulkConnection:
         try:
             self.sock = socket.create_connection((host, int(port)), timeout=connect_timeout_s or timeout_s)
             tune(self.sock, timeout_s)
+            if process_tls.bulk_client is not None:     # checks the node's certificate against the CA
+                self.sock = process_tls.bulk_client.wrap_socket(self.sock, server_hostname=host)
         except OSError as exc:
             raise BulkTransportError(f"bulk connect to {address}: {exc}") from exc
         self.broken = False
@@ -416,6 +419,8 @@ def _crcs_match(out: memoryview, offset: int, data_len: int, block_size: int, me
 
 def closed_by_peer(sock: socket.socket) -> bool:
     """True when an idle socket has something to read: the peer closed it (nothing else is due)."""
+    if readable_now(sock):
+        return True
     poller = select.poll()     # not select(): descriptors past 1024 are normal once RLIMIT_NOFILE is raised
     poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
     return bool(poller.poll(0))

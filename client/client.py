@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import Iterator
 
-from fireflyfs.common import auth
+from fireflyfs.common import auth, tls
 from fireflyfs.common.errors import FfsError, InvalidArgument, IsADirectory, NotADirectory, error_from_name
 from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import canonical_path
@@ -95,10 +95,12 @@ class FfsClient:
     config: deadlines and retry budgets (default: ClientConfig.from_env()).
     token: the user's token (default: FFS_TOKEN, else the token file: common/auth.client_token).
     umask: taken from the mode of new files (0o666) and directories (0o777), as a shell's is.
+    tls_ca: the cluster CA's certificate (default FFS_TLS_CA); without one, plaintext (--insecure clusters).
     """
 
     def __init__(self, address: str, config: ClientConfig | None = None, token: str | None = None,
-                 umask: int = UMASK_DEFAULT) -> None:
+                 umask: int = UMASK_DEFAULT, tls_ca: str | None = None) -> None:
+        tls.configure_client_from_env(tls_ca)    # the cluster CA: tls_ca, else FFS_TLS_CA
         self.address = address
         self.umask = umask
         self.config = config or ClientConfig.from_env()

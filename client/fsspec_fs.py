@@ -186,6 +186,8 @@ class FireflyFileSystem(AbstractFileSystem):
     token: the user's token (``ffs admin user add`` prints one); default FFS_TOKEN, else the
     token file FFS_TOKEN_FILE (default ~/.config/fireflyfs/token), which must be mode 0600.
     umask: cleared from the modes of new files (0o666) and directories (0o777); default 0o022.
+    tls_ca: the cluster CA's certificate (default FFS_TLS_CA; ``ffs cluster up`` writes DIR/tls/ca.pem).
+    One CA per process: every cluster a process talks to shares it.
     Permissions are POSIX's, checked by meta for the token's user: PermissionError when denied.
     """
 
@@ -196,9 +198,11 @@ class FireflyFileSystem(AbstractFileSystem):
     default_cache_type = SequentialReadaheadCache.name
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, addresses: str | None = None,
-                 token: str | None = None, umask: int = UMASK_DEFAULT, **kwargs) -> None:
+                 token: str | None = None, umask: int = UMASK_DEFAULT, tls_ca: str | None = None,
+                 **kwargs) -> None:
         kwargs.setdefault("use_listings_cache", False)
-        super().__init__(host=host, port=port, addresses=addresses, token=token, umask=umask, **kwargs)
+        super().__init__(host=host, port=port, addresses=addresses, token=token, umask=umask, tls_ca=tls_ca,
+                         **kwargs)
         if addresses is None and port is None:
             addresses = os.environ.get(address_env, "")
             if not addresses:
@@ -212,7 +216,7 @@ class FireflyFileSystem(AbstractFileSystem):
         first_host, _, first_port = self.addresses.split(",")[0].rpartition(":")
         self.host = first_host
         self.port = int(first_port)
-        self.client = FfsClient(self.addresses, token=token, umask=umask)
+        self.client = FfsClient(self.addresses, token=token, umask=umask, tls_ca=tls_ca)
 
     @property
     def fsid(self) -> str:

@@ -105,6 +105,13 @@ def error_from_rpc(rpc_error: grpc.RpcError) -> FfsError:
             name = value
     if name in errors.ERRORS_BY_NAME:
         return errors.ERRORS_BY_NAME[name](details)
+    if code == grpc.StatusCode.UNAVAILABLE and ("Socket closed" in details or "andshake" in details
+                                                or "certificate" in details.lower()):
+        tls_state = ("this process uses TLS with the CA in FFS_TLS_CA / tls_ca=: is it the cluster's?"
+                     if process_security.channel_credentials is not None else
+                     "this process uses no TLS: for a cluster with TLS (the default) set FFS_TLS_CA or "
+                     "tls_ca= to its CA (ffs cluster up writes DIR/tls/ca.pem)")
+        return errors.Unavailable(f"{code.name}: {details} ({tls_state})")
     if code == grpc.StatusCode.CANCELLED and "Channel closed" in details:
         # Our side closed the channel under the call (a failover to another server): no answer
         # came, so as for an unreachable server the caller may retry.
@@ -167,23 +174,28 @@ class Security:
 
 
 process_security = Security()
+PLAINTEXT = object()      # make_server(credentials=PLAINTEXT): no TLS whatever the process has
 
 
 def make_server(address: str, max_workers: int = 16,
                 traffic_class: TrafficClass | str | None = TrafficClass.CONTROL,
                 authenticate: Authenticate | None = None,
+                credentials: grpc.ServerCredentials | None | object = None,
                 ) -> tuple[grpc.Server, int]:
     """A thread-pool gRPC server bound to address; returns (server, bound port).
 
     Its replies are marked with traffic_class's DSCP (None: unmarked). With
     authenticate, every call runs as the principal it returns for the call's
     token (``auth.caller()`` in the handler); without, as auth.SUPERUSER. The
-    port is TLS when the process has server credentials.
+    port is TLS with credentials, by default the process's server credentials
+    (``plaintext()``: none, for the --insecure development mode).
     """
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                          options=SERVER_OPTIONS + grpc_options(traffic_class),
                          interceptors=[CallsParsedAndAuthenticated(authenticate)])
-    credentials = process_security.server_credentials
+    credentials = process_security.server_credentials if credentials is None else credentials
+    if credentials is PLAINTEXT:
+        credentials = None
     port = (server.add_secure_port(address, credentials) if credentials is not None
             else server.add_insecure_port(address))
     if port == 0:

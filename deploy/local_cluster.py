@@ -59,6 +59,8 @@ meta_servers_max = 16
 # A pre-provisioned admin token for new clusters (LocalCluster(admin_token=...) by default): a
 # harness that runs many clusters, such as the test suite, gives them all the one its clients hold.
 ADMIN_TOKEN_ENV = "FFS_CLUSTER_ADMIN_TOKEN"
+# Likewise a CA for new clusters' certificates (default: each cluster makes its own in DIR/tls).
+CA_DIR_ENV = "FFS_CLUSTER_CA_DIR"
 CHILD_ENV = {**MALLOC_ENV, "PYTHONUNBUFFERED": "1"}
 
 startup_timeout_s_default = 60.0
@@ -283,9 +285,14 @@ class LocalCluster:
         return self.base_dir / "admin.token"
 
     def admin_token(self) -> str | None:
-        """The admin token the launcher's own calls carry (None for an --insecure cluster)."""
+        """The admin token the launcher's own calls carry (None for an --insecure cluster); they
+        trust the cluster's CA (this process's TLS, common/tls.py)."""
         if self.insecure:
             return None
+        from fireflyfs.common import tls
+
+        if self.ca_file.exists():
+            tls.configure_client_from_env(str(self.ca_file))
         from fireflyfs.common.auth import read_token_file
 
         if not self.admin_token_file.exists():
@@ -294,6 +301,29 @@ class LocalCluster:
 
     def node_key_file(self, role: str) -> pathlib.Path:
         return self.data_dir(role) / "node.key"
+
+    @property
+    def tls_dir(self) -> pathlib.Path:
+        """Each service's certificate and key, and the CA (ca.pem) clients trust (FFS_TLS_CA)."""
+        return self.base_dir / "tls"
+
+    @property
+    def ca_file(self) -> pathlib.Path:
+        return pathlib.Path(self._ca_dir) / "ca.pem"
+
+    @property
+    def _ca_dir(self) -> str:
+        return os.environ.get(CA_DIR_ENV) or str(self.tls_dir)
+
+    def role_addresses(self, role: str) -> list[str]:
+        """The addresses role's certificate names (clients check the one they dial)."""
+        return [HOST, "localhost"]
+
+    def _tls_flags(self, role: str) -> list[str]:
+        from fireflyfs.common import tls
+
+        files = tls.issue(self._ca_dir, str(self.tls_dir), role, self.role_addresses(role))
+        return ["--tls-cert", files.cert, "--tls-key", files.key, "--tls-ca", files.ca]
 
     def command(self, role: str) -> list[str]:
         timeout = self.heartbeat_timeout_ms
@@ -308,12 +338,12 @@ class LocalCluster:
             return [self.python, "-m", "fireflyfs.meta_service",
                     "--data-dir", str(self.data_dir(role)), "--listen", address, *engine,
                     *(["--heartbeat-timeout-ms", str(timeout)] if timeout else []), *no_fsync,
-                    *(security or ["--admin-token-file", str(self.admin_token_file)])]
+                    *(security or ["--admin-token-file", str(self.admin_token_file), *self._tls_flags(role)])]
         node_id = self._node_id(role)
         command = [self.python, "-m", "fireflyfs.storage_service", "--node-id", str(node_id),
                    "--data-dir", str(self.data_dir(role)), "--listen", f"{HOST}:0",
                    "--mgmtd", ",".join(self.meta_addresses), "--targets", str(self.targets_per_node),
-                   *no_fsync, *(security or ["--node-key-file", str(self.node_key_file(role))])]
+                   *no_fsync, *(security or ["--node-key-file", str(self.node_key_file(role)), *self._tls_flags(role)])]
         if timeout:
             command += ["--heartbeat-interval-ms", str(heartbeat_interval_ms_for(timeout)),
                         "--heartbeat-timeout-ms", str(timeout)]
@@ -405,6 +435,10 @@ class LocalCluster:
 
     def up(self) -> str:
         """Start whatever is not running, wait until the cluster serves; return its URL."""
+        if not self.insecure:
+            from fireflyfs.common import tls
+
+            tls.ensure_ca(self._ca_dir)
         if self.etcd_members:
             from fireflyfs.deploy.etcd_cluster import etcd_binary
 

@@ -377,6 +377,9 @@ class TestbedCluster(LocalCluster):
             return self.testbed.spec.meta_host(self.meta_roles().index(role) + 1)
         return f"s{self._node_id(role)}"
 
+    def role_addresses(self, role: str) -> list[str]:
+        return [self.testbed.address(self.role_host(role)), *super().role_addresses(role)]
+
     def command(self, role: str) -> list[str]:
         argv = super().command(role)
         host = self.role_host(role)

@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
                              "here (mode 0600)")
     parser.add_argument("--insecure", action="store_true", default=defaults.insecure,
                         help="no tokens, TLS or permission checks: loopback development only")
+    parser.add_argument("--tls-cert", default=defaults.tls_cert, help="this server's TLS certificate (PEM)")
+    parser.add_argument("--tls-key", default=defaults.tls_key, help="its private key (PEM, mode 0600)")
+    parser.add_argument("--tls-ca", default=defaults.tls_ca, help="the cluster CA's certificate (PEM)")
     args = parser.parse_args(argv)
     if args.meta_engine == "etcd" and not args.etcd_endpoints:
         parser.error("--meta-engine etcd needs --etcd-endpoints host:port[,host:port...]")
@@ -68,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
         storage_calls_max=args.storage_calls_max, map_size_bytes=args.map_size,
         map_size_bytes_max=args.map_size_max, space_warn_fraction=args.space_warn_percent / 100,
         engine=args.meta_engine, etcd_endpoints=args.etcd_endpoints, etcd_prefix=args.etcd_prefix,
-        admin_token_file=args.admin_token_file, insecure=args.insecure)
+        admin_token_file=args.admin_token_file, insecure=args.insecure, tls_cert=args.tls_cert,
+        tls_key=args.tls_key, tls_ca=args.tls_ca)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Mapping
 
-from fireflyfs.common import limits
+from fireflyfs.common import limits, tls
 from fireflyfs.common.auth import node_key_hash, node_token
 from fireflyfs.common.rpc import make_server
 from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
@@ -78,6 +78,11 @@ class MetaConfig:
     admin_token_file: str = ""
     # How long a chunk capability lives (common/capability.py); at most the key rotation period.
     capability_ttl_ms: int = limits.capability_ttl_ms
+    # TLS (common/tls.py): this server's certificate and key, and the CA its peers' certificates
+    # chain to. Required unless insecure.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.storage_calls_max < self.rpc_workers_max:
@@ -120,6 +125,11 @@ class MetaServer:
         # space (--quota-backend-bytes), so an etcd-backed server has none.
         self.space_check = (MetaSpaceCheck(self.store, config.space_warn_fraction, config.space_check_interval_ms)
                             if config.engine == "lmdb" else None)
+        if not config.insecure:
+            if not (config.tls_cert and config.tls_key and config.tls_ca):
+                raise ValueError("a meta server needs tls_cert, tls_key and tls_ca (`ffs cluster up` makes them "
+                                 "under DIR/tls), or insecure for loopback development")
+            tls.configure(tls.TlsFiles(config.tls_cert, config.tls_key, config.tls_ca))
         now_ns = time.time_ns()
         self.node_id = config.node_id or meta_node_id(config.data_dir, self.store)
         self.users = Users(self.store)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import ssl
 import struct
 from typing import Callable
 
@@ -44,7 +45,9 @@ def tune(sock: socket.socket, timeout_s: float) -> None:
 
 
 def _timed_out(exc: OSError) -> bool:
-    return isinstance(exc, BlockingIOError) or exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
+    # On TLS, the kernel timeout surfaces as the SSL layer wanting more (the socket stays blocking).
+    return (isinstance(exc, (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError))
+            or exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK))
 
 
 def recv_exact(sock: socket.socket, view: memoryview) -> None:
@@ -94,11 +97,21 @@ def discard(sock: socket.socket, count: int, scratch: memoryview) -> None:
         count -= step
 
 
+def readable_now(sock) -> bool:
+    """Bytes a TLS socket already decrypted and holds: poll() on its descriptor does not see them."""
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+
 class Sender:
-    """Gathers buffers and sends them with few sendmsg calls; file ranges go by sendfile."""
+    """Gathers buffers and sends them with few sendmsg calls; file ranges go by sendfile.
+
+    On a TLS socket the kernel cannot send file pages itself (Python's ssl has no kernel TLS):
+    buffers are joined and encrypted by sendall, file ranges read with pread first.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._tls = isinstance(sock, ssl.SSLSocket)
         self._buffers: list = []
         self.sent = 0
 
@@ -108,6 +121,15 @@ class Sender:
 
     def flush(self) -> None:
         buffers, self._buffers = self._buffers, []
+        if self._tls and buffers:
+            try:
+                self.sock.sendall(b"".join(buffers) if len(buffers) > 1 else buffers[0])
+            except OSError as exc:
+                if _timed_out(exc):
+                    raise TimeoutError("bulk peer stopped reading for the timeout") from exc
+                raise
+            self.sent += sum(len(buffer) for buffer in buffers)
+            return
         while buffers:
             group = buffers[:iovecs_per_sendmsg_max]
             try:
@@ -127,7 +149,7 @@ class Sender:
 
     def add_file(self, fd: int, offset: int, count: int) -> None:
         """Send [offset, offset+count) of fd; zeros if the file ends early (the CRC check catches it)."""
-        if count < sendfile_bytes_min:
+        if count < sendfile_bytes_min or self._tls:
             data = os.pread(fd, count, offset)
             self.add(data)
             if len(data) < count:

@@ -90,6 +90,7 @@ class Connection:
     def __init__(self, sock: socket.socket, peer: tuple[str, int], clock: Callable[[], float] = time.monotonic
                  ) -> None:
         self.sock = sock
+        self.accepted_sock = sock     # the listener's key for it (sock becomes the TLS socket over it)
         self.peer_host, self.peer_port = peer
         self._clock = clock
         self._lock = threading.Lock()

@@ -72,8 +72,10 @@ from fireflyfs.common.limits import KiB, MiB
 from fireflyfs.common.traffic import TrafficClass, mark_socket
 
 from fireflyfs.proto import bulk_wire as wire
-from fireflyfs.proto.bulk_io import IdleTimeout, Sender, discard, recv_exact, recv_header, set_timeouts, tune
+from fireflyfs.proto.bulk_io import (IdleTimeout, Sender, discard, readable_now, recv_exact, recv_header,
+                                     set_timeouts, tune)
 from fireflyfs.common.rpc import refused
+from fireflyfs.common.tls import process_tls
 from .access import ANONYMOUS, CapabilityGate
 from .bulk_buffers import BufferBudget
 from .bulk_connections import BulkLimits, BurstLog, Connection, Phase
@@ -321,7 +323,7 @@ class BulkHandler:
         sender.flush()
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        if not poller.poll(self.rts.grant_timeout_s * 1000):
+        if not readable_now(sock) and not poller.poll(self.rts.grant_timeout_s * 1000):
             exc = self.rts.timed_out(count, data_len, _peer(sock))
             log.info("node %d: %s", self.node_id, exc)
             connection.enter(Phase.SENDING)
@@ -522,7 +524,7 @@ class BulkServer:
 
     def _forget(self, connection: Connection, thread: threading.Thread) -> None:
         with self._lock:
-            if self._connections.pop(connection.sock, None) is not None:
+            if self._connections.pop(connection.accepted_sock, None) is not None:
                 left = self._per_peer[connection.peer_host] - 1
                 if left:
                     self._per_peer[connection.peer_host] = left
@@ -535,6 +537,8 @@ class BulkServer:
         try:
             tune(sock, self.peer_timeout_s)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)   # a vanished client host
+            if process_tls.bulk_server is not None:      # TLS: the handshake, on this thread
+                sock = connection.sock = process_tls.bulk_server.wrap_socket(sock, server_side=True)
             self.handler.serve(connection, self.budget, self.limits, self._stopping.is_set)
         except (ConnectionError, TimeoutError) as exc:
             log.debug("bulk connection from %s ended: %s", _peer(sock), exc)

@@ -71,7 +71,7 @@ import threading
 import time
 from pathlib import Path
 
-from fireflyfs.common import limits
+from fireflyfs.common import limits, tls
 from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap, raise_open_files_limit
 from fireflyfs.common.primary_follower import PrimaryStub, split_addresses
@@ -134,6 +134,10 @@ class StorageConfig:
     # prints it); insecure: no key, no capability checks, every caller trusted (loopback development).
     node_key_file: Path | None = None
     insecure: bool = False
+    # TLS (common/tls.py): this node's certificate and key, and the cluster CA. Required unless insecure.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
     def __post_init__(self) -> None:
         # The command line checks these with its flags' names first; a config file reaches only these.
@@ -147,6 +151,9 @@ class StorageConfig:
             raise ValueError("target_map_size_bytes_max must be at least target_map_size_bytes")
         if self.scrub_bytes_per_s < 0 or self.scrub_interval_s < 0:
             raise ValueError("scrub_bytes_per_s and scrub_interval_s must be >= 0")
+        if not self.insecure and not (self.tls_cert and self.tls_key and self.tls_ca):
+            raise ValueError(f"storage node {self.node_id} needs tls_cert, tls_key and tls_ca (--tls-cert, "
+                             "--tls-key, --tls-ca), or --insecure for loopback development")
         if not self.insecure and self.node_key_file is None:
             raise ValueError(f"storage node {self.node_id} needs its node key (--node-key-file; "
                              f"`ffs admin node key {self.node_id} URL` prints it), or --insecure for "
@@ -170,6 +177,8 @@ class StorageNode:
     def __init__(self, config: StorageConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        if not config.insecure:
+            tls.configure(tls.TlsFiles(str(config.tls_cert), str(config.tls_key), str(config.tls_ca)))
         self.targets = {tid: Target(tid, config.target_dir(tid), block_size=config.block_size,
                                     fsync=config.fsync, pool_files_max=config.chunk_pool_files,
                                     capacity_bytes=config.target_capacity_bytes,
@@ -355,6 +364,10 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                              "prints it)")
     parser.add_argument("--insecure", action="store_true",
                         help="no node key, TLS or capability checks: loopback development only")
+    for name, what in (("cert", "this node's TLS certificate (PEM)"), ("key", "its private key (PEM, mode 0600)"),
+                       ("ca", "the cluster CA's certificate (PEM)")):
+        parser.add_argument(f"--tls-{name}", type=Path, default=os.environ.get(f"FFS_TLS_{name.upper()}_FILE") or None,
+                            help=what)
     parser.add_argument("--bulk", action=argparse.BooleanOptionalAction,
                         default=os.environ.get("FFS_STORAGE_BULK", "1") != "0",
                         help="serve the bulk data path (--no-bulk: gRPC only)")
@@ -377,6 +390,8 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
         parser.error(str(exc))
     if args.node_id < 1:
         parser.error("--node-id must be >= 1")
+    if not args.insecure and not (args.tls_cert and args.tls_key and args.tls_ca):
+        parser.error("--tls-cert, --tls-key and --tls-ca are required, or --insecure for loopback development")
     if not args.insecure and args.node_key_file is None:
         parser.error("--node-key-file is required (`ffs admin node key ID URL` prints a node's key), "
                      "or --insecure for loopback development")
@@ -402,7 +417,8 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                          target_map_size_bytes_max=args.target_map_size_max,
                          space_warn_fraction=args.space_warn_percent / 100,
                          scrub_bytes_per_s=args.scrub_bytes_per_s, scrub_interval_s=args.scrub_interval_s,
-                         bulk_limits=bulk_limits, node_key_file=args.node_key_file, insecure=args.insecure)
+                         bulk_limits=bulk_limits, node_key_file=args.node_key_file, insecure=args.insecure,
+                         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca)
 
 
 def setup_logging(config: StorageConfig) -> None:

@@ -28,17 +28,26 @@ import os
 import random
 import re
 import sys
+import tempfile
 import uuid
 
 import pytest
 
+from fireflyfs.common import tls
 from fireflyfs.common.auth import TOKEN_ENV, new_user_token
 from fireflyfs.deploy.etcd_cluster import EtcdCluster, etcd_binary
-from fireflyfs.deploy.local_cluster import ADMIN_TOKEN_ENV, ClusterError, LocalCluster
+from fireflyfs.deploy.local_cluster import ADMIN_TOKEN_ENV, CA_DIR_ENV, ClusterError, LocalCluster
 
 SESSION_ADMIN_TOKEN = os.environ.get(ADMIN_TOKEN_ENV) or new_user_token(0)[0]
 os.environ[ADMIN_TOKEN_ENV] = SESSION_ADMIN_TOKEN
 os.environ[TOKEN_ENV] = SESSION_ADMIN_TOKEN
+# TLS: one CA for the session; every cluster's certificates chain to it, and this process serves
+# (in-process servers) and calls with TLS.
+SESSION_CA_DIR = os.environ.get(CA_DIR_ENV) or tempfile.mkdtemp(prefix="ffs-test-ca-")
+os.environ[CA_DIR_ENV] = SESSION_CA_DIR
+os.environ[tls.CA_ENV] = tls.ensure_ca(SESSION_CA_DIR)[0]
+SESSION_TLS = tls.issue(SESSION_CA_DIR, SESSION_CA_DIR, f"test-{os.getpid()}", ["127.0.0.1", "localhost"])
+tls.configure(SESSION_TLS)
 
 SEED_ENV = "FFS_SEED"
 _REPLAY = pytest.StashKey[str]()

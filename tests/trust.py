@@ -16,6 +16,24 @@ from fireflyfs.deploy.local_cluster import ADMIN_TOKEN_ENV
 ADMIN_TOKEN = os.environ[ADMIN_TOKEN_ENV]        # set by tests/conftest.py for the session
 
 
+def tls_files():
+    """The session's TLS files for 127.0.0.1 (tests/conftest.py made them): for in-process and
+    hand-started servers."""
+    from tests.conftest import SESSION_TLS
+
+    return SESSION_TLS
+
+
+def meta_tls_config() -> dict:
+    files = tls_files()
+    return {"tls_cert": files.cert, "tls_key": files.key, "tls_ca": files.ca}
+
+
+def tls_args() -> list[str]:
+    files = tls_files()
+    return ["--tls-cert", files.cert, "--tls-key", files.key, "--tls-ca", files.ca]
+
+
 def admin_token_file(directory) -> str:
     """A 0600 file holding the session admin token, for MetaConfig(admin_token_file=...)."""
     path = os.path.join(str(directory), "admin.token")

@@ -63,11 +63,13 @@ def start_cluster(make_cluster):
 def inspect(client: FfsClient):
     """An admin's storage client over client's routing: it lists, reads, plants and removes single
     replicas' chunks as fsck does (storage lets only nodes and admins do that)."""
+    from fireflyfs.client.capabilities import Capabilities
     from fireflyfs.client.channels import shared_pool
     from fireflyfs.client.storage_client import StorageClient
 
     if not hasattr(client, "_inspector"):
-        client._inspector = StorageClient(client.routing, "fsck-test", pool=shared_pool(trust.ADMIN_TOKEN))
+        client._inspector = StorageClient(client.routing, "fsck-test", pool=shared_pool(trust.ADMIN_TOKEN),
+                                          capabilities=Capabilities(client.meta.get_capability))
     return client._inspector
 
 

@@ -58,11 +58,12 @@ def test_the_helper_raises_the_soft_limit_to_the_hard_one(hard_limit):
 def test_each_service_raises_its_limit_at_start(tmp_path, hard_limit, service):
     log_file = tmp_path / f"{service}.log"
     if service == "meta":
-        args = ["-m", "fireflyfs.meta_service", "--data-dir", str(tmp_path / "meta"), "--log-file", str(log_file)]
+        args = ["-m", "fireflyfs.meta_service", "--data-dir", str(tmp_path / "meta"), "--log-file", str(log_file),
+                *trust.tls_args()]
     else:
         args = ["-m", "fireflyfs.storage_service", "--node-id", "1", "--data-dir", str(tmp_path / "storage"),
                 "--mgmtd", "127.0.0.1:1", "--log-file", str(log_file),
-                "--node-key-file", trust.node_key_file(tmp_path, new_cluster_secret(), 1)]
+                "--node-key-file", trust.node_key_file(tmp_path, new_cluster_secret(), 1), *trust.tls_args()]
     child = subprocess.Popen([sys.executable, *args], preexec_fn=lowered_soft_limit,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

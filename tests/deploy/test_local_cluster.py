@@ -30,13 +30,18 @@ def _alive(pid: int) -> bool:
 
 def test_command_lines_follow_the_contract(tmp_path):
     local = LocalCluster(tmp_path, storage_nodes=2, targets_per_node=3, port=4321, python="py")
+    tls_dir, ca = tmp_path / "tls", str(local.ca_file)
     assert local.command("meta") == ["py", "-m", "fireflyfs.meta_service", "--data-dir",
                                      str(tmp_path / "meta"), "--listen", "127.0.0.1:4321",
-                                     "--admin-token-file", str(tmp_path / "admin.token")]
+                                     "--admin-token-file", str(tmp_path / "admin.token"),
+                                     "--tls-cert", str(tls_dir / "meta.pem"), "--tls-key", str(tls_dir / "meta.key"),
+                                     "--tls-ca", ca]
     assert local.command("storage-2") == [
         "py", "-m", "fireflyfs.storage_service", "--node-id", "2", "--data-dir",
         str(tmp_path / "storage-2"), "--listen", "127.0.0.1:0", "--mgmtd", "127.0.0.1:4321",
-        "--targets", "3", "--node-key-file", str(tmp_path / "storage-2" / "node.key")]
+        "--targets", "3", "--node-key-file", str(tmp_path / "storage-2" / "node.key"),
+        "--tls-cert", str(tls_dir / "storage-2.pem"), "--tls-key", str(tls_dir / "storage-2.key"), "--tls-ca", ca]
+    assert oct((tls_dir / "meta.key").stat().st_mode & 0o777) == "0o600"
     insecure = LocalCluster(tmp_path / "dev", storage_nodes=2, port=4322, python="py", insecure=True)
     assert insecure.command("meta")[-1] == insecure.command("storage-1")[-1] == "--insecure"
     assert local.roles() == ["meta", "storage-1", "storage-2"]

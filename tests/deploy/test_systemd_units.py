@@ -22,7 +22,8 @@ from fireflyfs.cli.main import cli
 UNITS = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 MINIMAL = {"meta": 'data_dir = "/var/lib/fireflyfs/meta"\n',
            "storage": 'node_id = 1\ndata_dir = "/srv/s"\nlisten = "10.0.0.1:8000"\nmgmtd = "10.0.0.1:7000"\n'
-                      'node_key_file = "/etc/fireflyfs/node.key"\n'}
+                      'node_key_file = "/etc/fireflyfs/node.key"\ntls_cert = "/etc/fireflyfs/tls/storage.pem"\n'
+                      'tls_key = "/etc/fireflyfs/tls/storage.key"\ntls_ca = "/etc/fireflyfs/tls/ca.pem"\n'}
 
 
 def _unit(service: str) -> configparser.ConfigParser:

@@ -56,6 +56,8 @@ import json, sys
 from fireflyfs.common.rpc import make_channel
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
 from tests import trust
+from fireflyfs.common import tls
+tls.configure_client_from_env()                                  # the session CA (FFS_TLS_CA)
 routing = None
 for address in sys.argv[1][len("ffs://"):].split(",") * 3:     # a cut or busy server: ask the next
     try:

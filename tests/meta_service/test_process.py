@@ -44,7 +44,8 @@ class MetaProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fireflyfs.meta_service", "--data-dir", str(self.data_dir),
              "--listen", self.address, "--log-file", str(self.data_dir / "meta.log"),
-             "--gc-delay-ms", "3600000", "--admin-token-file", trust.admin_token_file(self.data_dir)])
+             "--gc-delay-ms", "3600000", "--admin-token-file", trust.admin_token_file(self.data_dir),
+             *trust.tls_args()])
         self.channel = make_channel(self.address, token=trust.ADMIN_TOKEN)
         self.meta = meta_pb2_grpc.MetaStub(self.channel)
         self.mgmtd = mgmtd_pb2_grpc.MgmtdStub(self.channel)

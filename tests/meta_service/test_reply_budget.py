@@ -80,7 +80,8 @@ def test_list_and_find_page_by_bytes(ns, small_budget):
 @pytest.fixture
 def server(tmp_path):
     served = MetaServer(MetaConfig(data_dir=str(tmp_path), gc_interval_ms=60_000,
-                                   admin_token_file=trust.admin_token_file(tmp_path)), chunk_store=FakeChunkStore())
+                                   admin_token_file=trust.admin_token_file(tmp_path), **trust.meta_tls_config()),
+                        chunk_store=FakeChunkStore())
     install_chain_table(served.store)
     served.start()
     try:

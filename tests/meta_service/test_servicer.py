@@ -38,7 +38,7 @@ class MgmtdAs:
 
 def served_config(tmp_path, **overrides) -> MetaConfig:
     return MetaConfig(data_dir=str(tmp_path), gc_interval_ms=60_000,
-                      admin_token_file=trust.admin_token_file(tmp_path), **overrides)
+                      admin_token_file=trust.admin_token_file(tmp_path), **trust.meta_tls_config(), **overrides)
 
 
 @pytest.fixture

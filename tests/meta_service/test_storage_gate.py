@@ -51,7 +51,8 @@ def served(tmp_path):
     storage = HangingStorage()
     server = MetaServer(MetaConfig(data_dir=str(tmp_path), gc_interval_ms=60_000, rpc_workers_max=16,
                                    storage_calls_max=STORAGE_CALLS_MAX,
-                                   admin_token_file=trust.admin_token_file(tmp_path)), chunk_store=storage)
+                                   admin_token_file=trust.admin_token_file(tmp_path), **trust.meta_tls_config()),
+                        chunk_store=storage)
     install_chain_table(server.store)
     server.start()
     channel = make_channel(server.address, token=trust.ADMIN_TOKEN)

@@ -12,12 +12,13 @@ import threading
 import grpc
 
 from fireflyfs.common.errors import NotFound, Unavailable
-from fireflyfs.common.rpc import abort_with, make_server
+from fireflyfs.common.rpc import PLAINTEXT, abort_with, make_server
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, types_pb2
 
 
 class FakeMgmtd(mgmtd_pb2_grpc.MgmtdServicer):
-    def __init__(self) -> None:
+    def __init__(self, plaintext: bool = False) -> None:
+        self.plaintext = plaintext    # for storage processes run --insecure (no TLS, no keys)
         self.lock = threading.Lock()
         self.routing = types_pb2.RoutingInfo(version=1)
         self.refuse_registrations = 0
@@ -29,7 +30,8 @@ class FakeMgmtd(mgmtd_pb2_grpc.MgmtdServicer):
     # -------------------------------------------------------------- test controls
 
     def start(self) -> "FakeMgmtd":
-        self.server, port = make_server("127.0.0.1:0", max_workers=4)
+        self.server, port = make_server("127.0.0.1:0", max_workers=4,
+                                        credentials=PLAINTEXT if self.plaintext else None)
         mgmtd_pb2_grpc.add_MgmtdServicer_to_server(self, self.server)
         self.server.start()
         self.address = f"127.0.0.1:{port}"

@@ -103,6 +103,8 @@ def test_parse_args_defaults_and_env(monkeypatch, tmp_path):
     assert parse_args(["--node-id", "2", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1",
                        "--insecure"]).insecure
     monkeypatch.setenv("FFS_NODE_KEY_FILE", str(tmp_path / "node.key"))
+    for name in ("CERT", "KEY", "CA"):
+        monkeypatch.setenv(f"FFS_TLS_{name}_FILE", str(tmp_path / f"tls.{name.lower()}"))
     monkeypatch.setenv("FFS_HEARTBEAT_INTERVAL_MS", "250")
     config = parse_args(["--node-id", "2", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1"])
     assert (config.listen, config.targets, config.heartbeat_interval_ms, config.fsync) == \
@@ -117,7 +119,16 @@ def test_parse_args_defaults_and_env(monkeypatch, tmp_path):
         parse_args(["--node-id", "0", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1"])
 
 
-def test_storage_process_serves_stops_and_restarts(tmp_path, mgmtd):
+def test_storage_process_serves_stops_and_restarts(tmp_path):
+    """The --insecure development mode: plaintext, no keys (a plaintext fake mgmtd)."""
+    mgmtd = FakeMgmtd(plaintext=True).start()
+    try:
+        run_insecure_storage_process(tmp_path, mgmtd)
+    finally:
+        mgmtd.stop()
+
+
+def run_insecure_storage_process(tmp_path, mgmtd):
     log_file = tmp_path / "storage.log"
     command = [sys.executable, "-m", "fireflyfs.storage_service", "--node-id", "7", "--data-dir",
                str(tmp_path / "data"), "--listen", "127.0.0.1:0", "--mgmtd", mgmtd.address,
@@ -138,7 +149,7 @@ def test_storage_process_serves_stops_and_restarts(tmp_path, mgmtd):
     process, address = start_and_wait(0)
     try:
         chain = mgmtd.chain_for_target(702)
-        with make_channel(address) as channel, rpc_errors_mapped():
+        with make_channel(address, credentials=None) as channel, rpc_errors_mapped():   # --insecure: plaintext
             stub = storage_pb2_grpc.StorageStub(channel)
             stub.Write(write_request(chain, b"durable"), timeout=10)
         process.send_signal(signal.SIGTERM)
@@ -147,7 +158,7 @@ def test_storage_process_serves_stops_and_restarts(tmp_path, mgmtd):
 
         process, address = start_and_wait(len(mgmtd.registrations))
         assert mgmtd.registrations[-1].pid == process.pid
-        with make_channel(address) as channel, rpc_errors_mapped():
+        with make_channel(address, credentials=None) as channel, rpc_errors_mapped():
             stub = storage_pb2_grpc.StorageStub(channel)
             read = stub.BatchRead(storage_pb2.BatchReadRequest(ios=[storage_pb2.ReadIO(
                 chain_id=chain.id, chain_version=chain.version, chunk=types_pb2.ChunkId(inode=5, index=0),
@@ -194,14 +205,15 @@ def test_with_real_meta_service_survives_sigkill(tmp_path):
     meta_address = f"127.0.0.1:{free_port()}"
     meta = subprocess.Popen([sys.executable, "-m", "fireflyfs.meta_service", "--data-dir",
                              str(tmp_path / "meta"), "--listen", meta_address, "--log-file",
-                             str(tmp_path / "meta.log"), "--admin-token-file", trust.admin_token_file(tmp_path)],
+                             str(tmp_path / "meta.log"), "--admin-token-file", trust.admin_token_file(tmp_path),
+                             *trust.tls_args()],
                             stdin=subprocess.DEVNULL)
     key_file = tmp_path / "node-1.key"
     wait_for(lambda: fetch_node_key(meta_address, 1, key_file), timeout_s=20, what="meta to hand out a node key")
     storage_command = [sys.executable, "-m", "fireflyfs.storage_service", "--node-id", "1", "--data-dir",
                        str(tmp_path / "storage"), "--listen", "127.0.0.1:0", "--mgmtd", meta_address,
                        "--targets", "2", "--log-file", str(tmp_path / "storage.log"),
-                       "--heartbeat-interval-ms", "100", "--node-key-file", str(key_file)]
+                       "--heartbeat-interval-ms", "100", "--node-key-file", str(key_file), *trust.tls_args()]
     storage = subprocess.Popen(storage_command, stdin=subprocess.DEVNULL)
     channel = trust.admin_channel(meta_address)
     try:

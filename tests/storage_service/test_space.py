@@ -138,7 +138,8 @@ def test_target_space_warns_once_past_the_threshold(tmp_path, caplog):
 def test_storage_flags_and_their_environment_overrides(monkeypatch):
     from fireflyfs.storage_service.server import parse_args
 
-    base = ["--node-id", "1", "--data-dir", "/tmp/unused", "--mgmtd", "127.0.0.1:1", "--node-key-file", "/tmp/unused.key"]
+    base = ["--node-id", "1", "--data-dir", "/tmp/unused", "--mgmtd", "127.0.0.1:1", "--node-key-file", "/tmp/unused.key",
+            "--tls-cert", "c.pem", "--tls-key", "c.key", "--tls-ca", "ca.pem"]
     config = parse_args(base + ["--target-capacity", "64MiB", "--target-reserve", "10%",
                                 "--target-map-size", "1MiB", "--target-map-size-max", "1GiB",
                                 "--space-warn-percent", "90"])
