@@ -65,28 +65,37 @@ def cluster() -> None:
                    f"[default: 1 on lmdb, {meta_servers_etcd_default} on etcd, or as in DIR/cluster.json]")
 @click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the cluster to serve.")
+@click.option("--insecure", is_flag=True, default=None,
+              help="No TLS, tokens, permission checks or capabilities: loopback development only. "
+                   "Fixed once the cluster exists.")
 @json_option
 def up(base_dir, storage_nodes, targets_per_node, port, replicas, heartbeat_timeout_ms, chain_table,
-       fsync, meta_engine, etcd_members, meta_servers, timeout_s) -> None:
+       fsync, meta_engine, etcd_members, meta_servers, timeout_s, insecure) -> None:
     """Start what is not running in DIR and print the cluster URL."""
     try:
         local = _cluster(base_dir, storage_nodes=storage_nodes, targets_per_node=targets_per_node,
                          port=port, replicas=replicas, heartbeat_timeout_ms=heartbeat_timeout_ms,
                          chain_table=chain_table, fsync=fsync, startup_timeout_s=timeout_s,
-                         meta_engine=meta_engine, etcd_members=etcd_members, meta_servers=meta_servers)
+                         meta_engine=meta_engine, etcd_members=etcd_members, meta_servers=meta_servers,
+                         insecure=insecure)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     url = local.up()
     token_file = None if local.insecure else str(local.admin_token_file)
     if json_mode():
         emit_json({"url": url, "dir": str(local.base_dir), "processes": local.status(),
-                   "admin_token_file": token_file})
+                   "admin_token_file": token_file, "tls_ca": None if local.insecure else str(local.ca_file),
+                   "insecure": local.insecure})
         return
     click.echo(url)
     if token_file:
-        click.echo(f"The admin's token is in {token_file} (mode 0600). To use the cluster as the admin:\n"
-                   f"  export FFS_TOKEN_FILE={token_file}\n"
+        click.echo(f"The admin's token is in {token_file} (mode 0600) and the cluster's CA in {local.ca_file}.\n"
+                   f"To use the cluster as the admin:\n"
+                   f"  export FFS_TOKEN_FILE={token_file} FFS_TLS_CA={local.ca_file}\n"
                    f"and add users with `ffs admin user add NAME {url}`.", err=True)
+    else:
+        click.echo("WARNING: --insecure: no TLS, no tokens, no permission checks; anyone who reaches these "
+                   "ports can read and change everything. Loopback development only.", err=True)
 
 
 @cluster.command("down")

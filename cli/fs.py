@@ -7,6 +7,7 @@ path user code takes.
 from __future__ import annotations
 
 import datetime
+import stat as stat_module
 import urllib.parse
 from typing import Any
 
@@ -75,7 +76,7 @@ def _mtime(info: dict[str, Any]) -> str:
 
 @click.command()
 @click.argument("url", callback=_url_arg)
-@click.option("-l", "--long", "long_format", is_flag=True, help="Type, size and mtime too.")
+@click.option("-l", "--long", "long_format", is_flag=True, help="Mode, owner, group, size and mtime too.")
 @json_option
 def ls(url: str, long_format: bool) -> None:
     """List a directory (or show one file)."""
@@ -84,9 +85,9 @@ def ls(url: str, long_format: bool) -> None:
     if json_mode():
         emit_json([_plain(e) for e in entries])
     elif long_format:
-        print_table(None, ["type", "size", "mtime", "name"],
-                    [(e.get("type", ""), e.get("size", ""), _mtime(e), e["name"].rsplit("/", 1)[-1] or "/")
-                     for e in entries])
+        print_table(None, ["mode", "uid", "gid", "size", "mtime", "name"],
+                    [(stat_module.filemode(e.get("mode", 0)), e.get("uid", ""), e.get("gid", ""), e.get("size", ""),
+                      _mtime(e), e["name"].rsplit("/", 1)[-1] or "/") for e in entries])
     else:
         for entry in entries:
             name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
@@ -200,9 +201,52 @@ def mv(source: str, destination: str) -> None:
     _done({"moved": source, "to": destination})
 
 
+def _octal_mode(ctx, param, value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an octal mode such as 750 or 2775") from None
+    if not 0 <= mode <= 0o7777:
+        raise click.BadParameter(f"mode {value} has bits outside 7777")
+    return mode
+
+
+@click.command()
+@click.argument("mode", callback=_octal_mode)
+@click.argument("urls", nargs=-1, required=True, callback=_url_arg)
+@json_option
+def chmod(mode: int, urls: tuple[str, ...]) -> None:
+    """Set the permission bits (octal MODE) of each URL: its owner or an admin."""
+    for url in urls:
+        fs, path = open_fs(url)
+        fs.chmod(path, mode)
+    _done({"mode": f"{mode:o}", "changed": list(urls)})
+
+
+def _owner(ctx, param, value: str) -> tuple[int | None, int | None]:
+    uid, _, gid = value.partition(":")
+    try:
+        return (int(uid) if uid else None), (int(gid) if gid else None)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give numeric [UID][:GID], such as 1000:1000 or :2000") from None
+
+
+@click.command()
+@click.argument("owner", callback=_owner)
+@click.argument("urls", nargs=-1, required=True, callback=_url_arg)
+@json_option
+def chown(owner: tuple[int | None, int | None], urls: tuple[str, ...]) -> None:
+    """Set the owner (admins) and/or group (the owner, to one of its groups) as [UID][:GID]."""
+    uid, gid = owner
+    for url in urls:
+        fs, path = open_fs(url)
+        fs.chown(path, uid=uid, gid=gid)
+    _done({"uid": uid, "gid": gid, "changed": list(urls)})
+
+
 def _done(result: dict[str, Any]) -> None:
     if json_mode():
         emit_json({"ok": True, **result})
 
 
-COMMANDS = [ls, stat, cat, put, get, rm, mkdir, mv]
+COMMANDS = [ls, stat, cat, put, get, rm, mkdir, mv, chmod, chown]

@@ -61,7 +61,8 @@ class FsckRunner:
         self.meta = meta or MetaClient(address, pool, config=self.config)
         # Its bulk reads carry capabilities, which meta gives an admin for any file.
         self.storage = StorageClient(self.routing, f"fsck-{uuid.uuid4().hex[:12]}", pool=pool,
-                                     config=self.config, capabilities=Capabilities(self.meta.get_capability))
+                                     config=self.config,
+                                     capabilities=Capabilities(lambda *wanted: self.meta.get_capability(*wanted)))
         self.recheck_delay_s = recheck_delay_s
         self.verify_bytes = verify_bytes
         self._sleep = sleep

@@ -12,6 +12,7 @@
     ffs admin chain-table create URL          a chain table (--replicas R)
     ffs admin user add|list|remove|token rotate   users and their tokens (admins)
     ffs admin node key ID URL                 a storage node's key (admins)
+    ffs admin tls issue NAME --ca-dir D --out D --host H   a TLS certificate for a real host
     ffs whoami URL                            who your token says you are
 
 Every command takes ``--json`` (also accepted before the command). Exit codes:
@@ -60,6 +61,9 @@ class FfsGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
 def cli(verbose: int) -> None:
     """FireflyFS command line: local clusters, files and cluster administration."""
+    from fireflyfs.common import tls
+
+    tls.configure_client_from_env()      # every command trusts the CA in FFS_TLS_CA (clusters with TLS)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -75,6 +79,7 @@ admin.admin.add_command(scrub.scrub)   # ffs admin scrub (likewise)
 admin.admin.add_command(meta_migrate.meta)   # ffs admin meta export|import (likewise)
 admin.admin.add_command(users.user)      # ffs admin user add|list|remove|token rotate
 admin.admin.add_command(users.node)      # ffs admin node key ID URL
+admin.admin.add_command(users.tls_group)  # ffs admin tls issue NAME --ca-dir --out --host
 cli.add_command(users.whoami)
 cli.add_command(admin.admin)
 for command in fs.COMMANDS:

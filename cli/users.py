@@ -161,3 +161,28 @@ def whoami(url: str) -> None:
     else:
         click.echo(f"{row['name']} uid={row['uid']} gids={','.join(map(str, row['gids']))}"
                    f"{' admin' if row['admin'] else ''}")
+
+
+@click.group("tls")
+def tls_group() -> None:
+    """TLS certificates for real hosts (ffs cluster up makes its own)."""
+
+
+@tls_group.command("issue")
+@click.argument("name")
+@click.option("--ca-dir", required=True, type=click.Path(file_okay=False),
+              help="The CA's directory: ca.pem and ca.key, made there when missing.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Where NAME.pem and NAME.key (mode 0600) go.")
+@click.option("--host", "hosts", multiple=True, required=True,
+              help="A host name or address the certificate names (repeat): the ones clients dial.")
+@json_option
+def tls_issue(name: str, ca_dir: str, out_dir: str, hosts: tuple[str, ...]) -> None:
+    """A certificate for service NAME, signed by the cluster CA (common/tls.py)."""
+    from fireflyfs.common import tls
+
+    files = tls.issue(ca_dir, out_dir, name, list(hosts))
+    if json_mode():
+        emit_json({"cert": files.cert, "key": files.key, "ca": files.ca})
+    else:
+        click.echo(f"{files.cert}\n{files.key}\nCA: {files.ca}")

@@ -157,6 +157,9 @@ class LocalCluster:
         timeout = heartbeat_timeout_ms if heartbeat_timeout_ms is not None else saved.get("heartbeat_timeout_ms")
         self.heartbeat_timeout_ms = int(timeout) if timeout else None
         self.fsync = bool(fsync if fsync is not None else saved.get("fsync", True))
+        if saved and insecure is not None and bool(insecure) != bool(saved.get("insecure", False)):
+            raise ValueError(f"{self.base_dir} holds a cluster made {'with' if saved.get('insecure') else 'without'} "
+                             "--insecure; a cluster keeps its security (make a new one)")
         self.insecure = bool(insecure if insecure is not None else saved.get("insecure", False))
         # A pre-provisioned admin token for a new cluster (harnesses that run many clusters give
         # them all one); by default the first meta start makes one in admin_token_file.

@@ -103,10 +103,8 @@ class Namespace(FileOps):
         """
         with self.store.read() as txn:
             inode = txn.get_inode(inode_id)
-            if inode is None or inode.type != FILE:
-                if not auth.caller().superuser:    # no hint to a guesser whether the id exists
-                    raise PermissionDenied(f"no capability for inode {inode_id}")
-                raise NotFound(f"no file with inode {inode_id}")
+            if inode is None or inode.type != FILE:     # no hint to a guesser whether the id exists
+                raise PermissionDenied(f"no capability for inode {inode_id}")
             permissions.require(inode, permissions.WRITE if write else permissions.READ, f"inode {inode_id}",
                                 "a capability for")
             return inode

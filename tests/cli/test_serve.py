@@ -58,6 +58,9 @@ node_id = 10002
 admin_token_file = "/etc/ffs/admin.token"
 insecure = true
 capability_ttl_ms = 600000
+tls_cert = "/etc/ffs/tls/meta.pem"
+tls_key = "/etc/ffs/tls/meta.key"
+tls_ca = "/etc/ffs/tls/ca.pem"
 '''
 
 STORAGE_TOML = '''
@@ -84,6 +87,9 @@ scrub_bytes_per_s = 4194304
 scrub_interval_s = 7200.0
 node_key_file = "/etc/ffs/node.key"
 insecure = true
+tls_cert = "/etc/ffs/tls/storage.pem"
+tls_key = "/etc/ffs/tls/storage.key"
+tls_ca = "/etc/ffs/tls/ca.pem"
 
 [bulk_limits]
 connections_max = 512
@@ -138,7 +144,8 @@ def test_every_meta_key_reaches_meta_config(tmp_path):
         "storage_calls_max": 12, "engine": "etcd",
         "etcd_endpoints": "10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379", "etcd_prefix": "/ffs-prod/",
         "node_id": 10002, "admin_token_file": "/etc/ffs/admin.token", "insecure": True,
-        "capability_ttl_ms": 600000}
+        "capability_ttl_ms": 600000, "tls_cert": "/etc/ffs/tls/meta.pem", "tls_key": "/etc/ffs/tls/meta.key",
+        "tls_ca": "/etc/ffs/tls/ca.pem"}
     defaults = dataclasses.asdict(MetaConfig(data_dir=""))
     assert all(got[name] != defaults[name] for name in defaults), "every key differs from its default"
 
@@ -157,7 +164,8 @@ def test_every_storage_key_reaches_storage_config(tmp_path):
         "target_reserve": {"fraction": None, "bytes": 2 << 30},
         "target_map_size_bytes": 2 << 30, "target_map_size_bytes_max": 128 << 30,
         "space_warn_fraction": 0.75, "scrub_bytes_per_s": 4 << 20, "scrub_interval_s": 7200.0,
-        "node_key_file": "/etc/ffs/node.key", "insecure": True,
+        "node_key_file": "/etc/ffs/node.key", "insecure": True, "tls_cert": "/etc/ffs/tls/storage.pem",
+        "tls_key": "/etc/ffs/tls/storage.key", "tls_ca": "/etc/ffs/tls/ca.pem",
         "bulk_limits": {"connections_max": 512, "connections_per_peer_max": 64,
                         "inflight_bytes_max": 512 << 20, "inflight_bytes_per_peer_max": 256 << 20,
                         "budget_wait_s_max": 5.0, "idle_s_max": 120.0, "request_s_max": 30.0}}
@@ -239,16 +247,18 @@ def test_serve_commands_run_a_cluster_from_toml_files(tmp_path, engine, request)
         endpoints = request.getfixturevalue("etcd_endpoints")
         engine_keys = f'engine = "etcd"\netcd_endpoints = "{",".join(endpoints)}"\n' \
                       f'etcd_prefix = "/{tmp_path.name}/"\n'
+    files = trust.tls_files()
+    tls_keys = f'tls_cert = "{files.cert}"\ntls_key = "{files.key}"\ntls_ca = "{files.ca}"\n'
     meta_toml = tmp_path / "meta.toml"
     meta_toml.write_text(f'data_dir = "{tmp_path / "meta"}"\nlisten = "{meta_address}"\n'
                          f'heartbeat_timeout_ms = 4000\n{engine_keys}'
-                         f'admin_token_file = "{trust.admin_token_file(tmp_path)}"\n')
+                         f'admin_token_file = "{trust.admin_token_file(tmp_path)}"\n{tls_keys}')
     storage_toml = tmp_path / "storage.toml"
     storage_toml.write_text(f'node_id = 1\ndata_dir = "{tmp_path / "storage"}"\nlisten = "127.0.0.1:0"\n'
                             f'mgmtd = "{meta_address}"\ntargets = 1\nheartbeat_interval_ms = 400\n'
                             f'heartbeat_timeout_ms = 4000\nscrub_bytes_per_s = 0\n'
                             f'log_file = "{tmp_path / "storage.log"}"\n'
-                            f'node_key_file = "{tmp_path / "node.key"}"\n')
+                            f'node_key_file = "{tmp_path / "node.key"}"\n{tls_keys}')
     meta = _serve("meta", meta_toml, tmp_path / "meta.out")
     procs = [meta]
     try:
