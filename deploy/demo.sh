@@ -30,6 +30,8 @@ trap cleanup EXIT
 echo "== starting a local cluster in $CLUSTER_DIR" >&2
 URL="$(.venv/bin/ffs cluster up --dir "$CLUSTER_DIR")"
 echo "cluster URL: $URL"
+# Secure by default: every client below presents the admin's token and trusts the cluster's CA.
+export FFS_TOKEN_FILE="$CLUSTER_DIR/admin.token" FFS_TLS_CA="$CLUSTER_DIR/tls/ca.pem"
 .venv/bin/ffs cluster status --dir "$CLUSTER_DIR"
 .venv/bin/ffs admin targets "$URL"
 

@@ -473,6 +473,10 @@ class LocalCluster:
             self._create_chain_table(deadline)
             self.wait_chains(lambda states: "SERVING" in states, self._left(deadline),
                              "a SERVING target in every chain")
+        if not self.insecure and not (os.environ.get("FFS_TOKEN") or os.environ.get("FFS_TOKEN_FILE")):
+            # The process that starts a cluster acts as its admin (benchmarks, scripts), as it
+            # trusts its CA: its clients find the token as any client does.
+            os.environ["FFS_TOKEN_FILE"] = str(self.admin_token_file)
         log.info("cluster %s up at %s", self.base_dir, self.url)
         return self.url
 
