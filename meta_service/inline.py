@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from fireflyfs.common import limits
+from fireflyfs.common import capability, limits
 from fireflyfs.common.errors import AlreadyExists, FfsError, IsADirectory, TooLarge, Unavailable, error_name
 from fireflyfs.common.layout import Layout
 from fireflyfs.common.paths import path_components
@@ -68,6 +68,8 @@ AGAIN = object()      # a mutate that found the state moved under it: look again
 MOVE_ATTEMPTS_MAX = 8                   # a move retried this often lost to concurrent truncates
 _MOVE_LOCKS = 64
 
+
+CAPABILITY_BYTES = capability.SIZE + 2     # the field's tag and length
 
 class _InlineRefused(Exception):
     """Raised inside Create(inline)'s transaction to abort it: the file cannot take inline data."""
@@ -184,7 +186,9 @@ class InlineOps:
                                                  inline_data=data if inline_ok else None)
                 except FfsError as exc:
                     data, result = None, meta_pb2.StatResult(error=error_name(exc), message=str(exc))
-                if not budget.admits(result):
+                # A read handle gets a capability in the servicer (common/capability.py): count it now.
+                handle = not attrs_only and not result.error and result.inode.type == FILE
+                if not budget.admits(result, CAPABILITY_BYTES if handle else 0):
                     break   # the reply is full: the client asks again for the rest
                 if data is not None and not inline_ok:
                     to_move.append(inode.id)

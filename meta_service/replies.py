@@ -24,9 +24,10 @@ class ReplyBudget:
         self.used_bytes = 0
         self.items = 0
 
-    def admits(self, item) -> bool:
-        """Count item (a message) in if it fits, or if it is the first; False: the reply is full."""
-        size = item.ByteSize() + ITEM_FRAMING_BYTES
+    def admits(self, item, extra_bytes: int = 0) -> bool:
+        """Count item (a message) in if it fits, or if it is the first; False: the reply is full.
+        extra_bytes: what the servicer adds to it afterwards (a capability)."""
+        size = item.ByteSize() + ITEM_FRAMING_BYTES + extra_bytes
         if self.items and self.used_bytes + size > self.bytes_max:
             return False
         self.used_bytes += size

@@ -75,7 +75,6 @@ from fireflyfs.proto import bulk_wire as wire
 from fireflyfs.proto.bulk_io import (IdleTimeout, Sender, discard, readable_now, recv_exact, recv_header,
                                      set_timeouts, tune)
 from fireflyfs.common.rpc import refused
-from fireflyfs.common.tls import process_tls
 from .access import ANONYMOUS, CapabilityGate
 from .bulk_buffers import BufferBudget
 from .bulk_connections import BulkLimits, BurstLog, Connection, Phase
@@ -431,7 +430,9 @@ class BulkServer:
     """Listens on host:port (0: ephemeral) and serves each connection on its own thread, within limits."""
 
     def __init__(self, handler: BulkHandler, listen: str, *, peer_timeout_s: float = peer_timeout_s_default,
-                 limits: BulkLimits = BulkLimits(), clock: Callable[[], float] = time.monotonic) -> None:
+                 limits: BulkLimits = BulkLimits(), clock: Callable[[], float] = time.monotonic,
+                 tls_context=None) -> None:
+        self.tls_context = tls_context      # an ssl server context (the node's TLS), None: plaintext
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit():
             raise InvalidArgument(f"bulk listen address {listen!r} is not host:port")
@@ -537,8 +538,8 @@ class BulkServer:
         try:
             tune(sock, self.peer_timeout_s)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)   # a vanished client host
-            if process_tls.bulk_server is not None:      # TLS: the handshake, on this thread
-                sock = connection.sock = process_tls.bulk_server.wrap_socket(sock, server_side=True)
+            if self.tls_context is not None:      # TLS: the handshake, on this thread
+                sock = connection.sock = self.tls_context.wrap_socket(sock, server_side=True)
             self.handler.serve(connection, self.budget, self.limits, self._stopping.is_set)
         except (ConnectionError, TimeoutError) as exc:
             log.debug("bulk connection from %s ended: %s", _peer(sock), exc)

@@ -217,7 +217,8 @@ class StorageNode:
         if config.bulk_listen is not None:
             self.bulk = BulkServer(BulkHandler(config.node_id, self.targets, self.routing, self.driver,
                                                self.repairs, capabilities=self.capability_gate),
-                                   config.bulk_listen or f"{host}:0", limits=config.bulk_limits)
+                                   config.bulk_listen or f"{host}:0", limits=config.bulk_limits,
+                                   tls_context=tls.process_tls.bulk_server)
         # config.mgmtd: one meta server or several ("h1:p1,h2:p2"): heartbeats follow the primary.
         self._mgmtd = PrimaryStub(split_addresses(config.mgmtd), mgmtd_pb2_grpc.MgmtdStub, token=own_token)
         self.link = MgmtdLink(self._mgmtd, config.node_id, self.address,

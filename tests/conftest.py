@@ -230,3 +230,11 @@ def etcd_three(tmp_path) -> EtcdCluster:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def plaintext_bulk(monkeypatch):
+    """Bulk connections of this process in plaintext: for tests of the bulk protocol's frames against
+    in-process listeners (raw sockets, malformed frames); TLS over the same frames is what every
+    cluster test runs."""
+    monkeypatch.setattr(tls.process_tls, "bulk_client", None)

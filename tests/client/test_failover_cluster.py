@@ -32,11 +32,14 @@ def replica_bytes(client: FfsClient, path: str) -> list[bytes]:
     inode = client.stat(path)
     layout = Layout.from_proto(inode.layout)
     chain_id = client.routing.chain_id_for(layout, 0)
+    client.open(path)                                   # a read capability, as any reader gets
+    capabilities = client.capabilities.for_inodes([inode.id])
     out = []
     for route in client.routing.serving_routes(chain_id):
         reply = client.storage.call(route, "BatchRead", storage_pb2.BatchReadRequest(ios=[storage_pb2.ReadIO(
             chain_id=route.chain_id, chain_version=route.chain_version,
-            chunk=types_pb2.ChunkId(inode=inode.id, index=0), offset=0, length=CHUNK)]))
+            chunk=types_pb2.ChunkId(inode=inode.id, index=0), offset=0, length=CHUNK)],
+            capabilities=capabilities))
         out.append(bytes(reply.results[0].data))
     return out
 

@@ -7,6 +7,8 @@ are covered by the Namespace/ClusterState unit tests.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fireflyfs.common import errors, rpc
@@ -124,6 +126,7 @@ def test_command_line_flags_build_the_config(tmp_path, monkeypatch):
     assert parse_args(["--data-dir", "x"]).fsync is False, "the environment opts out too"
     assert parse_args(["--data-dir", "x", "--fsync"]).fsync is True, "a flag wins over the environment"
     monkeypatch.delenv("FFS_META_FSYNC")
+    config = dataclasses.replace(config, admin_token_file=trust.admin_token_file(tmp_path), **trust.meta_tls_config())
     server = MetaServer(config, chunk_store=FakeChunkStore())  # the durable default opens and commits
     try:
         server.namespace.mkdirs("/synced", 1)
@@ -140,7 +143,11 @@ def test_request_ids_replay_and_stat_inodes_over_grpc(served):
     mgmtd.CreateChainTable(mgmtd_pb2.CreateChainTableRequest(replicas=1))
     create = meta_pb2.CreateRequest(path="/f", exclusive=True, request_id="req-1")
     first = meta.Create(create)
-    assert meta.Create(create) == first, "a retried exclusive create answers as the first did"
+    again = meta.Create(create)
+    assert again.capability and first.capability         # each reply signs a fresh capability...
+    again.ClearField("capability")
+    first.ClearField("capability")
+    assert again == first, "...and otherwise a retried exclusive create answers as the first did"
     rename = meta_pb2.RenameRequest(src="/f", dst="/g", request_id="req-2")
     meta.Rename(rename)
     meta.Rename(rename)   # no NotFound for the client's own first attempt

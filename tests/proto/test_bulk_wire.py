@@ -52,8 +52,10 @@ def test_a_header_that_passes_asks_for_a_bounded_buffer(op, count, meta_len, dat
 
 def test_a_write_meta_parses_only_with_a_matching_client_id_length():
     meta = wire.WRITE_REQUEST.pack(1, 2, 3, 4, 5, 6, 7, 8, 9, 3) + b"abc"
-    fields, client_id = wire.unpack_write_request(meta)
-    assert fields == (1, 2, 3, 4, 5, 6, 7, 8, 9) and client_id == "abc"
+    fields, client_id, capability = wire.unpack_write_request(meta)
+    assert fields == (1, 2, 3, 4, 5, 6, 7, 8, 9) and client_id == "abc" and capability == b""
+    cap = bytes(range(38))                          # a capability (38 bytes) after the client id
+    assert wire.unpack_write_request(meta + cap)[1:] == ("abc", cap)
     for wrong in (wire.WRITE_REQUEST.pack(1, 2, 3, 4, 5, 6, 7, 8, 9, 4) + b"abc",
                   wire.WRITE_REQUEST.pack(1, 2, 3, 4, 5, 6, 7, 8, 9, (1 << 32) - 1) + b"abc",
                   wire.WRITE_REQUEST.pack(1, 2, 3, 4, 5, 6, 7, 8, 9, 0) + b"abc"):

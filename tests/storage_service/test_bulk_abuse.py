@@ -42,6 +42,8 @@ from .test_bulk_fuzz import exchange, replies_are_well_formed
 from .test_bulk_limits import SAFETY_S, wait_for, write_frame
 from .test_bulk_protocol import Node, read
 
+pytestmark = pytest.mark.usefixtures("plaintext_bulk")   # the frame layer, in-process (tests/conftest.py)
+
 FLOOD_HOST, GOOD_HOST, ATTACK_HOST = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 GOOD_CHUNK_BYTES = 1 * MiB
 IDLE_S = 60.0        # the flood must fill its per-peer cap however slowly it connects (idle cuts: test_bulk_limits)

@@ -14,6 +14,8 @@ is held. FFS_SEED replays hypothesis' draws (announced with the seed).
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import socket
 
@@ -31,6 +33,8 @@ from fireflyfs.storage_service.chunk_meta import chunk_key
 
 from .test_bulk_limits import SAFETY_S, wait_for
 from .test_bulk_protocol import CHUNK, Node, read
+
+pytestmark = pytest.mark.usefixtures("plaintext_bulk")   # the frame layer, in-process (tests/conftest.py)
 
 SENTINEL_INODE = 1 << 40           # the fuzzer draws inodes below 1000
 EXAMPLES = int(os.environ.get("FFS_BULK_FUZZ_EXAMPLES", "80"))

@@ -44,6 +44,8 @@ from fireflyfs.storage_service.chunk_meta import chunk_key
 
 from .test_bulk_protocol import CHUNK, Node, read
 
+pytestmark = pytest.mark.usefixtures("plaintext_bulk")   # the frame layer, in-process (tests/conftest.py)
+
 SAFETY_S = 20.0        # how long a test waits for the server to act before it fails
 
 

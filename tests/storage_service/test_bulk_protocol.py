@@ -30,6 +30,8 @@ from fireflyfs.storage_service.peers import Peers
 from fireflyfs.storage_service.routing_view import RoutingView
 from fireflyfs.storage_service.target import Target
 
+pytestmark = pytest.mark.usefixtures("plaintext_bulk")   # the frame layer, in-process (tests/conftest.py)
+
 CHUNK = 256 * 1024
 BLOCK = 4096
 
