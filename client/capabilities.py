@@ -62,8 +62,3 @@ class Capabilities:
     def for_inodes(self, inode_ids: Iterable[int]) -> list[bytes]:
         """Read capabilities of each distinct inode, as a read request carries them."""
         return [blob for blob in (self.get(inode_id) for inode_id in dict.fromkeys(inode_ids)) if blob]
-
-    def forget(self, inode_id: int) -> None:
-        """Storage refused the one held (expired, or signed with a key it no longer has)."""
-        with self._lock:
-            self._held.pop(inode_id, None)

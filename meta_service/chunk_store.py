@@ -20,12 +20,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Callable, Protocol, TypeVar
 
-from fireflyfs.common import capability
 from fireflyfs.common.errors import Unavailable
 from fireflyfs.common.layout import Layout
+
+from .capabilities import CapabilityIssuer
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ class LazyStorageClient:
     """
 
     def __init__(self, mgmtd_address: str, client_id: str | None = None, token: str | None = None,
-                 cluster_secret: bytes = b"") -> None:
-        self._cluster_secret = cluster_secret   # it signs its own capabilities (its bulk calls need them)
+                 capabilities: CapabilityIssuer | None = None) -> None:
+        self._capabilities = capabilities      # it signs its own capabilities (its bulk calls need them)
         self.mgmtd_address = mgmtd_address
         self.client_id = client_id or f"meta-{os.getpid()}"
         self._token = token            # this meta server's node key: storage nodes know it by it
@@ -67,10 +67,7 @@ class LazyStorageClient:
         self._lock = threading.Lock()
 
     def _sign(self, inode_id: int, write: bool, previous: bytes = b"") -> bytes:
-        if not self._cluster_secret:
-            return b""
-        return capability.sign(self._cluster_secret, inode_id, capability.WRITE if write else capability.READ,
-                               time.time_ns() // 1_000_000)
+        return self._capabilities.issue(inode_id, write) if self._capabilities is not None else b""
 
     def _get(self):
         with self._lock:

@@ -86,9 +86,8 @@ class CopyOps:
                 self._check_replaceable(existing, source, src, dst)
                 parent, _ = walk(txn, dst_components[:-1], True, dst)
             permissions.require_entry_change(parent, as_path(dst_components[:-1]), existing, dst, "copying to")
-            temp = new_inode(txn, FILE, source.mode & 0o777, now_ns,
+            temp = new_inode(txn, FILE, source.mode & 0o777, now_ns, parent,
                              layout=allocate_file_layout(txn, parent.layout, None, self.rng))
-            permissions.set_owner(temp, parent)
             temp.nlink = 0
             session_id = open_session(txn, temp, COPY_CLIENT_ID, now_ns)
             txn.put_msg("gc", u64_key(temp.id), temp)

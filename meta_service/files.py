@@ -201,9 +201,8 @@ class FileOps(CopyOps, InlineOps):
                                              now_ns, path)
                 return result if isinstance(result, _NeedsTruncate) else self._recorded(txn, key, result)
             permissions.require_entry_change(parent, as_path(parent_components), None, path, "creating")
-            inode = new_inode(txn, FILE, mode, now_ns,
+            inode = new_inode(txn, FILE, mode, now_ns, parent,
                               layout=allocate_file_layout(txn, parent.layout, layout, self.rng))
-            permissions.set_owner(inode, parent)
             session_id = open_session(txn, inode, client_id, now_ns) if open_for_write else 0
             txn.put_inode(inode)
             txn.put_dentry(parent.id, name, inode.id, FILE)

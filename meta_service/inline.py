@@ -133,9 +133,8 @@ class InlineOps:
                     shown = as_path(resolved)
                 else:
                     permissions.require_entry_change(parent, as_path(parent_components), None, path, "creating")
-                    inode = new_inode(txn, FILE, mode, now_ns,
+                    inode = new_inode(txn, FILE, mode, now_ns, parent,
                                       layout=allocate_file_layout(txn, parent.layout, layout, self.rng))
-                    permissions.set_owner(inode, parent)
                     txn.put_dentry(parent.id, name, inode.id, FILE)
                     touch_dir(txn, parent, now_ns)
                     shown = as_path(parent_components + [name])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from fireflyfs.common import auth, limits
+from fireflyfs.common import limits
 from fireflyfs.common.errors import AlreadyExists, InvalidArgument, NotADirectory, NotFound, PermissionDenied
 from fireflyfs.proto import meta_pb2, types_pb2
 
@@ -26,12 +26,14 @@ def check_mode(mode: int) -> int:
     return mode
 
 
-def new_inode(txn: Txn, inode_type: int, mode: int, now_ns: int, **fields) -> types_pb2.Inode:
-    """A fresh inode with the next 64-bit id (ids start at 2: 1 is the root)."""
+def new_inode(txn: Txn, inode_type: int, mode: int, now_ns: int, in_dir: types_pb2.Inode,
+              **fields) -> types_pb2.Inode:
+    """A fresh inode with the next 64-bit id (ids start at 2: 1 is the root), owned by the caller
+    as a new entry of directory in_dir (permissions.set_owner)."""
     inode = types_pb2.Inode(id=txn.next_id("next_inode", 2), type=inode_type, mode=check_mode(mode),
                             nlink=2 if inode_type == DIR else 1, atime_ns=now_ns, mtime_ns=now_ns,
                             ctime_ns=now_ns, crtime_ns=now_ns, **fields)
-    inode.uid, inode.gid = auth.caller().uid, auth.caller().gid   # set_owner refines it from the parent
+    permissions.set_owner(inode, in_dir)
     return inode
 
 
@@ -190,8 +192,7 @@ def make_dirs(txn: Txn, components: list[str], now_ns: int, mode: int, parents: 
         raise AlreadyExists("/ already exists")
     for index, name in enumerate(components):
         last = index == len(components) - 1
-        if permissions.checking():
-            permissions.require(current, permissions.SEARCH, as_path(done), shown_path)
+        permissions.require(current, permissions.SEARCH, as_path(done), shown_path)
         entry = txn.get_dentry(current.id, name, likely_absent=last and not exist_ok)
         if entry is not None:
             if entry.type == DIR:   # the common case: one step down, no walk from the root
@@ -210,9 +211,8 @@ def make_dirs(txn: Txn, components: list[str], now_ns: int, mode: int, parents: 
             raise NotFound(f"{shown_path}: parent {as_path(done + [name])} does not exist")
         permissions.require(current, permissions.WRITE | permissions.SEARCH, as_path(done),
                             f"creating {as_path(done + [name])}")
-        child = new_inode(txn, DIR, mode if last else 0o755, now_ns, parent=current.id,
+        child = new_inode(txn, DIR, mode if last else 0o755, now_ns, current, parent=current.id,
                           layout=merge_layout(current.layout, layout if last else None, txn))
-        permissions.set_owner(child, current)
         txn.put_inode(child)
         txn.put_dentry(current.id, name, child.id, DIR)
         touch_dir(txn, current, now_ns)

@@ -232,9 +232,8 @@ class Namespace(FileOps):
             if txn.get_dentry(parent.id, name) is not None:
                 raise AlreadyExists(f"{path} already exists")
             permissions.require_entry_change(parent, as_path(parent_components), None, path, "creating a symlink at")
-            inode = new_inode(txn, SYMLINK, 0o777, now_ns, symlink_target=target,
+            inode = new_inode(txn, SYMLINK, 0o777, now_ns, parent, symlink_target=target,
                               length=len(target.encode("utf-8", "surrogatepass")))
-            permissions.set_owner(inode, parent)
             txn.put_inode(inode)
             txn.put_dentry(parent.id, name, inode.id, SYMLINK)
             touch_dir(txn, parent, now_ns)

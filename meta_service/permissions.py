@@ -21,7 +21,7 @@ from fireflyfs.common.errors import PermissionDenied
 from fireflyfs.proto import types_pb2
 
 READ, WRITE, SEARCH = 4, 2, 1      # SEARCH is the x bit: execute on a file, search on a directory
-S_ISUID, S_ISGID, S_ISVTX = 0o4000, 0o2000, 0o1000
+S_ISGID, S_ISVTX = 0o2000, 0o1000
 _DIRECTORY = types_pb2.INODE_DIRECTORY
 
 

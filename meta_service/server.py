@@ -17,6 +17,7 @@ from fireflyfs.common.auth import node_key_hash, node_token
 from fireflyfs.common.rpc import make_server
 from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
 
+from .capabilities import CapabilityIssuer
 from .cluster_secret import cluster_secret
 from .chunk_store import ChunkStore, GatedChunkStore, LazyStorageClient
 from .gc import GarbageCollector
@@ -144,8 +145,9 @@ class MetaServer:
         self.server, self.port = make_server(config.listen, config.rpc_workers_max, authenticate=authenticate)
         host = config.listen.rpartition(":")[0]
         self.address = f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
+        self.capabilities = CapabilityIssuer(self.cluster_secret, config.capability_ttl_ms)
         self.chunk_store = chunk_store or LazyStorageClient(self.address, f"meta-{os.getpid()}", own_token,
-                                                                 self.cluster_secret)
+                                                            self.capabilities)
         # On etcd every meta server runs a mgmtd and the election picks the one that acts.
         self.cluster = ClusterState(self.store, config.heartbeat_timeout_ms, now_ns // 1_000_000,
                                     acting=self.store.engine != "etcd")
@@ -167,7 +169,7 @@ class MetaServer:
                                          ) if self.store.engine == "etcd" else None
         meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster, self.space_check,
                                                               self.users, self.cluster_secret,
-                                                              config.capability_ttl_ms), self.server)
+                                                              self.capabilities), self.server)
         mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster, self._node_key_hashes,
                                                                  self.users.admin_token_hashes,
                                                                  self.cluster_secret), self.server)

@@ -11,11 +11,12 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from fireflyfs.common import auth, capability, limits
-from fireflyfs.common.errors import FfsError, InvalidArgument, PermissionDenied, TooLarge, error_name
+from fireflyfs.common import auth, limits
+from fireflyfs.common.errors import FfsError, InvalidArgument, TooLarge, error_name
 from fireflyfs.common.rpc import map_servicer_errors
 from fireflyfs.proto import meta_pb2, meta_pb2_grpc, types_pb2
 
+from .capabilities import CapabilityIssuer
 from .mgmtd.cluster import ClusterState
 from .namespace import Namespace
 from .space_check import MetaSpaceCheck
@@ -40,8 +41,8 @@ def _holder(client_id: str) -> str:
 class MetaServicer(meta_pb2_grpc.MetaServicer):
     def __init__(self, namespace: Namespace, cluster: ClusterState,
                  space_check: MetaSpaceCheck | None = None, users: Users | None = None,
-                 cluster_secret: bytes = b"", capability_ttl_ms: int = limits.capability_ttl_ms) -> None:
-        self._capability_ttl_ms = capability_ttl_ms
+                 cluster_secret: bytes = b"", capabilities: CapabilityIssuer | None = None) -> None:
+        self.capabilities = capabilities or CapabilityIssuer(cluster_secret)
         self.ns = namespace
         self.cluster = cluster
         self.space_check = space_check
@@ -57,17 +58,11 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
         inode, path = result
         return meta_pb2.InodeReply(inode=inode, path=path)
 
-    def _capability(self, inode_id: int, write: bool) -> bytes:
-        """A capability for the caller's reads (or writes) of inode_id's chunks: issued only after
-        the namespace checked the caller may (common/capability.py)."""
-        return capability.sign(self._cluster_secret, inode_id, capability.WRITE if write else capability.READ,
-                               time.time_ns() // 1_000_000, ttl_ms=self._capability_ttl_ms)
-
     def _open_reply(self, result, write: bool = False) -> meta_pb2.OpenReply:
         inode, session_id, path = result
         return meta_pb2.OpenReply(inode=inode, session_id=session_id, path=path,
                                   session_lease_ms=self.ns.leases.lease_ms if session_id else 0,
-                                  capability=self._capability(inode.id, write or bool(session_id)))
+                                  capability=self.capabilities.issue(inode.id, write or bool(session_id)))
 
     def Stat(self, request, context):
         return self._inode_reply(self.ns.stat(request.path, request.follow_symlinks))
@@ -78,7 +73,7 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
         if not request.attrs_only:      # read handles: namespace checked read permission on each file
             for result in results:
                 if not result.error and result.inode.type == types_pb2.INODE_FILE:
-                    result.capability = self._capability(result.inode.id, False)
+                    result.capability = self.capabilities.issue(result.inode.id, False)
         return meta_pb2.BatchStatReply(results=results, more=more)
 
     def Mkdirs(self, request, context):
@@ -115,7 +110,7 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
                 exclusive=request.exclusive, parents=request.parents, layout=_optional(request, "layout"),
                 request_id=request.request_id)
             return meta_pb2.OpenReply(inode=inode, path=path, inline=inline,
-                                      capability=self._capability(inode.id, True) if inode is not None else b"")
+                                      capability=self.capabilities.issue(inode.id, True) if inode is not None else b"")
         return self._open_reply(self.ns.create(
             request.path, time.time_ns(), mode=request.mode, exclusive=request.exclusive,
             truncate=request.truncate, parents=request.parents, open_for_write=request.open_for_write,
@@ -125,7 +120,7 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
         if request.inline_ok and not (request.write or request.truncate):
             inode, path, data = self.ns.open_inline(request.path)
             return meta_pb2.OpenReply(inode=inode, path=path, inline=bool(data), inline_data=data,
-                                      capability=self._capability(inode.id, False))
+                                      capability=self.capabilities.issue(inode.id, False))
         return self._open_reply(self.ns.open(
             request.path, time.time_ns(), write=request.write, truncate=request.truncate,
             client_id=_holder(request.client_id) if request.write else request.client_id,
@@ -243,15 +238,10 @@ class MetaServicer(meta_pb2_grpc.MetaServicer):
 
     def GetCapability(self, request, context):
         """A fresh capability for a file the caller may read or write (by its mode, owner and group)."""
-        if auth.caller().superuser:
-            # Admin tools (fsck) read and repair chunks of any inode, removed ones included.
-            return meta_pb2.GetCapabilityReply(capability=self._capability(request.inode_id, request.write))
-        # By id there is no path to check: the caller shows a capability issued when it opened
-        # the file by path (as a Unix process keeps an open file's access).
-        if capability.issued(self._cluster_secret, request.previous).inode_id != request.inode_id:
-            raise PermissionDenied(f"the capability presented is for another inode than {request.inode_id}")
-        inode = self.ns.inode_for_capability(request.inode_id, request.write)
-        return meta_pb2.GetCapabilityReply(capability=self._capability(inode.id, request.write))
+        if not auth.caller().superuser:      # admin tools (fsck): any inode, removed ones included
+            self.capabilities.require_held(request.inode_id, request.previous)
+            self.ns.inode_for_capability(request.inode_id, request.write)
+        return meta_pb2.GetCapabilityReply(capability=self.capabilities.issue(request.inode_id, request.write))
 
     def NodeKey(self, request, context):
         """The key node node_id presents (its storage config's node_key_file): admins only."""

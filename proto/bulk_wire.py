@@ -143,11 +143,6 @@ def unpack_write_request(meta) -> tuple[tuple[int, ...], str, bytes]:
             bytes(meta[client_id_end:]))
 
 
-def pack_read_request_meta(ios, capabilities) -> bytes:
-    """A read frame's meta: the IOs, then the capabilities."""
-    return b"".join([*(READ_IO.pack(*io) for io in ios), *capabilities])
-
-
 def unpack_read_request_meta(meta, count: int) -> tuple[list[tuple[int, ...]], list[bytes]]:
     """(IOs, capabilities) of a read frame's meta (its bounds were checked with the header)."""
     ios_end = count * READ_IO.size
