@@ -101,6 +101,7 @@ class FfsClient:
     def __init__(self, address: str, config: ClientConfig | None = None, token: str | None = None,
                  umask: int = UMASK_DEFAULT, tls_ca: str | None = None) -> None:
         tls.configure_client_from_env(tls_ca)    # the cluster CA: tls_ca, else FFS_TLS_CA
+        self.tls_ca = tls_ca                     # kept so a spawned worker trusts the same CA
         self.address = address
         self.umask = umask
         self.config = config or ClientConfig.from_env()
@@ -111,7 +112,7 @@ class FfsClient:
         self._lock = threading.Lock()
 
     def __reduce__(self):
-        return (type(self), (self.address, self.config, self.token, self.umask))
+        return (type(self), (self.address, self.config, self.token, self.umask, self.tls_ca))
 
     def __repr__(self) -> str:
         return f"FfsClient({self.address!r})"

@@ -14,6 +14,7 @@ import pytest
 
 from fireflyfs.client.client import FfsClient
 from fireflyfs.client.fsspec_fs import FireflyFileSystem
+from tests import trust
 
 
 @pytest.mark.parametrize("given, canonical", [
@@ -72,8 +73,10 @@ def test_pickle_json_round_trip_without_a_server():
     restored = fsspec.AbstractFileSystem.from_json(fs.to_json())
     assert isinstance(restored, FireflyFileSystem) and restored.port == 9125
     assert json.loads(fs.to_json())["port"] == 9125
-    client = pickle.loads(pickle.dumps(FfsClient("127.0.0.1:9125")))
-    assert client.address == "127.0.0.1:9125"
+    ca = trust.tls_files().ca
+    client = pickle.loads(pickle.dumps(FfsClient("127.0.0.1:9125", umask=0o077, tls_ca=ca)))
+    # A spawned DataLoader worker gets the same address, umask and CA as the parent.
+    assert (client.address, client.umask, client.tls_ca) == ("127.0.0.1:9125", 0o077, ca)
 
 
 def test_entry_point_registers_ffs_in_a_fresh_interpreter():
