@@ -46,6 +46,7 @@ import time
 
 import crc32c
 
+from fireflyfs.bench.data_plane import child_cpu_s
 from fireflyfs.common.limits import MiB
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap
 from fireflyfs.common.units import parse_positive_size
@@ -63,10 +64,9 @@ def progress(message: str) -> None:
 
 def create_table(local, table_id: int, replicas: int):
     from fireflyfs.common.rpc import rpc_errors_mapped
-    from fireflyfs.common.rpc import make_channel
     from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
 
-    with make_channel(local.meta_address) as channel, rpc_errors_mapped():
+    with local.admin_channel(local.meta_address) as channel, rpc_errors_mapped():
         reply = mgmtd_pb2_grpc.MgmtdStub(channel).CreateChainTable(
             mgmtd_pb2.CreateChainTableRequest(table_id=table_id, replicas=replicas), timeout=30)
     return reply.table
@@ -236,17 +236,25 @@ def main(argv: list[str] | None = None) -> int:
         for directory in ("/r1", "/r3"):        # warm up: connections, first chunk files of every chain
             write_files(client, directory, 1, 4 * args.block, args.block, source)
         write_s = {1: [], 3: []}
+        cpu_s = {1: [], 3: []}
         paths = {1: [], 3: []}
+        n = args.nodes_per_table
+        storage_pids = {3: [local.pid(f"storage-{i}") for i in range(1, n + 1)],
+                        1: [local.pid(f"storage-{i}") for i in range(n + 1, 2 * n + 1)]}
         for repeat in range(args.repeats):
             for replicas, directory in ((1, "/r1"), (3, "/r3")):
                 progress(f"write {args.write_size / MiB:.0f} MiB with R={replicas} (repeat {repeat + 1}) ...")
                 os.sync()     # each measurement starts with no dirty pages left by the one before
+                cpu_before = sum(child_cpu_s(pid) for pid in storage_pids[replicas])
                 seconds, written = write_files(client, directory, args.files, args.write_size, args.block, source)
+                cpu_s[replicas].append(sum(child_cpu_s(pid) for pid in storage_pids[replicas]) - cpu_before)
                 write_s[replicas].append(seconds)
                 paths[replicas] += written
         used = check_tables(client, local, {1: paths[3], 2: paths[1]})
         written_bytes = args.files * (args.write_size // args.files)
         mib_s = {r: [written_bytes / MiB / s for s in write_s[r]] for r in (1, 3)}
+        # CPU seconds the table's storage processes spent per GiB the client wrote (all replicas).
+        cpu_per_gib = {r: [c / (written_bytes / (1 << 30)) for c in cpu_s[r]] for r in (1, 3)}
         # The files stay: removing them would start GC, which would compete with the reads below.
 
         # ---- reads, all SERVING, then while node 1 resyncs -------------------------------------
@@ -310,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
                 "r3_over_r1": round(statistics.median(mib_s[3]) / statistics.median(mib_s[1]), 3),
                 # Each repeat's pair ran back to back: less exposed to load that drifts over the run.
                 "r3_over_r1_per_repeat": [round(b / a, 3) for a, b in zip(mib_s[1], mib_s[3])],
+                "storage_cpu_s_per_gib_r1": [round(v, 2) for v in cpu_per_gib[1]],
+                "storage_cpu_s_per_gib_r3": [round(v, 2) for v in cpu_per_gib[3]],
+                "storage_cpu_r3_over_r1": round(statistics.median(cpu_per_gib[3])
+                                                / statistics.median(cpu_per_gib[1]), 2),
                 "chains_used": {"r3_table_1": used[1], "r1_table_2": used[2]},
             },
             "read": {
@@ -352,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  replication 3 (table 1, chains {w['chains_used']['r3_table_1']}): "
               f"{w['r3_mib_s_median']:>8.1f} MiB/s  {w['r3_mib_s']}")
         print(f"  ratio R=3 / R=1: {w['r3_over_r1']:.3f} of the medians; per repeat {w['r3_over_r1_per_repeat']}")
+        print(f"  storage CPU s per GiB written: R=1 {w['storage_cpu_s_per_gib_r1']}, R=3 "
+              f"{w['storage_cpu_s_per_gib_r3']}; R=3 / R=1 {w['storage_cpu_r3_over_r1']:.2f}")
         print(f"read, {r['read_set_bytes'] / MiB:.0f} MiB set on the R=3 table, {args.block / MiB:.0f} MiB preads:")
         print(f"  every target SERVING, before:  {r['all_serving_mib_s']:>8.1f} MiB/s")
         print(f"  node 1 resyncing (one target of every chain): {r['during_resync_mib_s']:>8.1f} MiB/s "

@@ -38,16 +38,15 @@ def cpu_s(pids: list[int]) -> float:
     return sum(child_cpu_s(pid) for pid in pids)
 
 
-def scrubbed_bytes(client) -> int:
+def scrubbed_bytes(local) -> int:
     """Bytes verified by the current and completed passes, summed over the cluster (a rising count)."""
-    from fireflyfs.common.rpc import make_channel
     from fireflyfs.proto import storage_pb2_grpc, types_pb2
 
     total = 0
-    for node in client.routing.routing_info().nodes:
+    for node in local.routing().nodes:
         if node.type != types_pb2.NODE_STORAGE:
             continue
-        with make_channel(node.address) as channel:
+        with local.admin_channel(node.address) as channel:
             reply = storage_pb2_grpc.StorageStub(channel).ScrubStatus(types_pb2.Empty(), timeout=10)
         total += sum(t.pass_bytes_checked + t.passes_completed * t.pass_bytes_total for t in reply.targets)
     return total
@@ -69,7 +68,9 @@ class Setup:
                                              "FFS_SCRUB_INTERVAL_S": "0"})
         self.local.up()
         self.pids = [self.local.pid(f"storage-{node}") for node in (1, 2, 3)]
-        self.client = FfsClient(f"{self.local.host}:{self.local.port}")
+        # Two clusters in one process: each client carries its own cluster's admin token.
+        token = self.local.admin_token()
+        self.client = FfsClient(f"{self.local.host}:{self.local.port}", token=token)
         self.size = file_mib * MiB
         self.path = "/bench/scrub.bin"
         handle = self.client.create(self.path)
@@ -78,7 +79,8 @@ class Setup:
             self.client.pwrite(handle, offset, piece)
         self.client.close(handle, self.size)
         self.handle = self.client.open(self.path)
-        self.fs = fsspec.filesystem("ffs", host=self.local.host, port=self.local.port, skip_instance_cache=True)
+        self.fs = fsspec.filesystem("ffs", host=self.local.host, port=self.local.port, token=token,
+                                    skip_instance_cache=True)
         self.buffer = bytearray(BATCH * READ_BYTES)
         self.rng = random.Random(7)
 
@@ -134,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             for load_name, load in loads.items():
                 for name in order:
                     setup = setups[name]
-                    before = scrubbed_bytes(setup.client) if name == "on" else 0
+                    before = scrubbed_bytes(setup.local) if name == "on" else 0
                     rate, cpu = setup.measure(load(setup), args.seconds)
                     if name == "on":
-                        scrubbed += scrubbed_bytes(setup.client) - before
+                        scrubbed += scrubbed_bytes(setup.local) - before
                     samples.setdefault((load_name, name), []).append((rate, cpu))
     finally:
         for setup in setups.values():

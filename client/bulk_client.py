@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import os
-import select
 import socket
 import struct
 import threading
@@ -31,7 +30,7 @@ from fireflyfs.common import pacing
 from fireflyfs.common.traffic import TrafficClass
 from fireflyfs.proto import bulk_wire as wire
 from fireflyfs.common.tls import process_tls
-from fireflyfs.proto.bulk_io import Sender, readable_now, recv_exact, tune
+from fireflyfs.proto.bulk_io import Sender, closed_by_peer, readable_now, recv_exact, tune
 from .storage_transport import ReadOutcome
 
 _CRC = struct.Struct("<I")
@@ -415,15 +414,6 @@ def _crcs_match(out: memoryview, offset: int, data_len: int, block_size: int, me
             return False
         position += 4
     return True
-
-
-def closed_by_peer(sock: socket.socket) -> bool:
-    """True when an idle socket has something to read: the peer closed it (nothing else is due)."""
-    if readable_now(sock):
-        return True
-    poller = select.poll()     # not select(): descriptors past 1024 are normal once RLIMIT_NOFILE is raised
-    poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
-    return bool(poller.poll(0))
 
 
 class BulkPool:

@@ -302,7 +302,7 @@ class LocalCluster:
             return None          # not yet made: the first meta start writes it
         return read_token_file(str(self.admin_token_file))
 
-    def _channel(self, address: str):
+    def admin_channel(self, address: str):
         """A channel for this launcher's own calls: the admin's token and the cluster's TLS, or
         plaintext for an --insecure cluster (whatever TLS this process has otherwise)."""
         from fireflyfs.common.rpc import make_channel
@@ -501,7 +501,7 @@ class LocalCluster:
             path = self.node_key_file(role)
             if path.exists():
                 continue
-            with self._channel(self.meta_address) as channel, rpc_errors_mapped():
+            with self.admin_channel(self.meta_address) as channel, rpc_errors_mapped():
                 reply = meta_pb2_grpc.MetaStub(channel).NodeKey(
                     meta_pb2.NodeKeyRequest(node_id=self._node_id(role)), timeout=10.0)
             self.data_dir(role).mkdir(parents=True, exist_ok=True)
@@ -558,7 +558,7 @@ class LocalCluster:
         from fireflyfs.common.rpc import make_channel
         from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc
 
-        with self._channel(address) as channel:
+        with self.admin_channel(address) as channel:
             stub = mgmtd_pb2_grpc.MgmtdStub(channel)
             return stub.GetRoutingInfo(mgmtd_pb2.GetRoutingInfoRequest(), timeout=timeout_s).routing
 
@@ -631,7 +631,7 @@ class LocalCluster:
         while reply is None:
             for address in self.meta_addresses:
                 try:
-                    with self._channel(address) as channel, rpc_errors_mapped():
+                    with self.admin_channel(address) as channel, rpc_errors_mapped():
                         reply = mgmtd_pb2_grpc.MgmtdStub(channel).CreateChainTable(request, timeout=10.0)
                     break
                 except Unavailable as exc:     # NotPrimary among them

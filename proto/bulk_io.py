@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import ssl
 import struct
@@ -100,6 +101,15 @@ def discard(sock: socket.socket, count: int, scratch: memoryview) -> None:
 def readable_now(sock) -> bool:
     """Bytes a TLS socket already decrypted and holds: poll() on its descriptor does not see them."""
     return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """True when an idle socket has something to read: the peer closed it (nothing else is due)."""
+    if readable_now(sock):
+        return True
+    poller = select.poll()     # not select(): descriptors past 1024 are normal once RLIMIT_NOFILE is raised
+    poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(0))
 
 
 class Sender:

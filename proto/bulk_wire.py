@@ -43,6 +43,16 @@ now (its buffer budget stayed full: storage_service/bulk_buffers.py) or
 whose write is out of bounds gets an error reply (Unavailable, InvalidArgument)
 after the rest of its frame was read and dropped; the connection stays usable.
 
+UPDATE (op 6, storage node -> its chain successor): a CRAQ chain update,
+the bytes of ``Storage.Update`` without a protobuf message around them. Meta
+``"<QQQIIQIIIIBBIIH"`` (update version, from target, to target, chain_id,
+chain_version, inode, index, offset, chunk_size, checksum of data,
+full_replace, kind (0 write, 1 truncate), truncate length, chunk chain
+version, token length) then the sender's node token (common/auth.py: the
+receiver checks it against mgmtd's key hashes; empty when security is off);
+data: the bytes (a write's, or the whole chunk of a full replace). Reply meta
+is a WRITE reply's ``"<QII"`` (commit version, chunk length, chunk checksum).
+
 Request-to-send (storage_service/rts.py, client/rts.py): READ_RTS (op 3) is a
 READ whose data waits for the client's permission. Once the server has the
 data ready (and only if there is data), it sends RTS (op 4, server -> client:
@@ -65,6 +75,7 @@ READ_IO = struct.Struct("<IIQIII")
 READ_HEAD = struct.Struct("<IIIIQ")
 WRITE_REQUEST = struct.Struct("<IIQIIIIIQI")
 WRITE_REPLY = struct.Struct("<QII")
+UPDATE_REQUEST = struct.Struct("<QQQIIQIIIIBBIIH")
 CRC = struct.Struct("<I")
 
 OP_READ = 1
@@ -72,8 +83,9 @@ OP_WRITE = 2
 OP_READ_RTS = 3      # a read whose data waits for a GRANT
 OP_RTS = 4           # server -> client: data ready, may I send?
 OP_GRANT = 5         # client -> server: send
+OP_UPDATE = 6        # storage node -> chain successor: a chain update
 OPS = {OP_READ: "read", OP_WRITE: "write", OP_READ_RTS: "read", OP_RTS: "request-to-send",
-       OP_GRANT: "grant"}
+       OP_GRANT: "grant", OP_UPDATE: "update"}
 RTS_META = struct.Struct("<Q")
 
 STATUS_OK = 0
@@ -85,6 +97,8 @@ client_id_bytes_max = 256
 error_text_bytes_max = 4096
 write_meta_bytes_max = WRITE_REQUEST.size + client_id_bytes_max + capability.SIZE
 write_data_bytes_max = limits.chunk_size_max
+token_bytes_max = 512
+update_meta_bytes_max = UPDATE_REQUEST.size + token_bytes_max
 # A read reply's meta: heads, error texts, and at most one CRC per 4 KiB block of data (plus edges).
 read_reply_meta_bytes_max = (read_ios_max * (READ_HEAD.size + error_text_bytes_max + 2 * CRC.size)
                              + read_bytes_max // limits.checksum_block_bytes_min * CRC.size)
@@ -123,6 +137,11 @@ def check_request(op: int, count: int, meta_len: int, data_len: int) -> None:
         caps_len = meta_len - count * READ_IO.size
         if caps_len < 0 or caps_len % capability.SIZE or caps_len // capability.SIZE > count or data_len:
             raise ProtocolError(f"read frame of {count} IOs with meta {meta_len} / data {data_len} bytes")
+    elif op == OP_UPDATE:
+        if count != 1 or not UPDATE_REQUEST.size <= meta_len <= update_meta_bytes_max:
+            raise ProtocolError(f"update frame with count {count} and meta of {meta_len} bytes")
+        if data_len > write_data_bytes_max:
+            raise ProtocolError(f"update of {data_len} bytes exceeds {write_data_bytes_max}")
     elif op == OP_WRITE:
         if count != 1 or not WRITE_REQUEST.size <= meta_len <= write_meta_bytes_max:
             raise ProtocolError(f"write frame with count {count} and meta of {meta_len} bytes")
@@ -141,6 +160,15 @@ def unpack_write_request(meta) -> tuple[tuple[int, ...], str, bytes]:
                             f"{len(meta) - WRITE_REQUEST.size}")
     return (fields[:-1], bytes(meta[WRITE_REQUEST.size:client_id_end]).decode("utf-8", "replace"),
             bytes(meta[client_id_end:]))
+
+
+def unpack_update_request(meta) -> tuple[tuple[int, ...], str]:
+    """An update frame's meta: its fields (UPDATE_REQUEST without the token length) and the
+    sender's token ("" when none); ProtocolError if the token's length disagrees with meta's."""
+    fields = UPDATE_REQUEST.unpack_from(meta)
+    if len(meta) != UPDATE_REQUEST.size + fields[-1]:
+        raise ProtocolError(f"update frame: token of {fields[-1]} bytes in {len(meta) - UPDATE_REQUEST.size}")
+    return fields[:-1], bytes(meta[UPDATE_REQUEST.size:]).decode("ascii", "replace")
 
 
 def unpack_read_request_meta(meta, count: int) -> tuple[list[tuple[int, ...]], list[bytes]]:

@@ -57,6 +57,7 @@ backs off instead of spinning.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import select
 import socket
@@ -65,20 +66,22 @@ import threading
 import time
 from typing import Callable
 
-from fireflyfs.common import capability
+from fireflyfs.common import auth, capability
+from fireflyfs.common.auth import Principal
 from fireflyfs.common.errors import ChecksumMismatch, FfsError, InvalidArgument, NotFound, TooLarge, Unavailable
 from fireflyfs.common.layout import validate_chunk_size
 from fireflyfs.common.limits import KiB, MiB
 from fireflyfs.common.traffic import TrafficClass, mark_socket
 
 from fireflyfs.proto import bulk_wire as wire
-from fireflyfs.proto.bulk_io import (IdleTimeout, Sender, discard, readable_now, recv_exact, recv_header,
-                                     set_timeouts, tune)
+from fireflyfs.proto.bulk_io import (IdleTimeout, Sender, closed_by_peer, discard, readable_now, recv_exact,
+                                     recv_header, set_timeouts, tune)
 from fireflyfs.common.rpc import refused
 from .access import ANONYMOUS, CapabilityGate
 from .bulk_buffers import BufferBudget
 from .bulk_connections import BulkLimits, BurstLog, Connection, Phase
 from .chain_driver import ChainDriver
+from .chain_update import ChainUpdate
 from .chunk_engine import ReadExtent
 from .chunk_meta import chunk_key
 from .repair import RepairQueue, RepairSource
@@ -102,8 +105,12 @@ class BulkHandler:
 
     def __init__(self, node_id: int, targets: dict[int, Target], routing: RoutingView,
                  driver: ChainDriver, repairs: RepairQueue | None = None,
-                 capabilities: CapabilityGate | None = None) -> None:
+                 capabilities: CapabilityGate | None = None,
+                 authenticate: Callable[[str | None], Principal] | None = None) -> None:
         self.node_id = node_id
+        # Chain updates (op UPDATE) carry the sending node's token, checked as gRPC's are
+        # (access.StorageAuthenticator); None: security is off, every sender trusted.
+        self.authenticate = authenticate
         # Bulk callers are clients (no token travels here): each read and write needs a capability.
         # None (in-process protocol tests): none checked.
         self.capabilities = capabilities or CapabilityGate(None)
@@ -131,7 +138,7 @@ class BulkHandler:
         sock = connection.sock
         header = bytearray(wire.HEADER.size)
         header_view = memoryview(header)
-        write_meta = memoryview(bytearray(wire.write_meta_bytes_max))
+        write_meta = memoryview(bytearray(max(wire.write_meta_bytes_max, wire.update_meta_bytes_max)))
         connection.enter(Phase.IDLE)
         while not stopping():
             try:
@@ -152,13 +159,17 @@ class BulkHandler:
             if status != wire.STATUS_OK:
                 raise wire.ProtocolError(f"request frame with status {status}")
         except wire.ProtocolError as exc:
-            # Replies carry READ or WRITE (a read-to-send's reply is a READ), whatever the request said.
-            self._reject(connection, wire.OP_WRITE if header[4] == wire.OP_WRITE else wire.OP_READ, exc)
+            # Replies carry READ, WRITE or UPDATE (a read-to-send's reply is a READ), whatever the
+            # request said.
+            self._reject(connection, header[4] if header[4] in (wire.OP_WRITE, wire.OP_UPDATE) else wire.OP_READ,
+                         exc)
             return False
         if op == wire.OP_GRANT:      # late: its read already timed out (bulk_wire.py)
             return True
         if op == wire.OP_WRITE:
             return self._serve_write(connection, budget, bulk_limits, write_meta[:meta_len], data_len)
+        if op == wire.OP_UPDATE:
+            return self._serve_update(connection, budget, bulk_limits, write_meta[:meta_len], data_len)
         received = self._receive_read(connection, budget, bulk_limits, meta_len, count)
         if received is not None:
             connection.enter(Phase.WORKING)
@@ -395,6 +406,58 @@ class BulkHandler:
         outcome = self.driver.write_data(target, chain_id, chain_version, inode, index, offset, data,
                                          checksum, chunk_size, client_id, channel, seqnum)
         return wire.WRITE_REPLY.pack(outcome.commit_version, outcome.chunk_length, outcome.chunk_checksum)
+
+
+    # ------------------------------------------------------------------ chain updates
+
+    def _serve_update(self, connection: Connection, budget: BufferBudget, bulk_limits: BulkLimits,
+                      meta: memoryview, data_len: int) -> bool:
+        """One UPDATE frame from a predecessor, after its header; False when the connection must close."""
+        sock = connection.sock
+        recv_exact(sock, meta)
+        try:
+            fields, token = wire.unpack_update_request(meta)
+            update = ChainUpdate.from_wire(fields, memoryview(b""))
+        except wire.ProtocolError as exc:
+            self._reject(connection, wire.OP_UPDATE, exc)
+            return False
+        try:
+            principal = self.authenticate(token or None) if self.authenticate is not None else auth.SUPERUSER
+            validate_chunk_size(update.chunk_size)
+            end = data_len if update.full_replace else update.offset + data_len
+            if end > update.chunk_size:
+                raise InvalidArgument(f"chunk {update.inode}:{update.index}: update [{end - data_len}, {end}) "
+                                      f"exceeds chunk size {update.chunk_size}")
+        except FfsError as exc:
+            refused("bulk update", _peer(sock), exc, who="a bulk peer")
+            self._refuse(connection, wire.OP_UPDATE, data_len, exc)
+            return True
+        buffer = self._buffer(connection, budget, bulk_limits, data_len) if data_len else bytearray(0)
+        if buffer is None:
+            self._refuse(connection, wire.OP_UPDATE, data_len, self._busy(connection, budget))
+            return True
+        try:
+            data = memoryview(buffer)[:data_len]
+            recv_exact(sock, data)
+            connection.enter(Phase.WORKING)
+            try:
+                with auth.acting_as(principal):
+                    state = self.driver.forwarded(self.targets, dataclasses.replace(update, data=data),
+                                                  caller_active=lambda: not closed_by_peer(sock))
+            except FfsError as exc:
+                connection.enter(Phase.SENDING)
+                _send_error(sock, wire.OP_UPDATE, exc)
+                return True
+        finally:
+            if data_len:
+                budget.release(buffer, connection.peer_host)
+        reply = wire.WRITE_REPLY.pack(state.commit_version, state.length, state.checksum)
+        connection.enter(Phase.SENDING)
+        sender = Sender(sock)
+        sender.add(wire.header(wire.OP_UPDATE, 1, len(reply), 0))
+        sender.add(reply)
+        sender.flush()
+        return True
 
 
 def _check_write_bounds(fields: tuple[int, ...], data_len: int) -> None:

@@ -1,11 +1,11 @@
 """Runs CRAQ chain updates on a storage node: craq.ChainOp decides, this module does the I/O.
 
 One request thread drives one ChainOp under the chunk's lock: STAGE and COMMIT
-go to the target's chunk engine, FORWARD is a blocking Storage.Update to the
-successor's node, WAIT sleeps with capped exponential backoff and retries with
-the routing the node holds by then (so a dead successor's removal from the
-chain, a new successor, or becoming the tail all take effect), REPLY/FAIL end
-the call. The op gives up after ``op_deadline_s`` with Unavailable: the chunk
+go to the target's chunk engine, FORWARD sends the update to the successor's
+node and waits for its reply (peers.py: a bulk UPDATE frame, or Storage.Update),
+WAIT sleeps with capped exponential backoff and retries with the routing the
+node holds by then (so a dead successor's removal from the chain, a new
+successor, or becoming the tail all take effect), REPLY/FAIL end the call. The op gives up after ``op_deadline_s`` with Unavailable: the chunk
 stays pending, and the next head write or a resync rolls it forward.
 
 A client write is first admitted against the head target's free-space
@@ -35,9 +35,11 @@ from typing import Callable, Iterator
 
 import crc32c
 
-from fireflyfs.common.errors import FfsError, Retryable, StaleChainVersion, Unavailable, require
+from fireflyfs.common.errors import FfsError, NotFound, Retryable, StaleChainVersion, Unavailable, require
 from fireflyfs.proto import storage_pb2, types_pb2
 
+from . import access
+from .chain_update import ChainUpdate
 from .chunk_meta import ChunkMeta, chunk_key, split_key
 from .craq import Action, ChainOp, ChainView, ChunkState, Do, UpdateKind, Mutation
 from .peers import Peers
@@ -133,27 +135,43 @@ class ChainDriver:
 
     # ------------------------------------------------------------------ chain-internal requests
 
-    def update(self, target: Target, request: storage_pb2.UpdateRequest,
+    def update(self, target: Target, update: ChainUpdate,
                caller_active: Callable[[], bool] | None = None,
                noop: Callable[[ChunkMeta | None], bool] | None = None) -> ChunkState | None:
-        """A chain update from the predecessor (or a local repair: from_target 0).
+        """A chain update from the predecessor, by either transport (or a local repair: from_target 0).
 
         noop, checked under the chunk lock: when it says so, nothing is applied
         and the chunk's current state is returned (None: the chunk is absent).
         """
-        write = request.write
-        key = chunk_key(write.chunk.inode, write.chunk.index)
-        if request.full_replace:
-            mutation = Mutation(UpdateKind.REPLACE, write.chunk_size, data=write.data)
-        elif request.kind == storage_pb2.UPDATE_TRUNCATE:
-            mutation = Mutation(UpdateKind.TRUNCATE, write.chunk_size, length=request.truncate_length)
+        key = chunk_key(update.inode, update.index)
+        if update.full_replace:
+            mutation = Mutation(UpdateKind.REPLACE, update.chunk_size, data=update.data)
+        elif update.truncate:
+            mutation = Mutation(UpdateKind.TRUNCATE, update.chunk_size, length=update.truncate_length)
         else:
-            mutation = Mutation(UpdateKind.WRITE, write.chunk_size, offset=write.offset, data=write.data)
-        state = self._run(target, key, write.chain_id, write.chain_version, mutation,
-                          update_version=request.update_version, full_replace=request.full_replace,
-                          from_target=request.from_target, checksum=write.checksum,
+            mutation = Mutation(UpdateKind.WRITE, update.chunk_size, offset=update.offset, data=update.data)
+        state = self._run(target, key, update.chain_id, update.chain_version, mutation,
+                          update_version=update.update_version, full_replace=update.full_replace,
+                          from_target=update.from_target, checksum=update.checksum,
                           caller_active=caller_active, noop=noop)
         return state if noop is not None else require(state, "the chunk state after a chain update")
+
+    def forwarded(self, targets: dict[int, Target], update: ChainUpdate,
+                  caller_active: Callable[[], bool] | None = None) -> ChunkState:
+        """An update from the predecessor, by either transport: from a node of the chain (or an
+        admin tool: fsck --repair), to a local SERVING or SYNCING member at its chain version."""
+        access.require_node("forwarding an update", admin_too=True)
+        chain = self.routing.checked_chain(update.chain_id, update.chain_version)
+        target = targets.get(update.to_target)
+        if target is None:
+            raise NotFound(f"target {update.to_target} is not on storage node {self.routing.node_id}")
+        state = chain.state_of(update.to_target)
+        if state not in (types_pb2.SERVING, types_pb2.SYNCING):
+            raise StaleChainVersion(
+                f"chain {update.chain_id} version {update.chain_version}: target {update.to_target} is "
+                f"{types_pb2.PublicTargetState.Name(state or 0)}, expected SERVING/SYNCING")
+        access.require_chain_peer(self.routing, update.to_target, "forwarding an update", admin_too=True)
+        return require(self.update(target, update, caller_active=caller_active), "the chunk state after an update")
 
     def push(self, target: Target, key: bytes, chain_id: int, syncing_target: int | None,
              lock_timeout_s: float | None = None) -> bool:
@@ -283,10 +301,10 @@ class ChainDriver:
             elif action.do is Do.COMMIT:
                 action = op.committed(state_of(engine.commit(key, action.version, action.chain_version)))
             elif action.do is Do.FORWARD:
-                request = self._update_request(target, op, key, action)
+                update = self._forwarded(target, op, key, action, checksum)
                 try:
-                    reply = self.peers.call(action.to_target, "Update", request,
-                                            timeout_s=min(self.peers.rpc_timeout_s, self._remaining(deadline)))
+                    reply = self.peers.update(action.to_target, update,
+                                              timeout_s=min(self.peers.rpc_timeout_s, self._remaining(deadline)))
                     action = op.replied(reply.commit_version, reply.chunk_checksum)
                 except FfsError as exc:
                     log.info("target %d: update %d of %s to target %d failed: %s: %s", target.id,
@@ -303,27 +321,22 @@ class ChainDriver:
             else:
                 raise require(action.error, "the error of a FAIL action")
 
-    def _update_request(self, target: Target, op: ChainOp, key: bytes, action: Action
-                        ) -> storage_pb2.UpdateRequest:
+    def _forwarded(self, target: Target, op: ChainOp, key: bytes, action: Action,
+                   checksum: int | None) -> ChainUpdate:
+        """The update to send to the successor. A write's data goes on as it came, with the CRC
+        this replica checked it against (stage verified it), not one computed again."""
         inode, index = split_key(key)
-        chunk = types_pb2.ChunkId(inode=inode, index=index)
-        request = storage_pb2.UpdateRequest(update_version=action.version, full_replace=action.full_replace,
-                                            from_target=target.id, to_target=action.to_target)
-        write = request.write
-        write.chain_id, write.chain_version = op.chain.chain_id, action.chain_version
-        write.chunk.CopyFrom(chunk)
-        mutation = op.mutation
+        common = dict(chain_id=op.chain.chain_id, chain_version=action.chain_version, inode=inode, index=index,
+                      update_version=action.version, from_target=target.id, to_target=action.to_target)
         if action.full_replace:
             meta = require(target.engine.get_meta(key), f"the chunk {key.hex()} a full replace sends")
             data, _ = target.engine.read(key, 0, meta.length, allow_pending=True)
-            write.data, write.chunk_size, write.checksum = data, meta.chunk_size, crc32c.crc32c(data)
-            request.chunk_chain_version = meta.chain_version
-        else:
-            mutation = require(mutation, "the mutation an update forwards")
-            write.chunk_size = mutation.chunk_size
-            if mutation.kind is UpdateKind.TRUNCATE:
-                request.kind, request.truncate_length = storage_pb2.UPDATE_TRUNCATE, mutation.length
-            else:
-                data = mutation.data if isinstance(mutation.data, bytes) else bytes(mutation.data)
-                write.offset, write.data, write.checksum = mutation.offset, data, crc32c.crc32c(data)
-        return request
+            return ChainUpdate(**common, chunk_size=meta.chunk_size, data=data, checksum=crc32c.crc32c(data),
+                               full_replace=True, chunk_chain_version=meta.chain_version)
+        mutation = require(op.mutation, "the mutation an update forwards")
+        if mutation.kind is UpdateKind.TRUNCATE:
+            return ChainUpdate(**common, chunk_size=mutation.chunk_size, truncate=True,
+                               truncate_length=mutation.length)
+        data = mutation.data
+        return ChainUpdate(**common, chunk_size=mutation.chunk_size, offset=mutation.offset, data=data,
+                           checksum=checksum if checksum is not None else crc32c.crc32c(data))

@@ -42,6 +42,7 @@ from fireflyfs.common.errors import FfsError, Retryable, error_from_name
 from fireflyfs.proto import storage_pb2, types_pb2
 
 from .chain_driver import ChainDriver
+from .chain_update import ChainUpdate
 from .chunk_engine import ChunkVerdict
 from .chunk_meta import ChunkMeta, describe_key, split_key
 from .peers import Peers
@@ -163,13 +164,10 @@ class Repairer:
                  data: bytes, source: int) -> RepairOutcome:
         meta = verdict.meta
         inode, index = split_key(key)
-        request = storage_pb2.UpdateRequest(update_version=meta.commit_version, full_replace=True,
-                                            from_target=0, to_target=target.id,
-                                            chunk_chain_version=meta.chain_version)
-        write = request.write
-        write.chain_id, write.chain_version = chain_id, chain_version
-        write.chunk.inode, write.chunk.index = inode, index
-        write.data, write.checksum, write.chunk_size = data, crc32c.crc32c(data), meta.chunk_size
+        update = ChainUpdate(chain_id=chain_id, chain_version=chain_version, inode=inode, index=index,
+                             chunk_size=meta.chunk_size, update_version=meta.commit_version, from_target=0,
+                             to_target=target.id, data=data, checksum=crc32c.crc32c(data), full_replace=True,
+                             chunk_chain_version=meta.chain_version)
         changed: list[ChunkMeta | None] = []
 
         def unless_changed(current: ChunkMeta | None) -> bool:
@@ -179,7 +177,7 @@ class Repairer:
             return False
 
         try:
-            self._driver.update(target, request, noop=unless_changed)
+            self._driver.update(target, update, noop=unless_changed)
         except Retryable as exc:
             log.info("target %d: %s: replace deferred: %s: %s", target.id, describe_key(key), type(exc).__name__, exc)
             return RepairOutcome.DEFERRED

@@ -44,6 +44,7 @@ class RoutingView:
         self._chain_of_target: dict[int, int] = {}
         self._node_of_target: dict[int, int] = {}
         self._addresses: dict[int, str] = {}
+        self._bulk_addresses: dict[int, str] = {}
         self.refresh_wanted = threading.Event()  # the heartbeat thread refreshes soon after
         self._listeners: list[Callable[["RoutingView"], None]] = []
 
@@ -69,13 +70,14 @@ class RoutingView:
         chain_of_target = {t: c.chain_id for c in chains.values() for t in c.targets}
         node_of_target = {t.id: t.node_id for t in routing.targets}
         addresses = {n.id: n.address for n in routing.nodes}
+        bulk_addresses = {n.id: n.bulk_address for n in routing.nodes if n.bulk_address}
         with self._lock:
             if not force and self._version is not None and routing.version < self._version:
                 return False
             old_version = self._version
             self._version, self._chains = routing.version, chains
             self._chain_of_target, self._node_of_target = chain_of_target, node_of_target
-            self._addresses = addresses
+            self._addresses, self._bulk_addresses = addresses, bulk_addresses
         if old_version != routing.version:
             local = sorted(c.chain_id for c in chains.values() if self.local_target_ids & set(c.targets))
             log.info("node %d: routing version %s -> %d; %d chains, local chains %s", self.node_id,
@@ -99,6 +101,11 @@ class RoutingView:
     def address_of_target(self, target_id: int) -> str | None:
         node_id = self._node_of_target.get(target_id)
         return None if node_id is None else self._addresses.get(node_id)
+
+    def bulk_address_of_target(self, target_id: int) -> str | None:
+        """The bulk listener of the node holding target_id (None: unknown, or the node has none)."""
+        node_id = self._node_of_target.get(target_id)
+        return None if node_id is None else self._bulk_addresses.get(node_id)
 
     # ------------------------------------------------------------------ fences
 

@@ -3,6 +3,7 @@
 ``python -m fireflyfs.storage_service --node-id N --data-dir DIR --listen 127.0.0.1:0
 --mgmtd 127.0.0.1:PORT --targets T [--log-file F] [--heartbeat-interval-ms MS]
 [--heartbeat-timeout-ms MS] [--no-fsync] [--block-size BYTES] [--bulk-listen HOST:PORT | --no-bulk]
+[--chain-forward bulk|grpc]
 [--target-capacity SIZE] [--target-reserve SIZE|PCT] [--target-map-size SIZE] [--target-map-size-max SIZE]
 [--space-warn-percent PCT]
 [--scrub-bytes-per-s N] [--scrub-interval-s S]
@@ -21,6 +22,10 @@ host with an ephemeral port, carries chunk reads and client writes over a
 framed binary protocol; its address goes to mgmtd in the registration
 (``bulk_address``) and from there into every client's routing. ``--no-bulk``
 (or FFS_STORAGE_BULK=0) leaves it off: clients then use gRPC for everything.
+Chain updates to successors travel over the successors' bulk listeners too
+(bulk_peers.py); ``--chain-forward grpc`` (FFS_CHAIN_FORWARD) sends them as
+Storage.Update instead, the tested fallback, also used for a successor that
+has no bulk listener.
 The --bulk-*-max flags bound what it holds (bulk_connections.BulkLimits;
 defaults in common/limits.py). At start the process raises its open files
 limit to the hard limit (common/process_tuning.py).
@@ -106,6 +111,9 @@ server_workers_default = 64
 stop_grace_s = 2.0
 
 
+CHAIN_FORWARDS = ("bulk", "grpc")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class StorageConfig:
     node_id: int
@@ -120,6 +128,7 @@ class StorageConfig:
     block_size: int = CHECKSUM_BLOCK_BYTES_DEFAULT
     server_workers: int = server_workers_default
     bulk_listen: str | None = ""     # "" = the gRPC host, ephemeral port; None = no bulk listener
+    chain_forward: str = "bulk"      # how chain updates reach successors: "bulk" (their bulk listener) or "grpc"
     chunk_pool_files: int = POOL_FILES_MAX_DEFAULT   # free chunk files kept per target for reuse
     chunk_pool_prefill_mib: int = 0  # per target: zero-filled pool files made at start (background)
     target_capacity_bytes: int = 0   # 0: the file system's size
@@ -151,6 +160,8 @@ class StorageConfig:
             raise ValueError("target_map_size_bytes_max must be at least target_map_size_bytes")
         if self.scrub_bytes_per_s < 0 or self.scrub_interval_s < 0:
             raise ValueError("scrub_bytes_per_s and scrub_interval_s must be >= 0")
+        if self.chain_forward not in CHAIN_FORWARDS:
+            raise ValueError(f"chain_forward must be one of {', '.join(CHAIN_FORWARDS)}, not {self.chain_forward!r}")
         if not self.insecure and not (self.tls_cert and self.tls_key and self.tls_ca):
             raise ValueError(f"storage node {self.node_id} needs tls_cert, tls_key and tls_ca (--tls-cert, "
                              "--tls-key, --tls-ca), or --insecure for loopback development")
@@ -192,7 +203,7 @@ class StorageNode:
         self.routing = RoutingView(config.node_id, list(self.targets), self.fence)
         # This node's key: every call it makes (to mgmtd, to chain peers) carries it.
         own_token = None if config.insecure else config.node_token()
-        self.peers = Peers(self.routing, token=own_token)
+        self.peers = Peers(self.routing, token=own_token, bulk=config.chain_forward == "bulk")
         self.driver = ChainDriver(self.routing, self.peers)
         self.resync = ResyncManager(self.targets, self.routing, self.peers, self.driver)
         self.sweeper = RollForwardSweeper(self.targets, self.routing, self.driver)
@@ -216,7 +227,8 @@ class StorageNode:
         self.bulk: BulkServer | None = None
         if config.bulk_listen is not None:
             self.bulk = BulkServer(BulkHandler(config.node_id, self.targets, self.routing, self.driver,
-                                               self.repairs, capabilities=self.capability_gate),
+                                               self.repairs, capabilities=self.capability_gate,
+                                               authenticate=authenticate),
                                    config.bulk_listen or f"{host}:0", limits=config.bulk_limits,
                                    tls_context=tls.process_tls.bulk_server)
         # config.mgmtd: one meta server or several ("h1:p1,h2:p2"): heartbeats follow the primary.
@@ -330,6 +342,10 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                         help="CRC32C block size of new chunks (bytes)")
     parser.add_argument("--bulk-listen", default="",
                         help="host:port of the bulk data listener (default: the --listen host, port 0)")
+    parser.add_argument("--chain-forward", choices=CHAIN_FORWARDS,
+                        default=os.environ.get("FFS_CHAIN_FORWARD", "bulk"),
+                        help="how chain updates reach successors: over their bulk listeners (default) "
+                             "or as gRPC Storage.Update (the fallback; used anyway for nodes without one)")
     parser.add_argument("--chunk-pool-files", type=int,
                         default=_env_int("FFS_CHUNK_POOL_FILES", POOL_FILES_MAX_DEFAULT),
                         help="free chunk files kept per target for reuse (0: unlink freed files)")
@@ -411,6 +427,7 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                          heartbeat_interval_ms=args.heartbeat_interval_ms,
                          heartbeat_timeout_ms=args.heartbeat_timeout_ms, fsync=args.fsync,
                          block_size=args.block_size, bulk_listen=args.bulk_listen if args.bulk else None,
+                         chain_forward=args.chain_forward,
                          chunk_pool_files=args.chunk_pool_files,
                          chunk_pool_prefill_mib=args.chunk_pool_prefill_mib,
                          target_capacity_bytes=args.target_capacity, target_reserve=args.target_reserve,

@@ -55,6 +55,7 @@ from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
 
 from . import access
 from .chain_driver import ChainDriver, meta_info
+from .chain_update import ChainUpdate
 from .chunk_meta import chunk_key
 from .repair import RepairQueue, RepairSource
 from .routing_view import RoutingView
@@ -181,12 +182,8 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
                                       chunk_checksum=outcome.chunk_checksum)
 
     def Update(self, request: storage_pb2.UpdateRequest, context) -> storage_pb2.UpdateReply:
-        write = request.write
-        access.require_node("forwarding an update", admin_too=True)   # admins: fsck --repair
-        target = self._member(write.chain_id, write.chain_version, request.to_target,
-                              (types_pb2.SERVING, types_pb2.SYNCING))
-        access.require_chain_peer(self._routing, request.to_target, "forwarding an update", admin_too=True)
-        state = self._driver.update(target, request, caller_active=context.is_active)
+        state = self._driver.forwarded(self._targets, ChainUpdate.from_proto(request),
+                                       caller_active=context.is_active)
         return storage_pb2.UpdateReply(commit_version=state.commit_version,
                                        chunk_checksum=state.checksum, chunk_length=state.length)
 

@@ -131,6 +131,10 @@ class _NodePeers:
             raise Unavailable(f"target {target_id} at {address or 'no address'} is down")
         return self._cluster.nodes[address].call(method, request)
 
+    def update(self, target_id: int, update, timeout_s: float | None = None):
+        """A chain update, as Storage.Update (the transports are tested on real processes)."""
+        return self.call(target_id, "Update", update.to_proto(), timeout_s)
+
 
 class InProcessCluster:
     """The nodes a RoutingInfo names, each with a target per chain it serves (see the module docstring)."""

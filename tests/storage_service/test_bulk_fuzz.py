@@ -69,7 +69,25 @@ writes = st.builds(_write, chains, st.integers(0, 3), st.integers(0, 999), st.in
                    st.binary(max_size=2048), st.booleans())
 grants = st.just(wire.header(wire.OP_GRANT, 0, 0, 0))
 
-frames = st.lists(st.one_of(st.binary(max_size=200), raw_headers, reads, writes, grants), min_size=1, max_size=3)
+
+def _update(version, targets, chain, chain_version, inode, index, offset, chunk_size, flags, token, data,
+            right_crc) -> bytes:
+    full_replace, kind = flags
+    meta = wire.UPDATE_REQUEST.pack(version, targets[0], targets[1], chain, chain_version, inode, index, offset,
+                                    chunk_size, crc32c.crc32c(data) if right_crc else 7, full_replace, kind,
+                                    offset, 1, len(token)) + token
+    return wire.header(wire.OP_UPDATE, 1, len(meta), len(data)) + meta + data
+
+
+# Chain updates as a broken or hostile peer might send them (never to the sentinel's inode).
+updates = st.builds(_update, st.integers(0, 5), st.tuples(st.sampled_from([0, 101, 201]), st.sampled_from([0, 101, 201])),
+                    chains, st.integers(0, 3), st.integers(0, 999), st.integers(0, 4), u32,
+                    st.sampled_from([0, 1000, CHUNK, 3 * CHUNK, 1 << 26, 1 << 27]),
+                    st.tuples(st.integers(0, 2), st.integers(0, 2)), st.binary(max_size=40),
+                    st.binary(max_size=2048), st.booleans())
+
+frames = st.lists(st.one_of(st.binary(max_size=200), raw_headers, reads, writes, grants, updates),
+                  min_size=1, max_size=3)
 sends = st.tuples(frames, st.one_of(st.none(), st.integers(0, 400)))     # all of it, or cut after n bytes
 
 
@@ -84,7 +102,7 @@ def replies_are_well_formed(reply: bytes) -> None:
         if status == wire.STATUS_ERROR:
             assert data_len == 0 and meta_len <= wire.error_text_bytes_max
             assert isinstance(wire.error_from_text(reply[position:position + meta_len]), FfsError)
-        assert op in (wire.OP_READ, wire.OP_WRITE, wire.OP_RTS), f"reply op {op}"
+        assert op in (wire.OP_READ, wire.OP_WRITE, wire.OP_RTS, wire.OP_UPDATE), f"reply op {op}"
         position += meta_len + data_len
         assert position <= len(reply), "a reply shorter than its header says"
 

@@ -73,15 +73,22 @@ class Replica:
         self.chunks_dir = local.data_dir(f"storage-{node_id}") / f"target-{target_id}" / "chunks"
         self.prefix = chunk_key(inode, index).hex() + "."
 
+    def files(self) -> list:
+        return [p for p in self.chunks_dir.iterdir() if p.name.startswith(self.prefix)]
+
     def path(self):
-        files = [p for p in self.chunks_dir.iterdir() if p.name.startswith(self.prefix)]
+        files = self.files()
         assert len(files) == 1, f"one live file per chunk, found {files}"
         return files[0]
 
     def read(self, length: int) -> bytes:
-        """The file's first length bytes; b"" while a repair swaps the file (listed, then gone)."""
+        """The file's first length bytes; b"" while a repair swaps the file (the new one written
+        before the old one goes, or the old one listed, then gone)."""
+        files = self.files()
+        if len(files) != 1:
+            return b""
         try:
-            with open(self.path(), "rb") as handle:
+            with open(files[0], "rb") as handle:
                 return handle.read(length)
         except FileNotFoundError:
             return b""

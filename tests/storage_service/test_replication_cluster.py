@@ -59,10 +59,13 @@ def divergent_chains(local) -> list[str]:
     return problems
 
 
-def test_killed_node_resyncs_and_replicas_end_byte_identical(make_cluster, request):
+@pytest.mark.parametrize("chain_forward", ["bulk", "grpc"])
+def test_killed_node_resyncs_and_replicas_end_byte_identical(make_cluster, request, chain_forward):
+    """Both ways chain updates travel (bulk UPDATE frames, the default, and Storage.Update)."""
     rng = random.Random(SEED)
     announce_seed(request, SEED)
-    local = make_cluster(storage_nodes=4, replicas=3, heartbeat_timeout_ms=2000, targets_per_node=1)
+    local = make_cluster(storage_nodes=4, replicas=3, heartbeat_timeout_ms=2000, targets_per_node=1,
+                         extra_env={"FFS_CHAIN_FORWARD": chain_forward})
     local.wait_all_serving(timeout_s=30)
     client = FfsClient(local.meta_address, config=ClientConfig(retry_time_s=90.0))
     client.mkdir("/r", chunk_size=CHUNK)

@@ -9,6 +9,7 @@ Storage.Update with from_target=0 and RemoveChunk on one replica were open to an
 
 from __future__ import annotations
 
+import crc32c
 import pytest
 
 from fireflyfs.client.meta_client import MetaClient
@@ -182,3 +183,43 @@ def test_refusals_are_logged_with_who_and_why(trust_cluster, tokens):
                    mgmtd_pb2.SetTargetStateRequest(target_id=101, offline=True))
     log = trust_cluster.log_file("meta").read_text()
     assert "refused" in log and "mallory" in log and "setting a target's state is for admins" in log
+
+
+@pytest.mark.parametrize("who", ["none", "mallory", "forged", "outsider"])
+def test_bulk_chain_updates_refuse_everyone_but_chain_peers(trust_cluster, tokens, who):
+    """An UPDATE frame on a node's bulk listener (the chain's own path, issue 13) with no token, a
+    user's, a forged node key, or the key of a node holding no target of the chain: refused, and
+    the file reads back unchanged."""
+    import fsspec
+
+    from fireflyfs.storage_service.bulk_peers import PeerConnection
+    from fireflyfs.storage_service.chain_update import ChainUpdate
+
+    fs = fsspec.filesystem("ffs", addresses=trust_cluster.meta_address, token=tokens["admin"],
+                           skip_instance_cache=True)
+    payload = bytes(range(256)) * 4096
+    fs.pipe_file(f"/bulk-victim-{who}", payload)
+    inode = fs.client.stat(f"/bulk-victim-{who}").id
+    routing = trust_cluster.routing()
+    chain = routing.chains[0]
+    node_of = {t.id: t.node_id for t in routing.targets}
+    members = {node_of[t] for t in chain.targets}
+    token = tokens.get(who)
+    if who == "outsider":
+        outsider = next(n.id for n in routing.nodes if n.type == types_pb2.NODE_STORAGE and n.id not in members)
+        token = MetaClient(trust_cluster.meta_address, token=tokens["admin"]).node_key(outsider)
+    target = chain.targets[1]            # a successor: what a forged predecessor would write to
+    bulk_address = next(n.bulk_address for n in routing.nodes if n.id == node_of[target])
+    zeros = b"\0" * 4096
+    update = ChainUpdate(chain_id=chain.id, chain_version=chain.version, inode=inode, index=0,
+                         chunk_size=1 << 20, update_version=99, from_target=chain.targets[0], to_target=target,
+                         data=zeros, checksum=crc32c.crc32c(zeros), full_replace=True)
+    connection = PeerConnection(bulk_address, timeout_s=10)
+    try:
+        with pytest.raises(Unauthenticated if who == "forged" else PermissionDenied):
+            connection.update(update, token or "", timeout_s=10)
+        assert not connection.broken          # refused with a reply; the connection stays usable
+    finally:
+        connection.close()
+    assert fs.cat_file(f"/bulk-victim-{who}") == payload
+    assert_cluster_unharmed(trust_cluster, node_one(trust_cluster).address)
