@@ -53,7 +53,7 @@ def _size(ctx, param, value):
         raise click.BadParameter(str(exc)) from exc
 
 
-@click.group(invoke_without_command=True)   # plus ``ffs bench fabric`` (bench_fabric.py)
+@click.group(invoke_without_command=True)   # plus ``ffs bench fabric`` and ``ffs bench sort``
 @click.option("--url", default=None, help="An existing cluster (ffs://HOST:PORT); default: start a local one "
                                           "(3 storage nodes, replication 1) in a tmp dir.")
 @click.option("--full", is_flag=True, help="The issue's sizes: a 1 GiB file, more requests and files "
@@ -105,5 +105,7 @@ def bench(url, full, only, seq_size, block, small_files, threads, seconds, repea
 
 
 from .bench_fabric import fabric as _fabric  # noqa: E402 - registered after the group exists
+from .bench_sort import sort as _sort  # noqa: E402
 
 bench.add_command(_fabric)
+bench.add_command(_sort)
