@@ -15,6 +15,8 @@ chain version ``cv`` routing shows at its start:
 4. For each chunk to send or remove, under the local chunk lock: push the
    chunk as it is now (full replace; a pending leftover is committed locally
    once the successor has it), or remove the successor's copy if we have none.
+   ``pushes_in_flight`` chunks go at once (each under its own lock), so one
+   push's disk read and the successor's write overlap with the next ones.
 5. Storage.SyncDone(cv). Stale (the chain changed meanwhile) -> another pass,
    which finds little left to copy.
 
@@ -24,6 +26,7 @@ replaces, and the chunk lock orders them with the pushes.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -41,6 +44,9 @@ from .target import Target
 log = logging.getLogger(__name__)
 
 sync_page_metas_max = 4096
+# Chunks one resync pushes at once: enough to keep the successor's disk and the link busy
+# while one push waits on the other, few enough to leave the node's threads to clients.
+pushes_in_flight_default = 4
 drain_wait_s_max = 60.0
 retry_backoff_s = 0.5
 
@@ -49,8 +55,10 @@ class ResyncWorker:
     """Syncs one successor from one local target until routing stops asking for it."""
 
     def __init__(self, target: Target, successor: int, chain_id: int, routing: RoutingView,
-                 peers: Peers, driver: ChainDriver, on_exit) -> None:
+                 peers: Peers, driver: ChainDriver, on_exit,
+                 pushes_in_flight: int = pushes_in_flight_default) -> None:
         self.target = target
+        self.pushes_in_flight = pushes_in_flight
         self.successor = successor
         self.chain_id = chain_id
         self._routing = routing
@@ -107,20 +115,47 @@ class ResyncWorker:
         log.info("resync %d -> %d (chain %d v%d): %d local, %d remote chunks; %d to send, %d to remove",
                  self.target.id, self.successor, self.chain_id, chain_version, len(local), len(remote),
                  len(send), len(remove))
-        for key in keys:
-            if self._stop.is_set():
-                return
-            self._driver.push(self.target, key, self.chain_id, self.successor)
-            if key in local:
-                self.chunks_sent += 1
-            else:
-                self.chunks_removed += 1
+        if not self._push_all(keys, local):
+            return
         self._peers.call(self.successor, "SyncDone", storage_pb2.SyncDoneRequest(
             chain_id=self.chain_id, chain_version=chain_version, target_id=self.successor))
         self.done_version = chain_version
         log.info("resync %d -> %d: done at chain version %d in %.2fs (%d sent, %d removed so far)",
                  self.target.id, self.successor, chain_version, time.monotonic() - started,
                  self.chunks_sent, self.chunks_removed)
+
+    def _push_all(self, keys: list[bytes], local: dict) -> bool:
+        """Push every key, up to pushes_in_flight at once (each under its own chunk lock); False
+        when stopped. The first failure stops new pushes, lets those in flight end, and raises."""
+        in_flight: dict[concurrent.futures.Future, bytes] = {}
+        failure: BaseException | None = None
+
+        def settle(done) -> None:
+            nonlocal failure
+            for future in done:
+                key = in_flight.pop(future)
+                error = future.exception()
+                if error is not None:
+                    failure = failure or error
+                elif key in local:
+                    self.chunks_sent += 1
+                else:
+                    self.chunks_removed += 1
+
+        with concurrent.futures.ThreadPoolExecutor(self.pushes_in_flight,
+                                                   thread_name_prefix=f"resync-{self.target.id}") as pool:
+            for key in keys:
+                if self._stop.is_set() or failure is not None:
+                    break
+                if len(in_flight) >= self.pushes_in_flight:
+                    settle(concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)[0])
+                    if failure is not None:
+                        break
+                in_flight[pool.submit(self._driver.push, self.target, key, self.chain_id, self.successor)] = key
+            settle(concurrent.futures.wait(in_flight)[0])
+        if failure is not None:
+            raise failure
+        return not self._stop.is_set()
 
     def _local_metas(self):
         start = None
