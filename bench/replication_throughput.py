@@ -79,12 +79,16 @@ def start_cluster(base_dir: str, nodes_per_table: int, targets_per_node: int):
     local = LocalCluster(base_dir, storage_nodes=nodes_per_table, targets_per_node=targets_per_node,
                          replicas=3, heartbeat_timeout_ms=HEARTBEAT_TIMEOUT_MS, chain_table=False,
                          python=sys.executable)
-    local.up()
-    r3 = create_table(local, 1, 3)
-    local.storage_nodes = 2 * nodes_per_table        # the second group registers with free targets
-    local.up()
-    r1 = create_table(local, 2, 1)
-    local.wait_all_serving(timeout_s=60)
+    try:
+        local.up()
+        r3 = create_table(local, 1, 3)
+        local.storage_nodes = 2 * nodes_per_table        # the second group registers with free targets
+        local.up()
+        r1 = create_table(local, 2, 1)
+        local.wait_all_serving(timeout_s=60)
+    except BaseException:
+        local.down()          # no orphaned processes when the setup fails
+        raise
     return local, r3, r1
 
 
