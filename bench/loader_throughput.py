@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             result["sampler_resume_1e12_s"] = round(sampler_resume_huge_s(), 4)
             progress(f"resume: {result['resume']}")
             if not args.skip_checkpoint:
-                from checkpoint_throughput import run_checkpoint
+                from fireflyfs.bench.checkpoint_throughput import run_checkpoint
 
                 result["checkpoint"] = run_checkpoint(url, local_dir, args.checkpoint_size,
                                                       args.repeats)
@@ -265,7 +265,7 @@ def print_table(result: dict) -> None:
               f"{row['resume_to_first_batch_s']} s to the first batch")
     print(f"sampler resume 10^12 samples in: {result['sampler_resume_1e12_s']} s")
     if "checkpoint" in result:
-        from checkpoint_throughput import print_checkpoint
+        from fireflyfs.bench.checkpoint_throughput import print_checkpoint
 
         print_checkpoint(result["checkpoint"])
 
