@@ -34,6 +34,10 @@ idle_connections_per_peer_max = 32      # client_ops_max: updates one node forwa
 connect_timeout_s = 5.0
 
 
+class PeerTransportError(Unavailable):
+    """The connection broke, timed out or spoke nonsense (not an error the successor answered)."""
+
+
 class PeerConnection:
     """One connection to a successor's bulk listener."""
 
@@ -46,7 +50,7 @@ class PeerConnection:
             if process_tls.bulk_client is not None:      # the successor's certificate, checked
                 self.sock = process_tls.bulk_client.wrap_socket(self.sock, server_hostname=host)
         except OSError as exc:
-            raise Unavailable(f"bulk connect to chain peer {address}: {exc}") from exc
+            raise PeerTransportError(f"bulk connect to chain peer {address}: {exc}") from exc
         self.broken = False
         self._timeout_s = timeout_s
         self._header = bytearray(wire.HEADER.size)
@@ -86,12 +90,12 @@ class PeerConnection:
             return wire.WRITE_REPLY.unpack(reply)
         except wire.ProtocolError as exc:
             self.close()
-            raise Unavailable(f"bulk update on {self.address}: {exc}") from exc
+            raise PeerTransportError(f"bulk update on {self.address}: {exc}") from exc
         except errors.FfsError:
             raise
         except OSError as exc:       # ConnectionError, TimeoutError, ...
             self.close()
-            raise Unavailable(f"bulk update on {self.address}: {type(exc).__name__}: {exc}") from exc
+            raise PeerTransportError(f"bulk update on {self.address}: {type(exc).__name__}: {exc}") from exc
 
 
 class BulkPeers:

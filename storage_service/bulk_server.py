@@ -68,7 +68,8 @@ from typing import Callable
 
 from fireflyfs.common import auth, capability
 from fireflyfs.common.auth import Principal
-from fireflyfs.common.errors import ChecksumMismatch, FfsError, InvalidArgument, NotFound, TooLarge, Unavailable
+from fireflyfs.common.errors import (ChecksumMismatch, FfsError, InvalidArgument, NotFound, PermissionDenied,
+                                     TooLarge, Unauthenticated, Unavailable)
 from fireflyfs.common.layout import validate_chunk_size
 from fireflyfs.common.limits import KiB, MiB
 from fireflyfs.common.traffic import TrafficClass, mark_socket
@@ -429,7 +430,8 @@ class BulkHandler:
                 raise InvalidArgument(f"chunk {update.inode}:{update.index}: update [{end - data_len}, {end}) "
                                       f"exceeds chunk size {update.chunk_size}")
         except FfsError as exc:
-            refused("bulk update", _peer(sock), exc, who="a bulk peer")
+            if isinstance(exc, (Unauthenticated, PermissionDenied)):
+                refused("bulk chain update", _peer(sock), exc, who="a bulk peer")
             self._refuse(connection, wire.OP_UPDATE, data_len, exc)
             return True
         buffer = self._buffer(connection, budget, bulk_limits, data_len) if data_len else bytearray(0)
@@ -445,6 +447,8 @@ class BulkHandler:
                     state = self.driver.forwarded(self.targets, dataclasses.replace(update, data=data),
                                                   caller_active=lambda: not closed_by_peer(sock))
             except FfsError as exc:
+                if isinstance(exc, PermissionDenied):      # a node, but no peer of that chain
+                    refused("bulk chain update", _peer(sock), exc, who=principal.describe())
                 connection.enter(Phase.SENDING)
                 _send_error(sock, wire.OP_UPDATE, exc)
                 return True

@@ -20,7 +20,7 @@ from fireflyfs.common.errors import Unavailable
 from fireflyfs.common.rpc import make_channel, rpc_errors_mapped
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc
 
-from .bulk_peers import BulkPeers
+from .bulk_peers import BulkPeers, PeerTransportError
 from .chain_update import ChainUpdate
 from .routing_view import RoutingView
 
@@ -72,8 +72,8 @@ class Peers:
             return self.call(target_id, "Update", update.to_proto(), timeout_s)
         try:
             commit_version, chunk_length, chunk_checksum = self._bulk.update(address, update, timeout_s)
-        except Unavailable:
-            self._bulk.forget(address)
+        except PeerTransportError:
+            self._bulk.forget(address)       # the node may have failed: its idle connections too
             raise
         return storage_pb2.UpdateReply(commit_version=commit_version, chunk_length=chunk_length,
                                        chunk_checksum=chunk_checksum)

@@ -117,6 +117,17 @@ def test_parse_args_defaults_and_env(monkeypatch, tmp_path):
     assert parse_args(["--node-id", "2", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1"]).fsync is False
     with pytest.raises(SystemExit):
         parse_args(["--node-id", "0", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1"])
+    # Chain updates: over successors' bulk listeners by default, gRPC on request.
+    base = ["--node-id", "2", "--data-dir", str(tmp_path), "--mgmtd", "127.0.0.1:1"]
+    assert parse_args(base).chain_forward == "bulk"
+    assert parse_args(base + ["--chain-forward", "grpc"]).chain_forward == "grpc"
+    monkeypatch.setenv("FFS_CHAIN_FORWARD", "grpc")
+    assert parse_args(base).chain_forward == "grpc"
+    with pytest.raises(SystemExit):
+        parse_args(base + ["--chain-forward", "carrier-pigeon"])
+    with pytest.raises(ValueError, match="chain_forward"):
+        StorageConfig(node_id=2, data_dir=tmp_path, listen="127.0.0.1:0", mgmtd="127.0.0.1:1", insecure=True,
+                      chain_forward="udp")
 
 
 def test_storage_process_serves_stops_and_restarts(tmp_path):

@@ -221,5 +221,7 @@ def test_bulk_chain_updates_refuse_everyone_but_chain_peers(trust_cluster, token
         assert not connection.broken          # refused with a reply; the connection stays usable
     finally:
         connection.close()
+    log = trust_cluster.log_file(f"storage-{node_of[target]}").read_text()
+    assert "refused bulk chain update" in log, "the refusal is logged on the node it was sent to"
     assert fs.cat_file(f"/bulk-victim-{who}") == payload
     assert_cluster_unharmed(trust_cluster, node_one(trust_cluster).address)
