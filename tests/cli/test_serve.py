@@ -76,6 +76,7 @@ fsync = false
 block_size = 65536
 server_workers = 32
 bulk_listen = "10.0.0.7:8001"
+chain_forward = "grpc"
 chunk_pool_files = 16
 chunk_pool_prefill_mib = 256
 target_capacity_bytes = "500GiB"
@@ -159,7 +160,7 @@ def test_every_storage_key_reaches_storage_config(tmp_path):
         "node_id": 7, "data_dir": "/srv/ffs/storage", "listen": "10.0.0.7:8000",
         "mgmtd": "10.0.0.1:7000,10.0.0.2:7000", "targets": 4, "log_file": "/var/log/ffs/storage.log",
         "heartbeat_interval_ms": 500, "heartbeat_timeout_ms": 4000, "fsync": False, "block_size": 65536,
-        "server_workers": 32, "bulk_listen": "10.0.0.7:8001", "chunk_pool_files": 16,
+        "server_workers": 32, "bulk_listen": "10.0.0.7:8001", "chain_forward": "grpc", "chunk_pool_files": 16,
         "chunk_pool_prefill_mib": 256, "target_capacity_bytes": 500 << 30,
         "target_reserve": {"fraction": None, "bytes": 2 << 30},
         "target_map_size_bytes": 2 << 30, "target_map_size_bytes_max": 128 << 30,
