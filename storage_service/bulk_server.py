@@ -265,20 +265,33 @@ class BulkHandler:
         targets: dict[tuple[int, int], Target | FfsError] = {}   # one fence check per chain and request
         sending = False
         try:
+            # The chunk metas of each target's IOs come from one read transaction.
+            keys: list[bytes] = []
+            by_target: dict[int, list[int]] = {}
+            for number, (chain_id, chain_version, inode, index, _, _) in enumerate(ios):
+                target = targets.get((chain_id, chain_version))
+                if target is None:
+                    try:
+                        target = self._target(chain_id, chain_version, write=False)
+                    except FfsError as exc:
+                        target = exc
+                    targets[(chain_id, chain_version)] = target
+                keys.append(chunk_key(inode, index))
+                if not isinstance(target, FfsError):
+                    by_target.setdefault(target.id, []).append(number)
+            metas: list = [None] * count
+            for target_id, numbers in by_target.items():
+                found = self.targets[target_id].engine.get_metas([keys[n] for n in numbers])
+                for n, meta in zip(numbers, found):
+                    metas[n] = meta
             for number, (chain_id, chain_version, inode, index, offset, length) in enumerate(ios):
                 try:
-                    target = targets.get((chain_id, chain_version))
-                    if target is None:
-                        try:
-                            target = self._target(chain_id, chain_version, write=False)
-                        except FfsError as exc:
-                            target = exc
-                        targets[(chain_id, chain_version)] = target
+                    target = targets[(chain_id, chain_version)]
                     if isinstance(target, FfsError):
                         raise target
-                    key = chunk_key(inode, index)
+                    key = keys[number]
                     try:
-                        extent = target.engine.read_extent(key, offset, length)
+                        extent = target.engine.read_extent(key, offset, length, metas[number])
                     except ChecksumMismatch:
                         if self.repairs is not None:
                             self.repairs.offer(target.id, key, RepairSource.READ)

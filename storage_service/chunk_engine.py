@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # check that every replica made an update durable before the client saw its ack.
 durability_log = logging.getLogger(f"{__name__}.durability")
 
+_LOOK_UP = object()        # read_extent's meta: not given, read it
 CHECKSUM_BLOCK_BYTES_DEFAULT = limits.checksum_block_bytes_default   # measured: docs/chunk-engine.md, "Checksums"
 CHECKSUM_BLOCK_BYTES_MIN = limits.checksum_block_bytes_min
 
@@ -263,6 +264,16 @@ class ChunkEngine:
     def get_meta(self, key: bytes) -> ChunkMeta | None:
         with self._env.begin() as txn:
             raw = txn.get(key)
+        return self._meta_of(key, raw)
+
+    def get_metas(self, keys: list[bytes]) -> list[ChunkMeta | None]:
+        """get_meta of each key from one read transaction (a batch of small reads pays for one)."""
+        with self._env.begin() as txn:
+            get = txn.get
+            raws = [get(key) for key in keys]
+        return [self._meta_of(key, raw) for key, raw in zip(keys, raws)]
+
+    def _meta_of(self, key: bytes, raw: bytes | None) -> ChunkMeta | None:
         if raw is None:
             return None
         cached = self._decoded.get(key)
@@ -834,8 +845,12 @@ class ChunkEngine:
             return data
         return bytes(view[offset - run_start:end - run_start])
 
-    def read_extent(self, key: bytes, offset: int, length: int) -> "ReadExtent":
+    def read_extent(self, key: bytes, offset: int, length: int, meta: ChunkMeta | None | object = _LOOK_UP
+                    ) -> "ReadExtent":
         """What the bulk path sends for [offset, offset+length) of a committed chunk (see ReadExtent).
+
+        meta: the chunk's meta when the caller just read it (get_metas for a batch); a stale one
+        only costs a retry, as a racing writer does.
 
         Edge blocks (partly asked) are read and verified here; whole blocks are
         left in the file with their stored CRCs, for ``sendfile`` and the
@@ -847,7 +862,8 @@ class ChunkEngine:
         if offset + length > limits.chunk_size_max:
             raise InvalidArgument(f"{describe_key(key)}: read [{offset}, {offset + length}) beyond the "
                                   f"largest chunk size {limits.chunk_size_max}")
-        meta = self.get_meta(key)
+        if meta is _LOOK_UP:
+            meta = self.get_meta(key)
         for _ in range(_READ_RETRIES_MAX):
             if meta is None:
                 return ReadExtent(None, -1, offset, offset, (), ())
