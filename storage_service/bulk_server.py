@@ -23,9 +23,11 @@ straight into the caller's buffer; CRC32C is checked once, by the client,
 against the stored block CRCs (edge blocks are verified here). A write is one
 ``sendmsg`` of header + data from the caller's memory and one ``recv_into`` a
 reused buffer here, then the same chain driver as a gRPC Write (chain and
-version checks, fences, exactly-once, CRAQ forwarding to successors, which
-stays gRPC: the targets of the data path are for replication 1, and a
-chain's Update already runs on the node's own threads).
+version checks, fences, exactly-once, CRAQ forwarding to successors). The
+forwarding itself travels here too: a replica sends each chain update to its
+successor's listener as an UPDATE frame (bulk_peers.py), and this handler
+receives it into a budgeted buffer and runs ``ChainDriver.forwarded`` on it,
+so no hop copies the bytes into a protobuf message.
 
 End to end through fsspec (``bench/seq_throughput.py --size 1GiB``, R=1, same
 VM): 4 MiB ``readinto`` 2.3-2.4 GB/s = 0.47-0.57 of the socket, 4 MiB writes
