@@ -340,6 +340,27 @@ class ChunkEngine:
                 f"stored crc32c {stored:#010x}, computed {computed:#010x} over {len(data)} bytes")
         return data
 
+    def _read_verified_span(self, key: bytes, meta: ChunkMeta, fd: int, first: int, last: int) -> bytes:
+        """Blocks first..last of meta's file in one pread, each verified against its CRC."""
+        block_size = meta.block_size
+        start = first * block_size
+        end = min((last + 1) * block_size, meta.length)
+        data = os.pread(fd, end - start, start)
+        if len(data) != end - start:
+            raise ChecksumMismatch(f"{describe_key(key)} blocks {first}..{last} (bytes {start}..{end}) on "
+                                   f"{self.target_dir}: the file holds only {len(data)} of those bytes")
+        view = memoryview(data)
+        for block in range(first, last + 1):
+            at = (block - first) * block_size
+            computed = crc32c.crc32c(view[at:at + block_size])
+            self.counters.blocks_verified += 1
+            if computed != meta.block_crc(block):
+                raise ChecksumMismatch(
+                    f"{describe_key(key)} block {block} (bytes {block * block_size}.."
+                    f"{min((block + 1) * block_size, meta.length)}) on {self.target_dir}: stored crc32c "
+                    f"{meta.block_crc(block):#010x}, computed {computed:#010x}")
+        return data
+
     def _new_crcs(self, key: bytes, old: ChunkMeta | None, old_fd: int | None, offset: int,
                   data: memoryview, new_length: int, block_size: int) -> bytes:
         """Block CRCs after writing data at offset (a gap after the old end reads as zeros).
@@ -900,7 +921,8 @@ class ChunkEngine:
         fd = handle.fd
         block_size = meta.block_size
         block = offset // block_size
-        if block == (end - 1) // block_size:
+        last = (end - 1) // block_size
+        if block == last:
             # Inside one block (small random reads): read, verify, slice; the descriptor goes back now.
             block_start = block * block_size
             block_end = min(block_start + block_size, meta.length)
@@ -910,6 +932,17 @@ class ChunkEngine:
                 return ReadExtent(meta, -1, offset, end, (meta.block_crc(block),), (data,))
             piece = memoryview(data)[offset - block_start:end - block_start]
             return ReadExtent(meta, -1, offset, end, (crc32c.crc32c(piece),), (piece,))
+        if block + 1 == last and offset % block_size and end < min((last + 1) * block_size, meta.length):
+            # A small read across one boundary, partial on both sides: both blocks in one pread.
+            block_start = block * block_size
+            data = self._read_verified_span(key, meta, fd, block, last)
+            self._fds.release(handle)
+            view = memoryview(data)
+            boundary = last * block_size
+            return ReadExtent(meta, -1, offset, end,
+                              (crc32c.crc32c(view[offset - block_start:boundary - block_start]),
+                               crc32c.crc32c(view[boundary - block_start:end - block_start])),
+                              (view[offset - block_start:end - block_start],))
         stored = meta.block_crcs
         crcs: list[int] = []
         parts: list = []

@@ -209,6 +209,13 @@ def test_a_corrupt_whole_block_is_caught_by_the_client_and_an_edge_block_by_the_
     assert "block 3" in str(edge.error)
     fine = read(connection, (1, 1, 9, 0, BLOCK * 4, BLOCK * 4))[0]
     assert fine[0] == data[BLOCK * 4:] and fine[1].error is None
+    # A small read across one boundary, partial on both sides (both blocks read at once): the rot
+    # in either block is caught, and a clean pair reads right with one CRC per segment.
+    for offset in (BLOCK * 3 - 40, BLOCK * 4 - 40):
+        across = read(connection, (1, 1, 9, 0, offset, 200))[0][1]
+        assert isinstance(across.error, ChecksumMismatch) and "block 3" in str(across.error), offset
+    clean = read(connection, (1, 1, 9, 0, BLOCK * 5 - 40, 200))[0]
+    assert clean[0] == data[BLOCK * 5 - 40:BLOCK * 5 + 160] and clean[1].error is None
 
 
 def test_streamed_reads_check_blocks_split_across_buffers(node):
