@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import os
-import socket
 import struct
 import threading
 
@@ -30,7 +29,7 @@ from fireflyfs.common import pacing
 from fireflyfs.common.traffic import TrafficClass
 from fireflyfs.proto import bulk_wire as wire
 from fireflyfs.common.tls import process_tls
-from fireflyfs.proto.bulk_io import Sender, closed_by_peer, readable_now, recv_exact, tune
+from fireflyfs.proto.bulk_io import Sender, closed_by_peer, connect, readable_now, recv_exact
 from .storage_transport import ReadOutcome
 
 _CRC = struct.Struct("<I")
@@ -47,14 +46,10 @@ class BulkConnection:
     """One TCP connection to a storage node's bulk listener, used by one thread at a time."""
 
     def __init__(self, address: str, timeout_s: float, connect_timeout_s: float | None = None) -> None:
-        host, _, port = address.rpartition(":")
         self.address = address
         self.pid = os.getpid()
-        try:
-            self.sock = socket.create_connection((host, int(port)), timeout=connect_timeout_s or timeout_s)
-            tune(self.sock, timeout_s)
-            if process_tls.bulk_client is not None:     # checks the node's certificate against the CA
-                self.sock = process_tls.bulk_client.wrap_socket(self.sock, server_hostname=host)
+        try:      # TLS when this process has it: the node's certificate checked against the CA
+            self.sock = connect(address, timeout_s, connect_timeout_s or timeout_s, process_tls.bulk_client)
         except OSError as exc:
             raise BulkTransportError(f"bulk connect to {address}: {exc}") from exc
         self.broken = False

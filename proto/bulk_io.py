@@ -45,6 +45,21 @@ def tune(sock: socket.socket, timeout_s: float) -> None:
         pass     # marking is advisory; a bad override must not stop the data path
 
 
+def connect(address: str, timeout_s: float, connect_timeout_s: float, tls_context=None) -> socket.socket:
+    """A tuned connection to a bulk listener at host:port, wrapped in TLS when tls_context is
+    given (the listener's certificate checked against its CA); OSError when it cannot be made."""
+    host, _, port = address.rpartition(":")
+    sock = socket.create_connection((host, int(port)), timeout=connect_timeout_s)
+    try:
+        tune(sock, timeout_s)
+        if tls_context is not None:
+            sock = tls_context.wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _timed_out(exc: OSError) -> bool:
     # On TLS, the kernel timeout surfaces as the SSL layer wanting more (the socket stays blocking).
     return (isinstance(exc, (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError))

@@ -19,14 +19,13 @@ Unavailable, as a dead peer is on gRPC, so the chain logic retries the same way.
 
 from __future__ import annotations
 
-import socket
 import threading
 
 from fireflyfs.common import errors
 from fireflyfs.common.errors import Unavailable
 from fireflyfs.common.tls import process_tls
 from fireflyfs.proto import bulk_wire as wire
-from fireflyfs.proto.bulk_io import Sender, closed_by_peer, recv_exact, set_timeouts, tune
+from fireflyfs.proto.bulk_io import Sender, closed_by_peer, connect, recv_exact, set_timeouts
 
 from .chain_update import ChainUpdate
 
@@ -42,13 +41,9 @@ class PeerConnection:
     """One connection to a successor's bulk listener."""
 
     def __init__(self, address: str, timeout_s: float) -> None:
-        host, _, port = address.rpartition(":")
         self.address = address
-        try:
-            self.sock = socket.create_connection((host, int(port)), timeout=connect_timeout_s)
-            tune(self.sock, timeout_s)
-            if process_tls.bulk_client is not None:      # the successor's certificate, checked
-                self.sock = process_tls.bulk_client.wrap_socket(self.sock, server_hostname=host)
+        try:      # TLS when this node has it: the successor's certificate checked against the CA
+            self.sock = connect(address, timeout_s, connect_timeout_s, process_tls.bulk_client)
         except OSError as exc:
             raise PeerTransportError(f"bulk connect to chain peer {address}: {exc}") from exc
         self.broken = False

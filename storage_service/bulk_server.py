@@ -385,32 +385,43 @@ class BulkHandler:
         except InvalidArgument as exc:
             self._refuse(connection, wire.OP_WRITE, data_len, exc)
             return True
+
+        def apply(data: memoryview) -> bytes:
+            try:
+                self.capabilities.require((write_capability,), (fields[2],), capability.WRITE,
+                                          "writing a chunk (bulk)", principal=ANONYMOUS)
+            except FfsError as exc:
+                refused("bulk write", _peer(sock), exc, who="a bulk client")
+                raise
+            return self.write(fields, client_id, data)
+
+        return self._apply_data(connection, budget, bulk_limits, wire.OP_WRITE, data_len, apply)
+
+    def _apply_data(self, connection: Connection, budget: BufferBudget, bulk_limits: BulkLimits, op: int,
+                    data_len: int, apply: Callable[[memoryview], bytes]) -> bool:
+        """Receive a frame's data into a budgeted buffer, apply(data), answer with the reply meta
+        it returns or the FfsError it raises; the connection stays usable either way."""
+        sock = connection.sock
         buffer = self._buffer(connection, budget, bulk_limits, data_len) if data_len else bytearray(0)
         if buffer is None:
-            self._refuse(connection, wire.OP_WRITE, data_len, self._busy(connection, budget))
+            self._refuse(connection, op, data_len, self._busy(connection, budget))
             return True
         try:
             data = memoryview(buffer)[:data_len]
             recv_exact(sock, data)
             connection.enter(Phase.WORKING)
             try:
-                try:
-                    self.capabilities.require((write_capability,), (fields[2],), capability.WRITE,
-                                              "writing a chunk (bulk)", principal=ANONYMOUS)
-                except FfsError as exc:
-                    refused("bulk write", _peer(sock), exc, who="a bulk client")
-                    raise
-                reply = self.write(fields, client_id, data)
+                reply = apply(data)
             except FfsError as exc:
                 connection.enter(Phase.SENDING)
-                _send_error(sock, wire.OP_WRITE, exc)
+                _send_error(sock, op, exc)
                 return True
         finally:
             if data_len:
                 budget.release(buffer, connection.peer_host)
         connection.enter(Phase.SENDING)
         sender = Sender(sock)
-        sender.add(wire.header(wire.OP_WRITE, 1, len(reply), 0))
+        sender.add(wire.header(op, 1, len(reply), 0))
         sender.add(reply)
         sender.flush()
         return True
@@ -449,34 +460,18 @@ class BulkHandler:
                 refused("bulk chain update", _peer(sock), exc, who="a bulk peer")
             self._refuse(connection, wire.OP_UPDATE, data_len, exc)
             return True
-        buffer = self._buffer(connection, budget, bulk_limits, data_len) if data_len else bytearray(0)
-        if buffer is None:
-            self._refuse(connection, wire.OP_UPDATE, data_len, self._busy(connection, budget))
-            return True
-        try:
-            data = memoryview(buffer)[:data_len]
-            recv_exact(sock, data)
-            connection.enter(Phase.WORKING)
+
+        def apply(data: memoryview) -> bytes:
             try:
                 with auth.acting_as(principal):
                     state = self.driver.forwarded(self.targets, dataclasses.replace(update, data=data),
                                                   caller_active=lambda: not closed_by_peer(sock))
-            except FfsError as exc:
-                if isinstance(exc, PermissionDenied):      # a node, but no peer of that chain
-                    refused("bulk chain update", _peer(sock), exc, who=principal.describe())
-                connection.enter(Phase.SENDING)
-                _send_error(sock, wire.OP_UPDATE, exc)
-                return True
-        finally:
-            if data_len:
-                budget.release(buffer, connection.peer_host)
-        reply = wire.WRITE_REPLY.pack(state.commit_version, state.length, state.checksum)
-        connection.enter(Phase.SENDING)
-        sender = Sender(sock)
-        sender.add(wire.header(wire.OP_UPDATE, 1, len(reply), 0))
-        sender.add(reply)
-        sender.flush()
-        return True
+            except PermissionDenied as exc:     # a node, but no peer of that chain
+                refused("bulk chain update", _peer(sock), exc, who=principal.describe())
+                raise
+            return wire.WRITE_REPLY.pack(state.commit_version, state.length, state.checksum)
+
+        return self._apply_data(connection, budget, bulk_limits, wire.OP_UPDATE, data_len, apply)
 
 
 def _check_write_bounds(fields: tuple[int, ...], data_len: int) -> None:

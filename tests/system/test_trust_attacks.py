@@ -123,16 +123,20 @@ def test_cluster_changes_are_for_admins(trust_cluster, tokens, who):
     assert "evil" not in names and "admin" in names
 
 
+def victim(cluster, tokens, path: str):
+    """(the admin's fsspec file system, the bytes, the inode id) of a file the attacks aim at."""
+    import fsspec
+
+    fs = fsspec.filesystem("ffs", addresses=cluster.meta_address, token=tokens["admin"], skip_instance_cache=True)
+    payload = bytes(range(256)) * 4096
+    fs.pipe_file(path, payload)
+    return fs, payload, fs.client.stat(path).id
+
+
 @pytest.mark.parametrize("who", ["none", "mallory", "forged"])
 def test_peer_only_storage_calls_refuse_everyone_but_chain_peers(trust_cluster, tokens, who):
     """Update with from_target=0, SyncStart/SyncDone, RemoveChunk, GetChunkMetas on node 1."""
-    import fsspec
-
-    fs = fsspec.filesystem("ffs", addresses=trust_cluster.meta_address, token=tokens["admin"],
-                           skip_instance_cache=True)
-    payload = bytes(range(256)) * 4096
-    fs.pipe_file(f"/victim-{who}", payload)
-    inode = fs.client.stat(f"/victim-{who}").id
+    fs, payload, inode = victim(trust_cluster, tokens, f"/victim-{who}")
     routing = trust_cluster.routing()
     chain = routing.chains[0]
     node_of = {t.id: t.node_id for t in routing.targets}
@@ -190,16 +194,10 @@ def test_bulk_chain_updates_refuse_everyone_but_chain_peers(trust_cluster, token
     """An UPDATE frame on a node's bulk listener (the chain's own path, issue 13) with no token, a
     user's, a forged node key, or the key of a node holding no target of the chain: refused, and
     the file reads back unchanged."""
-    import fsspec
-
     from fireflyfs.storage_service.bulk_peers import PeerConnection
     from fireflyfs.storage_service.chain_update import ChainUpdate
 
-    fs = fsspec.filesystem("ffs", addresses=trust_cluster.meta_address, token=tokens["admin"],
-                           skip_instance_cache=True)
-    payload = bytes(range(256)) * 4096
-    fs.pipe_file(f"/bulk-victim-{who}", payload)
-    inode = fs.client.stat(f"/bulk-victim-{who}").id
+    fs, payload, inode = victim(trust_cluster, tokens, f"/bulk-victim-{who}")
     routing = trust_cluster.routing()
     chain = routing.chains[0]
     node_of = {t.id: t.node_id for t in routing.targets}
