@@ -80,6 +80,7 @@ from fireflyfs.proto import bulk_wire as wire
 from fireflyfs.proto.bulk_io import (IdleTimeout, Sender, closed_by_peer, discard, readable_now, recv_exact,
                                      recv_header, set_timeouts, tune)
 from fireflyfs.common.rpc import refused
+from . import access
 from .access import ANONYMOUS, CapabilityGate
 from .bulk_buffers import BufferBudget
 from .bulk_connections import BulkLimits, BurstLog, Connection, Phase
@@ -132,11 +133,14 @@ class BulkHandler:
         return target
 
     def serve(self, connection: Connection, budget: BufferBudget, bulk_limits: BulkLimits,
-              stopping: Callable[[], bool] = lambda: False) -> None:
+              stopping: Callable[[], bool] = lambda: False, chain_budget: BufferBudget | None = None) -> None:
         """Answer frames until the peer closes, a frame is malformed, the connection is cut or the node stops.
 
         Each frame header is checked before anything is allocated for the frame;
-        its buffer then comes from the listener's budget.
+        its buffer then comes from the listener's budget. Chain updates from other nodes take
+        theirs from chain_budget (default: the same budget): a head write holds its buffer while
+        it waits on its successor, so if the updates it waits for needed the same budget, heads
+        on nodes that forward to each other could hold it all and wait on one another.
         """
         sock = connection.sock
         header = bytearray(wire.HEADER.size)
@@ -149,12 +153,12 @@ class BulkHandler:
                     return
             except IdleTimeout:
                 continue        # a pooled client connection between requests: the watchdog times it
-            if not self._serve_frame(connection, budget, bulk_limits, header, write_meta):
+            if not self._serve_frame(connection, budget, bulk_limits, header, write_meta, chain_budget or budget):
                 return
             connection.enter(Phase.IDLE)
 
     def _serve_frame(self, connection: Connection, budget: BufferBudget, bulk_limits: BulkLimits,
-                     header: bytearray, write_meta: memoryview) -> bool:
+                     header: bytearray, write_meta: memoryview, chain_budget: BufferBudget) -> bool:
         """One request, its header received; False when the connection must close (a malformed frame)."""
         try:
             op, status, count, meta_len, data_len = wire.parse_header(header)
@@ -172,7 +176,7 @@ class BulkHandler:
         if op == wire.OP_WRITE:
             return self._serve_write(connection, budget, bulk_limits, write_meta[:meta_len], data_len)
         if op == wire.OP_UPDATE:
-            return self._serve_update(connection, budget, bulk_limits, write_meta[:meta_len], data_len)
+            return self._serve_update(connection, chain_budget, bulk_limits, write_meta[:meta_len], data_len)
         received = self._receive_read(connection, budget, bulk_limits, meta_len, count)
         if received is not None:
             connection.enter(Phase.WORKING)
@@ -450,6 +454,8 @@ class BulkHandler:
             return False
         try:
             principal = self.authenticate(token or None) if self.authenticate is not None else auth.SUPERUSER
+            with auth.acting_as(principal):      # no buffer for anyone but a node (or an admin tool)
+                access.require_node("forwarding an update", admin_too=True)
             validate_chunk_size(update.chunk_size)
             end = data_len if update.full_replace else update.offset + data_len
             if end > update.chunk_size:
@@ -517,6 +523,8 @@ class BulkServer:
         self.peer_timeout_s = peer_timeout_s
         self.limits = limits
         self.budget = BufferBudget(limits.inflight_bytes_max, limits.inflight_bytes_per_peer_max, clock)
+        # Chain updates from other nodes (authenticated before they get a buffer) have their own.
+        self.chain_budget = BufferBudget(limits.inflight_bytes_max, limits.inflight_bytes_max, clock)
         self._clock = clock
         self._sock = socket.create_server((host, int(port)), backlog=128)
         try:
@@ -617,7 +625,7 @@ class BulkServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)   # a vanished client host
             if self.tls_context is not None:      # TLS: the handshake, on this thread
                 sock = connection.sock = self.tls_context.wrap_socket(sock, server_side=True)
-            self.handler.serve(connection, self.budget, self.limits, self._stopping.is_set)
+            self.handler.serve(connection, self.budget, self.limits, self._stopping.is_set, self.chain_budget)
         except (ConnectionError, TimeoutError) as exc:
             log.debug("bulk connection from %s ended: %s", _peer(sock), exc)
         except OSError as exc:

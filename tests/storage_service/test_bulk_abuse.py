@@ -29,9 +29,9 @@ import time
 import crc32c
 import pytest
 
-from fireflyfs.client import bulk_client
 from fireflyfs.client.bulk_client import BulkConnection
 from fireflyfs.common.limits import KiB, MiB
+from fireflyfs.proto import bulk_io
 from fireflyfs.proto import bulk_wire as wire
 from fireflyfs.storage_service.bulk_connections import BulkLimits
 from fireflyfs.storage_service.bulk_server import BulkServer
@@ -53,7 +53,8 @@ SENTINEL_BYTES = 32 * MiB    # more than any socket buffer holds (wmem_max is 4 
 
 
 class _SocketFrom:
-    """The socket module as bulk_client sees it, with every connection made from one source address."""
+    """The socket module as proto/bulk_io.connect sees it, with every connection made from one source
+    address."""
 
     def __init__(self, host: str) -> None:
         self._host = host
@@ -264,7 +265,7 @@ def run_abuse(request, monkeypatch, tmp_path, *, flood: int, per_peer: int, tric
     sentinel = rng.randbytes(SENTINEL_BYTES)
     node.targets[102].engine.write(chunk_key(SENTINEL_INODE, 1), 0, sentinel, SENTINEL_BYTES, 1)
     attack = Attack(server, rng, flood, tricklers, stalled_readers, garbage_senders)
-    monkeypatch.setattr(bulk_client, "socket", _SocketFrom(GOOD_HOST))
+    monkeypatch.setattr(bulk_io, "socket", _SocketFrom(GOOD_HOST))
     good = BulkConnection(server.address, SAFETY_S)
     model: dict[tuple[int, int], bytes] = {}
     good_ops = 0

@@ -158,3 +158,23 @@ def test_a_syncing_successor_gets_whole_chunks(chain):
     (head_meta, head_bytes), (tail_meta, tail_bytes) = replicas(chain, 10, 0)
     assert head_bytes == tail_bytes == expected
     assert tail_meta.commit_version == head_meta.commit_version == 2 and tail_meta.chain_version == 2
+
+
+def test_chain_updates_do_not_wait_on_the_client_write_budget(chain):
+    """Head writes hold client-budget buffers while they wait on their successor; the updates they
+    wait for take buffers from the chain budget, so a full client budget cannot stall them."""
+    tail_server = chain[1].server
+    held = []
+    budget = tail_server.budget
+    for number in range(budget.capacity_bytes // budget.peer_bytes_max):
+        held.append((budget.acquire(budget.peer_bytes_max, 1.0, f"10.0.0.{number}"), f"10.0.0.{number}"))
+    assert budget.in_use_bytes == budget.capacity_bytes          # no client write could get a buffer
+    try:
+        head = chain[0]
+        data = os.urandom(2 * BLOCK)
+        head.driver.write_data(head.target, 1, 1, 11, 0, 0, memoryview(data), crc32c.crc32c(data), CHUNK)
+        assert [got[:len(data)] for _, got in replicas(chain, 11, 0)] == [data, data]
+        assert tail_server.chain_budget.in_use_bytes_peak >= len(data)
+    finally:
+        for buffer, peer in held:
+            budget.release(buffer, peer)
