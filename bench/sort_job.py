@@ -50,7 +50,7 @@ _HASH_SEED = 0x9E3779B97F4A7C15
 class SortConfig:
     size_bytes: int = 256 << 20      # input bytes (rounded down to whole records)
     workers: int = 0                 # 0: one per CPU
-    input_files: int = 0             # 0: 2 per worker
+    input_files: int = 0             # 0: at most 256 MiB each, at least 2 per worker
     partitions: int = 0              # 0: enough for about 64 MiB each, at least 2 per worker
     url: str | None = None           # an existing cluster; None: start a local one
     replicas: int = 1
@@ -59,7 +59,9 @@ class SortConfig:
 
     def resolved(self) -> "SortConfig":
         workers = self.workers or os.cpu_count() or 1
-        inputs = self.input_files or 2 * workers
+        # A worker holds one input file (and its partitioned copy) or one partition (and its
+        # sorted copy) in memory at a time: both are bounded by default.
+        inputs = self.input_files or max(2 * workers, -(-self.size_bytes // (256 << 20)))
         partitions = self.partitions or max(2 * workers, -(-self.size_bytes // (64 << 20)))
         return dataclasses.replace(self, workers=workers, input_files=inputs, partitions=partitions)
 

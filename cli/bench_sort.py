@@ -24,7 +24,8 @@ def _size(ctx, param, value):
 @click.option("--size", callback=_size, default="256MiB", show_default=True,
               help="Input bytes of 100-byte records (the issue's figure: 4GiB).")
 @click.option("--workers", type=click.IntRange(0), default=0, help="Worker processes  [default: one per CPU]")
-@click.option("--input-files", type=click.IntRange(0), default=0, help="Input files  [default: 2 per worker]")
+@click.option("--input-files", type=click.IntRange(0), default=0,
+              help="Input files  [default: at most 256 MiB each, at least 2 per worker]")
 @click.option("--partitions", type=click.IntRange(0), default=0,
               help="Key ranges, one output file each  [default: about 64 MiB each, at least 2 per worker]")
 @click.option("--replicas", type=click.IntRange(1, 8), default=1, show_default=True,

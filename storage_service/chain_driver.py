@@ -5,8 +5,9 @@ go to the target's chunk engine, FORWARD sends the update to the successor's
 node and waits for its reply (peers.py: a bulk UPDATE frame, or Storage.Update),
 WAIT sleeps with capped exponential backoff and retries with the routing the
 node holds by then (so a dead successor's removal from the chain, a new
-successor, or becoming the tail all take effect), REPLY/FAIL end the call. The op gives up after ``op_deadline_s`` with Unavailable: the chunk
-stays pending, and the next head write or a resync rolls it forward.
+successor, or becoming the tail all take effect), REPLY/FAIL end the call.
+The op gives up after ``op_deadline_s`` with Unavailable: the chunk stays
+pending, and the next head write or a resync rolls it forward.
 
 A client write is first admitted against the head target's free-space
 reserve (space_guard.py: NoSpace when it would grow the chunk into the

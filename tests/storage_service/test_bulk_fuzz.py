@@ -80,7 +80,8 @@ def _update(version, targets, chain, chain_version, inode, index, offset, chunk_
 
 
 # Chain updates as a broken or hostile peer might send them (never to the sentinel's inode).
-updates = st.builds(_update, st.integers(0, 5), st.tuples(st.sampled_from([0, 101, 201]), st.sampled_from([0, 101, 201])),
+target_pairs = st.tuples(st.sampled_from([0, 101, 201]), st.sampled_from([0, 101, 201]))
+updates = st.builds(_update, st.integers(0, 5), target_pairs,
                     chains, st.integers(0, 3), st.integers(0, 999), st.integers(0, 4), u32,
                     st.sampled_from([0, 1000, CHUNK, 3 * CHUNK, 1 << 26, 1 << 27]),
                     st.tuples(st.integers(0, 2), st.integers(0, 2)), st.binary(max_size=40),
