@@ -95,7 +95,6 @@ from .target import Target
 
 log = logging.getLogger(__name__)
 
-_CRC = struct.Struct("<I")
 peer_timeout_s_default = 60.0      # one recv or send that moves nothing for this long drops the peer
 accept_backoff_s_min = 0.01        # after a failed accept (EMFILE...), doubling per failure
 accept_backoff_s_max = 1.0
@@ -265,7 +264,8 @@ class BulkHandler:
             _send_error(sock, wire.OP_READ, exc)
             return
         heads = bytearray(count * wire.READ_HEAD.size)
-        extras: list = []
+        extras: list = []           # in IO order: an error text, or the CRCs of a run of IOs with data
+        crcs: list[int] = []
         extents: list[ReadExtent] = []
         data_len = 0
         targets: dict[tuple[int, int], Target | FfsError] = {}   # one fence check per chain and request
@@ -305,19 +305,21 @@ class BulkHandler:
                 except FfsError as exc:
                     text = wire.error_text(exc)
                     wire.READ_HEAD.pack_into(heads, number * wire.READ_HEAD.size, len(text), 0, 0, 0, 0)
+                    if crcs:        # the IOs before this one: their CRCs, then this one's error text
+                        extras.append(struct.pack(f"<{len(crcs)}I", *crcs))
+                        crcs = []
                     extras.append(text)
                     continue
                 extents.append(extent)
                 chunk = extent.meta
-                wire.READ_HEAD.pack_into(heads, number * wire.READ_HEAD.size, 0, extent.length,
+                length = extent.end - extent.start
+                wire.READ_HEAD.pack_into(heads, number * wire.READ_HEAD.size, 0, length,
                                          chunk.block_size if chunk else 0, chunk.length if chunk else 0,
                                          chunk.commit_version if chunk else 0)
-                crcs = extent.crcs
-                if len(crcs) == 1:
-                    extras.append(_CRC.pack(crcs[0]))
-                elif crcs:
-                    extras.append(struct.pack(f"<{len(crcs)}I", *crcs))
-                data_len += extent.length
+                crcs.extend(extent.crcs)
+                data_len += length
+            if crcs:
+                extras.append(struct.pack(f"<{len(crcs)}I", *crcs))
             if rts and data_len:     # the data is ready: ask the client before sending it
                 if not self._granted(connection, count, data_len):
                     return

@@ -117,6 +117,12 @@ def test_per_io_errors_and_whole_request_errors(node):
     assert isinstance(results[1][1].error, StaleChainVersion)
     assert isinstance(results[2][1].error, NotHead) and "chain 3" in str(results[2][1].error)
     assert isinstance(results[3][1].error, StaleChainVersion)
+    # Errors between IOs with data: each IO's CRCs and error text stay in IO order in the reply.
+    mixed = read(connection, (1, 2, 9, 0, 0, 10), (1, 1, 9, 0, 0, 5), (1, 1, 9, 0, 1000, 1500),
+                 (3, 1, 9, 0, 0, 10), (1, 1, 9, 0, 2, 4))
+    assert [got for got, _ in mixed] == [b"", b"abcab", (b"abc" * 1000)[1000:2500], b"", b"cabc"]
+    assert [type(outcome.error) for _, outcome in mixed] == [StaleChainVersion, type(None), type(None), NotHead,
+                                                             type(None)]
     too_much = [(1, 1, 9, 0, 0, wire.read_bytes_max // 2 + 1)] * 2
     connection.send_read(too_much)
     with pytest.raises(TooLarge):
