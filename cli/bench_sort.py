@@ -22,7 +22,7 @@ def _size(ctx, param, value):
 @click.option("--url", default=None, help="An existing cluster (ffs://HOST:PORT[/DIR]); default: start a local "
                                           "one (3 storage nodes) in a tmp dir.")
 @click.option("--size", callback=_size, default="256MiB", show_default=True,
-              help="Input bytes of 100-byte records (the issue's figure: 4GiB).")
+              help="Input bytes, as 100-byte records (e.g. 4GiB).")
 @click.option("--workers", type=click.IntRange(0), default=0, help="Worker processes  [default: one per CPU]")
 @click.option("--input-files", type=click.IntRange(0), default=0,
               help="Input files  [default: at most 256 MiB each, at least 2 per worker]")
