@@ -41,6 +41,7 @@ import contextlib
 import dataclasses
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -571,26 +572,29 @@ class _Run:
                     f.write(payload)
 
             def read(i):
-                with open(os.path.join(ld, f"{prefix}f{i % count}"), "rb") as f:
+                with open(made["local"][i % len(made["local"])], "rb") as f:
                     return f.read()
 
             return {"create_write": write, "touch": touch,
-                    "stat": lambda i: os.stat(os.path.join(ld, f"{prefix}f{i % count}")),
+                    "stat": lambda i: os.stat(made["local"][i % len(made["local"])]),
                     "read": read}
 
         def ffs_ops(prefix: str) -> dict[str, Callable[[int], Any]]:
             def read(i):
-                got = fs.cat_file(f"{d}/{prefix}f{i % count}")
+                got = fs.cat_file(made["ffs"][i % len(made["ffs"])])
                 if i == 0 and got != payload:
                     raise RuntimeError("cat_file returned other bytes than were written")
 
             return {"create_write": lambda i: fs.pipe_file(f"{d}/{prefix}f{i}", payload),
                     "touch": lambda i: fs.touch(f"{d}/{prefix}t{i}"),
-                    "stat": lambda i: fs.info(f"{d}/{prefix}f{i % count}"),
+                    "stat": lambda i: fs.info(made["ffs"][i % len(made["ffs"])]),
                     "read": read}
 
         targets = {"create_write": 800, "touch": 1_500, "stat": 2_000}
         names = {"create_write": "pipe_file", "touch": "touch", "stat": "info", "read": "cat_file"}
+        # The files create_write made (its time budget may stop it short of count, and with
+        # threads not at a contiguous range): what stat and read then go over.
+        made: dict[str, list[str]] = {}
         for threads, prefix in ((1, ""), (c.threads, "m")):
             local, ours = local_ops(prefix), ffs_ops(prefix)
             suffix = "" if threads == 1 else f"_{threads}threads"
@@ -600,6 +604,10 @@ class _Run:
                                    timed_loop(local[op], count, c.seconds_max, self.reporter, threads), "ops/s")
                 self.reporter.phase(f"ffs: {names[op]}{suffix}", count)
                 measured = timed_loop(ours[op], count, c.seconds_max, self.reporter, threads)
+                if op == "create_write":
+                    pattern = re.compile(rf"{prefix}f\d+")
+                    made["local"] = [os.path.join(ld, n) for n in os.listdir(ld) if pattern.fullmatch(n)]
+                    made["ffs"] = [p for p in fs.ls(d, detail=False) if pattern.fullmatch(p.rsplit("/", 1)[-1])]
                 target = targets.get(op)
                 wanted = None if target is None else ("rate", target * (1 if threads == 1 else 2))
                 figure = self.ffs(g, f"{names[op]}{suffix}", measured, "ops/s", limit,
