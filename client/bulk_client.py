@@ -29,7 +29,7 @@ from fireflyfs.common import pacing
 from fireflyfs.common.traffic import TrafficClass
 from fireflyfs.proto import bulk_wire as wire
 from fireflyfs.common.tls import process_tls
-from fireflyfs.proto.bulk_io import Sender, closed_by_peer, connect, readable_now, recv_exact
+from fireflyfs.proto.bulk_io import Sender, closed_by_peer, connect, recv_exact
 from .storage_transport import ReadOutcome
 
 _CRC = struct.Struct("<I")
