@@ -113,7 +113,7 @@ class FireflyFile(AbstractBufferedFile):
             if count >= self.direct_read_bytes_min:
                 reader, start = self._reader, self.loc
                 data = filled_bytes(count, lambda view: reader.readinto(start, view))
-                self.loc += count
+                self._read_past_cache(start, count)
                 return data
         return super().read(length)
 
@@ -124,10 +124,17 @@ class FireflyFile(AbstractBufferedFile):
             out = out.cast("B")
         if (self.mode == "rb" and not self.closed and self._reader is not None
                 and len(out) >= self.direct_read_bytes_min):
-            count = self._reader.readinto(self.loc, out)
-            self.loc += count
+            start = self.loc
+            count = self._reader.readinto(start, out)
+            self._read_past_cache(start, count)
             return count
         return super().readinto(out)
+
+    def _read_past_cache(self, start: int, count: int) -> None:
+        self.loc = start + count
+        read_past = getattr(self.cache, "read_past", None)    # the ffs-adaptive cache: keep its window
+        if read_past is not None:
+            read_past(start, start + count)
 
     # ---- writing ----------------------------------------------------------
 

@@ -70,6 +70,40 @@ def test_a_jump_resets_the_window_and_large_reads_bypass():
     assert len(fetched) == 2
 
 
+def test_small_forward_skips_count_as_sequential():
+    """A zip scan (torch.load): a 30-byte header, then the data a few dozen bytes on, then
+    the next header; the window ramps as for a plain scan instead of one fetch per read."""
+    cache, data, fetched = make(1 << 20, readahead_min_bytes=8 * KiB, forward_gap_max_bytes=100)
+    position, reads = 0, 0
+    while position < 600 * KiB:
+        assert cache._fetch(position, position + 30) == data[position:position + 30]
+        start = position + 30 + 34            # name and alignment padding skipped
+        assert cache._fetch(start, start + 2 * KiB) == data[start:start + 2 * KiB]
+        position, reads = start + 2 * KiB, reads + 2
+    assert len(fetched) < reads // 10
+    assert set(end - start for start, end in fetched[-3:]) == {BLOCK}
+
+
+def test_a_skip_longer_than_the_gap_resets_the_window():
+    cache, data, fetched = make(1 << 20, readahead_min_bytes=8 * KiB, forward_gap_max_bytes=100)
+    for position in range(0, 8 * KiB, KiB):
+        cache._fetch(position, position + KiB)
+    fetched.clear()
+    assert cache._fetch(200_000, 200_100) == data[200_000:200_100]
+    assert fetched == [(200_000, 200_100)]          # exactly what was asked: no readahead
+
+
+def test_a_large_read_around_the_cache_keeps_the_scan_going():
+    cache, data, fetched = make(1 << 20, readahead_min_bytes=8 * KiB)
+    for position in range(0, 4 * KiB, KiB):
+        cache._fetch(position, position + KiB)
+    cache.read_past(4 * KiB, 4 * KiB + 3 * BLOCK)     # FireflyFile streamed it straight
+    fetched.clear()
+    start = 4 * KiB + 3 * BLOCK
+    assert cache._fetch(start, start + KiB) == data[start:start + KiB]
+    assert fetched[0][1] - fetched[0][0] > KiB      # a readahead window, not the exact KiB
+
+
 def test_reads_past_the_end_and_empty_reads():
     cache, data, fetched = make(1000)
     assert cache._fetch(990, 2000) == data[990:]
