@@ -5,8 +5,9 @@
 The state dict mimics a model plus optimizer: float32 tensors of a few large,
 several medium and many small sizes adding up to --size. Each run saves and
 loads it with ``save_checkpoint``/``load_checkpoint`` on FireflyFS, with
-``torch.save``/``torch.load`` to a local tmp dir (page cache, no fsync, like
-the storage nodes' default), and with ``torch.save``/``torch.load`` through
+``torch.save``/``torch.load`` to a local tmp dir (page cache, no fsync), with
+``torch.save`` followed by ``os.fsync`` (durable when it returns, as a
+FireflyFS save is by default: docs/durability.md), and with ``torch.save``/``torch.load`` through
 ``fsspec.open`` on FireflyFS (the plain interop path). The best of --repeats
 runs is kept for each; the first load is checked equal to what was saved.
 Also run by bench/loader_throughput.py.
@@ -84,6 +85,14 @@ def run_checkpoint(url: str, local_dir: str, total_bytes: int, repeats: int) -> 
     del loaded
     seconds["local_torch_save"], _ = _best(lambda: torch.save(state, local_path), repeats)
     seconds["local_torch_load"], _ = _best(lambda: torch.load(local_path), repeats)
+
+    def torch_save_durable():
+        with open(local_path, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+
+    seconds["local_torch_save_fsync"], _ = _best(torch_save_durable, repeats)
     seconds["ffs_torch_save_fsspec"], _ = _best(torch_save_fsspec, repeats)
     seconds["ffs_torch_load_fsspec"], _ = _best(torch_load_fsspec, repeats)
     result = {"state_mib": round(size_mib), "tensors": len(state["model"]), "repeats": repeats}
@@ -91,6 +100,8 @@ def run_checkpoint(url: str, local_dir: str, total_bytes: int, repeats: int) -> 
         result[f"{key}_mib_per_s"] = round(size_mib / value)
     result["save_ratio_to_local_torch_save"] = round(seconds["local_torch_save"] /
                                                      seconds["ffs_save"], 3)
+    result["save_ratio_to_local_torch_save_fsync"] = round(seconds["local_torch_save_fsync"] /
+                                                          seconds["ffs_save"], 3)
     result["load_ratio_to_local_torch_load"] = round(seconds["local_torch_load"] /
                                                      seconds["ffs_load"], 3)
     print(f"checkpoint: {result}", file=sys.stderr)
@@ -100,10 +111,11 @@ def run_checkpoint(url: str, local_dir: str, total_bytes: int, repeats: int) -> 
 def print_checkpoint(result: dict) -> None:
     print(f"checkpoint of {result['state_mib']} MiB in {result['tensors']} tensors "
           f"(best of {result['repeats']}), MiB/s:")
-    for key in ("ffs_save", "local_torch_save", "ffs_torch_save_fsspec",
+    for key in ("ffs_save", "local_torch_save", "local_torch_save_fsync", "ffs_torch_save_fsspec",
                 "ffs_load", "local_torch_load", "ffs_torch_load_fsspec"):
         print(f"  {key:<24} {result[f'{key}_mib_per_s']:>8}")
-    print(f"  save ratio to local torch.save: {result['save_ratio_to_local_torch_save']}, "
+    print(f"  save ratio to local torch.save: {result['save_ratio_to_local_torch_save']} "
+          f"(to torch.save + fsync: {result['save_ratio_to_local_torch_save_fsync']}), "
           f"load ratio to local torch.load: {result['load_ratio_to_local_torch_load']}")
 
 

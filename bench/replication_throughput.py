@@ -72,13 +72,14 @@ def create_table(local, table_id: int, replicas: int):
     return reply.table
 
 
-def start_cluster(base_dir: str, nodes_per_table: int, targets_per_node: int, insecure: bool = False):
+def start_cluster(base_dir: str, nodes_per_table: int, targets_per_node: int, insecure: bool = False,
+                  fsync: bool = True):
     """One meta, nodes 1..N in table 1 (R=3), nodes N+1..2N in table 2 (R=1)."""
     from fireflyfs.deploy.local_cluster import LocalCluster
 
     local = LocalCluster(base_dir, storage_nodes=nodes_per_table, targets_per_node=targets_per_node,
                          replicas=3, heartbeat_timeout_ms=HEARTBEAT_TIMEOUT_MS, chain_table=False,
-                         python=sys.executable, insecure=insecure)
+                         python=sys.executable, insecure=insecure, fsync=fsync)
     try:
         local.up()
         r3 = create_table(local, 1, 3)
@@ -216,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the cluster directory")
     parser.add_argument("--insecure", action="store_true",
                         help="a cluster without TLS or tokens: what replication costs apart from encryption")
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="storage and meta with --no-fsync: on one machine every replica syncs "
+                             "to the same disk, so R=3 writes three times the bytes through one "
+                             "device; without fsync the ratio shows what the software costs, as "
+                             "hosts with a disk each would see")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.nodes_per_table < 3 or args.files < 1 or args.repeats < 1:
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"starting a cluster in {tmp_dir}: {args.nodes_per_table} nodes for R=3, "
                  f"{args.nodes_per_table} for R=1, {args.targets_per_node} targets each ...")
         local, r3_table, r1_table = start_cluster(tmp_dir, args.nodes_per_table, args.targets_per_node,
-                                                  args.insecure)
+                                                  args.insecure, not args.no_fsync)
         client = FfsClient(local.meta_address, config=ClientConfig(retry_time_s=120.0))
         client.mkdir("/r3", chain_table_id=1)
         client.mkdir("/r1", chain_table_id=2)
@@ -352,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             "nodes_per_table": args.nodes_per_table, "targets_per_node": args.targets_per_node,
             "r3_chains": list(r3_table.chains), "r1_chains": list(r1_table.chains),
             "malloc_tuned": malloc_tuned, "cpus": os.cpu_count(), "insecure": args.insecure,
+            "fsync": not args.no_fsync,
             "chain_forward": os.environ.get("FFS_CHAIN_FORWARD", "bulk"),
             "duration_s": round(time.perf_counter() - started, 1),
         }

@@ -1,6 +1,7 @@
 """Sequential write and read throughput of one file through fsspec, next to loopback TCP.
 
-    python bench/seq_throughput.py [--size 1GiB] [--repeats 3] [--url ffs://host:port] [--json]
+    python bench/seq_throughput.py [--size 1GiB] [--repeats 3] [--url ffs://host:port]
+                                   [--insecure] [--json]
 
 Without --url it starts a local cluster (3 storage nodes of 2 targets, replication 1
 unless --replicas says otherwise) in a
@@ -10,7 +11,9 @@ one reused buffer (the page cache is warm: this measures the software path, not
 the disk). In the same run the same number of bytes goes through a plain
 loopback TCP socket (sender in a second process, receiver ``recv_into`` a
 reused 4 MiB buffer): the ceiling for any one-stream network file system on
-this machine. Also ``f.read()`` of the whole file next to the socket receiving
+this machine. The same bytes also go through a loopback TLS stream (TLS 1.3,
+Python's ssl, as the cluster's secure default): the ceiling for an encrypted
+one, since encryption, not the file system, bounds it. Also ``f.read()`` of the whole file next to the socket receiving
 the same bytes into one fresh buffer of the file's size (first-touch page
 faults dominate both). And for the write, the same bytes written to a local
 file in the same 4 MiB calls with an fdatasync after each call: what a first
@@ -42,10 +45,14 @@ from fireflyfs.common.units import parse_positive_size
 block_bytes_default = 4 * MiB
 
 _SENDER = r"""
-import socket, sys
+import socket, ssl, sys
 port, total, block = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 buf = memoryview(bytes(block))
 with socket.create_connection(("127.0.0.1", port)) as s:
+    if len(sys.argv) > 4:      # cert and key: the TLS server side, as a storage node is
+        from fireflyfs.common import tls
+        s = tls.server_context(tls.TlsFiles(sys.argv[4], sys.argv[5], sys.argv[4])).wrap_socket(
+            s, server_side=True)
     sent = 0
     while sent < total:
         n = min(block, total - sent)
@@ -58,18 +65,32 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def tcp_loopback(total: int, block: int, fresh: bool = False) -> float:
+def tcp_loopback(total: int, block: int, fresh: bool = False, tls_dir: str | None = None) -> float:
     """Seconds to move total bytes over one loopback TCP stream (receiver here, sender a process).
 
     fresh: receive everything into one new buffer of total bytes (as ``f.read()`` must).
+    tls_dir: the stream is TLS with a throwaway certificate made there (the sender is the
+    TLS server, as a storage node is to a reader): the ceiling with the cluster's encryption.
     """
+    tls_args, client_context = [], None
+    if tls_dir is not None:
+        from fireflyfs.common import tls
+
+        ca, _ = tls.ensure_ca(os.path.join(tls_dir, "ca"))
+        files = tls.issue(os.path.join(tls_dir, "ca"), os.path.join(tls_dir, "sender"), "sender",
+                          ["127.0.0.1"])
+        tls_args, client_context = [files.cert, files.key], tls.client_context(ca)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         port = server.getsockname()[1]
-        sender = subprocess.Popen([sys.executable, "-c", _SENDER, str(port), str(total), str(block)])
+        sender = subprocess.Popen([sys.executable, "-c", _SENDER, str(port), str(total), str(block),
+                                   *tls_args])
         try:
             connection, _ = server.accept()
+            if client_context is not None:
+                connection = client_context.wrap_socket(connection, server_side=False,
+                                                        server_hostname="127.0.0.1")
             received = 0
             with connection:
                 start = time.perf_counter()
@@ -184,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-prefill-mib", type=int, default=0,
                         help="local cluster: per target, chunk files made before the run (storage "
                              "--chunk-pool-prefill-mib), so writes overwrite cached pages")
+    parser.add_argument("--insecure", action="store_true",
+                        help="local cluster without TLS or tokens (loopback development mode)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
@@ -195,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp_dir = None
     local = None
     best = {"tcp": float("inf"), "tcp_fresh": float("inf"), "write": float("inf"), "read": float("inf"),
-            "read_whole": float("inf"), "local_write": float("inf")}
+            "read_whole": float("inf"), "local_write": float("inf"), "tls": float("inf")}
     try:
         url = args.url
         if url is None:
@@ -203,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             extra_env = {"FFS_CHUNK_POOL_PREFILL_MIB": str(args.pool_prefill_mib)} if args.pool_prefill_mib else {}
             local = LocalCluster(tmp_dir, storage_nodes=args.storage_nodes,
                                  targets_per_node=args.targets_per_node, replicas=args.replicas,
-                                 python=sys.executable, extra_env=extra_env)
+                                 python=sys.executable, extra_env=extra_env, insecure=args.insecure)
             progress(f"starting a local cluster in {tmp_dir} ...")
             url = local.up()
             if args.pool_prefill_mib:
@@ -216,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"round {repeat + 1}/{args.repeats}: loopback TCP {args.size / MiB:.0f} MiB ...")
                 best["tcp"] = min(best["tcp"], tcp_loopback(args.size, args.block))
                 best["tcp_fresh"] = min(best["tcp_fresh"], tcp_loopback(args.size, args.block, fresh=True))
+                with tempfile.TemporaryDirectory(prefix="ffs-bench-tls-") as tls_dir:
+                    best["tls"] = min(best["tls"], tcp_loopback(args.size, args.block, tls_dir=tls_dir))
                 best["local_write"] = min(best["local_write"],
                                           local_durable_write(tmp_dir or tempfile.gettempdir(), args.size, args.block))
                 progress(f"round {repeat + 1}/{args.repeats}: ffs write+read on {url} ...")
@@ -248,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         "tcp_mib_s": round(mib / tcp_s, 1), "tcp_fresh_mib_s": round(mib / fresh_s, 1),
         "write_ratio_to_tcp": round(tcp_s / best["write"], 3),
         "read_ratio_to_tcp": round(tcp_s / best["read"], 3),
+        "tls_mib_s": round(mib / best["tls"], 1),
+        "read_ratio_to_tls": round(best["tls"] / best["read"], 3),
+        "insecure": bool(args.insecure) if args.url is None else None,
         "read_whole_ratio_to_tcp_fresh": round(fresh_s / best["read_whole"], 3),
         "malloc_tuned": malloc_tuned, "pool_prefill_mib": args.pool_prefill_mib,
     }
@@ -262,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("ffs sequential write", "write_mib_s", "write_ratio_to_tcp"),
                 ("ffs sequential readinto", "read_mib_s", "read_ratio_to_tcp"),
                 ("loopback TCP (reused 4 MiB)", "tcp_mib_s", None),
+                ("ffs sequential readinto", "read_mib_s", "read_ratio_to_tls"),
+                ("loopback TLS (reused 4 MiB)", "tls_mib_s", None),
                 ("ffs f.read() of the whole file", "read_whole_mib_s", "read_whole_ratio_to_tcp_fresh"),
                 ("loopback TCP (one fresh buffer)", "tcp_fresh_mib_s", None)]
         for name, value, ratio in rows:
