@@ -285,23 +285,24 @@ class BulkHandler:
                 keys.append(chunk_key(inode, index))
                 if not isinstance(target, FfsError):
                     by_target.setdefault(target.id, []).append(number)
-            metas: list = [None] * count
+            found: list = [None] * count
             for target_id, numbers in by_target.items():
-                found = self.targets[target_id].engine.get_metas([keys[n] for n in numbers])
-                for n, meta in zip(numbers, found):
-                    metas[n] = meta
-            for number, (chain_id, chain_version, inode, index, offset, length) in enumerate(ios):
+                results = self.targets[target_id].engine.read_extents(
+                    [(keys[n], ios[n][4], ios[n][5]) for n in numbers])
+                for n, result in zip(numbers, results):
+                    if isinstance(result, ChecksumMismatch) and self.repairs is not None:
+                        self.repairs.offer(target_id, keys[n], RepairSource.READ)
+                    elif not isinstance(result, FfsError):
+                        extents.append(result)      # closed in the finally below, whatever happens
+                    found[n] = result
+            for number, (chain_id, chain_version, _, _, _, _) in enumerate(ios):
                 try:
                     target = targets[(chain_id, chain_version)]
                     if isinstance(target, FfsError):
                         raise target
-                    key = keys[number]
-                    try:
-                        extent = target.engine.read_extent(key, offset, length, metas[number])
-                    except ChecksumMismatch:
-                        if self.repairs is not None:
-                            self.repairs.offer(target.id, key, RepairSource.READ)
-                        raise
+                    extent = found[number]
+                    if isinstance(extent, FfsError):
+                        raise extent
                 except FfsError as exc:
                     text = wire.error_text(exc)
                     wire.READ_HEAD.pack_into(heads, number * wire.READ_HEAD.size, len(text), 0, 0, 0, 0)
@@ -310,7 +311,6 @@ class BulkHandler:
                         crcs = []
                     extras.append(text)
                     continue
-                extents.append(extent)
                 chunk = extent.meta
                 length = extent.end - extent.start
                 wire.READ_HEAD.pack_into(heads, number * wire.READ_HEAD.size, 0, length,
@@ -332,7 +332,9 @@ class BulkHandler:
             sender.add(heads)
             for extra in extras:
                 sender.add(extra)
-            for extent in extents:
+            for extent in found:          # in IO order: the data follows the heads
+                if extent is None or isinstance(extent, FfsError):
+                    continue
                 for part in extent.parts:
                     if isinstance(part, tuple):
                         sender.add_file(extent.fd, part[0], part[1])

@@ -25,7 +25,7 @@ import crc32c
 import lmdb
 
 from fireflyfs.common import limits
-from fireflyfs.common.errors import ChecksumMismatch, ChunkNotCommitted, Internal, InvalidArgument
+from fireflyfs.common.errors import ChecksumMismatch, ChunkNotCommitted, FfsError, Internal, InvalidArgument
 from fireflyfs.common.layout import validate_chunk_size
 from fireflyfs.common.lmdb_env import GrowingEnv, no_space_error
 
@@ -915,6 +915,63 @@ class ChunkEngine:
                 self._fds.release(handle)
                 raise
         raise Internal(f"{describe_key(key)}: read kept racing writers ({_READ_RETRIES_MAX} tries)")
+
+    def read_extents(self, reads: list[tuple[bytes, int, int]]) -> list["ReadExtent | FfsError"]:
+        """read_extent of each (key, offset, length), metas from one read transaction; an FfsError
+        in place of an extent that failed.
+
+        Small reads (a batch of random samples) take a short path: a read inside
+        one block reuses the descriptor and the verified block of an earlier read
+        of the batch, and costs no call into read_extent. Anything else, and any
+        read whose block fails its CRC, goes through read_extent (with its retries
+        against racing writers). Every fast-path extent is closed already.
+        """
+        metas = self.get_metas([key for key, _, _ in reads])
+        out: list = []
+        handles: dict[str, CachedFd] = {}
+        blocks: dict[tuple[str, int], bytes] = {}
+        chunk_size_max = limits.chunk_size_max
+        try:
+            for (key, offset, length), meta in zip(reads, metas):
+                end = offset + length
+                if (meta is None or offset < 0 or length <= 0 or end > chunk_size_max
+                        or meta.update_version != meta.commit_version or end > meta.length):
+                    out.append(self._read_extent_or_error(key, offset, length, meta))
+                    continue
+                block_size = meta.block_size
+                block = offset // block_size
+                if (end - 1) // block_size != block:
+                    out.append(self._read_extent_or_error(key, offset, length, meta))
+                    continue
+                path = self._path(key, meta.file_version)
+                data = blocks.get((path, block))
+                if data is None:
+                    handle = handles.get(path)
+                    try:
+                        if handle is None:
+                            handle = handles[path] = self._fds.acquire(path)
+                        data = self._read_verified_block(key, meta, handle.fd, block)
+                    except (OSError, ChecksumMismatch):
+                        out.append(self._read_extent_or_error(key, offset, length, meta))
+                        continue
+                    blocks[(path, block)] = data
+                block_start = block * block_size
+                if offset == block_start and len(data) == length:
+                    out.append(ReadExtent(meta, -1, offset, end, (meta.block_crc(block),), (data,)))
+                    continue
+                piece = memoryview(data)[offset - block_start:end - block_start]
+                out.append(ReadExtent(meta, -1, offset, end, (crc32c.crc32c(piece),), (piece,)))
+        finally:
+            for handle in handles.values():
+                self._fds.release(handle)
+        return out
+
+    def _read_extent_or_error(self, key: bytes, offset: int, length: int, meta: ChunkMeta | None
+                              ) -> "ReadExtent | FfsError":
+        try:
+            return self.read_extent(key, offset, length, meta)
+        except FfsError as exc:
+            return exc
 
     def _extent(self, key: bytes, meta: ChunkMeta, handle: "CachedFd", offset: int, end: int
                 ) -> "ReadExtent":
