@@ -83,6 +83,32 @@ def test_packed_ranges_across_chunks_holes_and_eof(client, files):
         position += length
 
 
+def test_small_reads_inside_a_chunk_take_the_short_path(client, files, monkeypatch):
+    """Samples (small, inside one chunk) go in one bulk request per node with no piece
+    objects; the general path sees only what crosses a chunk or is large."""
+    base = files["__base__"].decode()
+    big, holey = f"{base}/big", f"{base}/holey"
+    general: list[tuple[int, int]] = []
+    storage = client.storage
+    original = storage._read_round
+
+    def read_round(pending, outs, failures):
+        general.extend((piece.chunk_index, piece.offset) for piece in pending)
+        return original(pending, outs, failures)
+
+    monkeypatch.setattr(storage, "_read_round", read_round)
+    rng = random.Random(5)
+    small = [(big, rng.randrange(5 * CHUNK), rng.randrange(1, 2000)) for _ in range(100)]
+    small = [(path, offset, min(length, CHUNK - offset % CHUNK)) for path, offset, length in small]
+    requests = small + [(holey, CHUNK + 10, 100), (big, CHUNK - 5, 10), (big, 0, 2 * CHUNK)]
+    result = client.read_batch(requests)
+    for number, (path, offset, length) in enumerate(requests):
+        assert result.errors[number] is None
+        assert bytes(result.view(number)) == expected(files, path, offset, length)
+    crossing = {(0, CHUNK - 5), (1, 0), (0, 0)}          # the read across a chunk, the 2-chunk one
+    assert set(general) == crossing, "small in-chunk reads (and the hole) were not all short-path"
+
+
 def test_per_request_errors_do_not_spoil_the_batch(client, files):
     base = files["__base__"].decode()
     big = f"{base}/big"

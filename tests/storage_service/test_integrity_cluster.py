@@ -30,6 +30,7 @@ from click.testing import CliRunner
 from fireflyfs.cli.main import cli
 from fireflyfs.client.client import FfsClient
 from fireflyfs.common.layout import Layout
+from fireflyfs.common import limits
 from fireflyfs.common.limits import KiB, MiB
 from fireflyfs.common.rpc import make_channel
 from fireflyfs.proto import storage_pb2, storage_pb2_grpc, types_pb2
@@ -199,3 +200,37 @@ def test_rotten_replicas_are_read_around_and_repaired(make_cluster, request, bul
     assert rows[replica_b.target_id]["repaired"] >= 1
     assert all(row["rate_bytes_per_s"] == 64 * MiB and row["passes_completed"] >= 1 for row in rows.values())
     assert all(row["last_pass_ended_s"] and row["last_pass_duration_s"] is not None for row in rows.values())
+
+
+def test_small_batched_reads_read_around_rot_and_report_it(make_cluster, request):
+    """Samples through read_batch (the client's short path, one bulk request per node): a
+    rotten block on one replica never reaches the caller, and the node that sent it is told
+    (a read of whole blocks goes out unchecked, by sendfile, so only the client can see it;
+    the node checks a read inside one block itself)."""
+    seed = seed_from_env()
+    announce_seed(request, seed)
+    rng = random.Random(seed)
+    local = make_cluster(storage_nodes=3, replicas=3, targets_per_node=1, heartbeat_timeout_ms=None)
+    client = FfsClient(local.meta_address)
+    client.mkdir("/rot", chunk_size=CHUNK)
+    data = rng.randbytes(2 * CHUNK)
+    client.write_file("/rot/samples", data)
+    wait_until(lambda: all(s.passes_completed >= 1 and not s.pass_started_s
+                           for s in scrub_status(client).values()), "the first scrub pass to end")
+    replica, index = pick_replica(client, local, "/rot/samples", rng)
+    span = 2 * limits.checksum_block_bytes_default
+    within = rng.randrange(CHUNK // span) * span
+    replica.rot(within + rng.randrange(span))
+    start = index * CHUNK + within
+    handle = client.open("/rot/samples")
+    elsewhere = (index * CHUNK + within + span) % len(data)     # outside the rotten blocks
+    requests = [(handle, start, span), (handle, elsewhere, 200), (handle, 0, 100)] * 3
+    for _ in range(30):
+        result = client.read_batch(requests)
+        assert result.ok, result.errors
+        for number, (_, offset, length) in enumerate(requests):
+            assert bytes(result.view(number)) == data[offset:offset + length]
+    chunk = data[index * CHUNK:(index + 1) * CHUNK]
+    wait_until(lambda: replica.read(len(chunk)) == chunk, "the rotten replica to be repaired")
+    status = scrub_status(client)[replica.target_id]
+    assert status.reports_received >= 1, "the client reported the replica that sent bad bytes"
