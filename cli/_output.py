@@ -26,9 +26,35 @@ def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         ctx.meta[_JSON_KEY] = True
 
 
+_JSON_HELP = "Print machine-readable JSON (same fields as the table; bytes and seconds)."
 json_option = click.option(
     "--json", "json_output", is_flag=True, expose_value=False, is_eager=True, callback=_set_json,
-    help="Print machine-readable JSON (same fields as the table; bytes and seconds).")
+    help=_JSON_HELP)
+
+timeout_default_s = 5.0       # how long a command keeps trying to reach the metadata service
+
+
+def _set_timeout(ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
+    if value is not None:
+        apply_timeout(value)
+
+
+def apply_timeout(seconds: float) -> None:
+    """Clients this command makes give up reaching the metadata service after seconds
+    (FFS_CLIENT_META_RETRY_TIME_S in the environment still wins). Storage calls keep their
+    own budget: a chain failing over needs mgmtd's heartbeat timeout, not the user's patience."""
+    from fireflyfs.client import config
+
+    config.set_process_defaults({"meta_retry_time_s": seconds})
+
+
+def global_params() -> list[click.Option]:
+    """--json and --timeout, accepted after any subcommand as well as before it."""
+    return [click.Option(["--json", "json_output"], is_flag=True, expose_value=False, is_eager=True,
+                         callback=_set_json, help=_JSON_HELP),
+            click.Option(["--timeout"], type=click.FloatRange(min=0.1), expose_value=False, is_eager=True,
+                         callback=_set_timeout, metavar="SECONDS",
+                         help=f"Give up reaching the cluster after SECONDS (default {timeout_default_s:g}).")]
 
 
 def json_mode(ctx: click.Context | None = None) -> bool:
@@ -60,20 +86,57 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
     console.print(table)
 
 
+# Python's own OS errors under the names FireflyFS's errors use (common/errors.py), so one
+# failure reads the same whichever layer raised it.
+_ERROR_NAMES = {FileNotFoundError: "NotFound", FileExistsError: "AlreadyExists",
+                NotADirectoryError: "NotADirectory", IsADirectoryError: "IsADirectory",
+                PermissionError: "PermissionDenied", ValueError: "InvalidArgument",
+                TimeoutError: "Unavailable", ConnectionError: "Unavailable"}
+
+
+def error_name(exc: BaseException) -> str:
+    from fireflyfs.common.errors import FfsError
+
+    if isinstance(exc, FfsError):
+        return type(exc).__name__
+    for kind, name in _ERROR_NAMES.items():
+        if isinstance(exc, kind):
+            return name
+    return type(exc).__name__
+
+
+def error_errno(exc: BaseException) -> int:
+    """The POSIX errno of exc (EIO when it has none)."""
+    import errno
+
+    from fireflyfs.common.errors import FfsError
+
+    if isinstance(exc, FfsError):
+        return exc.errno_value
+    value = getattr(exc, "errno", None)
+    if isinstance(value, int):
+        return value
+    by_name = {"NotFound": errno.ENOENT, "AlreadyExists": errno.EEXIST, "NotADirectory": errno.ENOTDIR,
+               "IsADirectory": errno.EISDIR, "PermissionDenied": errno.EACCES,
+               "InvalidArgument": errno.EINVAL, "Unavailable": errno.EAGAIN}
+    return by_name.get(error_name(exc), errno.EIO)
+
+
 def error_payload(exc: BaseException) -> dict[str, Any]:
-    payload: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
-    errno_value = getattr(exc, "errno", None)
-    if errno_value is not None:
-        payload["errno"] = errno_value
-    return payload
+    return {"error": error_name(exc), "errno": error_errno(exc), "message": str(exc)}
 
 
 def report_failure(exc: BaseException) -> None:
     """Print exc on stderr (JSON in --json mode)."""
+    from fireflyfs.common.errors import Unavailable
+
     if json_mode():
         click.echo(json.dumps(error_payload(exc)), err=True)
-    else:
-        click.echo(f"ffs: error: {type(exc).__name__}: {exc}", err=True)
+        return
+    click.echo(f"ffs: error: {error_name(exc)}: {exc}", err=True)
+    if isinstance(exc, Unavailable):
+        click.echo("ffs: hint: is the cluster running at that address? --timeout SECONDS waits longer",
+                   err=True)
 
 
 def human_bytes(count: int | None) -> str:

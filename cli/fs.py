@@ -38,7 +38,9 @@ def open_fs(url: str):
     import fsspec
 
     parse_url(url)
-    return fsspec.url_to_fs(url)
+    # Not fsspec's instance cache: a command's client carries its --timeout, and a process
+    # that runs the CLI in-process (tests, notebooks) must not get that client back later.
+    return fsspec.url_to_fs(url, skip_instance_cache=True)
 
 
 def _url_arg(ctx, param, value):

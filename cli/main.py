@@ -15,7 +15,9 @@
     ffs admin tls issue NAME --ca-dir D --out D --host H   a TLS certificate for a real host
     ffs whoami URL                            who your token says you are
 
-Every command takes ``--json`` (also accepted before the command). Exit codes:
+Every command takes ``--json`` and ``--timeout SECONDS`` (before or after the
+command; default 5 s to reach the metadata service), and ``ffs --version``
+prints the version. Exit codes:
 0 ok, 1 operation failure (message on stderr; a JSON error object with
 --json), 2 usage error.
 """
@@ -30,13 +32,17 @@ import click
 import grpc
 
 from . import admin, bench, cluster, fs, fsck, meta_migrate, scrub, serve, testbed, users
-from ._output import EXIT_FAILURE, json_option, report_failure
+from ._output import (EXIT_FAILURE, apply_timeout, global_params, json_option, report_failure,
+                      timeout_default_s)
 
 
 class FfsGroup(click.Group):
     """Turns any failure below into exit code 1 with one clear line on stderr."""
 
     def invoke(self, ctx: click.Context):
+        from fireflyfs.client import config
+
+        previous = config.set_process_defaults({})      # this command's --timeout ends with it
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -54,14 +60,31 @@ class FfsGroup(click.Group):
             logging.getLogger("fireflyfs.cli").debug("command failed", exc_info=True)
             report_failure(exc)
             ctx.exit(EXIT_FAILURE)
+        finally:
+            config.set_process_defaults(previous)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fireflyfs")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 @click.group(cls=FfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @json_option
+@click.option("--timeout", type=click.FloatRange(min=0.1), envvar="FFS_TIMEOUT", metavar="SECONDS",
+              help=f"Give up reaching the cluster after SECONDS (default {timeout_default_s:g}; "
+                   "also FFS_TIMEOUT).")
 @click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@click.version_option(_version(), "-V", "--version", prog_name="ffs", message="%(prog)s %(version)s")
+def cli(verbose: int, timeout: float | None) -> None:
     """FireflyFS command line: local clusters, files and cluster administration."""
     from fireflyfs.common import tls
+
+    apply_timeout(timeout if timeout is not None else timeout_default_s)
 
     tls.configure_client_from_env()      # every command trusts the CA in FFS_TLS_CA (clusters with TLS)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
@@ -84,6 +107,22 @@ cli.add_command(users.whoami)
 cli.add_command(admin.admin)
 for command in fs.COMMANDS:
     cli.add_command(command)
+
+
+
+
+def _add_global_params(command: click.Command) -> None:
+    """--json and --timeout after any subcommand too (`ffs cat URL --json`)."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_global_params(sub)
+        return
+    present = {name for param in command.params for name in param.opts}
+    command.params.extend(param for param in global_params() if not set(param.opts) & present)
+
+
+for _command in cli.commands.values():
+    _add_global_params(_command)
 
 
 if __name__ == "__main__":  # python -m fireflyfs.cli.main

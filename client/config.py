@@ -10,7 +10,10 @@ after the whole chain committed.
 
 Every field can be overridden from the environment as ``FFS_CLIENT_<FIELD>``
 (e.g. ``FFS_CLIENT_RETRY_TIME_S=5``), which reaches clients inside forked
-DataLoader workers and CLI runs without plumbing.
+DataLoader workers and CLI runs without plumbing. A program can set defaults
+for every client it makes with ``set_process_defaults`` (the ``ffs`` command's
+``--timeout``); the environment still wins over those, explicit arguments over
+both.
 """
 
 from __future__ import annotations
@@ -20,6 +23,21 @@ import os
 from typing import Mapping
 
 ENV_PREFIX = "FFS_CLIENT_"
+
+_process_defaults: dict[str, float] = {}
+
+
+def set_process_defaults(fields: Mapping[str, float]) -> dict[str, float]:
+    """Defaults for every later ClientConfig.from_env in this process, under the environment's
+    values; replaces the previous ones, which it returns (to restore them)."""
+    names = {field.name for field in dataclasses.fields(ClientConfig)}
+    unknown = set(fields) - names
+    if unknown:
+        raise ValueError(f"no ClientConfig field {sorted(unknown)}")
+    previous = dict(_process_defaults)
+    _process_defaults.clear()
+    _process_defaults.update(fields)
+    return previous
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,7 +86,7 @@ class ClientConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "ClientConfig":
         """Defaults, then FFS_CLIENT_* variables, then explicit overrides."""
         environ = os.environ if environ is None else environ
-        values = {}
+        values: dict = dict(_process_defaults)
         for field in dataclasses.fields(cls):
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None:

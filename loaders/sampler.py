@@ -52,7 +52,12 @@ class ShuffledShardSampler:
 
     def __init__(self, data: Sized | int, *, rank: int | None = None,
                  world_size: int | None = None, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, num_replicas: int | None = None) -> None:
+        # num_replicas: PyTorch's DistributedSampler name for world_size, so it drops in.
+        if num_replicas is not None:
+            if world_size is not None and world_size != num_replicas:
+                raise ValueError(f"world_size={world_size} and num_replicas={num_replicas} disagree")
+            world_size = num_replicas
         default_rank, default_world = _distributed_defaults()
         self.num_samples = data if isinstance(data, int) else len(data)
         self.rank = default_rank if rank is None else rank

@@ -7,6 +7,7 @@ installed ``ffs`` for ``cluster up/status/down`` in a tmp dir, as a user would.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -115,6 +116,36 @@ def test_unreachable_cluster_is_an_operation_failure():
     result = run("--json", "admin", "nodes", "ffs://127.0.0.1:1")
     assert result.exit_code == 1
     assert json.loads(result.stderr)["error"] == "Unavailable"
+
+
+def test_an_unreachable_cluster_fails_within_the_timeout_and_says_where():
+    import time
+
+    from fireflyfs.client.config import ClientConfig
+
+    started = time.monotonic()
+    result = run("cat", "ffs://127.0.0.1:1/x", "--json", "--timeout", "0.5")   # options after it too
+    assert result.exit_code == 1
+    error = json.loads(result.stderr)
+    assert error["error"] == "Unavailable" and error["errno"] == errno.EAGAIN
+    assert "127.0.0.1:1" in error["message"] and "gave up after 0.5s" in error["message"]
+    assert time.monotonic() - started < 30          # a bound on hanging, not a speed check
+    plain = run("ls", "ffs://127.0.0.1:1/", "--timeout", "0.2")
+    assert plain.exit_code == 1 and "hint" in plain.stderr and "127.0.0.1:1" in plain.stderr
+    # The command's timeout ended with it: clients made afterwards in this process keep theirs.
+    assert ClientConfig.from_env().meta_retry_time_s == ClientConfig().meta_retry_time_s
+
+
+def test_version_and_json_errors_carry_errno_and_one_naming_scheme(base):
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("ffs ")
+    result = run("get", f"{base}/missing", "/tmp/ffs-test-nowhere", "--json")
+    assert result.exit_code == 1
+    error = json.loads(result.stderr)
+    assert (error["error"], error["errno"]) == ("NotFound", errno.ENOENT)
+    run("mkdir", "-p", f"{base}/adir")
+    result = run("rm", f"{base}/adir", "--json")
+    assert json.loads(result.stderr)["error"] == "IsADirectory"      # not Python's IsADirectoryError
 
 
 def test_admin_views(cluster):

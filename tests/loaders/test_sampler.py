@@ -197,3 +197,11 @@ def test_bad_arguments_and_states_are_refused():
         sampler.load_state_dict({**sampler.state_dict(), "samples_consumed": 11})
     with pytest.raises(ValueError):
         sampler.load_state_dict({**sampler.state_dict(), "version": 99})
+
+
+def test_pytorch_distributed_sampler_names_are_accepted():
+    """Drop-in for torch's DistributedSampler(dataset, num_replicas=, rank=)."""
+    ours = ShuffledShardSampler(100, num_replicas=4, rank=1, seed=3)
+    assert ours.world_size == 4 and list(ours) == list(ShuffledShardSampler(100, world_size=4, rank=1, seed=3))
+    with pytest.raises(ValueError, match="disagree"):
+        ShuffledShardSampler(100, num_replicas=4, world_size=2, rank=0)
