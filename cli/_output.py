@@ -32,6 +32,7 @@ json_option = click.option(
     help=_JSON_HELP)
 
 timeout_default_s = 5.0       # how long a command keeps trying to reach the metadata service
+TIMEOUT_HELP = f"Give up reaching the cluster after SECONDS (default {timeout_default_s:g}; also FFS_TIMEOUT)."
 
 
 def _set_timeout(ctx: click.Context, _param: click.Parameter, value: float | None) -> None:
@@ -54,7 +55,7 @@ def global_params() -> list[click.Option]:
                          callback=_set_json, help=_JSON_HELP),
             click.Option(["--timeout"], type=click.FloatRange(min=0.1), expose_value=False, is_eager=True,
                          callback=_set_timeout, metavar="SECONDS",
-                         help=f"Give up reaching the cluster after SECONDS (default {timeout_default_s:g}).")]
+                         help=TIMEOUT_HELP)]
 
 
 def json_mode(ctx: click.Context | None = None) -> bool:
@@ -86,40 +87,35 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
     console.print(table)
 
 
-# Python's own OS errors under the names FireflyFS's errors use (common/errors.py), so one
-# failure reads the same whichever layer raised it.
-_ERROR_NAMES = {FileNotFoundError: "NotFound", FileExistsError: "AlreadyExists",
-                NotADirectoryError: "NotADirectory", IsADirectoryError: "IsADirectory",
-                PermissionError: "PermissionDenied", ValueError: "InvalidArgument",
-                TimeoutError: "Unavailable", ConnectionError: "Unavailable"}
+def error_class(exc: BaseException) -> type:
+    """The FireflyFS error class exc is reported as (common/errors.py): Python's own OS errors
+    under the same names and errnos, so one failure reads the same whichever layer raised it."""
+    from fireflyfs.common import errors
+
+    if isinstance(exc, errors.FfsError):
+        return type(exc)
+    for builtin, ours in ((FileNotFoundError, errors.NotFound), (FileExistsError, errors.AlreadyExists),
+                          (NotADirectoryError, errors.NotADirectory), (IsADirectoryError, errors.IsADirectory),
+                          (PermissionError, errors.PermissionDenied), (ValueError, errors.InvalidArgument),
+                          (TimeoutError, errors.Unavailable), (ConnectionError, errors.Unavailable)):
+        if isinstance(exc, builtin):
+            return ours
+    return type(exc)
 
 
 def error_name(exc: BaseException) -> str:
-    from fireflyfs.common.errors import FfsError
-
-    if isinstance(exc, FfsError):
-        return type(exc).__name__
-    for kind, name in _ERROR_NAMES.items():
-        if isinstance(exc, kind):
-            return name
-    return type(exc).__name__
+    return error_class(exc).__name__
 
 
 def error_errno(exc: BaseException) -> int:
-    """The POSIX errno of exc (EIO when it has none)."""
+    """The POSIX errno of exc (EIO when neither it nor its class has one)."""
     import errno
 
-    from fireflyfs.common.errors import FfsError
-
-    if isinstance(exc, FfsError):
-        return exc.errno_value
+    ours = getattr(error_class(exc), "errno_value", None)
+    if ours is not None:
+        return ours
     value = getattr(exc, "errno", None)
-    if isinstance(value, int):
-        return value
-    by_name = {"NotFound": errno.ENOENT, "AlreadyExists": errno.EEXIST, "NotADirectory": errno.ENOTDIR,
-               "IsADirectory": errno.EISDIR, "PermissionDenied": errno.EACCES,
-               "InvalidArgument": errno.EINVAL, "Unavailable": errno.EAGAIN}
-    return by_name.get(error_name(exc), errno.EIO)
+    return value if isinstance(value, int) else errno.EIO
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:

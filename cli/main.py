@@ -32,8 +32,8 @@ import click
 import grpc
 
 from . import admin, bench, cluster, fs, fsck, meta_migrate, scrub, serve, testbed, users
-from ._output import (EXIT_FAILURE, apply_timeout, global_params, json_option, report_failure,
-                      timeout_default_s)
+from ._output import (EXIT_FAILURE, TIMEOUT_HELP, apply_timeout, global_params, json_option,
+                      report_failure, timeout_default_s)
 
 
 class FfsGroup(click.Group):
@@ -76,8 +76,7 @@ def _version() -> str:
 @click.group(cls=FfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @json_option
 @click.option("--timeout", type=click.FloatRange(min=0.1), envvar="FFS_TIMEOUT", metavar="SECONDS",
-              help=f"Give up reaching the cluster after SECONDS (default {timeout_default_s:g}; "
-                   "also FFS_TIMEOUT).")
+              help=TIMEOUT_HELP)
 @click.option("-v", "--verbose", count=True, help="Log to stderr (-v info, -vv debug).")
 @click.version_option(_version(), "-V", "--version", prog_name="ffs", message="%(prog)s %(version)s")
 def cli(verbose: int, timeout: float | None) -> None:
@@ -107,8 +106,6 @@ cli.add_command(users.whoami)
 cli.add_command(admin.admin)
 for command in fs.COMMANDS:
     cli.add_command(command)
-
-
 
 
 def _add_global_params(command: click.Command) -> None:

@@ -129,6 +129,16 @@ class ReadExtent:
         self.fd = -1
 
 
+def _in_block_extent(meta: ChunkMeta, block: int, data: bytes, offset: int, end: int) -> ReadExtent:
+    """The extent of [offset, end) inside block, whose verified committed bytes are data: the
+    whole block goes with its stored CRC, a slice with a CRC of its own."""
+    block_start = block * meta.block_size
+    if offset == block_start and end == block_start + len(data):
+        return ReadExtent(meta, -1, offset, end, (meta.block_crc(block),), (data,))
+    piece = memoryview(data)[offset - block_start:end - block_start]
+    return ReadExtent(meta, -1, offset, end, (crc32c.crc32c(piece),), (piece,))
+
+
 class EngineCounters:
     """Plain counters for tests and metrics (updated without a lock: approximate under races)."""
 
@@ -955,12 +965,7 @@ class ChunkEngine:
                         out.append(self._read_extent_or_error(key, offset, length, meta))
                         continue
                     blocks[(path, block)] = data
-                block_start = block * block_size
-                if offset == block_start and len(data) == length:
-                    out.append(ReadExtent(meta, -1, offset, end, (meta.block_crc(block),), (data,)))
-                    continue
-                piece = memoryview(data)[offset - block_start:end - block_start]
-                out.append(ReadExtent(meta, -1, offset, end, (crc32c.crc32c(piece),), (piece,)))
+                out.append(_in_block_extent(meta, block, data, offset, end))
         finally:
             for handle in handles.values():
                 self._fds.release(handle)
@@ -981,14 +986,9 @@ class ChunkEngine:
         last = (end - 1) // block_size
         if block == last:
             # Inside one block (small random reads): read, verify, slice; the descriptor goes back now.
-            block_start = block * block_size
-            block_end = min(block_start + block_size, meta.length)
             data = self._read_verified_block(key, meta, fd, block)
             self._fds.release(handle)
-            if offset == block_start and end == block_end:
-                return ReadExtent(meta, -1, offset, end, (meta.block_crc(block),), (data,))
-            piece = memoryview(data)[offset - block_start:end - block_start]
-            return ReadExtent(meta, -1, offset, end, (crc32c.crc32c(piece),), (piece,))
+            return _in_block_extent(meta, block, data, offset, end)
         if block + 1 == last and offset % block_size and end < min((last + 1) * block_size, meta.length):
             # A small read across one boundary, partial on both sides: both blocks in one pread.
             block_start = block * block_size
