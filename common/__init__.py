@@ -8,5 +8,6 @@
     traffic.py        traffic classes: the DSCP mark of every socket
     pacing.py         optional client-side token-bucket pacing per traffic class
     rpc.py            gRPC servers, channels, and the one mapping of errors to statuses and back
+    fork_gate.py      a fork waits for the process's gRPC calls in flight (gRPC's fork handlers run)
     process_tuning.py malloc settings for processes that move large buffers
 """

@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 import grpc
 
-from . import auth, errors, limits
+from . import auth, errors, fork_gate, limits
 from .auth import Principal
 from .errors import FfsError, Internal, InvalidArgument
 from .traffic import TrafficClass, grpc_options
@@ -256,15 +256,19 @@ def refused(what: str, peer: str, exc: FfsError, who: str | None = None) -> None
                 type(exc).__name__, exc, refusals_logged)
 
 
-class _TokenAttached(grpc.UnaryUnaryClientInterceptor):
-    """Adds ``authorization: Bearer <token>`` to every call of a channel."""
+class _ClientCalls(grpc.UnaryUnaryClientInterceptor):
+    """Every call of a channel: counted for forks (fork_gate.py), with ``authorization: Bearer <token>``
+    when the channel has a token."""
 
-    def __init__(self, token: str) -> None:
-        self._metadata = ((auth.AUTH_METADATA_KEY, auth.BEARER + token),)
+    def __init__(self, token: str | None) -> None:
+        self._metadata = ((auth.AUTH_METADATA_KEY, auth.BEARER + token),) if token else ()
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
-        metadata = tuple(client_call_details.metadata or ()) + self._metadata
-        return continuation(client_call_details._replace(metadata=metadata), request)
+        if self._metadata:
+            metadata = tuple(client_call_details.metadata or ()) + self._metadata
+            client_call_details = client_call_details._replace(metadata=metadata)
+        with fork_gate.calls_counted():
+            return continuation(client_call_details, request)
 
 
 _PROCESS = object()
@@ -280,6 +284,7 @@ def make_channel(address: str,
     plaintext); each call carries token when given (a node's key, a user's
     token). A channel to something that is not FireflyFS (etcd) passes
     credentials=None and no token: etcd reads ``authorization`` as its own.
+    Every call is counted so that a fork waits for it (fork_gate.py).
     """
     options = CHANNEL_OPTIONS + grpc_options(traffic_class)
     credentials = process_security.channel_credentials if credentials is _PROCESS else credentials
@@ -289,9 +294,7 @@ def make_channel(address: str,
         if process_security.target_name_override:
             options = options + [("grpc.ssl_target_name_override", process_security.target_name_override)]
         channel = grpc.secure_channel(address, credentials, options=options)
-    if token:
-        channel = grpc.intercept_channel(channel, _TokenAttached(token))
-    return channel
+    return grpc.intercept_channel(channel, _ClientCalls(token))
 
 
 def map_servicer_errors(servicer_cls):

@@ -17,8 +17,13 @@ it read has changed since the snapshot:
   the snapshot: this catches inserts (phantoms) the per-key compares cannot.
 
 A failed compare reruns mutate from scratch after a jittered, bounded
-backoff; after ``conflict_tries_max`` tries it raises ``Conflict``
-(retryable; nothing was applied). ``guard`` (the mgmtd primary's election
+backoff. Reruns of this store's lost transactions go one at a time (a
+store-wide lock, taken after the first loss): threads of one meta server
+that fight over a hot key (a directory every create touches, a counter)
+then queue instead of starving each other. A transaction gives up with
+``Conflict`` (retryable; nothing was applied) only when it has lost for
+``conflict_budget_s`` and at least ``conflict_tries_min`` times: a count
+alone starved threads on a slow, loaded machine. ``guard`` (the mgmtd primary's election
 key) is compared too, and when THAT compare fails the commit raises
 ``NotPrimary`` at once.
 
@@ -71,7 +76,8 @@ from .store import Txn
 T = TypeVar("T")
 _U64 = struct.Struct(">Q")
 
-conflict_tries_max = 12
+conflict_tries_min = 12
+conflict_budget_s = 10.0
 backoff_first_s = 0.002
 backoff_max_s = 0.2
 scan_first_page_keys = 16          # most scans inside mutations stop at once
@@ -107,6 +113,7 @@ class EtcdStore:
         self.client = client or EtcdClient(endpoints)
         self._ids = _IdRanges(self)
         self._rng = random.Random()
+        self._rerun_lock = threading.RLock()    # reentrant: a mutation may run next_id's own transaction
         self.conflicts = 0            # commits that lost to another writer (tests, benchmarks)
         self.cache: dict[bytes, tuple[int, bytes | None]] = {}    # key -> (mod_revision, value)
         self.group = GroupCommit(self.client)
@@ -133,25 +140,32 @@ class EtcdStore:
 
     def transact(self, mutate: Callable[[Txn], T], guard: Guard | None = None) -> T:
         guessing = True
-        for attempt in range(conflict_tries_max):
-            kv = EtcdTxn(self, guessing=guessing)
-            try:
-                result = mutate(Txn(kv))
-            except FfsError:
-                if kv.guessed and not kv.guesses_hold():
-                    guessing = False        # the error may come from a stale guess: decide on fresh reads
+        losses, deadline = 0, 0.0
+        with contextlib.ExitStack() as rerunning:
+            while True:
+                kv = EtcdTxn(self, guessing=guessing)
+                try:
+                    result = mutate(Txn(kv))
+                except FfsError:
+                    if kv.guessed and not kv.guesses_hold():
+                        guessing = False        # the error may come from a stale guess: decide on fresh reads
+                        continue
+                    raise
+                if kv.commit(guard):
+                    return result
+                if kv.guessed:
+                    guessing = False            # a stale guess, or a conflict: the rerun reads everything
                     continue
-                raise
-            if kv.commit(guard):
-                return result
-            if kv.guessed:
-                guessing = False            # a stale guess, or a conflict: the rerun reads everything
-                continue
-            self.conflicts += 1
-            delay = min(backoff_max_s, backoff_first_s * (2 ** attempt))
-            time.sleep(delay * (0.5 + self._rng.random()))
-        raise Conflict(f"metadata transaction lost to concurrent writers {conflict_tries_max} times "
-                       f"({self.describe()}); nothing was applied, retry")
+                self.conflicts += 1
+                losses += 1
+                if losses == 1:
+                    deadline = time.monotonic() + conflict_budget_s
+                    rerunning.enter_context(self._rerun_lock)
+                elif losses >= conflict_tries_min and time.monotonic() >= deadline:
+                    raise Conflict(f"metadata transaction lost to concurrent writers {losses} times in "
+                                   f"{conflict_budget_s:g} s ({self.describe()}); nothing was applied, retry")
+                delay = min(backoff_max_s, backoff_first_s * (2 ** (losses - 1)))
+                time.sleep(delay * (0.5 + self._rng.random()))
 
     def remember(self, key: bytes, mod_revision: int, value: bytes | None) -> None:
         if key.startswith(self._cached_prefixes):

@@ -159,7 +159,8 @@ def test_a_write_outside_what_was_read_does_not_conflict(make_store):
 
 
 def test_a_transaction_that_keeps_losing_raises_conflict_with_nothing_applied(make_store, monkeypatch):
-    monkeypatch.setattr(etcd_store, "conflict_tries_max", 3)
+    monkeypatch.setattr(etcd_store, "conflict_tries_min", 3)
+    monkeypatch.setattr(etcd_store, "conflict_budget_s", 0.0)
     monkeypatch.setattr(etcd_store, "backoff_first_s", 0.0)
     store, other = make_store(), make_store()
     put(store, "counters", b"hot", b"0")
@@ -169,10 +170,34 @@ def test_a_transaction_that_keeps_losing_raises_conflict_with_nothing_applied(ma
         put(other, "counters", b"hot", uuid.uuid4().bytes)
         txn.kv.put("inodes", b"never", b"1")
 
+    runs = []
     with pytest.raises(Conflict, match="nothing was applied"):
-        store.transact(always_raced)
+        store.transact(lambda txn: runs.append(1) or always_raced(txn))
+    assert len(runs) == 3, "with the time budget spent, it gives up after conflict_tries_min losses"
     with store.read() as txn:
         assert txn.kv.get("inodes", b"never") is None
+
+
+def test_a_losing_transaction_keeps_trying_until_its_time_budget_is_spent(make_store, monkeypatch):
+    """A count alone starved threads on a loaded machine: losses past conflict_tries_min rerun while
+    the budget lasts, and a rerun that finally wins applies once."""
+    monkeypatch.setattr(etcd_store, "conflict_tries_min", 3)
+    monkeypatch.setattr(etcd_store, "backoff_max_s", 0.001)
+    store, other = make_store(), make_store()
+    put(store, "counters", b"hot", b"0")
+    runs = []
+
+    def raced_six_times(txn):
+        runs.append(1)
+        value = int(txn.kv.get("counters", b"hot"))
+        if len(runs) <= 6:
+            put(other, "counters", b"hot", b"100")
+        txn.kv.put("counters", b"hot", str(value + 1).encode())
+
+    store.transact(raced_six_times)
+    assert len(runs) == 7
+    with store.read() as txn:
+        assert txn.kv.get("counters", b"hot") == b"101"
 
 
 def test_a_guarded_commit_fails_with_not_primary_once_the_guard_is_gone(make_store, etcd_endpoints, prefix):
