@@ -19,20 +19,23 @@ from typing import Any
 import click
 
 from ._output import emit_json, human_bytes, json_mode, json_option, print_table
-from .fs import _url_arg, parse_url
+from .fs import _url_arg, url_addresses
 
 rpc_timeout_s = 10.0
 
 
 def _call(url: str, method: str, request):
-    """One Mgmtd RPC to the cluster at url, errors mapped to FfsError."""
+    """One Mgmtd RPC to the cluster at url (to its mgmtd primary when url names several meta
+    servers), errors mapped to FfsError."""
     from fireflyfs.common import auth
-    from fireflyfs.common.rpc import make_channel, rpc_errors_mapped
+    from fireflyfs.common.primary_follower import PrimaryStub
     from fireflyfs.proto import mgmtd_pb2_grpc
 
-    host, port, _ = parse_url(url)
-    with make_channel(f"{host}:{port}", token=auth.client_token()) as channel, rpc_errors_mapped():
-        return getattr(mgmtd_pb2_grpc.MgmtdStub(channel), method)(request, timeout=rpc_timeout_s)
+    stub = PrimaryStub(url_addresses(url), mgmtd_pb2_grpc.MgmtdStub, token=auth.client_token())
+    try:
+        return getattr(stub, method)(request, timeout=rpc_timeout_s)
+    finally:
+        stub.close()
 
 
 def fetch_routing_reply(url: str):

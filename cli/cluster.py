@@ -122,10 +122,12 @@ def status(ctx: click.Context, base_dir) -> None:
     meta server is the mgmtd primary. Exit code 1 when any is stopped or unhealthy."""
     if not (base_dir / "cluster.json").exists():
         raise click.UsageError(f"{base_dir} holds no cluster (no cluster.json)")
-    rows = _cluster(base_dir).status()
+    local = _cluster(base_dir)
+    rows = local.status()
     if json_mode():
         emit_json(rows)
     else:
+        click.echo(f"cluster {local.url}  (ffs status {local.url}: health, chains, usage)")
         print_table(None, ["role", "name", "node id", "pid", "address", "state", "mgmtd"],
                     [(r["role"], r["name"], r["node_id"], r["pid"], r["address"], r["state"], r["mgmtd"])
                      for r in rows])

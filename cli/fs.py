@@ -20,17 +20,29 @@ read_block_bytes = 4 * 1024 * 1024
 
 
 def parse_url(url: str) -> tuple[str, int, str]:
-    """(host, port, path) of ffs://host:port/path; a usage error otherwise."""
+    """(host, port, path) of ffs://host:port/path (of its first server when it names several,
+    ffs://h1:p1,h2:p2/path); a usage error otherwise."""
+    addresses = url_addresses(url)
+    host, _, port = addresses[0].rpartition(":")
+    return host, int(port), urllib.parse.urlsplit(url).path or "/"
+
+
+def url_addresses(url: str) -> list[str]:
+    """Every metadata server's host:port an ffs:// URL names; a usage error otherwise."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "ffs":
         raise click.BadParameter(f"{url!r} is not an ffs:// URL (ffs://host:port/path)")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise click.BadParameter(f"bad port in {url!r}") from exc
-    if not parts.hostname or port is None:
-        raise click.BadParameter(f"{url!r} lacks host:port (ffs://host:port/path)")
-    return parts.hostname, port, parts.path or "/"
+    addresses = []
+    for netloc in parts.netloc.split(","):
+        one = urllib.parse.urlsplit(f"ffs://{netloc}")
+        try:
+            port = one.port
+        except ValueError as exc:
+            raise click.BadParameter(f"bad port in {url!r}") from exc
+        if not one.hostname or port is None:
+            raise click.BadParameter(f"{url!r} lacks host:port (ffs://host:port/path)")
+        addresses.append(f"{one.hostname}:{port}")
+    return addresses
 
 
 def open_fs(url: str):

@@ -4,6 +4,7 @@
     ffs meta serve --config meta.toml         one service on a host, from its file
     ffs storage serve --config storage.toml   (docs/configuration.md)
     ffs testbed up|down|status|shape|exec     namespace hosts behind a shaped router (root)
+    ffs status URL                            health at a glance (exit 0 healthy, 1 degraded, 3 unavailable)
     ffs ls|stat|cat|put|get|rm|mkdir|mv URL   files, through fsspec
     ffs admin nodes|targets|chains URL        cluster manager views
     ffs admin fsck URL [--repair [--yes]]     compare replicas' bytes, find orphans (docs/fsck.md)
@@ -19,7 +20,7 @@ Every command takes ``--json`` and ``--timeout SECONDS`` (before or after the
 command; default 5 s to reach the metadata service), and ``ffs --version``
 prints the version. Exit codes:
 0 ok, 1 operation failure (message on stderr; a JSON error object with
---json), 2 usage error.
+--json), 2 usage error; ``ffs status`` also 1 degraded, 3 unavailable.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import sys
 import click
 import grpc
 
-from . import admin, bench, cluster, fs, fsck, meta_migrate, scrub, serve, testbed, users
+from . import admin, bench, cluster, fs, fsck, meta_migrate, scrub, serve, status, testbed, users
 from ._output import (EXIT_FAILURE, TIMEOUT_HELP, apply_timeout, global_params, json_option,
                       report_failure, timeout_default_s)
 
@@ -103,6 +104,7 @@ admin.admin.add_command(users.user)      # ffs admin user add|list|remove|token 
 admin.admin.add_command(users.node)      # ffs admin node key ID URL
 admin.admin.add_command(users.tls_group)  # ffs admin tls issue NAME --ca-dir --out --host
 cli.add_command(users.whoami)
+cli.add_command(status.status)   # ffs status URL: health at a glance
 cli.add_command(admin.admin)
 for command in fs.COMMANDS:
     cli.add_command(command)

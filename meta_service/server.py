@@ -14,7 +14,7 @@ from typing import Mapping
 
 from fireflyfs.common import limits, tls
 from fireflyfs.common.auth import node_key_hash, node_token
-from fireflyfs.common.rpc import make_server
+from fireflyfs.common.rpc import add_health, make_server
 from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
 
 from .capabilities import CapabilityIssuer
@@ -173,6 +173,7 @@ class MetaServer:
         mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster, self._node_key_hashes,
                                                                  self.users.admin_token_hashes,
                                                                  self.cluster_secret), self.server)
+        self.health = add_health(self.server, ("fireflyfs.Meta", "fireflyfs.Mgmtd"))
         self._stopped = threading.Event()
 
     def _node_key_hashes(self) -> dict[int, bytes]:
@@ -201,6 +202,7 @@ class MetaServer:
             return
         self._stopped.set()
         log.info("meta service stopping")
+        self.health.enter_graceful_shutdown()
         if self.membership is not None:
             self.membership.stop()
         self.server.stop(grace_s).wait()

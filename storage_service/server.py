@@ -81,7 +81,7 @@ from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap, raise_open_files_limit
 from fireflyfs.common.primary_follower import PrimaryStub, split_addresses
 from fireflyfs.common.auth import NODE_TOKEN_PREFIX, parse_token, read_token_file
-from fireflyfs.common.rpc import make_server
+from fireflyfs.common.rpc import add_health, make_server
 from fireflyfs.common.units import parse_positive_size, parse_size
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
@@ -222,6 +222,7 @@ class StorageNode:
         storage_pb2_grpc.add_StorageServicer_to_server(
             StorageServicer(config.node_id, self.targets, self.routing, self.driver, self.repairs,
                             self.scrubber, capabilities=self.capability_gate), self.server)
+        self.health = add_health(self.server, ("fireflyfs.Storage",))
         host = config.listen.rsplit(":", 1)[0] or "127.0.0.1"
         self.address = f"{host}:{self.port}"
         self.bulk: BulkServer | None = None
@@ -290,6 +291,7 @@ class StorageNode:
             return
         self._stopped.set()
         log.info("storage node %d stopping", self.config.node_id)
+        self.health.enter_graceful_shutdown()
         self.link.stop()
         self.driver.close()
         self.sweeper.stop()

@@ -275,6 +275,7 @@ def test_cluster_commands_in_a_subprocess(tmp_path):
         pids = [r["pid"] for r in rows]
         table = _ffs("cluster", "status", "--dir", str(base_dir)).stdout
         assert "storage" in table and "running" in table
+        assert table.splitlines()[0].startswith(f"cluster {url} "), "the URL to use comes first"
         # The cluster serves files through the CLI too.
         assert _ffs("mkdir", f"{url}/hello").returncode == 0
         assert _ffs("ls", url).stdout.split() == ["hello/"]
