@@ -77,7 +77,7 @@ def target_rows(routing, admin_offline=()) -> list[dict[str, Any]]:
         "local_state": _enum(types_pb2.LocalTargetState, t.local_state),
         "admin_offline": t.id in held,
         "used_bytes": t.used_bytes, "capacity_bytes": t.capacity_bytes,
-        "chunk_count": t.chunk_count, "path": t.path,
+        "chunk_count": t.chunk_count, "path": t.path, "fs_id": t.fs_id,
     } for t in sorted(routing.targets, key=lambda t: t.id)]
 
 

@@ -120,8 +120,18 @@ def stat(url: str) -> None:
         return
     width = max(len(k) for k in info)
     for key, value in info.items():
-        suffix = f" ({human_bytes(value)})" if key == "size" and isinstance(value, int) else ""
-        click.echo(f"{key:<{width}}  {value}{suffix}")
+        click.echo(f"{key:<{width}}  {_readable(key, value)}")
+
+
+def _readable(key: str, value: Any) -> str:
+    """One stat field as a person reads it: sizes in units, modes as ls shows them, times as dates."""
+    if key == "size" and isinstance(value, int):
+        return f"{value} ({human_bytes(value)})"
+    if key == "mode" and isinstance(value, int):
+        return f"{stat_module.filemode(value)} ({stat_module.S_IMODE(value):04o})"
+    if key in ("mtime", "ctime", "atime", "created") and isinstance(value, (int, float)):
+        return f"{_mtime({'mtime': value})} ({value})"
+    return str(value)
 
 
 @click.command()
@@ -263,4 +273,24 @@ def _done(result: dict[str, Any]) -> None:
         emit_json({"ok": True, **result})
 
 
-COMMANDS = [ls, stat, cat, put, get, rm, mkdir, mv, chmod, chown]
+@click.command()
+@click.argument("urls", nargs=-1, required=True, callback=_url_arg)
+@json_option
+def du(urls: tuple[str, ...]) -> None:
+    """Bytes, files and directories under each URL (a file: its own size)."""
+    rows = []
+    for url in urls:
+        fs, path = open_fs(url)
+        fs.info(path)                     # a missing path is an error, not 0 bytes
+        entries = fs.find(path, withdirs=True, detail=True).values()
+        files = [e for e in entries if e.get("type") != "directory"]
+        rows.append({"url": url, "bytes": sum(e.get("size") or 0 for e in files), "files": len(files),
+                     "directories": sum(e.get("type") == "directory" and e["name"] != path for e in entries)})
+    if json_mode():
+        emit_json(rows)
+        return
+    print_table(None, ["size", "bytes", "files", "dirs", "url"],
+                [(human_bytes(r["bytes"]), r["bytes"], r["files"], r["directories"], r["url"]) for r in rows])
+
+
+COMMANDS = [ls, stat, cat, put, get, rm, mkdir, mv, chmod, chown, du]

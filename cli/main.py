@@ -5,7 +5,8 @@
     ffs storage serve --config storage.toml   (docs/configuration.md)
     ffs testbed up|down|status|shape|exec     namespace hosts behind a shaped router (root)
     ffs status URL                            health at a glance (exit 0 healthy, 1 degraded, 3 unavailable)
-    ffs ls|stat|cat|put|get|rm|mkdir|mv URL   files, through fsspec
+    ffs df URL                                space per target and node, each disk counted once
+    ffs ls|stat|cat|put|get|rm|mkdir|mv|du URL   files, through fsspec
     ffs admin nodes|targets|chains URL        cluster manager views
     ffs admin fsck URL [--repair [--yes]]     compare replicas' bytes, find orphans (docs/fsck.md)
     ffs admin scrub URL                       scrub progress, bad chunks found and repaired
@@ -105,6 +106,7 @@ admin.admin.add_command(users.node)      # ffs admin node key ID URL
 admin.admin.add_command(users.tls_group)  # ffs admin tls issue NAME --ca-dir --out --host
 cli.add_command(users.whoami)
 cli.add_command(status.status)   # ffs status URL: health at a glance
+cli.add_command(status.df)       # ffs df URL: space per target, node and in total
 cli.add_command(admin.admin)
 for command in fs.COMMANDS:
     cli.add_command(command)

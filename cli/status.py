@@ -1,4 +1,5 @@
-"""``ffs status URL``: the cluster's health at a glance, as ``ceph health`` or ``juicefs status``.
+"""``ffs status URL`` and ``ffs df URL``: the cluster's health and space at a glance, as
+``ceph health`` / ``ceph df`` or ``juicefs status``.
 
 One verdict with an exit code a script can branch on:
 
@@ -22,8 +23,8 @@ from typing import Any
 
 import click
 
-from ._output import emit_json, human_bytes, json_mode, json_option
-from .admin import _call, _enum, node_rows
+from ._output import emit_json, human_bytes, json_mode, json_option, print_table
+from .admin import _call, _enum, fetch_routing, node_rows, target_rows
 from .fs import _url_arg, url_addresses
 
 HEALTHY, DEGRADED, UNAVAILABLE = "HEALTHY", "DEGRADED", "UNAVAILABLE"
@@ -183,3 +184,39 @@ def status(ctx: click.Context, url: str) -> None:
     else:
         _print(report)
     ctx.exit(report["exit_code"])
+
+
+@click.command("df")
+@click.argument("url", callback=_url_arg)
+@json_option
+def df(url: str) -> None:
+    """Space of the cluster at URL: each target's used bytes and capacity (its quota, or its fair
+    share of its file system's free space), per node and in total."""
+    routing = fetch_routing(url)
+    rows = target_rows(routing)
+    nodes: dict[int, dict[str, int]] = {}
+    for row in rows:
+        node = nodes.setdefault(row["node_id"], {"node_id": row["node_id"], "targets": 0, "used_bytes": 0,
+                                                 "capacity_bytes": 0})
+        node["targets"] += 1
+        node["used_bytes"] += row["used_bytes"]
+        node["capacity_bytes"] += row["capacity_bytes"]
+    total = {"targets": len(rows), "used_bytes": sum(r["used_bytes"] for r in rows),
+             "capacity_bytes": sum(r["capacity_bytes"] for r in rows),
+             "file_systems": len({r["fs_id"] for r in rows if r["fs_id"]})}
+    total["free_bytes"] = max(0, total["capacity_bytes"] - total["used_bytes"])
+    if json_mode():
+        emit_json({"total": total, "nodes": list(nodes.values()),
+                   "targets": [{k: r[k] for k in ("id", "node_id", "chain_id", "used_bytes", "capacity_bytes",
+                                                  "chunk_count", "fs_id", "public_state")} for r in rows]})
+        return
+
+    def use(used: int, capacity: int) -> str:
+        return f"{used / capacity:.1%}" if capacity else ""
+
+    print_table(None, ["target", "node", "chain", "used", "capacity", "use", "chunks", "file system"],
+                [(r["id"], r["node_id"], r["chain_id"], human_bytes(r["used_bytes"]), human_bytes(r["capacity_bytes"]),
+                  use(r["used_bytes"], r["capacity_bytes"]), r["chunk_count"], r["fs_id"]) for r in rows])
+    click.echo(f"total: {human_bytes(total['used_bytes'])} used of {human_bytes(total['capacity_bytes'])} "
+               f"({use(total['used_bytes'], total['capacity_bytes'])}), {human_bytes(total['free_bytes'])} free, "
+               f"{total['targets']} targets on {total['file_systems']} file system(s)")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fireflyfs.proto import types_pb2 as fireflyfs_dot_proto_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66ireflyfs/proto/mgmtd.proto\x12\tfireflyfs\x1a\x1b\x66ireflyfs/proto/types.proto\"\xcc\x01\n\x13RegisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.fireflyfs.NodeType\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12&\n\x07targets\x18\x04 \x03(\x0b\x32\x15.fireflyfs.TargetInfo\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\r\x12\x13\n\x0bincarnation\x18\x07 \x01(\x04\x12\x14\n\x0c\x62ulk_address\x18\x08 \x01(\t\"\xe5\x03\n\x11RegisterNodeReply\x12\'\n\x07routing\x18\x01 \x01(\x0b\x32\x16.fireflyfs.RoutingInfo\x12\x1c\n\x14heartbeat_timeout_ms\x18\x02 \x01(\r\x12H\n\x0fnode_key_hashes\x18\x14 \x03(\x0b\x32/.fireflyfs.RegisterNodeReply.NodeKeyHashesEntry\x12N\n\x12\x61\x64min_token_hashes\x18\x15 \x03(\x0b\x32\x32.fireflyfs.RegisterNodeReply.AdminTokenHashesEntry\x12I\n\x0f\x63\x61pability_keys\x18\x16 \x03(\x0b\x32\x30.fireflyfs.RegisterNodeReply.CapabilityKeysEntry\x1a\x34\n\x12NodeKeyHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x37\n\x15\x41\x64minTokenHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x35\n\x13\x43\x61pabilityKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\x97\x01\n\x0fTargetHeartbeat\x12\x11\n\ttarget_id\x18\x01 \x01(\x04\x12\x30\n\x0blocal_state\x18\x02 \x01(\x0e\x32\x1b.fireflyfs.LocalTargetState\x12\x12\n\nused_bytes\x18\x03 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x04\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\x04\"e\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12+\n\x07targets\x18\x02 \x03(\x0b\x32\x1a.fireflyfs.TargetHeartbeat\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\"\xc9\x03\n\x0eHeartbeatReply\x12\x17\n\x0frouting_version\x18\x01 \x01(\x04\x12\x1c\n\x14heartbeat_timeout_ms\x18\x02 \x01(\r\x12\x45\n\x0fnode_key_hashes\x18\x14 \x03(\x0b\x32,.fireflyfs.HeartbeatReply.NodeKeyHashesEntry\x12K\n\x12\x61\x64min_token_hashes\x18\x15 \x03(\x0b\x32/.fireflyfs.HeartbeatReply.AdminTokenHashesEntry\x12\x46\n\x0f\x63\x61pability_keys\x18\x16 \x03(\x0b\x32-.fireflyfs.HeartbeatReply.CapabilityKeysEntry\x1a\x34\n\x12NodeKeyHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x37\n\x15\x41\x64minTokenHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x35\n\x13\x43\x61pabilityKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\".\n\x15GetRoutingInfoRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"n\n\x13GetRoutingInfoReply\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\'\n\x07routing\x18\x02 \x01(\x0b\x32\x16.fireflyfs.RoutingInfo\x12\x1d\n\x15\x61\x64min_offline_targets\x18\x03 \x03(\x04\"V\n\x17\x43reateChainTableRequest\x12\x10\n\x08table_id\x18\x01 \x01(\r\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\x17\n\x0fonly_if_missing\x18\x03 \x01(\x08\"N\n\x15\x43reateChainTableReply\x12$\n\x05table\x18\x01 \x01(\x0b\x32\x15.fireflyfs.ChainTable\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\";\n\x15SetTargetStateRequest\x12\x11\n\ttarget_id\x18\x01 \x01(\x04\x12\x0f\n\x07offline\x18\x02 \x01(\x08\"z\n\x13SetTargetStateReply\x12#\n\x05\x63hain\x18\x01 \x01(\x0b\x32\x14.fireflyfs.ChainInfo\x12%\n\x06target\x18\x02 \x01(\x0b\x32\x15.fireflyfs.TargetInfo\x12\x17\n\x0frouting_version\x18\x03 \x01(\x04\x32\x9c\x03\n\x05Mgmtd\x12L\n\x0cRegisterNode\x12\x1e.fireflyfs.RegisterNodeRequest\x1a\x1c.fireflyfs.RegisterNodeReply\x12\x43\n\tHeartbeat\x12\x1b.fireflyfs.HeartbeatRequest\x1a\x19.fireflyfs.HeartbeatReply\x12R\n\x0eGetRoutingInfo\x12 .fireflyfs.GetRoutingInfoRequest\x1a\x1e.fireflyfs.GetRoutingInfoReply\x12X\n\x10\x43reateChainTable\x12\".fireflyfs.CreateChainTableRequest\x1a .fireflyfs.CreateChainTableReply\x12R\n\x0eSetTargetState\x12 .fireflyfs.SetTargetStateRequest\x1a\x1e.fireflyfs.SetTargetStateReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66ireflyfs/proto/mgmtd.proto\x12\tfireflyfs\x1a\x1b\x66ireflyfs/proto/types.proto\"\xcc\x01\n\x13RegisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.fireflyfs.NodeType\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12&\n\x07targets\x18\x04 \x03(\x0b\x32\x15.fireflyfs.TargetInfo\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\r\x12\x13\n\x0bincarnation\x18\x07 \x01(\x04\x12\x14\n\x0c\x62ulk_address\x18\x08 \x01(\t\"\xe5\x03\n\x11RegisterNodeReply\x12\'\n\x07routing\x18\x01 \x01(\x0b\x32\x16.fireflyfs.RoutingInfo\x12\x1c\n\x14heartbeat_timeout_ms\x18\x02 \x01(\r\x12H\n\x0fnode_key_hashes\x18\x14 \x03(\x0b\x32/.fireflyfs.RegisterNodeReply.NodeKeyHashesEntry\x12N\n\x12\x61\x64min_token_hashes\x18\x15 \x03(\x0b\x32\x32.fireflyfs.RegisterNodeReply.AdminTokenHashesEntry\x12I\n\x0f\x63\x61pability_keys\x18\x16 \x03(\x0b\x32\x30.fireflyfs.RegisterNodeReply.CapabilityKeysEntry\x1a\x34\n\x12NodeKeyHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x37\n\x15\x41\x64minTokenHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x35\n\x13\x43\x61pabilityKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\xda\x01\n\x0fTargetHeartbeat\x12\x11\n\ttarget_id\x18\x01 \x01(\x04\x12\x30\n\x0blocal_state\x18\x02 \x01(\x0e\x32\x1b.fireflyfs.LocalTargetState\x12\x12\n\nused_bytes\x18\x03 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x04 \x01(\x04\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\x04\x12\x15\n\rfs_free_bytes\x18\x06 \x01(\x04\x12\r\n\x05\x66s_id\x18\x07 \x01(\t\x12\x1b\n\x13\x63\x61pacity_configured\x18\x08 \x01(\x08\"e\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12+\n\x07targets\x18\x02 \x03(\x0b\x32\x1a.fireflyfs.TargetHeartbeat\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\"\xc9\x03\n\x0eHeartbeatReply\x12\x17\n\x0frouting_version\x18\x01 \x01(\x04\x12\x1c\n\x14heartbeat_timeout_ms\x18\x02 \x01(\r\x12\x45\n\x0fnode_key_hashes\x18\x14 \x03(\x0b\x32,.fireflyfs.HeartbeatReply.NodeKeyHashesEntry\x12K\n\x12\x61\x64min_token_hashes\x18\x15 \x03(\x0b\x32/.fireflyfs.HeartbeatReply.AdminTokenHashesEntry\x12\x46\n\x0f\x63\x61pability_keys\x18\x16 \x03(\x0b\x32-.fireflyfs.HeartbeatReply.CapabilityKeysEntry\x1a\x34\n\x12NodeKeyHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x37\n\x15\x41\x64minTokenHashesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\x1a\x35\n\x13\x43\x61pabilityKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\".\n\x15GetRoutingInfoRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"n\n\x13GetRoutingInfoReply\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12\'\n\x07routing\x18\x02 \x01(\x0b\x32\x16.fireflyfs.RoutingInfo\x12\x1d\n\x15\x61\x64min_offline_targets\x18\x03 \x03(\x04\"V\n\x17\x43reateChainTableRequest\x12\x10\n\x08table_id\x18\x01 \x01(\r\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\x17\n\x0fonly_if_missing\x18\x03 \x01(\x08\"N\n\x15\x43reateChainTableReply\x12$\n\x05table\x18\x01 \x01(\x0b\x32\x15.fireflyfs.ChainTable\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\";\n\x15SetTargetStateRequest\x12\x11\n\ttarget_id\x18\x01 \x01(\x04\x12\x0f\n\x07offline\x18\x02 \x01(\x08\"z\n\x13SetTargetStateReply\x12#\n\x05\x63hain\x18\x01 \x01(\x0b\x32\x14.fireflyfs.ChainInfo\x12%\n\x06target\x18\x02 \x01(\x0b\x32\x15.fireflyfs.TargetInfo\x12\x17\n\x0frouting_version\x18\x03 \x01(\x04\x32\x9c\x03\n\x05Mgmtd\x12L\n\x0cRegisterNode\x12\x1e.fireflyfs.RegisterNodeRequest\x1a\x1c.fireflyfs.RegisterNodeReply\x12\x43\n\tHeartbeat\x12\x1b.fireflyfs.HeartbeatRequest\x1a\x19.fireflyfs.HeartbeatReply\x12R\n\x0eGetRoutingInfo\x12 .fireflyfs.GetRoutingInfoRequest\x1a\x1e.fireflyfs.GetRoutingInfoReply\x12X\n\x10\x43reateChainTable\x12\".fireflyfs.CreateChainTableRequest\x1a .fireflyfs.CreateChainTableReply\x12R\n\x0eSetTargetState\x12 .fireflyfs.SetTargetStateRequest\x1a\x1e.fireflyfs.SetTargetStateReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,29 +55,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERNODEREPLY_CAPABILITYKEYSENTRY']._serialized_start=711
   _globals['_REGISTERNODEREPLY_CAPABILITYKEYSENTRY']._serialized_end=764
   _globals['_TARGETHEARTBEAT']._serialized_start=767
-  _globals['_TARGETHEARTBEAT']._serialized_end=918
-  _globals['_HEARTBEATREQUEST']._serialized_start=920
-  _globals['_HEARTBEATREQUEST']._serialized_end=1021
-  _globals['_HEARTBEATREPLY']._serialized_start=1024
-  _globals['_HEARTBEATREPLY']._serialized_end=1481
+  _globals['_TARGETHEARTBEAT']._serialized_end=985
+  _globals['_HEARTBEATREQUEST']._serialized_start=987
+  _globals['_HEARTBEATREQUEST']._serialized_end=1088
+  _globals['_HEARTBEATREPLY']._serialized_start=1091
+  _globals['_HEARTBEATREPLY']._serialized_end=1548
   _globals['_HEARTBEATREPLY_NODEKEYHASHESENTRY']._serialized_start=600
   _globals['_HEARTBEATREPLY_NODEKEYHASHESENTRY']._serialized_end=652
   _globals['_HEARTBEATREPLY_ADMINTOKENHASHESENTRY']._serialized_start=654
   _globals['_HEARTBEATREPLY_ADMINTOKENHASHESENTRY']._serialized_end=709
   _globals['_HEARTBEATREPLY_CAPABILITYKEYSENTRY']._serialized_start=711
   _globals['_HEARTBEATREPLY_CAPABILITYKEYSENTRY']._serialized_end=764
-  _globals['_GETROUTINGINFOREQUEST']._serialized_start=1483
-  _globals['_GETROUTINGINFOREQUEST']._serialized_end=1529
-  _globals['_GETROUTINGINFOREPLY']._serialized_start=1531
-  _globals['_GETROUTINGINFOREPLY']._serialized_end=1641
-  _globals['_CREATECHAINTABLEREQUEST']._serialized_start=1643
-  _globals['_CREATECHAINTABLEREQUEST']._serialized_end=1729
-  _globals['_CREATECHAINTABLEREPLY']._serialized_start=1731
-  _globals['_CREATECHAINTABLEREPLY']._serialized_end=1809
-  _globals['_SETTARGETSTATEREQUEST']._serialized_start=1811
-  _globals['_SETTARGETSTATEREQUEST']._serialized_end=1870
-  _globals['_SETTARGETSTATEREPLY']._serialized_start=1872
-  _globals['_SETTARGETSTATEREPLY']._serialized_end=1994
-  _globals['_MGMTD']._serialized_start=1997
-  _globals['_MGMTD']._serialized_end=2409
+  _globals['_GETROUTINGINFOREQUEST']._serialized_start=1550
+  _globals['_GETROUTINGINFOREQUEST']._serialized_end=1596
+  _globals['_GETROUTINGINFOREPLY']._serialized_start=1598
+  _globals['_GETROUTINGINFOREPLY']._serialized_end=1708
+  _globals['_CREATECHAINTABLEREQUEST']._serialized_start=1710
+  _globals['_CREATECHAINTABLEREQUEST']._serialized_end=1796
+  _globals['_CREATECHAINTABLEREPLY']._serialized_start=1798
+  _globals['_CREATECHAINTABLEREPLY']._serialized_end=1876
+  _globals['_SETTARGETSTATEREQUEST']._serialized_start=1878
+  _globals['_SETTARGETSTATEREQUEST']._serialized_end=1937
+  _globals['_SETTARGETSTATEREPLY']._serialized_start=1939
+  _globals['_SETTARGETSTATEREPLY']._serialized_end=2061
+  _globals['_MGMTD']._serialized_start=2064
+  _globals['_MGMTD']._serialized_end=2476
 # @@protoc_insertion_point(module_scope)

@@ -63,18 +63,24 @@ class RegisterNodeReply(_message.Message):
     def __init__(self, routing: _Optional[_Union[_types_pb2.RoutingInfo, _Mapping]] = ..., heartbeat_timeout_ms: _Optional[int] = ..., node_key_hashes: _Optional[_Mapping[int, bytes]] = ..., admin_token_hashes: _Optional[_Mapping[int, bytes]] = ..., capability_keys: _Optional[_Mapping[int, bytes]] = ...) -> None: ...
 
 class TargetHeartbeat(_message.Message):
-    __slots__ = ("target_id", "local_state", "used_bytes", "capacity_bytes", "chunk_count")
+    __slots__ = ("target_id", "local_state", "used_bytes", "capacity_bytes", "chunk_count", "fs_free_bytes", "fs_id", "capacity_configured")
     TARGET_ID_FIELD_NUMBER: _ClassVar[int]
     LOCAL_STATE_FIELD_NUMBER: _ClassVar[int]
     USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FS_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FS_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_CONFIGURED_FIELD_NUMBER: _ClassVar[int]
     target_id: int
     local_state: _types_pb2.LocalTargetState
     used_bytes: int
     capacity_bytes: int
     chunk_count: int
-    def __init__(self, target_id: _Optional[int] = ..., local_state: _Optional[_Union[_types_pb2.LocalTargetState, str]] = ..., used_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+    fs_free_bytes: int
+    fs_id: str
+    capacity_configured: bool
+    def __init__(self, target_id: _Optional[int] = ..., local_state: _Optional[_Union[_types_pb2.LocalTargetState, str]] = ..., used_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ..., fs_free_bytes: _Optional[int] = ..., fs_id: _Optional[str] = ..., capacity_configured: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("node_id", "targets", "incarnation")

@@ -147,7 +147,7 @@ class NodeInfo(_message.Message):
     def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[NodeType, str]] = ..., address: _Optional[str] = ..., status: _Optional[_Union[NodeStatus, str]] = ..., last_heartbeat_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., bulk_address: _Optional[str] = ...) -> None: ...
 
 class TargetInfo(_message.Message):
-    __slots__ = ("id", "node_id", "chain_id", "public_state", "local_state", "path", "used_bytes", "capacity_bytes", "chunk_count")
+    __slots__ = ("id", "node_id", "chain_id", "public_state", "local_state", "path", "used_bytes", "capacity_bytes", "chunk_count", "fs_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class TargetInfo(_message.Message):
     USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FS_ID_FIELD_NUMBER: _ClassVar[int]
     id: int
     node_id: int
     chain_id: int
@@ -166,7 +167,8 @@ class TargetInfo(_message.Message):
     used_bytes: int
     capacity_bytes: int
     chunk_count: int
-    def __init__(self, id: _Optional[int] = ..., node_id: _Optional[int] = ..., chain_id: _Optional[int] = ..., public_state: _Optional[_Union[PublicTargetState, str]] = ..., local_state: _Optional[_Union[LocalTargetState, str]] = ..., path: _Optional[str] = ..., used_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+    fs_id: str
+    def __init__(self, id: _Optional[int] = ..., node_id: _Optional[int] = ..., chain_id: _Optional[int] = ..., public_state: _Optional[_Union[PublicTargetState, str]] = ..., local_state: _Optional[_Union[LocalTargetState, str]] = ..., path: _Optional[str] = ..., used_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ..., fs_id: _Optional[str] = ...) -> None: ...
 
 class ChainInfo(_message.Message):
     __slots__ = ("id", "version", "targets")

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -78,6 +79,7 @@ class SpaceStats:
     map_used_bytes: int = 0       # the chunk metadata LMDB: pages in use ...
     map_bytes: int = 0            # ... its current map ...
     map_bytes_max: int = 0        # ... and what the map may grow to
+    fs_free_bytes: int = 0        # what the file system under it has free (shared with others on it)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -167,6 +169,9 @@ class ChunkEngine:
         self.fsync = fsync
         self.chunks_dir = self.target_dir / "chunks"
         self.chunks_dir.mkdir(parents=True, exist_ok=True)
+        # Names the file system under it across the cluster (host and device): mgmtd shares its
+        # free space among every target on it.
+        self.fs_id = f"{socket.gethostname()}:{os.stat(self.chunks_dir).st_dev}"
         self._chunks_prefix = f"{self.chunks_dir}{os.sep}"
         self._env = GrowingEnv(str(self.target_dir / "meta.lmdb"), map_bytes=map_size_bytes,
                                map_bytes_max=max(map_size_bytes, map_size_bytes_max),
@@ -1090,4 +1095,4 @@ class ChunkEngine:
         capacity = capacity_bytes if capacity_bytes else usage.total
         map_usage = self._env.usage()
         return SpaceStats(capacity, used, min(usage.free, max(capacity - used, 0)), count,
-                          map_usage.used_bytes, map_usage.map_bytes, map_usage.map_bytes_max)
+                          map_usage.used_bytes, map_usage.map_bytes, map_usage.map_bytes_max, usage.free)

@@ -258,7 +258,9 @@ class StorageNode:
             space = target.space()
             beats.append(mgmtd_pb2.TargetHeartbeat(
                 target_id=target.id, local_state=target.local_state, used_bytes=space.used_bytes,
-                capacity_bytes=space.capacity_bytes, chunk_count=space.chunk_count))
+                capacity_bytes=space.capacity_bytes, chunk_count=space.chunk_count,
+                fs_free_bytes=space.fs_free_bytes, fs_id=target.engine.fs_id,
+                capacity_configured=bool(target.capacity_bytes)))
         return beats
 
     def start(self) -> None:

@@ -55,6 +55,25 @@ def _incarnation_key(node_id: int) -> str:
     return f"mgmtd.incarnation.{node_id}"
 
 
+def _share_free_space(targets, usage_by_target: dict) -> None:
+    """Each target without a quota gets as capacity its used bytes plus an equal share of its file
+    system's free space, shared with every target on that file system (fs_id), of any node.
+
+    Each target reporting its whole file system's size made sums count one disk once per
+    target (3 nodes x 2 targets on one disk: 6 disks). With shares, capacity summed over
+    targets is the bytes held plus the free bytes of each file system once.
+    """
+    sharing: dict[str, int] = {}
+    for target in targets:
+        usage = usage_by_target.get(target.id)
+        if usage is not None and usage.fs_id and not usage.capacity_configured:
+            sharing[usage.fs_id] = sharing.get(usage.fs_id, 0) + 1
+    for target in targets:
+        usage = usage_by_target.get(target.id)
+        if usage is not None and usage.fs_id in sharing and not usage.capacity_configured:
+            target.capacity_bytes = usage.used_bytes + usage.fs_free_bytes // sharing[usage.fs_id]
+
+
 class ClusterState:
     def __init__(self, store: Store, heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT,
                  now_ms: int = 0, acting: bool = True) -> None:
@@ -361,6 +380,8 @@ class ClusterState:
             if usage is not None:
                 target.used_bytes, target.chunk_count = usage.used_bytes, usage.chunk_count
                 target.capacity_bytes = usage.capacity_bytes or target.capacity_bytes
+                target.fs_id = usage.fs_id
+        _share_free_space(info.targets, self._usage)
         return info
 
     def capacity(self, now_ms: int) -> tuple[int, int]:

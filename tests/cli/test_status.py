@@ -61,3 +61,46 @@ def test_status_of_an_unreachable_cluster_is_unavailable_within_the_timeout():
     assert report["health"] == "UNAVAILABLE" and report["meta_servers"][0]["answers"] is False
     assert "127.0.0.1:1" in report["problems"][0]
     assert time.monotonic() - started < 30
+
+
+def test_df_counts_a_shared_disk_once_and_du_sums_a_tree(cluster, tmp_path):
+    import shutil
+
+    from tests.conftest import unique_dir
+
+    report = json.loads(run("df", cluster.url, "--json").stdout)
+    targets = report["targets"]
+    assert len(targets) == report["total"]["targets"] >= 6
+    on_one_disk = {t["fs_id"] for t in targets}
+    assert len(on_one_disk) == report["total"]["file_systems"] == 1, "every session target is on one disk"
+    disk = shutil.disk_usage(tmp_path)
+    used = report["total"]["used_bytes"]
+    # Each target's whole-disk size summed once per target overstated it 6x; shares count it once.
+    assert report["total"]["capacity_bytes"] <= used + disk.free + disk.total // 50
+    assert report["total"]["capacity_bytes"] == sum(n["capacity_bytes"] for n in report["nodes"])
+    table = run("df", cluster.url)
+    assert table.exit_code == 0 and "total:" in table.stdout and "1 file system(s)" in table.stdout
+
+    base = f"{cluster.url}{unique_dir('du')}"
+    for name, size in (("a/one", 1000), ("a/b/two", 2345), ("three", 7)):
+        local = tmp_path / "f"
+        local.write_bytes(b"x" * size)
+        assert run("put", str(local), f"{base}/{name}").exit_code == 0
+    rows = json.loads(run("du", f"{base}", f"{base}/a/b/two", "--json").stdout)
+    assert [(r["bytes"], r["files"], r["directories"]) for r in rows] == [(3352, 3, 2), (2345, 1, 0)]
+    missing = run("du", f"{base}/nope")
+    assert missing.exit_code == 1 and "NotFound" in missing.stderr
+
+
+def test_stat_reads_as_a_person_reads_it(cluster, tmp_path):
+    from tests.conftest import unique_dir
+
+    url = f"{cluster.url}{unique_dir('stat')}/file"
+    local = tmp_path / "f"
+    local.write_bytes(b"y" * 2048)
+    assert run("put", str(local), url).exit_code == 0
+    lines = dict(line.split(None, 1) for line in run("stat", url).stdout.splitlines())
+    assert lines["mode"] == "-rw-r--r-- (0644)"
+    assert lines["size"] == "2048 (2.0 KiB)"
+    assert lines["mtime"].startswith("20") and "-" in lines["mtime"].split()[0]
+    assert int(json.loads(run("stat", url, "--json").stdout)["mode"]) & 0o777 == 0o644

@@ -129,6 +129,29 @@ def test_heartbeat_usage_and_local_state(cluster):
     assert cluster.capacity(20) == (2000, 55)
 
 
+def test_targets_share_their_file_systems_free_space_and_quotas_stay_apart(cluster):
+    """Three nodes' targets on one disk (a local cluster) and one target with a quota: the sum of
+    capacities counts the shared disk's free space once."""
+    for node_id in (1, 2, 3):
+        register(cluster, node_id, 0)
+    gib = 1 << 30
+    beats = {node_id: [mgmtd_pb2.TargetHeartbeat(
+        target_id=node_id * 100 + i, local_state=types_pb2.UPTODATE, used_bytes=10 * node_id + i,
+        capacity_bytes=500 * gib, fs_free_bytes=60 * gib, fs_id="host-a:2049") for i in (1, 2)]
+        for node_id in (1, 2, 3)}
+    beats[3][1].capacity_bytes, beats[3][1].capacity_configured = 7 * gib, True
+    beats[3][1].fs_id = "host-a:2050"
+    for node_id, node_beats in beats.items():
+        cluster.heartbeat(node_id, node_beats, 10)
+    targets = {t.id: t for t in cluster.routing(10).targets}
+    assert targets[101].capacity_bytes == 11 + 12 * gib            # 60 GiB free shared by 5 targets
+    assert targets[302].capacity_bytes == 7 * gib                    # its quota
+    assert targets[101].fs_id == "host-a:2049"
+    capacity, used = cluster.capacity(10)
+    assert used == sum(10 * n + i for n in (1, 2, 3) for i in (1, 2))
+    assert capacity == used - 32 + 60 * gib + 7 * gib
+
+
 def test_bad_registrations_and_heartbeats_change_nothing(cluster, store):
     register(cluster, 1, 0)
     before = dump(store)
