@@ -1,7 +1,7 @@
 """``ffs admin ...``: what the cluster manager knows, and the operator's levers.
 
     ffs admin nodes|targets|chains URL             views (Mgmtd.GetRoutingInfo)
-    ffs admin target offline|online ID URL         Mgmtd.SetTargetState
+    ffs admin target offline|online URL ID         Mgmtd.SetTargetState
     ffs admin chain-table create URL --replicas R  Mgmtd.CreateChainTable
 
 Verbs mirror 3FS's admin_cli list-nodes / list-targets / list-chains /
@@ -178,21 +178,34 @@ def _set_target_state(target_id: int, url: str, offline: bool) -> None:
     click.echo(f"target {target_id} {'held offline' if offline else 'released'}: now {state}{where}")
 
 
+def _url_and_target(ctx, param, values: tuple[str, str]) -> tuple[str, int]:
+    """URL ID, as every other command takes its URL first; ID URL still works (the old order)."""
+    url, target_text = values if values[0].startswith("ffs://") else (values[1], values[0])
+    _url_arg(ctx, param, url)
+    try:
+        target_id = int(target_text)
+    except ValueError:
+        raise click.BadParameter(f"{target_text!r} is not a target id (a number such as 101)") from None
+    if target_id < 1:
+        raise click.BadParameter(f"target id {target_id} is not >= 1")
+    return url, target_id
+
+
 @target.command("offline")
-@click.argument("target_id", type=click.IntRange(1))
-@click.argument("url", callback=_url_arg)
+@click.argument("url_and_id", nargs=2, metavar="URL ID", callback=_url_and_target)
 @json_option
-def target_offline(target_id: int, url: str) -> None:
+def target_offline(url_and_id: tuple[str, int]) -> None:
     """Hold target ID OFFLINE (it moves to its chain's end) until `target online`."""
+    url, target_id = url_and_id
     _set_target_state(target_id, url, True)
 
 
 @target.command("online")
-@click.argument("target_id", type=click.IntRange(1))
-@click.argument("url", callback=_url_arg)
+@click.argument("url_and_id", nargs=2, metavar="URL ID", callback=_url_and_target)
 @json_option
-def target_online(target_id: int, url: str) -> None:
+def target_online(url_and_id: tuple[str, int]) -> None:
     """Release target ID: it resyncs (waiting, syncing) and serves again."""
+    url, target_id = url_and_id
     _set_target_state(target_id, url, False)
 
 

@@ -1,4 +1,4 @@
-"""File commands through fsspec: ``ffs ls|stat|cat|put|get|rm|mkdir|mv ffs://host:port/path``.
+"""File commands through fsspec: ``ffs ls|stat|cat|put|get|rm|rmdir|mkdir|mv|cp|du|find|tree URL``.
 
 Everything goes through ``fsspec.url_to_fs`` so the CLI exercises exactly the
 path user code takes.
@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from ._output import (emit_json, human_bytes, json_mode, json_option, print_table,
-                      stdout_binary)
+from ._output import (EXIT_FAILURE, emit_json, error_payload, human_bytes, json_mode, json_option,
+                      print_table, report_failure, stdout_binary)
 
 read_block_bytes = 4 * 1024 * 1024
 
@@ -151,17 +151,24 @@ def cat(urls: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.argument("local", type=click.Path(exists=True, path_type=str))
+@click.argument("local", type=click.Path(exists=True, allow_dash=True, path_type=str))
 @click.argument("url", callback=_url_arg)
 @click.option("-r", "--recursive", is_flag=True, help="Copy a directory tree.")
 @json_option
 def put(local: str, url: str, recursive: bool) -> None:
-    """Copy a local file (or tree with -r) into the cluster."""
+    """Copy a local file (or tree with -r; - for stdin) into the cluster."""
     import os
 
+    fs, path = open_fs(url)
+    if local == "-":
+        stdin = click.open_file("-", "rb")
+        with fs.open(path, "wb") as handle:
+            while block := stdin.read(read_block_bytes):
+                handle.write(block)
+        _done({"put": "-", "to": url})
+        return
     if os.path.isdir(local) and not recursive:
         raise IsADirectoryError(f"{local} is a directory (use -r)")
-    fs, path = open_fs(url)
     fs.put(local, path, recursive=recursive)
     _done({"put": local, "to": url})
 
@@ -183,15 +190,29 @@ def get(url: str, local: str, recursive: bool) -> None:
 @click.command()
 @click.argument("urls", nargs=-1, required=True, callback=_url_arg)
 @click.option("-r", "--recursive", is_flag=True, help="Remove directories and their contents.")
+@click.option("-f", "--force", is_flag=True, help="Ignore paths that do not exist.")
 @json_option
-def rm(urls: tuple[str, ...], recursive: bool) -> None:
-    """Remove files (directories need -r)."""
-    for url in urls:
+def rm(urls: tuple[str, ...], recursive: bool, force: bool) -> None:
+    """Remove files (directories need -r); an error on one URL does not stop the others."""
+    def remove(url: str) -> None:
         fs, path = open_fs(url)
         if not recursive and fs.isdir(path):
             raise IsADirectoryError(f"{url} is a directory (use -r)")
         fs.rm(path, recursive=recursive)
-    _done({"removed": list(urls)})
+
+    _for_each(urls, remove, "removed", ignore_missing=force)
+
+
+@click.command()
+@click.argument("urls", nargs=-1, required=True, callback=_url_arg)
+@json_option
+def rmdir(urls: tuple[str, ...]) -> None:
+    """Remove empty directories."""
+    def remove(url: str) -> None:
+        fs, path = open_fs(url)
+        fs.rmdir(path)
+
+    _for_each(urls, remove, "removed")
 
 
 @click.command()
@@ -200,13 +221,14 @@ def rm(urls: tuple[str, ...], recursive: bool) -> None:
 @json_option
 def mkdir(urls: tuple[str, ...], parents: bool) -> None:
     """Create directories."""
-    for url in urls:
+    def create(url: str) -> None:
         fs, path = open_fs(url)
         if parents:
             fs.makedirs(path, exist_ok=True)
         else:
             fs.mkdir(path, create_parents=False)
-    _done({"created": list(urls)})
+
+    _for_each(urls, create, "created")
 
 
 @click.command()
@@ -221,8 +243,84 @@ def mv(source: str, destination: str) -> None:
         raise click.BadParameter("source and destination must be on the same cluster")
     fs, src_path = open_fs(source)
     _, dst_path = open_fs(destination)
+    fs.info(src_path)                    # a missing source is named as such, before anything is made
+    parent = dst_path.rstrip("/").rpartition("/")[0] or "/"
+    fs.makedirs(parent, exist_ok=True)   # as fsspec's local file system: missing parents are made
     fs.mv(src_path, dst_path)
     _done({"moved": source, "to": destination})
+
+
+@click.command()
+@click.argument("source", callback=_url_arg)
+@click.argument("destination", callback=_url_arg)
+@click.option("-r", "--recursive", is_flag=True, help="Copy a directory tree.")
+@json_option
+def cp(source: str, destination: str, recursive: bool) -> None:
+    """Copy a file (or tree with -r) within one cluster; the bytes stay on the storage nodes' side
+    of the network (the metadata service copies chunk by chunk)."""
+    if url_addresses(source) != url_addresses(destination):
+        raise click.BadParameter("source and destination must be on the same cluster (use get, then put)")
+    fs, src_path = open_fs(source)
+    _, dst_path = open_fs(destination)
+    if not recursive and fs.isdir(src_path):
+        raise IsADirectoryError(f"{source} is a directory (use -r)")
+    parent = dst_path.rstrip("/").rpartition("/")[0] or "/"
+    fs.makedirs(parent, exist_ok=True)
+    fs.copy(src_path, dst_path, recursive=recursive)
+    _done({"copied": source, "to": destination})
+
+
+@click.command()
+@click.argument("url", callback=_url_arg)
+@click.option("--name", "pattern", default=None, help="Only names matching this glob (as find -name).")
+@click.option("--type", "kind", type=click.Choice(["f", "d"]), default=None, help="Files (f) or directories (d).")
+@click.option("--maxdepth", type=click.IntRange(min=1), default=None, help="Descend at most this many levels.")
+@json_option
+def find(url: str, pattern: str | None, kind: str | None, maxdepth: int | None) -> None:
+    """Every path below URL (one paged Meta.Find), as find(1) prints them."""
+    import fnmatch
+
+    fs, path = open_fs(url)
+    fs.info(path)
+    entries = fs.find(path, maxdepth=maxdepth, withdirs=kind != "f", detail=True)
+    rows = [e for name, e in sorted(entries.items())
+            if (pattern is None or fnmatch.fnmatch(name.rsplit("/", 1)[-1], pattern))
+            and (kind is None or (e.get("type") == "directory") == (kind == "d"))]
+    if json_mode():
+        emit_json([_plain(e) for e in rows])
+        return
+    for entry in rows:
+        click.echo(entry["name"] + ("/" if entry.get("type") == "directory" and entry["name"] != "/" else ""))
+
+
+@click.command()
+@click.argument("url", callback=_url_arg)
+@click.option("-L", "--level", "maxdepth", type=click.IntRange(min=1), default=None, help="Descend at most this many levels.")
+def tree(url: str, maxdepth: int | None) -> None:
+    """The directory tree below URL, as tree(1) draws it, with sizes."""
+    fs, path = open_fs(url)
+    fs.info(path)
+    entries = fs.find(path, maxdepth=maxdepth, withdirs=True, detail=True)
+    children: dict[str, list[dict[str, Any]]] = {}
+    for name, entry in sorted(entries.items()):
+        if name != path:
+            children.setdefault(name.rstrip("/").rpartition("/")[0] or "/", []).append(entry)
+    click.echo(path)
+    counts = {"directory": 0, "file": 0}
+
+    def draw(directory: str, prefix: str) -> None:
+        below = children.get(directory, [])
+        for index, entry in enumerate(below):
+            last = index == len(below) - 1
+            is_dir = entry.get("type") == "directory"
+            counts["directory" if is_dir else "file"] += 1
+            label = entry["name"].rsplit("/", 1)[-1] + ("/" if is_dir else f"  ({human_bytes(entry.get('size'))})")
+            click.echo(f"{prefix}{'└── ' if last else '├── '}{label}")
+            if is_dir:
+                draw(entry["name"], prefix + ("    " if last else "│   "))
+
+    draw(path.rstrip("/") or "/", "")
+    click.echo(f"\n{counts['directory']} directories, {counts['file']} files")
 
 
 def _octal_mode(ctx, param, value: str) -> int:
@@ -273,6 +371,29 @@ def _done(result: dict[str, Any]) -> None:
         emit_json({"ok": True, **result})
 
 
+def _for_each(urls: tuple[str, ...], action, done_key: str, ignore_missing: bool = False) -> None:
+    """action(url) for every URL: a failure is reported and the rest still run, as rm(1) and
+    mkdir(1) do; the command exits 1 when any failed (a missing path does not count with
+    ignore_missing, as ``rm -f``)."""
+    from fireflyfs.common.errors import FfsError
+
+    done, failed = [], []
+    for url in urls:
+        try:
+            action(url)
+        except (FfsError, OSError) as exc:
+            if ignore_missing and isinstance(exc, FileNotFoundError):
+                continue
+            report_failure(exc)
+            failed.append({"url": url, **error_payload(exc)})
+        else:
+            done.append(url)
+    if json_mode():
+        emit_json({"ok": not failed, done_key: done, "failed": failed})
+    if failed:
+        click.get_current_context().exit(EXIT_FAILURE)
+
+
 @click.command()
 @click.argument("urls", nargs=-1, required=True, callback=_url_arg)
 @json_option
@@ -293,4 +414,4 @@ def du(urls: tuple[str, ...]) -> None:
                 [(human_bytes(r["bytes"]), r["bytes"], r["files"], r["directories"], r["url"]) for r in rows])
 
 
-COMMANDS = [ls, stat, cat, put, get, rm, mkdir, mv, chmod, chown, du]
+COMMANDS = [ls, stat, cat, put, get, rm, rmdir, mkdir, mv, cp, chmod, chown, du, find, tree]

@@ -6,11 +6,11 @@
     ffs testbed up|down|status|shape|exec     namespace hosts behind a shaped router (root)
     ffs status URL                            health at a glance (exit 0 healthy, 1 degraded, 3 unavailable)
     ffs df URL                                space per target and node, each disk counted once
-    ffs ls|stat|cat|put|get|rm|mkdir|mv|du URL   files, through fsspec
+    ffs ls|stat|cat|put|get|rm|rmdir|mkdir|mv|cp|du|find|tree URL   files, through fsspec
     ffs admin nodes|targets|chains URL        cluster manager views
     ffs admin fsck URL [--repair [--yes]]     compare replicas' bytes, find orphans (docs/fsck.md)
     ffs admin scrub URL                       scrub progress, bad chunks found and repaired
-    ffs admin target offline|online ID URL    hold a target offline / release it
+    ffs admin target offline|online URL ID    hold a target offline / release it
     ffs admin chain-table create URL          a chain table (--replicas R)
     ffs admin user add|list|remove|token rotate   users and their tokens (admins)
     ffs admin node key ID URL                 a storage node's key (admins)

@@ -28,7 +28,7 @@ from fireflyfs.proto import meta_pb2, types_pb2
 from . import permissions
 from .idempotency import IdemKey
 from .layouts import allocate_file_layout
-from .inodes import (close_session, end_sessions_of_client, inline_data, make_dirs, new_inode, open_session,
+from .inodes import (close_session, end_sessions_of_client, inline_data, make_parent_dirs, new_inode, open_session,
                       put_inline_record, release_link, touch_dir)
 from .resolve import DIR, FILE, as_path, load_inode, resolve, resolve_parent, walk
 from .store import Txn, session_key, u64_key
@@ -76,7 +76,7 @@ class CopyOps:
             self._check_file(source, src)
             permissions.require(source, permissions.READ, as_path(source_components), "copying")
             if parents:
-                parent, parent_components = make_dirs(txn, components[:-1], now_ns, 0o755, True, True, None, dst)
+                parent, parent_components = make_parent_dirs(txn, components[:-1], now_ns, dst)
             else:
                 parent, parent_components, _ = resolve_parent(txn, dst, "copy to")
             dst_components = parent_components + [components[-1]]

@@ -47,7 +47,7 @@ from .inline import AGAIN, MOVE_ATTEMPTS_MAX, InlineOps, NeedsMove
 from .layouts import allocate_file_layout
 from .leases import LeaseTable
 from .inodes import (check_mode, close_session, held_session, inline_data, inline_record, load_file_any,
-                      make_dirs, new_inode, open_session, release_link, store_file_any, touch_dir)
+                      make_parent_dirs, new_inode, open_session, release_link, store_file_any, touch_dir)
 from .resolve import DIR, FILE, as_path, resolve, resolve_parent, walk
 from .store import Store, Txn
 
@@ -187,10 +187,7 @@ class FileOps(CopyOps, InlineOps):
         def mutate(txn: Txn):
             self.idem.check(txn, key)
             if parents:
-                # A file where the parent directory must go is AlreadyExists (as os.makedirs
-                # and fsspec's auto_mkdir say); a file higher up is NotADirectory.
-                parent, parent_components = make_dirs(txn, components[:-1], now_ns, 0o755, True, True,
-                                                      None, path)
+                parent, parent_components = make_parent_dirs(txn, components[:-1], now_ns, path)
             else:
                 parent, parent_components, _ = resolve_parent(txn, path, "create")
             if txn.get_dentry(parent.id, name, likely_absent=True) is not None:

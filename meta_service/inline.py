@@ -56,7 +56,7 @@ from .idempotency import IdemKey
 from .layouts import allocate_file_layout
 from .replies import ReplyBudget
 from .inodes import (check_mode, close_session, end_sessions_of_client, inline_data, inline_record,
-                      load_file_any, make_dirs, new_inode, open_session, put_inline_record, store_file_any,
+                      load_file_any, make_parent_dirs, new_inode, open_session, put_inline_record, store_file_any,
                       touch_dir)
 from .resolve import FILE, as_path, resolve, resolve_parent, walk
 from .store import Txn, session_key
@@ -117,8 +117,7 @@ class InlineOps:
             def mutate(txn: Txn):
                 self.idem.check(txn, key)
                 if parents:
-                    parent, parent_components = make_dirs(txn, components[:-1], now_ns, 0o755, True, True,
-                                                          None, path)
+                    parent, parent_components = make_parent_dirs(txn, components[:-1], now_ns, path)
                 else:
                     parent, parent_components, _ = resolve_parent(txn, path, "create")
                 if txn.get_dentry(parent.id, name, likely_absent=True) is not None:

@@ -218,3 +218,13 @@ def make_dirs(txn: Txn, components: list[str], now_ns: int, mode: int, parents: 
         touch_dir(txn, current, now_ns)
         current, done = child, done + [name]
     return current, done
+
+
+def make_parent_dirs(txn: Txn, components: list[str], now_ns: int,
+                     shown_path: str) -> tuple[types_pb2.Inode, list[str]]:
+    """The directories a new file at shown_path goes in (components), made where missing; a file
+    anywhere on the way is NotADirectory, as open(2) and rename(2) say (ENOTDIR)."""
+    try:
+        return make_dirs(txn, components, now_ns, 0o755, True, True, None, shown_path)
+    except AlreadyExists:
+        raise NotADirectory(f"{shown_path}: {as_path(components)} is not a directory") from None

@@ -211,7 +211,7 @@ def test_admin_chain_table_create_and_target_offline_online(make_cluster):
     assert all(c["version"] == 1 and c["target_states"] == ["SERVING"] * 2 for c in chains)
 
     head, tail = chains[0]["targets"]
-    result = run("--json", "admin", "target", "offline", str(head), url)
+    result = run("--json", "admin", "target", "offline", url, str(head))     # URL first, as everywhere
     assert result.exit_code == 0, result.stderr
     moved = json.loads(result.stdout)
     assert moved["public_state"] == "OFFLINE" and moved["admin_offline"]
@@ -222,7 +222,7 @@ def test_admin_chain_table_create_and_target_offline_online(make_cluster):
     assert "offline" in run("admin", "targets", url).stdout
     assert "local states" in run("admin", "chains", url).stdout
 
-    result = run("admin", "target", "offline", str(tail), url)       # would stop the chain
+    result = run("admin", "target", "offline", str(tail), url)       # the old order works too; would stop the chain
     assert result.exit_code == 1 and "last SERVING" in result.stderr
     assert run("admin", "target", "offline", "999", url).exit_code == 1
     assert run("admin", "target", "offline", "0", url).exit_code == 2

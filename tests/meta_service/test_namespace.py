@@ -105,7 +105,7 @@ def test_bad_inputs_leave_store_unchanged(ns, store):
         (errors.NotADirectory, lambda: ns.remove("/d/f", NOW, directory_only=True)),
         (errors.NotADirectory, lambda: ns.list("/d/f")),
         (errors.NotADirectory, lambda: ns.create("/d/f/g", NOW)),
-        (errors.AlreadyExists, lambda: ns.create("/d/f/g", NOW, parents=True)),  # as os.makedirs
+        (errors.NotADirectory, lambda: ns.create("/d/f/g", NOW, parents=True)),  # as open(2): ENOTDIR
         (errors.NotADirectory, lambda: ns.create("/d/f/g/h", NOW, parents=True)),
         (errors.NotADirectory, lambda: ns.mkdirs("/d/f/g", NOW, parents=True)),
         (errors.IsADirectory, lambda: ns.remove("/d", NOW, file_only=True)),

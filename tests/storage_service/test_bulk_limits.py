@@ -283,8 +283,8 @@ def test_a_trickled_request_is_cut_at_the_request_deadline(node, from_byte):
     frame = write_frame(0, 4 * MiB, chunk_size=4 * MiB)
     with listener(node, peer_timeout_s=0.5, request_s_max=1.0) as server:
         sock = connect(server)
+        started = time.monotonic()      # before the first byte: the server's clock cannot start earlier
         sock.sendall(frame[:from_byte])
-        started = time.monotonic()
         sent = from_byte
         cut = False
         while time.monotonic() - started < SAFETY_S:
