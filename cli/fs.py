@@ -339,10 +339,11 @@ def _octal_mode(ctx, param, value: str) -> int:
 @json_option
 def chmod(mode: int, urls: tuple[str, ...]) -> None:
     """Set the permission bits (octal MODE) of each URL: its owner or an admin."""
-    for url in urls:
+    def change(url: str) -> None:
         fs, path = open_fs(url)
         fs.chmod(path, mode)
-    _done({"mode": f"{mode:o}", "changed": list(urls)})
+
+    _for_each(urls, change, "changed")
 
 
 def _owner(ctx, param, value: str) -> tuple[int | None, int | None]:
@@ -360,10 +361,11 @@ def _owner(ctx, param, value: str) -> tuple[int | None, int | None]:
 def chown(owner: tuple[int | None, int | None], urls: tuple[str, ...]) -> None:
     """Set the owner (admins) and/or group (the owner, to one of its groups) as [UID][:GID]."""
     uid, gid = owner
-    for url in urls:
+    def change(url: str) -> None:
         fs, path = open_fs(url)
         fs.chown(path, uid=uid, gid=gid)
-    _done({"uid": uid, "gid": gid, "changed": list(urls)})
+
+    _for_each(urls, change, "changed")
 
 
 def _done(result: dict[str, Any]) -> None:
