@@ -215,18 +215,38 @@ def rmdir(urls: tuple[str, ...]) -> None:
     _for_each(urls, remove, "removed")
 
 
+def _size(ctx, param, value: str | None) -> int | None:
+    from fireflyfs.common.units import parse_positive_size
+
+    if value is None:
+        return None
+    try:
+        return parse_positive_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @click.argument("urls", nargs=-1, required=True, callback=_url_arg)
 @click.option("-p", "--parents", is_flag=True, help="Create parents; no error if it exists.")
+@click.option("--chunk-size", callback=_size, metavar="SIZE",
+              help="Chunk size of files created in it (a power of two, such as 1MiB; docs/layouts.md).")
+@click.option("--stripe", "stripe_size", type=click.IntRange(min=1), help="Chains each file stripes over.")
+@click.option("--chain-table", "chain_table_id", type=click.IntRange(min=1), help="Chain table its files use.")
 @json_option
-def mkdir(urls: tuple[str, ...], parents: bool) -> None:
-    """Create directories."""
+def mkdir(urls: tuple[str, ...], parents: bool, chunk_size: int | None, stripe_size: int | None,
+          chain_table_id: int | None) -> None:
+    """Create directories; --chunk-size, --stripe and --chain-table set the layout of the files
+    created in them (else inherited from the parent; `ffs stat` shows it)."""
+    layout = {key: value for key, value in (("chunk_size", chunk_size), ("stripe_size", stripe_size),
+                                            ("chain_table_id", chain_table_id)) if value is not None}
+
     def create(url: str) -> None:
         fs, path = open_fs(url)
-        if parents:
+        if parents and not layout:
             fs.makedirs(path, exist_ok=True)
         else:
-            fs.mkdir(path, create_parents=False)
+            fs.mkdir(path, create_parents=parents, **layout)
 
     _for_each(urls, create, "created")
 

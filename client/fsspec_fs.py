@@ -302,7 +302,8 @@ class FireflyFileSystem(AbstractFileSystem):
             "ino": inode.id,
             "nlink": inode.nlink,
         }
-        if kind == "file":
+        if kind == "file" or (kind == "directory" and inode.layout.chunk_size):
+            # A directory's layout is the default of the files later created in it.
             info["chunk_size"] = inode.layout.chunk_size
             info["stripe_size"] = inode.layout.stripe_size
             info["chain_table"] = inode.layout.chain_table_id

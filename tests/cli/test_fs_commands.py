@@ -96,3 +96,17 @@ def test_find_and_tree_walk_a_directory(base):
         f"/{root}", "├── a/", "│   ├── b/", "│   │   └── y.txt  (5 B)", "│   └── x.bin  (5 B)", "└── z.txt  (5 B)",
         "", "2 directories, 3 files"]
     assert run("find", f"{base}/nope").exit_code == 1
+
+
+def test_mkdir_sets_the_layout_of_files_created_in_it_and_stat_shows_it(base):
+    result = run("mkdir", "-p", f"{base}/small", "--chunk-size", "1MiB", "--stripe", "2", "--chain-table", "1")
+    assert result.exit_code == 0, result.stderr
+    directory = json.loads(run("stat", f"{base}/small", "--json").stdout)
+    assert (directory["chunk_size"], directory["stripe_size"], directory["chain_table"]) == (1 << 20, 2, 1)
+    _put_bytes(f"{base}/small/sub/file", b"z" * (3 << 20))
+    info = json.loads(run("stat", f"{base}/small/sub/file", "--json").stdout)
+    assert (info["chunk_size"], info["stripe_size"]) == (1 << 20, 2), "inherited through sub/"
+    assert "chunk_size   1048576" in run("stat", f"{base}/small/sub/file").stdout
+    bad = run("mkdir", f"{base}/odd", "--chunk-size", "3MiB")
+    assert bad.exit_code == 1 and "InvalidArgument" in bad.stderr
+    assert run("mkdir", f"{base}/neg", "--chunk-size", "0").exit_code == 2
