@@ -149,3 +149,76 @@ def human_bytes(count: int | None) -> str:
 def stdout_binary():
     """The binary stdout (sys.stdout is looked up at call time so test runners can swap it)."""
     return sys.stdout.buffer
+
+
+class TransferProgress:
+    """Bytes moved by put/get: a progress bar on stderr when it is a terminal and not --json,
+    nothing when piped; ``summary()`` gives the bytes, files and seconds.
+
+    ``callback`` is what fsspec's put/get take: fsspec branches a callback off it for each
+    path and reports a file's size and bytes to it.
+    """
+
+    def __init__(self, label: str) -> None:
+        import time
+
+        from fsspec.callbacks import Callback
+
+        self.bytes = 0
+        self.files = 0
+        self._total = 0
+        self._started = time.monotonic()
+        self._progress = self._task = None
+        if sys.stderr.isatty() and not json_mode():
+            from rich.console import Console
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                      TransferSpeedColumn(), TimeRemainingColumn(),
+                                      console=Console(file=sys.stderr), transient=True)
+            self._task = self._progress.add_task(label, total=None)
+            self._progress.start()
+        outer = self
+
+        class _FileBytes(Callback):
+            def set_size(self, size):       # a file (a directory is made without one)
+                outer.files += 1
+                outer.expect_bytes(size)
+
+            def relative_update(self, inc=1):
+                outer.add_bytes(inc)
+
+        class _Files(Callback):
+            def set_size(self, size):
+                pass
+
+            def relative_update(self, inc=1):
+                pass
+
+            def branched(self, path_1, path_2, **kwargs):
+                return _FileBytes()
+
+        self.callback = _Files()
+
+    def expect_bytes(self, count: int) -> None:
+        self._total += count
+        if self._progress is not None:
+            self._progress.update(self._task, total=self._total)
+
+    def add_bytes(self, count: int) -> None:
+        self.bytes += count
+        if self._progress is not None:
+            self._progress.update(self._task, advance=count)
+
+    def __enter__(self) -> "TransferProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def summary(self) -> dict[str, Any]:
+        import time
+
+        return {"bytes": self.bytes, "files": self.files, "seconds": round(time.monotonic() - self._started, 3)}

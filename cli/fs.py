@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from ._output import (EXIT_FAILURE, emit_json, error_payload, human_bytes, json_mode, json_option,
-                      print_table, report_failure, stdout_binary)
+from ._output import (EXIT_FAILURE, TransferProgress, emit_json, error_payload, human_bytes, json_mode,
+                      json_option, print_table, report_failure, stdout_binary)
 
 read_block_bytes = 4 * 1024 * 1024
 
@@ -162,15 +162,18 @@ def put(local: str, url: str, recursive: bool) -> None:
     fs, path = open_fs(url)
     if local == "-":
         stdin = click.open_file("-", "rb")
-        with fs.open(path, "wb") as handle:
+        with TransferProgress(f"put - {url}") as progress, fs.open(path, "wb") as handle:
             while block := stdin.read(read_block_bytes):
                 handle.write(block)
-        _done({"put": "-", "to": url})
+                progress.add_bytes(len(block))
+            progress.files = 1
+        _done({"put": "-", "to": url, **progress.summary()})
         return
     if os.path.isdir(local) and not recursive:
         raise IsADirectoryError(f"{local} is a directory (use -r)")
-    fs.put(local, path, recursive=recursive)
-    _done({"put": local, "to": url})
+    with TransferProgress(f"put {local}") as progress:
+        fs.put(local, path, recursive=recursive, callback=progress.callback)
+    _done({"put": local, "to": url, **progress.summary()})
 
 
 @click.command()
@@ -183,8 +186,9 @@ def get(url: str, local: str, recursive: bool) -> None:
     fs, path = open_fs(url)
     if not recursive and fs.isdir(path):
         raise IsADirectoryError(f"{url} is a directory (use -r)")
-    fs.get(path, local, recursive=recursive)
-    _done({"get": url, "to": local})
+    with TransferProgress(f"get {url}") as progress:
+        fs.get(path, local, recursive=recursive, callback=progress.callback)
+    _done({"get": url, "to": local, **progress.summary()})
 
 
 @click.command()

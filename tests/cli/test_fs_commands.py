@@ -110,3 +110,45 @@ def test_mkdir_sets_the_layout_of_files_created_in_it_and_stat_shows_it(base):
     bad = run("mkdir", f"{base}/odd", "--chunk-size", "3MiB")
     assert bad.exit_code == 1 and "InvalidArgument" in bad.stderr
     assert run("mkdir", f"{base}/neg", "--chunk-size", "0").exit_code == 2
+
+
+def test_put_and_get_report_bytes_files_and_seconds(base, tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a").write_bytes(b"a" * 5000)
+    (tree / "sub" / "b").write_bytes(b"b" * (5 << 20))
+    single = json.loads(run("put", str(tree / "a"), f"{base}/a", "--json").stdout)
+    assert (single["bytes"], single["files"]) == (5000, 1) and single["seconds"] >= 0
+    many = json.loads(run("put", "-r", str(tree), f"{base}/tree", "--json").stdout)
+    assert (many["bytes"], many["files"]) == (5000 + (5 << 20), 2)
+    out = tmp_path / "out"
+    back = json.loads(run("get", "-r", f"{base}/tree", str(out), "--json").stdout)
+    assert (back["bytes"], back["files"]) == (5000 + (5 << 20), 2)
+    assert (out / "sub" / "b").read_bytes() == b"b" * (5 << 20)
+    piped = json.loads(run("put", "-", f"{base}/stdin", "--json", input=b"s" * 777).stdout)
+    assert (piped["bytes"], piped["files"]) == (777, 1)
+    plain = run("get", f"{base}/a", str(tmp_path / "a-copy"))
+    assert plain.exit_code == 0 and plain.stdout == "" and plain.stderr == "", "no progress bar when piped"
+
+
+def test_the_progress_bar_draws_on_a_terminal(base, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    local = tmp_path / "big"
+    local.write_bytes(b"p" * (9 << 20))
+    from fireflyfs.cli._output import TransferProgress
+
+    fs_url = f"{base}/big"
+    import fsspec
+    fs, path = fsspec.url_to_fs(fs_url, skip_instance_cache=True)
+    with TransferProgress("put big") as progress:
+        fs.put(str(local), path, callback=progress.callback)
+    assert progress.summary()["bytes"] == 9 << 20
+    assert "put big" in terminal.getvalue()
