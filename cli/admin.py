@@ -1,6 +1,7 @@
 """``ffs admin ...``: what the cluster manager knows, and the operator's levers.
 
     ffs admin nodes|targets|chains URL             views (Mgmtd.GetRoutingInfo)
+    ffs admin metrics URL                          every service's /metrics, summed up
     ffs admin target offline|online URL ID         Mgmtd.SetTargetState
     ffs admin chain-table create URL --replicas R  Mgmtd.CreateChainTable
 
@@ -156,6 +157,86 @@ def chains(url: str) -> None:
                 [(r["id"], r["version"], ",".join(map(str, r["targets"])),
                   ",".join(r["target_states"]), ",".join(r["local_states"]),
                   ",".join(map(str, r["chain_tables"]))) for r in rows])
+
+
+def metrics_endpoints(url: str) -> list[dict[str, Any]]:
+    """Every service's /metrics the routing info names: the answering meta server's, each meta
+    node's (etcd engine) and each storage node's."""
+    from fireflyfs.proto import types_pb2
+
+    reply = fetch_routing_reply(url)
+    endpoints = {}
+    if reply.metrics_address:
+        endpoints[reply.metrics_address] = {"service": "meta", "node_id": None, "address": reply.metrics_address}
+    for node in sorted(reply.routing.nodes, key=lambda n: (n.type, n.id)):
+        if node.metrics_address:
+            kind = "meta" if node.type == types_pb2.NODE_META else "storage"
+            endpoints[node.metrics_address] = {"service": kind, "node_id": node.id, "address": node.metrics_address}
+    return list(endpoints.values())
+
+
+def scrape(address: str) -> dict[str, float]:
+    """One /metrics page as {"name{label=value,...}": value} (histogram buckets left out)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=rpc_timeout_s) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") or sample.name.endswith("_created"):
+                continue
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def _sum(samples: dict[str, float], prefix: str, having: str = "") -> float:
+    return sum(v for k, v in samples.items() if k.startswith(prefix) and having in k)
+
+
+@admin.command("metrics")
+@click.argument("url", callback=_url_arg)
+@click.option("--raw", is_flag=True, help="Every sample of every service, not the summary.")
+@json_option
+def metrics(url: str, raw: bool) -> None:
+    """Scrape every service's Prometheus /metrics and sum them up: calls, errors, mean latency,
+    bulk bytes, chunks and inodes."""
+    rows = []
+    for endpoint in metrics_endpoints(url):
+        try:
+            samples = scrape(endpoint["address"])
+        except OSError as exc:
+            rows.append({**endpoint, "error": str(exc)})
+            continue
+        calls = _sum(samples, "ffs_rpc_requests_total")
+        seconds = _sum(samples, "ffs_rpc_seconds_sum")
+        rows.append({**endpoint, "error": None, "rpc_calls": int(calls),
+                     "rpc_errors": int(calls - _sum(samples, "ffs_rpc_requests_total", "outcome=ok")),
+                     "rpc_mean_ms": round(1000 * seconds / calls, 3) if calls else None,
+                     "bulk_read_bytes": int(_sum(samples, "ffs_bulk_bytes_total", "op=read")),
+                     "bulk_write_bytes": int(_sum(samples, "ffs_bulk_bytes_total", "op=write")),
+                     "bulk_update_bytes": int(_sum(samples, "ffs_bulk_bytes_total", "op=update")),
+                     "chunks": int(_sum(samples, "ffs_target_chunks")),
+                     "inodes": int(_sum(samples, "ffs_meta_inodes")) if endpoint["service"] == "meta" else None,
+                     **({"samples": samples} if raw else {})})
+    if json_mode():
+        emit_json({"endpoints": rows})
+        return
+    if raw:
+        for row in rows:
+            for name, value in sorted(row.get("samples", {}).items()):
+                click.echo(f"{row['service']}:{row['node_id'] or ''} {name} {value:g}")
+        return
+    print_table("metrics", ["service", "node", "endpoint", "calls", "errors", "mean ms", "read", "written",
+                            "chain in", "chunks", "inodes"],
+                [(r["service"], r["node_id"] or "", r["address"], r.get("rpc_calls", r["error"]),
+                  r.get("rpc_errors", ""), r.get("rpc_mean_ms") or "", human_bytes(r.get("bulk_read_bytes")),
+                  human_bytes(r.get("bulk_write_bytes")), human_bytes(r.get("bulk_update_bytes")),
+                  r.get("chunks", "") if r["service"] == "storage" else "",
+                  r.get("inodes") if r.get("inodes") is not None else "") for r in rows])
 
 
 @admin.group("target")

@@ -25,12 +25,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from concurrent import futures
 from typing import Callable, Iterator, Sequence
 
 import grpc
 
-from . import auth, errors, fork_gate, limits
+from . import auth, errors, fork_gate, limits, metrics
 from .auth import Principal
 from .errors import FfsError, Internal, InvalidArgument
 from .traffic import TrafficClass, grpc_options
@@ -206,7 +207,7 @@ def make_server(address: str, max_workers: int = 16,
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
-def add_health(server: grpc.Server, services: Sequence[str]) -> "health.HealthServicer":
+def add_health(server: grpc.Server, services: Sequence[str]):
     """gRPC's standard health service on server (grpc_health_probe, Kubernetes, load balancers):
     "" (the whole server) and each of services answer SERVING from now on; the caller says
     NOT_SERVING with ``enter_graceful_shutdown()`` when it stops. Asked without a token."""
@@ -245,20 +246,29 @@ class CallsParsedAndAuthenticated(grpc.ServerInterceptor):
         method = handler_call_details.method
         authenticate = self._authenticate
 
+        service_name, method_name = metrics.split_method(method)
+
         def parsed_then_handled(body: bytes, context: grpc.ServicerContext):
-            principal = auth.SUPERUSER
-            if authenticate is not None:
-                try:
-                    principal = authenticate(auth.token_of_metadata(context.invocation_metadata()))
-                except FfsError as exc:
-                    refused(method, context.peer(), exc, who="an unauthenticated caller")
-                    abort_with(context, exc)
+            started, outcome = time.perf_counter(), "error"
             try:
-                request = parse(body)
-            except Exception as exc:  # DecodeError and friends: the caller sent bytes that are no request
-                abort_with(context, InvalidArgument(f"{method}: unparsable request ({len(body)} bytes): {exc}"))
-            with auth.acting_as(principal):
-                return behavior(request, context)
+                principal = auth.SUPERUSER
+                if authenticate is not None:
+                    try:
+                        principal = authenticate(auth.token_of_metadata(context.invocation_metadata()))
+                    except FfsError as exc:
+                        refused(method, context.peer(), exc, who="an unauthenticated caller")
+                        abort_with(context, exc)
+                try:
+                    request = parse(body)
+                except Exception as exc:  # DecodeError and friends: the caller sent bytes that are no request
+                    abort_with(context, InvalidArgument(f"{method}: unparsable request ({len(body)} bytes): {exc}"))
+                with auth.acting_as(principal):
+                    reply = behavior(request, context)
+                outcome = "ok"
+                return reply
+            finally:
+                metrics.RPC_SECONDS.labels(service_name, method_name).observe(time.perf_counter() - started)
+                metrics.RPC_REQUESTS.labels(service_name, method_name, outcome).inc()
 
         return grpc.unary_unary_rpc_method_handler(parsed_then_handled, request_deserializer=None,
                                                    response_serializer=handler.response_serializer)

@@ -349,12 +349,13 @@ class LocalCluster:
                       ["--meta-engine", self.meta_engine, "--etcd-endpoints", ",".join(self.etcd_endpoints)])
             return [self.python, "-m", "fireflyfs.meta_service",
                     "--data-dir", str(self.data_dir(role)), "--listen", address, *engine,
+                    "--metrics-listen", f"{HOST}:0",
                     *(["--heartbeat-timeout-ms", str(timeout)] if timeout else []), *no_fsync,
                     *(security or ["--admin-token-file", str(self.admin_token_file), *self._tls_flags(role)])]
         node_id = self._node_id(role)
         command = [self.python, "-m", "fireflyfs.storage_service", "--node-id", str(node_id),
                    "--data-dir", str(self.data_dir(role)), "--listen", f"{HOST}:0",
-                   "--mgmtd", ",".join(self.meta_addresses), "--targets", str(self.targets_per_node),
+                   "--metrics-listen", f"{HOST}:0", "--mgmtd", ",".join(self.meta_addresses), "--targets", str(self.targets_per_node),
                    *no_fsync, *(security or ["--node-key-file", str(self.node_key_file(role)), *self._tls_flags(role)])]
         if timeout:
             command += ["--heartbeat-interval-ms", str(heartbeat_interval_ms_for(timeout)),

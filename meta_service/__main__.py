@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
     parser = argparse.ArgumentParser(prog="python -m fireflyfs.meta_service", description=__doc__)
     parser.add_argument("--data-dir", required=True, help="directory for meta.lmdb")
     parser.add_argument("--listen", default=defaults.listen, help="host:port to serve on (port 0: any)")
+    parser.add_argument("--metrics-listen", default=defaults.metrics_listen,
+                        help="host:port to serve Prometheus /metrics on (port 0: any; default: not served)")
     parser.add_argument("--log-file", default=None)
     parser.add_argument("--fsync", action=argparse.BooleanOptionalAction, default=defaults.fsync,
                         help="each mutation durable (fdatasync, group commit) before its reply (default); "
@@ -65,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
     if args.map_size_max < args.map_size:
         parser.error("--map-size-max must be at least --map-size")
     return dataclasses.replace(
-        defaults, data_dir=args.data_dir, listen=args.listen, log_file=args.log_file, fsync=args.fsync,
+        defaults, data_dir=args.data_dir, listen=args.listen, metrics_listen=args.metrics_listen,
+        log_file=args.log_file, fsync=args.fsync,
         gc_interval_ms=args.gc_interval_ms, gc_delay_ms=args.gc_delay_ms,
         heartbeat_timeout_ms=args.heartbeat_timeout_ms, session_lease_ms=args.session_lease_ms,
         storage_calls_max=args.storage_calls_max, map_size_bytes=args.map_size,

@@ -53,6 +53,10 @@ class LeaseTable:
         self._ends_ns: dict[str, int] = {}
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        """Clients with a lease (live or not yet reaped)."""
+        return len(self._ends_ns)
+
     def renew(self, client_id: str) -> None:
         """client_id holds (or is about to hold) sessions: its lease runs a full term from now."""
         ends_ns = self.clock_ns() + self.lease_ms * 1_000_000

@@ -55,8 +55,10 @@ def meta_node_id(data_dir: str, store) -> int:
 
 class MetaMembership:
     def __init__(self, store, node_id: int, address: str, cluster: ClusterState, leases: LeaseTable,
-                 heartbeat_timeout_ms: int, excluded_clients: frozenset[str] = frozenset()) -> None:
+                 heartbeat_timeout_ms: int, excluded_clients: frozenset[str] = frozenset(),
+                 metrics_address: str = "") -> None:
         self.store = store
+        self.metrics_address = metrics_address
         self.node_id = node_id
         self.address = address
         self.cluster = cluster
@@ -93,7 +95,7 @@ class MetaMembership:
         lease = self.store.client.lease_grant(self.ttl_s)
         record = types_pb2.NodeInfo(id=self.node_id, type=types_pb2.NODE_META, address=self.address,
                                     status=types_pb2.HEARTBEAT_CONNECTED, hostname=socket.gethostname(),
-                                    pid=os.getpid())
+                                    pid=os.getpid(), metrics_address=self.metrics_address)
         self.store.client.put(self._record_key, record.SerializeToString(), lease_id=lease)
         self._lease = lease
         lost = threading.Event()

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Mapping
 
-from fireflyfs.common import limits, tls
+from fireflyfs.common import limits, metrics, tls
 from fireflyfs.common.auth import node_key_hash, node_token
 from fireflyfs.common.rpc import add_health, make_server
 from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
@@ -49,6 +49,7 @@ class MetaConfig:
 
     data_dir: str
     listen: str = "127.0.0.1:0"
+    metrics_listen: str = ""                 # host:port of the Prometheus /metrics endpoint; "" = none
     log_file: str | None = None
     fsync: bool = True                       # durable before each reply; False: SIGKILL-safe only (store.py)
     gc_interval_ms: int = 200
@@ -164,17 +165,30 @@ class MetaServer:
             end_session=lambda inode_id, session_id, client_id: self.namespace.close(
                 inode_id, session_id, time.time_ns(), client_id=client_id),
             active=lambda: self.cluster.acting)
+        self.metrics_address = (metrics.serve(config.metrics_listen, metrics.GaugesAtScrape(self._gauges))
+                                if config.metrics_listen else "")
         self.membership = MetaMembership(self.store, self.node_id, self.address, self.cluster, self.leases,
-                                         config.heartbeat_timeout_ms, frozenset(Namespace.OWN_CLIENT_IDS)
+                                         config.heartbeat_timeout_ms, frozenset(Namespace.OWN_CLIENT_IDS),
+                                         metrics_address=self.metrics_address
                                          ) if self.store.engine == "etcd" else None
         meta_pb2_grpc.add_MetaServicer_to_server(MetaServicer(self.namespace, self.cluster, self.space_check,
                                                               self.users, self.cluster_secret,
                                                               self.capabilities), self.server)
         mgmtd_pb2_grpc.add_MgmtdServicer_to_server(MgmtdServicer(self.cluster, self._node_key_hashes,
                                                                  self.users.admin_token_hashes,
-                                                                 self.cluster_secret), self.server)
+                                                                 self.cluster_secret,
+                                                                 lambda: self.metrics_address), self.server)
         self.health = add_health(self.server, ("fireflyfs.Meta", "fireflyfs.Mgmtd"))
         self._stopped = threading.Event()
+
+    def _gauges(self):
+        """What /metrics shows of the namespace, read at scrape time."""
+        stats = self.namespace.statfs()
+        return [("ffs_meta_inodes", "Inodes in the namespace", [], [([], stats.inodes)]),
+                ("ffs_meta_gc_pending", "Unlinked files whose chunks GC has yet to remove", [],
+                 [([], stats.gc_pending)]),
+                ("ffs_meta_session_clients", "Clients holding write-session leases on this server", [],
+                 [([], len(self.leases))])]
 
     def _node_key_hashes(self) -> dict[int, bytes]:
         """What storage nodes check their callers' node keys with: every node routing names, and us."""

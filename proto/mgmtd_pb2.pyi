@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterNodeRequest(_message.Message):
-    __slots__ = ("node_id", "type", "address", "targets", "hostname", "pid", "incarnation", "bulk_address")
+    __slots__ = ("node_id", "type", "address", "targets", "hostname", "pid", "incarnation", "bulk_address", "metrics_address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class RegisterNodeRequest(_message.Message):
     PID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     BULK_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     type: _types_pb2.NodeType
     address: str
@@ -25,7 +26,8 @@ class RegisterNodeRequest(_message.Message):
     pid: int
     incarnation: int
     bulk_address: str
-    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[_types_pb2.NodeType, str]] = ..., address: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_types_pb2.TargetInfo, _Mapping]]] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ..., bulk_address: _Optional[str] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[_types_pb2.NodeType, str]] = ..., address: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_types_pb2.TargetInfo, _Mapping]]] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., incarnation: _Optional[int] = ..., bulk_address: _Optional[str] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
     __slots__ = ("routing", "heartbeat_timeout_ms", "node_key_hashes", "admin_token_hashes", "capability_keys")
@@ -134,14 +136,16 @@ class GetRoutingInfoRequest(_message.Message):
     def __init__(self, known_version: _Optional[int] = ...) -> None: ...
 
 class GetRoutingInfoReply(_message.Message):
-    __slots__ = ("changed", "routing", "admin_offline_targets")
+    __slots__ = ("changed", "routing", "admin_offline_targets", "metrics_address")
     CHANGED_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
     ADMIN_OFFLINE_TARGETS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     changed: bool
     routing: _types_pb2.RoutingInfo
     admin_offline_targets: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, changed: _Optional[bool] = ..., routing: _Optional[_Union[_types_pb2.RoutingInfo, _Mapping]] = ..., admin_offline_targets: _Optional[_Iterable[int]] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, changed: _Optional[bool] = ..., routing: _Optional[_Union[_types_pb2.RoutingInfo, _Mapping]] = ..., admin_offline_targets: _Optional[_Iterable[int]] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class CreateChainTableRequest(_message.Message):
     __slots__ = ("table_id", "replicas", "only_if_missing")

@@ -127,7 +127,7 @@ class ChunkId(_message.Message):
     def __init__(self, inode: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("id", "type", "address", "status", "last_heartbeat_ms", "hostname", "pid", "bulk_address")
+    __slots__ = ("id", "type", "address", "status", "last_heartbeat_ms", "hostname", "pid", "bulk_address", "metrics_address")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class NodeInfo(_message.Message):
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     BULK_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     id: int
     type: NodeType
     address: str
@@ -144,7 +145,8 @@ class NodeInfo(_message.Message):
     hostname: str
     pid: int
     bulk_address: str
-    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[NodeType, str]] = ..., address: _Optional[str] = ..., status: _Optional[_Union[NodeStatus, str]] = ..., last_heartbeat_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., bulk_address: _Optional[str] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[NodeType, str]] = ..., address: _Optional[str] = ..., status: _Optional[_Union[NodeStatus, str]] = ..., last_heartbeat_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., bulk_address: _Optional[str] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class TargetInfo(_message.Message):
     __slots__ = ("id", "node_id", "chain_id", "public_state", "local_state", "path", "used_bytes", "capacity_bytes", "chunk_count", "fs_id")

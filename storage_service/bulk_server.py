@@ -68,7 +68,7 @@ import threading
 import time
 from typing import Callable
 
-from fireflyfs.common import auth, capability
+from fireflyfs.common import auth, capability, metrics
 from fireflyfs.common.auth import Principal
 from fireflyfs.common.errors import (ChecksumMismatch, FfsError, InvalidArgument, NotFound, PermissionDenied,
                                      TooLarge, Unauthenticated, Unavailable)
@@ -94,6 +94,7 @@ from .rts import GrantGate
 from .target import Target
 
 log = logging.getLogger(__name__)
+_READ_BYTES, _WRITE_BYTES, _UPDATE_BYTES = (metrics.BULK_BYTES.labels(op) for op in ("read", "write", "update"))
 
 peer_timeout_s_default = 60.0      # one recv or send that moves nothing for this long drops the peer
 accept_backoff_s_min = 0.01        # after a failed accept (EMFILE...), doubling per failure
@@ -341,6 +342,7 @@ class BulkHandler:
                     else:
                         sender.add(part)
             sender.flush()
+            _READ_BYTES.inc(data_len)
         finally:
             if sending:
                 self.rts.end_sending()
@@ -424,6 +426,7 @@ class BulkHandler:
                 connection.enter(Phase.SENDING)
                 _send_error(sock, op, exc)
                 return True
+            (_UPDATE_BYTES if op == wire.OP_UPDATE else _WRITE_BYTES).inc(data_len)
         finally:
             if data_len:
                 budget.release(buffer, connection.peer_host)

@@ -54,11 +54,12 @@ class MgmtdLink:
                  routing: RoutingView, interval_s: float, *, rng: random.Random | None = None,
                  rpc_timeout_s: float = rpc_timeout_s_default, fence: Fence | None = None,
                  incarnation: int = 0, clock: Callable[[], float] = time.monotonic,
-                 bulk_address: str = "", mgmtd_keys: MgmtdKeys | None = None) -> None:
+                 bulk_address: str = "", mgmtd_keys: MgmtdKeys | None = None, metrics_address: str = "") -> None:
         self._stub = stub
         self.node_id = node_id
         self.address = address
         self.bulk_address = bulk_address   # the bulk data listener ("" = none: clients use gRPC)
+        self.metrics_address = metrics_address   # its /metrics ("" = not served)
         self._target_infos = target_infos
         self._target_heartbeats = target_heartbeats
         self.routing = routing
@@ -93,6 +94,8 @@ class MgmtdLink:
             request.incarnation = self.incarnation
         if self.bulk_address:
             request.bulk_address = self.bulk_address
+        if self.metrics_address:
+            request.metrics_address = self.metrics_address
         started = self._clock()
         with rpc_errors_mapped():
             reply = self._stub.RegisterNode(request, timeout=self._rpc_timeout_s)

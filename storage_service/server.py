@@ -76,7 +76,7 @@ import threading
 import time
 from pathlib import Path
 
-from fireflyfs.common import limits, tls
+from fireflyfs.common import limits, metrics, tls
 from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap, raise_open_files_limit
 from fireflyfs.common.primary_follower import PrimaryStub, split_addresses
@@ -139,6 +139,7 @@ class StorageConfig:
     scrub_bytes_per_s: int = scrub_bytes_per_s_default   # 0: no background scrub
     scrub_interval_s: float = scrub_interval_s_default     # a scrub pass starts at most this often
     bulk_limits: BulkLimits = BulkLimits()   # what the bulk listener holds at most
+    metrics_listen: str = ""         # host:port of the Prometheus /metrics endpoint; "" = none
     # Security (common/auth.py): the file holding this node's key (`ffs admin node key ID URL`
     # prints it); insecure: no key, no capability checks, every caller trusted (loopback development).
     node_key_file: Path | None = None
@@ -232,13 +233,16 @@ class StorageNode:
                                                authenticate=authenticate),
                                    config.bulk_listen or f"{host}:0", limits=config.bulk_limits,
                                    tls_context=tls.process_tls.bulk_server)
+        self.metrics_address = (metrics.serve(config.metrics_listen, metrics.GaugesAtScrape(self._gauges))
+                                if config.metrics_listen else "")
         # config.mgmtd: one meta server or several ("h1:p1,h2:p2"): heartbeats follow the primary.
         self._mgmtd = PrimaryStub(split_addresses(config.mgmtd), mgmtd_pb2_grpc.MgmtdStub, token=own_token)
         self.link = MgmtdLink(self._mgmtd, config.node_id, self.address,
                               self._target_infos, self._target_heartbeats, self.routing,
                               config.heartbeat_interval_ms / 1000.0, fence=self.fence,
                               incarnation=self.incarnation, mgmtd_keys=self.mgmtd_keys,
-                              bulk_address=self.bulk.address if self.bulk else "")
+                              bulk_address=self.bulk.address if self.bulk else "",
+                              metrics_address=self.metrics_address)
         self._stopped = threading.Event()
         self._closed = threading.Event()
 
@@ -248,6 +252,16 @@ class StorageNode:
             chain = routing.chain_of_target(target_id)
             target.local.observe(chain is not None, chain.state_of(target_id) if chain else 0)
         self.resync.on_routing(routing)
+
+    def _gauges(self):
+        """What /metrics shows of this node's targets, read at scrape time."""
+        spaces = [(str(target.id), target.space()) for target in self.targets.values()]
+        return [("ffs_target_used_bytes", "Bytes of chunks held by a target", ["target"],
+                 [([tid], space.used_bytes) for tid, space in spaces]),
+                ("ffs_target_capacity_bytes", "A target's quota, or its file system's size", ["target"],
+                 [([tid], space.capacity_bytes) for tid, space in spaces]),
+                ("ffs_target_chunks", "Chunks held by a target", ["target"],
+                 [([tid], space.chunk_count) for tid, space in spaces])]
 
     def _target_infos(self):
         return [target.info(self.config.node_id) for target in self.targets.values()]
@@ -344,6 +358,8 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
     parser.add_argument("--block-size", type=int,
                         default=_env_int("FFS_CHECKSUM_BLOCK_BYTES", CHECKSUM_BLOCK_BYTES_DEFAULT),
                         help="CRC32C block size of new chunks (bytes)")
+    parser.add_argument("--metrics-listen", default="",
+                        help="host:port to serve Prometheus /metrics on (port 0: any; default: not served)")
     parser.add_argument("--bulk-listen", default="",
                         help="host:port of the bulk data listener (default: the --listen host, port 0)")
     parser.add_argument("--chain-forward", choices=CHAIN_FORWARDS,
@@ -431,6 +447,7 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                          heartbeat_interval_ms=args.heartbeat_interval_ms,
                          heartbeat_timeout_ms=args.heartbeat_timeout_ms, fsync=args.fsync,
                          block_size=args.block_size, bulk_listen=args.bulk_listen if args.bulk else None,
+                         metrics_listen=args.metrics_listen,
                          chain_forward=args.chain_forward,
                          chunk_pool_files=args.chunk_pool_files,
                          chunk_pool_prefill_mib=args.chunk_pool_prefill_mib,

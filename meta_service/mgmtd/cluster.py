@@ -105,7 +105,8 @@ class ClusterState:
     # -- writes ------------------------------------------------------------
     def register_node(self, node_id: int, node_type: int, address: str, targets: list[types_pb2.TargetInfo],
                       now_ms: int, hostname: str = "", pid: int = 0,
-                      incarnation: int = 0, bulk_address: str = "") -> types_pb2.RoutingInfo:
+                      incarnation: int = 0, bulk_address: str = "",
+                      metrics_address: str = "") -> types_pb2.RoutingInfo:
         if node_id <= 0:
             raise InvalidArgument(f"node id must be positive, got {node_id}")
         if node_type == types_pb2.NODE_TYPE_UNSPECIFIED:
@@ -151,7 +152,7 @@ class ClusterState:
                     changed |= self._restarted(txn, node_id, known, incarnation)
             node = types_pb2.NodeInfo(id=node_id, type=node_type, address=address,
                                       status=types_pb2.HEARTBEAT_CONNECTED, hostname=hostname, pid=pid,
-                                      bulk_address=bulk_address)
+                                      bulk_address=bulk_address, metrics_address=metrics_address)
             old_node = txn.get_msg("nodes", u32_key(node_id), types_pb2.NodeInfo)
             if node != old_node:
                 txn.put_msg("nodes", u32_key(node_id), node)

@@ -28,8 +28,10 @@ class MgmtdServicer(mgmtd_pb2_grpc.MgmtdServicer):
     """Registrations and heartbeats only with the node's own key; cluster changes only for admins."""
 
     def __init__(self, cluster: ClusterState, node_key_hashes: Callable[[], dict[int, bytes]] = dict,
-                 admin_token_hashes: Callable[[], dict[int, bytes]] = dict, cluster_secret: bytes = b"") -> None:
+                 admin_token_hashes: Callable[[], dict[int, bytes]] = dict, cluster_secret: bytes = b"",
+                 metrics_address: Callable[[], str] = str) -> None:
         self.cluster = cluster
+        self._metrics_address = metrics_address   # this meta server's /metrics ("" when not served)
         self._node_key_hashes = node_key_hashes
         self._admin_token_hashes = admin_token_hashes
         self._cluster_secret = cluster_secret
@@ -47,7 +49,7 @@ class MgmtdServicer(mgmtd_pb2_grpc.MgmtdServicer):
         _check_incarnation(request.incarnation, request.node_id)
         routing = self.cluster.register_node(request.node_id, request.type, request.address,
                                              list(request.targets), now_ms(), request.hostname, request.pid,
-                                             request.incarnation, request.bulk_address)
+                                             request.incarnation, request.bulk_address, request.metrics_address)
         return mgmtd_pb2.RegisterNodeReply(routing=routing,
                                            heartbeat_timeout_ms=self.cluster.heartbeat_timeout_ms,
                                            **self._hashes_for_caller())
@@ -65,7 +67,8 @@ class MgmtdServicer(mgmtd_pb2_grpc.MgmtdServicer):
         if request.known_version and request.known_version == routing.version:
             return mgmtd_pb2.GetRoutingInfoReply(changed=False)
         return mgmtd_pb2.GetRoutingInfoReply(changed=True, routing=routing,
-                                             admin_offline_targets=self.cluster.admin_offline_targets())
+                                             admin_offline_targets=self.cluster.admin_offline_targets(),
+                                             metrics_address=self._metrics_address())
 
     def CreateChainTable(self, request, context):
         auth.require_admin("creating a chain table")

@@ -33,12 +33,13 @@ def test_command_lines_follow_the_contract(tmp_path):
     tls_dir, ca = tmp_path / "tls", str(local.ca_file)
     assert local.command("meta") == ["py", "-m", "fireflyfs.meta_service", "--data-dir",
                                      str(tmp_path / "meta"), "--listen", "127.0.0.1:4321",
-                                     "--admin-token-file", str(tmp_path / "admin.token"),
+                                     "--metrics-listen", "127.0.0.1:0", "--admin-token-file", str(tmp_path / "admin.token"),
                                      "--tls-cert", str(tls_dir / "meta.pem"), "--tls-key", str(tls_dir / "meta.key"),
                                      "--tls-ca", ca]
     assert local.command("storage-2") == [
         "py", "-m", "fireflyfs.storage_service", "--node-id", "2", "--data-dir",
-        str(tmp_path / "storage-2"), "--listen", "127.0.0.1:0", "--mgmtd", "127.0.0.1:4321",
+        str(tmp_path / "storage-2"), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+        "--mgmtd", "127.0.0.1:4321",
         "--targets", "3", "--node-key-file", str(tmp_path / "storage-2" / "node.key"),
         "--tls-cert", str(tls_dir / "storage-2.pem"), "--tls-key", str(tls_dir / "storage-2.key"), "--tls-ca", ca]
     assert oct((tls_dir / "meta.key").stat().st_mode & 0o777) == "0o600"
