@@ -204,6 +204,28 @@ def make_server(address: str, max_workers: int = 16,
     return server, port
 
 
+WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+
+
+def advertised_address(listen: str, bound_port: int, advertise_host: str = "") -> str:
+    """The host:port others are told to reach a listener bound to listen (its port: bound_port).
+
+    advertise_host (a name or IP) wins; else the listen host, unless it is a wildcard
+    (0.0.0.0: every interface), which no peer can dial: then this host's name, which must
+    resolve on the other hosts (set advertise where it does not).
+    """
+    host = advertise_host or listen.rpartition(":")[0]
+    if host in WILDCARD_HOSTS:
+        import socket
+
+        host = socket.getfqdn()
+        log.warning("listening on %s: advertising %s:%d; set advertise to the address other hosts reach",
+                    listen, host, bound_port)
+    if ":" in host and not host.startswith("["):       # a bare IPv6 address
+        host = f"[{host}]"
+    return f"{host}:{bound_port}"
+
+
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
 

@@ -22,6 +22,9 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
     parser = argparse.ArgumentParser(prog="python -m fireflyfs.meta_service", description=__doc__)
     parser.add_argument("--data-dir", required=True, help="directory for meta.lmdb")
     parser.add_argument("--listen", default=defaults.listen, help="host:port to serve on (port 0: any)")
+    parser.add_argument("--advertise", default=defaults.advertise, metavar="HOST",
+                        help="the host name or IP other hosts reach this server at (default: the --listen "
+                             "host; needed when listening on 0.0.0.0)")
     parser.add_argument("--metrics-listen", default=defaults.metrics_listen,
                         help="host:port to serve Prometheus /metrics on (port 0: any; default: not served)")
     parser.add_argument("--log-file", default=None)
@@ -68,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> MetaConfig:
         parser.error("--map-size-max must be at least --map-size")
     return dataclasses.replace(
         defaults, data_dir=args.data_dir, listen=args.listen, metrics_listen=args.metrics_listen,
+        advertise=args.advertise,
         log_file=args.log_file, fsync=args.fsync,
         gc_interval_ms=args.gc_interval_ms, gc_delay_ms=args.gc_delay_ms,
         heartbeat_timeout_ms=args.heartbeat_timeout_ms, session_lease_ms=args.session_lease_ms,

@@ -14,7 +14,7 @@ from typing import Mapping
 
 from fireflyfs.common import limits, metrics, tls
 from fireflyfs.common.auth import node_key_hash, node_token
-from fireflyfs.common.rpc import add_health, make_server
+from fireflyfs.common.rpc import add_health, advertised_address, make_server
 from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
 
 from .capabilities import CapabilityIssuer
@@ -50,6 +50,7 @@ class MetaConfig:
     data_dir: str
     listen: str = "127.0.0.1:0"
     metrics_listen: str = ""                 # host:port of the Prometheus /metrics endpoint; "" = none
+    advertise: str = ""                      # the host others reach this server at; "": the listen host
     log_file: str | None = None
     fsync: bool = True                       # durable before each reply; False: SIGKILL-safe only (store.py)
     gc_interval_ms: int = 200
@@ -144,8 +145,7 @@ class MetaServer:
         if not config.insecure:
             authenticate = MetaAuthenticator(self.users, self.cluster_secret)
         self.server, self.port = make_server(config.listen, config.rpc_workers_max, authenticate=authenticate)
-        host = config.listen.rpartition(":")[0]
-        self.address = f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
+        self.address = advertised_address(config.listen, self.port, config.advertise)
         self.capabilities = CapabilityIssuer(self.cluster_secret, config.capability_ttl_ms)
         self.chunk_store = chunk_store or LazyStorageClient(self.address, f"meta-{os.getpid()}", own_token,
                                                             self.capabilities)

@@ -81,7 +81,7 @@ from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap, raise_open_files_limit
 from fireflyfs.common.primary_follower import PrimaryStub, split_addresses
 from fireflyfs.common.auth import NODE_TOKEN_PREFIX, parse_token, read_token_file
-from fireflyfs.common.rpc import add_health, make_server
+from fireflyfs.common.rpc import add_health, advertised_address, make_server
 from fireflyfs.common.units import parse_positive_size, parse_size
 from fireflyfs.proto import mgmtd_pb2, mgmtd_pb2_grpc, storage_pb2_grpc
 
@@ -140,6 +140,7 @@ class StorageConfig:
     scrub_interval_s: float = scrub_interval_s_default     # a scrub pass starts at most this often
     bulk_limits: BulkLimits = BulkLimits()   # what the bulk listener holds at most
     metrics_listen: str = ""         # host:port of the Prometheus /metrics endpoint; "" = none
+    advertise: str = ""              # the host others reach this node at; "": the listen host
     # Security (common/auth.py): the file holding this node's key (`ffs admin node key ID URL`
     # prints it); insecure: no key, no capability checks, every caller trusted (loopback development).
     node_key_file: Path | None = None
@@ -225,7 +226,7 @@ class StorageNode:
                             self.scrubber, capabilities=self.capability_gate), self.server)
         self.health = add_health(self.server, ("fireflyfs.Storage",))
         host = config.listen.rsplit(":", 1)[0] or "127.0.0.1"
-        self.address = f"{host}:{self.port}"
+        self.address = advertised_address(config.listen, self.port, config.advertise)
         self.bulk: BulkServer | None = None
         if config.bulk_listen is not None:
             self.bulk = BulkServer(BulkHandler(config.node_id, self.targets, self.routing, self.driver,
@@ -241,7 +242,8 @@ class StorageNode:
                               self._target_infos, self._target_heartbeats, self.routing,
                               config.heartbeat_interval_ms / 1000.0, fence=self.fence,
                               incarnation=self.incarnation, mgmtd_keys=self.mgmtd_keys,
-                              bulk_address=self.bulk.address if self.bulk else "",
+                              bulk_address=advertised_address(self.bulk.address, self.bulk.port, config.advertise)
+                              if self.bulk else "",
                               metrics_address=self.metrics_address)
         self._stopped = threading.Event()
         self._closed = threading.Event()
@@ -358,6 +360,9 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
     parser.add_argument("--block-size", type=int,
                         default=_env_int("FFS_CHECKSUM_BLOCK_BYTES", CHECKSUM_BLOCK_BYTES_DEFAULT),
                         help="CRC32C block size of new chunks (bytes)")
+    parser.add_argument("--advertise", default="", metavar="HOST",
+                        help="the host name or IP other hosts reach this node at (default: the --listen "
+                             "host; needed when listening on 0.0.0.0)")
     parser.add_argument("--metrics-listen", default="",
                         help="host:port to serve Prometheus /metrics on (port 0: any; default: not served)")
     parser.add_argument("--bulk-listen", default="",
@@ -447,7 +452,7 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
                          heartbeat_interval_ms=args.heartbeat_interval_ms,
                          heartbeat_timeout_ms=args.heartbeat_timeout_ms, fsync=args.fsync,
                          block_size=args.block_size, bulk_listen=args.bulk_listen if args.bulk else None,
-                         metrics_listen=args.metrics_listen,
+                         metrics_listen=args.metrics_listen, advertise=args.advertise,
                          chain_forward=args.chain_forward,
                          chunk_pool_files=args.chunk_pool_files,
                          chunk_pool_prefill_mib=args.chunk_pool_prefill_mib,

@@ -40,6 +40,7 @@ META_TOML = '''
 data_dir = "/srv/ffs/meta"
 listen = "0.0.0.0:7000"
 metrics_listen = "10.0.0.1:9100"
+advertise = "meta-1.example"
 log_file = "/var/log/ffs/meta.log"
 fsync = false
 gc_interval_ms = 500
@@ -78,6 +79,7 @@ block_size = 65536
 server_workers = 32
 bulk_listen = "10.0.0.7:8001"
 metrics_listen = "10.0.0.7:9100"
+advertise = "storage-7.example"
 chain_forward = "grpc"
 chunk_pool_files = 16
 chunk_pool_prefill_mib = 256
@@ -141,7 +143,7 @@ def test_every_meta_key_reaches_meta_config(tmp_path):
     got = json.loads(result.stdout)
     assert got == {
         "data_dir": "/srv/ffs/meta", "listen": "0.0.0.0:7000", "metrics_listen": "10.0.0.1:9100",
-        "log_file": "/var/log/ffs/meta.log",
+        "advertise": "meta-1.example", "log_file": "/var/log/ffs/meta.log",
         "fsync": False, "gc_interval_ms": 500, "gc_delay_ms": 60000, "heartbeat_timeout_ms": 4000,
         "map_size_bytes": 2 << 30, "map_size_bytes_max": 4 << 40, "space_warn_fraction": 0.9,
         "space_check_interval_ms": 5000, "rpc_workers_max": 32, "session_lease_ms": 30000,
@@ -164,7 +166,7 @@ def test_every_storage_key_reaches_storage_config(tmp_path):
         "mgmtd": "10.0.0.1:7000,10.0.0.2:7000", "targets": 4, "log_file": "/var/log/ffs/storage.log",
         "heartbeat_interval_ms": 500, "heartbeat_timeout_ms": 4000, "fsync": False, "block_size": 65536,
         "server_workers": 32, "bulk_listen": "10.0.0.7:8001", "metrics_listen": "10.0.0.7:9100",
-        "chain_forward": "grpc", "chunk_pool_files": 16,
+        "advertise": "storage-7.example", "chain_forward": "grpc", "chunk_pool_files": 16,
         "chunk_pool_prefill_mib": 256, "target_capacity_bytes": 500 << 30,
         "target_reserve": {"fraction": None, "bytes": 2 << 30},
         "target_map_size_bytes": 2 << 30, "target_map_size_bytes_max": 128 << 30,

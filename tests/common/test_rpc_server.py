@@ -60,3 +60,15 @@ def test_unknown_method_stays_unimplemented(channel):
         channel.unary_unary(f"/{SERVICE}/Nothing", request_serializer=None, response_deserializer=None)(
             b"", timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_the_advertised_address_is_what_peers_can_dial(caplog):
+    from fireflyfs.common.rpc import advertised_address
+
+    assert advertised_address("10.0.0.7:0", 8123) == "10.0.0.7:8123"
+    assert advertised_address("0.0.0.0:8000", 8000, "storage-7.example") == "storage-7.example:8000"
+    assert advertised_address("[::]:8000", 8000, "fd00::7") == "[fd00::7]:8000"
+    with caplog.at_level("WARNING"):
+        wildcard = advertised_address("0.0.0.0:8000", 8000)
+    import socket
+    assert wildcard == f"{socket.getfqdn()}:8000" and "set advertise" in caplog.text
