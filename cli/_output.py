@@ -135,6 +135,18 @@ def report_failure(exc: BaseException) -> None:
                    err=True)
 
 
+def size_param(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A click callback: a positive byte size such as 4MiB or 1048576 (None stays None)."""
+    from fireflyfs.common.units import parse_positive_size
+
+    if value is None:
+        return None
+    try:
+        return parse_positive_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def human_bytes(count: int | None) -> str:
     if count is None:
         return ""

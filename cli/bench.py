@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from ._output import emit_json, json_mode, json_option, print_table
+from ._output import emit_json, json_mode, json_option, print_table, size_param
 
 
 class _RichReporter:
@@ -42,26 +42,15 @@ class _RichReporter:
             self.progress.advance(self.task, count)
 
 
-def _size(ctx, param, value):
-    from fireflyfs.common.units import parse_size
-
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
-
-
 @click.group(invoke_without_command=True)   # plus ``ffs bench fabric`` and ``ffs bench sort``
 @click.option("--url", default=None, help="An existing cluster (ffs://HOST:PORT); default: start a local one "
                                           "(3 storage nodes, replication 1) in a tmp dir.")
 @click.option("--full", is_flag=True, help="The issue's sizes: a 1 GiB file, more requests and files "
                                            "(several minutes).")
 @click.option("--only", default=None, help="Comma-separated groups: sequential,random,small  [default: all]")
-@click.option("--seq-size", callback=_size, default=None, help="Sequential file size  [default: 256MiB; "
+@click.option("--seq-size", callback=size_param, default=None, help="Sequential file size  [default: 256MiB; "
                                                                 "--full 1GiB]")
-@click.option("--block", callback=_size, default=None, help="Bytes per sequential write/readinto  [default: 4MiB]")
+@click.option("--block", callback=size_param, default=None, help="Bytes per sequential write/readinto  [default: 4MiB]")
 @click.option("--small-files", type=click.IntRange(1), default=None, help="Small files per test  "
                                                                           "[default: 1000; --full 5000]")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Threads of the threaded "

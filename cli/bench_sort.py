@@ -6,22 +6,13 @@ import sys
 
 import click
 
-from ._output import emit_json, json_mode, json_option, print_table
-
-
-def _size(ctx, param, value):
-    from fireflyfs.common.units import parse_positive_size
-
-    try:
-        return parse_positive_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+from ._output import emit_json, json_mode, json_option, print_table, size_param
 
 
 @click.command("sort")
 @click.option("--url", default=None, help="An existing cluster (ffs://HOST:PORT[/DIR]); default: start a local "
                                           "one (3 storage nodes) in a tmp dir.")
-@click.option("--size", callback=_size, default="256MiB", show_default=True,
+@click.option("--size", callback=size_param, default="256MiB", show_default=True,
               help="Input bytes, as 100-byte records (e.g. 4GiB).")
 @click.option("--workers", type=click.IntRange(0), default=0, help="Worker processes  [default: one per CPU]")
 @click.option("--input-files", type=click.IntRange(0), default=0,

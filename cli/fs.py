@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ._output import (EXIT_FAILURE, TransferProgress, emit_json, error_payload, human_bytes, json_mode,
-                      json_option, print_table, report_failure, stdout_binary)
+                      json_option, print_table, report_failure, size_param, stdout_binary)
 
 read_block_bytes = 4 * 1024 * 1024
 
@@ -219,21 +219,10 @@ def rmdir(urls: tuple[str, ...]) -> None:
     _for_each(urls, remove, "removed")
 
 
-def _size(ctx, param, value: str | None) -> int | None:
-    from fireflyfs.common.units import parse_positive_size
-
-    if value is None:
-        return None
-    try:
-        return parse_positive_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @click.command()
 @click.argument("urls", nargs=-1, required=True, callback=_url_arg)
 @click.option("-p", "--parents", is_flag=True, help="Create parents; no error if it exists.")
-@click.option("--chunk-size", callback=_size, metavar="SIZE",
+@click.option("--chunk-size", callback=size_param, metavar="SIZE",
               help="Chunk size of files created in it (a power of two, such as 1MiB; docs/layouts.md).")
 @click.option("--stripe", "stripe_size", type=click.IntRange(min=1), help="Chains each file stripes over.")
 @click.option("--chain-table", "chain_table_id", type=click.IntRange(min=1), help="Chain table its files use.")
