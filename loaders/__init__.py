@@ -36,7 +36,14 @@ def __getattr__(name: str):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    try:
+        module = importlib.import_module(f"{__name__}.{home}")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "torch":
+            raise
+        raise ModuleNotFoundError(f"fireflyfs.loaders.{name} needs PyTorch, which the 'loaders' extra "
+                                  f"installs: pip install 'fireflyfs[loaders]'", name="torch") from exc
+    value = getattr(module, name)
     globals()[name] = value
     return value
 
