@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Sequence
 
 import grpc
 
-from . import auth, errors, fork_gate, limits, metrics
+from . import auth, errors, fork_gate, limits, logs, metrics
 from .auth import Principal
 from .errors import FfsError, Internal, InvalidArgument
 from .traffic import TrafficClass, grpc_options
@@ -284,8 +284,12 @@ class CallsParsedAndAuthenticated(grpc.ServerInterceptor):
                     request = parse(body)
                 except Exception as exc:  # DecodeError and friends: the caller sent bytes that are no request
                     abort_with(context, InvalidArgument(f"{method}: unparsable request ({len(body)} bytes): {exc}"))
-                with auth.acting_as(principal):
-                    reply = behavior(request, context)
+                request_token = logs.request_id.set(getattr(request, "request_id", "") or "-")
+                try:
+                    with auth.acting_as(principal):
+                        reply = behavior(request, context)
+                finally:
+                    logs.request_id.reset(request_token)
                 outcome = "ok"
                 return reply
             finally:

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Mapping
 
-from fireflyfs.common import limits, metrics, tls
+from fireflyfs.common import limits, logs, metrics, tls
 from fireflyfs.common.auth import node_key_hash, node_token
 from fireflyfs.common.rpc import add_health, advertised_address, make_server
 from fireflyfs.proto import meta_pb2_grpc, mgmtd_pb2_grpc
@@ -135,6 +135,7 @@ class MetaServer:
             tls.configure(tls.TlsFiles(config.tls_cert, config.tls_key, config.tls_ca))
         now_ns = time.time_ns()
         self.node_id = config.node_id or meta_node_id(config.data_dir, self.store)
+        logs.set_node(self.node_id)
         self.users = Users(self.store)
         self.cluster_secret = cluster_secret(self.store)
         if config.admin_token_file and bootstrap_admin(self.users, config.admin_token_file, now_ns):
@@ -233,10 +234,5 @@ class MetaServer:
         self._stopped.wait()
 
 
-def setup_logging(log_file: str | None, level: int = logging.INFO) -> None:
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s meta pid=%(process)d %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+def setup_logging(log_file: str | None, level: int = logging.INFO, node_id: int = 0) -> None:
+    logs.setup("meta", node_id, log_file, level)

@@ -76,7 +76,7 @@ import threading
 import time
 from pathlib import Path
 
-from fireflyfs.common import limits, metrics, tls
+from fireflyfs.common import limits, logs, metrics, tls
 from fireflyfs.common.errors import InvalidArgument
 from fireflyfs.common.process_tuning import keep_large_buffers_on_heap, raise_open_files_limit
 from fireflyfs.common.primary_follower import PrimaryStub, split_addresses
@@ -466,15 +466,7 @@ def parse_args(argv: list[str] | None = None) -> StorageConfig:
 
 
 def setup_logging(config: StorageConfig) -> None:
-    fmt = f"%(asctime)s %(levelname)s storage[{config.node_id}] %(name)s: %(message)s"
-    handler: logging.Handler = (logging.FileHandler(config.log_file) if config.log_file
-                                else logging.StreamHandler())
-    handler.setFormatter(logging.Formatter(fmt))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    for name in filter(None, os.environ.get("FFS_DEBUG_LOGGERS", "").split(",")):
-        logging.getLogger(name.strip()).setLevel(logging.DEBUG)
+    logs.setup("storage", config.node_id, config.log_file)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -181,12 +181,21 @@ def test_every_storage_key_reaches_storage_config(tmp_path):
 
 
 def test_every_key_is_documented():
-    text = DOCS.read_text()
+    text = DOCS.read_text().split("## Environment variables", 1)[0]
     documented = set(re.findall(r"^\| `([\w.]+)` \|", text, flags=re.MULTILINE))
     meta, storage = text.split("## meta.toml", 1)[1].split("## storage.toml", 1)
     assert _keys(MetaConfig) <= set(re.findall(r"^\| `([\w.]+)` \|", meta, flags=re.MULTILINE))
     assert _keys(StorageConfig) <= set(re.findall(r"^\| `([\w.]+)` \|", storage, flags=re.MULTILINE))
     assert documented <= _keys(MetaConfig) | _keys(StorageConfig), "a documented key no service reads"
+
+
+def test_every_client_setting_and_environment_variable_is_documented():
+    from fireflyfs.client.config import ENV_PREFIX, ClientConfig
+
+    text = DOCS.read_text().split("## Environment variables", 1)[1]
+    documented = set(re.findall(r"^\| `(FFS_[A-Z_<>]+)`", text, flags=re.MULTILINE))
+    assert {ENV_PREFIX + field.name.upper() for field in dataclasses.fields(ClientConfig)} <= documented
+    assert {"FFS_ADDRESS", "FFS_TOKEN", "FFS_TLS_CA", "FFS_TIMEOUT", "FFS_LOG_FORMAT"} <= documented
 
 
 def test_bad_files_stop_the_command_naming_the_key(tmp_path):
