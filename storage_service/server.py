@@ -258,12 +258,17 @@ class StorageNode:
     def _gauges(self):
         """What /metrics shows of this node's targets, read at scrape time."""
         spaces = [(str(target.id), target.space()) for target in self.targets.values()]
+        workers = self.resync.workers()
         return [("ffs_target_used_bytes", "Bytes of chunks held by a target", ["target"],
                  [([tid], space.used_bytes) for tid, space in spaces]),
                 ("ffs_target_capacity_bytes", "A target's quota, or its file system's size", ["target"],
                  [([tid], space.capacity_bytes) for tid, space in spaces]),
                 ("ffs_target_chunks", "Chunks held by a target", ["target"],
-                 [([tid], space.chunk_count) for tid, space in spaces])]
+                 [([tid], space.chunk_count) for tid, space in spaces]),
+                ("ffs_resync_chunks_sent", "Chunks a running resync has pushed to its successor", ["target", "successor"],
+                 [([str(w.target.id), str(w.successor)], w.chunks_sent) for w in workers]),
+                ("ffs_resyncs_running", "Resyncs this node is running (one per syncing successor)", [],
+                 [([], len(workers))])]
 
     def _target_infos(self):
         return [target.info(self.config.node_id) for target in self.targets.values()]

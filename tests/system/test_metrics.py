@@ -58,6 +58,8 @@ def test_counters_move_by_what_a_known_workload_did(make_cluster):
     assert moved("ffs_rpc_seconds_count", "method=Stat,service=fireflyfs.Meta") == 6
     assert moved("ffs_target_chunks") == 2 * len(sizes), "one chunk per file on each of 2 replicas"
     assert moved("ffs_meta_inodes") == len(sizes)
+    assert _total(after, "ffs_resyncs_running") == 0, "a healthy chain resyncs nothing"
+    assert sum(1 for samples in after.values() if "ffs_resyncs_running" in samples) == 2
 
     summary = json.loads(run("admin", "metrics", local.url, "--json").stdout)["endpoints"]
     assert all(row["error"] is None for row in summary)
