@@ -24,7 +24,7 @@ def parse_url(url: str) -> tuple[str, int, str]:
     ffs://h1:p1,h2:p2/path); a usage error otherwise."""
     addresses = url_addresses(url)
     host, _, port = addresses[0].rpartition(":")
-    return host, int(port), urllib.parse.urlsplit(url).path or "/"
+    return host.strip("[]"), int(port), urllib.parse.urlsplit(url).path or "/"
 
 
 def url_addresses(url: str) -> list[str]:
@@ -41,7 +41,8 @@ def url_addresses(url: str) -> list[str]:
             raise click.BadParameter(f"bad port in {url!r}") from exc
         if not one.hostname or port is None:
             raise click.BadParameter(f"{url!r} lacks host:port (ffs://host:port/path)")
-        addresses.append(f"{one.hostname}:{port}")
+        host = f"[{one.hostname}]" if ":" in one.hostname else one.hostname    # IPv6 stays bracketed
+        addresses.append(f"{host}:{port}")
     return addresses
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 
+import click
 import pytest
 
 from tests.cli.test_cli import run
@@ -152,3 +153,14 @@ def test_the_progress_bar_draws_on_a_terminal(base, tmp_path, monkeypatch):
         fs.put(str(local), path, callback=progress.callback)
     assert progress.summary()["bytes"] == 9 << 20
     assert "put big" in terminal.getvalue()
+
+
+def test_urls_name_one_or_several_meta_servers():
+    from fireflyfs.cli.fs import parse_url, url_addresses
+
+    assert url_addresses("ffs://10.0.0.1:7000,10.0.0.2:7000/data") == ["10.0.0.1:7000", "10.0.0.2:7000"]
+    assert url_addresses("ffs://[fd00::1]:7000/x") == ["[fd00::1]:7000"]
+    assert parse_url("ffs://10.0.0.1:7000,10.0.0.2:7000/data") == ("10.0.0.1", 7000, "/data")
+    for bad in ("s3://bucket/x", "ffs://host/x", "ffs://h:1,h2/x"):
+        with pytest.raises(click.BadParameter, match="ffs://"):
+            url_addresses(bad)
