@@ -53,8 +53,8 @@ class LeaseTable:
         self._ends_ns: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
-        """Clients with a lease (live or not yet reaped)."""
+    def holders(self) -> int:
+        """Clients with a lease (live or not yet reaped). Not __len__: an empty table must stay truthy."""
         return len(self._ends_ns)
 
     def renew(self, client_id: str) -> None:

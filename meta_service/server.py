@@ -189,7 +189,7 @@ class MetaServer:
                 ("ffs_meta_gc_pending", "Unlinked files whose chunks GC has yet to remove", [],
                  [([], stats.gc_pending)]),
                 ("ffs_meta_session_clients", "Clients holding write-session leases on this server", [],
-                 [([], len(self.leases))])]
+                 [([], self.leases.holders())])]
 
     def _node_key_hashes(self) -> dict[int, bytes]:
         """What storage nodes check their callers' node keys with: every node routing names, and us."""
