@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Sequence
 
 import grpc
 
-from . import auth, errors, fork_gate, limits, logs, metrics
+from . import auth, errors, fork_gate, limits, logs
 from .auth import Principal
 from .errors import FfsError, Internal, InvalidArgument
 from .traffic import TrafficClass, grpc_options
@@ -256,7 +256,10 @@ class CallsParsedAndAuthenticated(grpc.ServerInterceptor):
     """
 
     def __init__(self, authenticate: Authenticate | None = None) -> None:
+        from . import metrics     # servers only: clients import this module without prometheus_client
+
         self._authenticate = authenticate
+        self._metrics = metrics
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
@@ -268,6 +271,7 @@ class CallsParsedAndAuthenticated(grpc.ServerInterceptor):
         method = handler_call_details.method
         authenticate = self._authenticate
 
+        metrics = self._metrics
         service_name, method_name = metrics.split_method(method)
 
         def parsed_then_handled(body: bytes, context: grpc.ServicerContext):
