@@ -234,5 +234,5 @@ class MetaServer:
         self._stopped.wait()
 
 
-def setup_logging(log_file: str | None, level: int = logging.INFO, node_id: int = 0) -> None:
-    logs.setup("meta", node_id, log_file, level)
+def setup_logging(log_file: str | None, level: int = logging.INFO) -> None:
+    logs.setup("meta", None, log_file, level)     # the node id follows once the store names it
