@@ -17,6 +17,7 @@ record lives in its own named DB instead):
     inline        inode id (8 B BE)                   -> the whole content of a small file (inline.py)
     meta_servers  node id (4 B BE)                    -> types.NodeInfo of a live meta server (etcd engine:
                                                          under that server's lease; membership.py)
+    moves         chain id (4 B BE) + target leaving  -> types.ChainMove under way (mgmtd/chain_moves.py)
 
 Big-endian ids keep a directory's entries (and an inode's sessions) in one
 contiguous key range, so a listing is one prefix range scan.
@@ -54,7 +55,7 @@ from .lmdb_kv import LmdbTxn
 
 DB_NAMES = ("inodes", "dentries", "sessions", "gc", "counters",
             "nodes", "targets", "chains", "chain_tables", "idem", "idem_expiry", "inline", "meta_servers",
-            "users", "secrets")
+            "users", "secrets", "moves")
 
 # Address space reserved for the map, not disk: data.mdb grows only as pages are used.
 MAP_SIZE_BYTES_DEFAULT = limits.meta_map_bytes_default

@@ -182,3 +182,45 @@ class SetTargetStateReply(_message.Message):
     target: _types_pb2.TargetInfo
     routing_version: int
     def __init__(self, chain: _Optional[_Union[_types_pb2.ChainInfo, _Mapping]] = ..., target: _Optional[_Union[_types_pb2.TargetInfo, _Mapping]] = ..., routing_version: _Optional[int] = ...) -> None: ...
+
+class RebalanceRequest(_message.Message):
+    __slots__ = ("dry_run", "moves_in_flight", "cancel")
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    MOVES_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    moves_in_flight: int
+    cancel: bool
+    def __init__(self, dry_run: _Optional[bool] = ..., moves_in_flight: _Optional[int] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("node_id", "dry_run", "moves_in_flight")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    MOVES_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    dry_run: bool
+    moves_in_flight: int
+    def __init__(self, node_id: _Optional[int] = ..., dry_run: _Optional[bool] = ..., moves_in_flight: _Optional[int] = ...) -> None: ...
+
+class MovesReply(_message.Message):
+    __slots__ = ("planned", "pending", "draining")
+    PLANNED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    planned: _containers.RepeatedCompositeFieldContainer[_types_pb2.ChainMove]
+    pending: _containers.RepeatedCompositeFieldContainer[_types_pb2.ChainMove]
+    draining: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, planned: _Optional[_Iterable[_Union[_types_pb2.ChainMove, _Mapping]]] = ..., pending: _Optional[_Iterable[_Union[_types_pb2.ChainMove, _Mapping]]] = ..., draining: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RemoveNodeRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    def __init__(self, node_id: _Optional[int] = ...) -> None: ...
+
+class RemoveNodeReply(_message.Message):
+    __slots__ = ("targets",)
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, targets: _Optional[_Iterable[int]] = ...) -> None: ...

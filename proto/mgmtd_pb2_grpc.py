@@ -59,6 +59,21 @@ class MgmtdStub:
                 request_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateRequest.SerializeToString,
                 response_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateReply.FromString,
                 _registered_method=True)
+        self.Rebalance = channel.unary_unary(
+                '/fireflyfs.Mgmtd/Rebalance',
+                request_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.RebalanceRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.MovesReply.FromString,
+                _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/fireflyfs.Mgmtd/DrainNode',
+                request_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.MovesReply.FromString,
+                _registered_method=True)
+        self.RemoveNode = channel.unary_unary(
+                '/fireflyfs.Mgmtd/RemoveNode',
+                request_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.RemoveNodeRequest.SerializeToString,
+                response_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.RemoveNodeReply.FromString,
+                _registered_method=True)
 
 
 class MgmtdServicer:
@@ -94,6 +109,24 @@ class MgmtdServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rebalance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MgmtdServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +154,21 @@ def add_MgmtdServicer_to_server(servicer, server):
                     servicer.SetTargetState,
                     request_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateRequest.FromString,
                     response_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateReply.SerializeToString,
+            ),
+            'Rebalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rebalance,
+                    request_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.RebalanceRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.MovesReply.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.DrainNodeRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.MovesReply.SerializeToString,
+            ),
+            'RemoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNode,
+                    request_deserializer=fireflyfs_dot_proto_dot_mgmtd__pb2.RemoveNodeRequest.FromString,
+                    response_serializer=fireflyfs_dot_proto_dot_mgmtd__pb2.RemoveNodeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +306,87 @@ class Mgmtd:
             '/fireflyfs.Mgmtd/SetTargetState',
             fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateRequest.SerializeToString,
             fireflyfs_dot_proto_dot_mgmtd__pb2.SetTargetStateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rebalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Mgmtd/Rebalance',
+            fireflyfs_dot_proto_dot_mgmtd__pb2.RebalanceRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_mgmtd__pb2.MovesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Mgmtd/DrainNode',
+            fireflyfs_dot_proto_dot_mgmtd__pb2.DrainNodeRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_mgmtd__pb2.MovesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fireflyfs.Mgmtd/RemoveNode',
+            fireflyfs_dot_proto_dot_mgmtd__pb2.RemoveNodeRequest.SerializeToString,
+            fireflyfs_dot_proto_dot_mgmtd__pb2.RemoveNodeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -149,7 +149,7 @@ class NodeInfo(_message.Message):
     def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[NodeType, str]] = ..., address: _Optional[str] = ..., status: _Optional[_Union[NodeStatus, str]] = ..., last_heartbeat_ms: _Optional[int] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., bulk_address: _Optional[str] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class TargetInfo(_message.Message):
-    __slots__ = ("id", "node_id", "chain_id", "public_state", "local_state", "path", "used_bytes", "capacity_bytes", "chunk_count", "fs_id")
+    __slots__ = ("id", "node_id", "chain_id", "public_state", "local_state", "path", "used_bytes", "capacity_bytes", "chunk_count", "fs_id", "retired")
     ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +160,7 @@ class TargetInfo(_message.Message):
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     FS_ID_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
     id: int
     node_id: int
     chain_id: int
@@ -170,7 +171,8 @@ class TargetInfo(_message.Message):
     capacity_bytes: int
     chunk_count: int
     fs_id: str
-    def __init__(self, id: _Optional[int] = ..., node_id: _Optional[int] = ..., chain_id: _Optional[int] = ..., public_state: _Optional[_Union[PublicTargetState, str]] = ..., local_state: _Optional[_Union[LocalTargetState, str]] = ..., path: _Optional[str] = ..., used_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ..., fs_id: _Optional[str] = ...) -> None: ...
+    retired: bool
+    def __init__(self, id: _Optional[int] = ..., node_id: _Optional[int] = ..., chain_id: _Optional[int] = ..., public_state: _Optional[_Union[PublicTargetState, str]] = ..., local_state: _Optional[_Union[LocalTargetState, str]] = ..., path: _Optional[str] = ..., used_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., chunk_count: _Optional[int] = ..., fs_id: _Optional[str] = ..., retired: _Optional[bool] = ...) -> None: ...
 
 class ChainInfo(_message.Message):
     __slots__ = ("id", "version", "targets")
@@ -195,20 +197,42 @@ class ChainTable(_message.Message):
     def __init__(self, id: _Optional[int] = ..., version: _Optional[int] = ..., chains: _Optional[_Iterable[int]] = ..., replicas: _Optional[int] = ...) -> None: ...
 
 class RoutingInfo(_message.Message):
-    __slots__ = ("version", "nodes", "targets", "chains", "chain_tables", "mgmtd_primary_id")
+    __slots__ = ("version", "nodes", "targets", "chains", "chain_tables", "mgmtd_primary_id", "moves")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     CHAINS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_TABLES_FIELD_NUMBER: _ClassVar[int]
     MGMTD_PRIMARY_ID_FIELD_NUMBER: _ClassVar[int]
+    MOVES_FIELD_NUMBER: _ClassVar[int]
     version: int
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     targets: _containers.RepeatedCompositeFieldContainer[TargetInfo]
     chains: _containers.RepeatedCompositeFieldContainer[ChainInfo]
     chain_tables: _containers.RepeatedCompositeFieldContainer[ChainTable]
     mgmtd_primary_id: int
-    def __init__(self, version: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetInfo, _Mapping]]] = ..., chains: _Optional[_Iterable[_Union[ChainInfo, _Mapping]]] = ..., chain_tables: _Optional[_Iterable[_Union[ChainTable, _Mapping]]] = ..., mgmtd_primary_id: _Optional[int] = ...) -> None: ...
+    moves: _containers.RepeatedCompositeFieldContainer[ChainMove]
+    def __init__(self, version: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[TargetInfo, _Mapping]]] = ..., chains: _Optional[_Iterable[_Union[ChainInfo, _Mapping]]] = ..., chain_tables: _Optional[_Iterable[_Union[ChainTable, _Mapping]]] = ..., mgmtd_primary_id: _Optional[int] = ..., moves: _Optional[_Iterable[_Union[ChainMove, _Mapping]]] = ...) -> None: ...
+
+class ChainMove(_message.Message):
+    __slots__ = ("chain_id", "from_target", "to_target", "phase", "reason")
+    class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        QUEUED: _ClassVar[ChainMove.Phase]
+        SYNCING: _ClassVar[ChainMove.Phase]
+    QUEUED: ChainMove.Phase
+    SYNCING: ChainMove.Phase
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_TARGET_FIELD_NUMBER: _ClassVar[int]
+    TO_TARGET_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    from_target: int
+    to_target: int
+    phase: ChainMove.Phase
+    reason: str
+    def __init__(self, chain_id: _Optional[int] = ..., from_target: _Optional[int] = ..., to_target: _Optional[int] = ..., phase: _Optional[_Union[ChainMove.Phase, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Empty(_message.Message):
     __slots__ = ()

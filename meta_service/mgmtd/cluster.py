@@ -32,8 +32,10 @@ from fireflyfs.common.errors import AlreadyExists, InvalidArgument, NotFound, No
 from fireflyfs.proto import mgmtd_pb2, types_pb2
 
 from fireflyfs.meta_service.store import Store, Txn, u32_key, u64_key
+from . import chain_moves
 from .chain_table import default_replicas, generate_chains
 from .chain_updater import update_chains
+from .rebalance import plan_drain, plan_rebalance
 from .target_states import LocalState
 
 log = logging.getLogger(__name__)
@@ -298,8 +300,9 @@ class ClusterState:
                 raise AlreadyExists(f"chain table {table_id} already exists")
             new_id = table_id or max(tables, default=0) + 1
             by_node: dict[int, list[int]] = {}
+            incoming = {move.to_target for move in chain_moves.pending(txn)}
             for target in _records(txn, "targets", types_pb2.TargetInfo):
-                if target.chain_id == 0:
+                if target.chain_id == 0 and not target.retired and target.id not in incoming:
                     by_node.setdefault(target.node_id, []).append(target.id)
             if not by_node:
                 raise InvalidArgument("no storage targets outside a chain; register storage nodes first")
@@ -326,6 +329,113 @@ class ClusterState:
         self._require_primary()
         with self._lock:
             return self.store.transact(mutate, guard=self.guard)
+
+    def _usable(self, now_ms: int):
+        statuses = {node: self._status_at(node, now_ms) for node in self._last_heartbeat_ms}
+        admin = set(self._admin_offline)
+        return lambda record: (record.id not in admin and record.local_state != types_pb2.LOCAL_OFFLINE
+                               and statuses.get(record.node_id) == types_pb2.HEARTBEAT_CONNECTED)
+
+    def _plan_moves(self, plan, reason: str, dry_run: bool, moves_in_flight: int, now_ms: int,
+                    before=None) -> tuple[list, list, list[int]]:
+        """Run plan(placement) in one transaction; queue its moves unless dry_run.
+        (planned, pending, draining nodes)."""
+        def mutate(txn):
+            if before is not None:
+                before(txn)
+            planned = plan(chain_moves.placement(txn, self._usable(now_ms)))
+            if dry_run:
+                moves = [types_pb2.ChainMove(chain_id=p.chain_id, from_target=p.from_target,
+                                             to_target=p.to_target, reason=reason) for p in planned]
+                return moves, chain_moves.pending(txn) + moves, sorted(chain_moves.draining(txn))
+            chain_moves.set_in_flight(txn, moves_in_flight)
+            moves = chain_moves.queue(txn, planned, reason)
+            if self._update_chains(txn, reason) or moves:
+                self._bump(txn)
+            return moves, chain_moves.pending(txn), sorted(chain_moves.draining(txn))
+
+        self._require_primary()
+        with self._lock:
+            self.refresh_status(now_ms)
+            if dry_run:
+                with self.store.read() as txn:
+                    return mutate(txn)
+            return self.store.transact(mutate, guard=self.guard)
+
+    def rebalance(self, now_ms: int, dry_run: bool = False, moves_in_flight: int = 0,
+                  cancel: bool = False) -> tuple[list, list, list[int]]:
+        """Queue the moves that even out replicas per storage node (new nodes fill up); cancel
+        drops every queued move, takes back the syncing ones and ends every drain."""
+        if moves_in_flight < 0:
+            raise InvalidArgument(f"moves in flight must be positive, got {moves_in_flight}")
+        if cancel:
+            self._require_primary()
+
+            def mutate(txn):
+                moves = chain_moves.cancel(txn)
+                if self._update_chains(txn, "moves cancelled") or moves:
+                    self._bump(txn)
+                return moves, [], []
+
+            with self._lock:
+                return self.store.transact(mutate, guard=self.guard)
+        return self._plan_moves(plan_rebalance, "rebalance", dry_run, moves_in_flight, now_ms)
+
+    def drain_node(self, node_id: int, now_ms: int, dry_run: bool = False,
+                   moves_in_flight: int = 0) -> tuple[list, list, list[int]]:
+        """Move every replica off node_id's targets, and keep it empty until it is removed."""
+        with self.store.read() as txn:
+            node = txn.get_msg("nodes", u32_key(node_id), types_pb2.NodeInfo)
+        if node is None or node.type != types_pb2.NODE_STORAGE:
+            raise NotFound(f"storage node {node_id} is not registered")
+
+        def mark(txn):
+            chain_moves.set_draining(txn, node_id, True)
+
+        return self._plan_moves(lambda placement: plan_drain(placement, node_id), f"drain node {node_id}",
+                                dry_run, moves_in_flight, now_ms, before=None if dry_run else mark)
+
+    def remove_node(self, node_id: int, now_ms: int) -> list[int]:
+        """Forget a stopped storage node whose targets are in no chain and no move; its target ids."""
+        self._require_primary()
+        with self._lock:
+            self.refresh_status(now_ms)
+
+            def mutate(txn):
+                node = txn.get_msg("nodes", u32_key(node_id), types_pb2.NodeInfo)
+                if node is None:
+                    raise NotFound(f"node {node_id} is not registered")
+                if node.type != types_pb2.NODE_STORAGE:
+                    raise InvalidArgument(f"node {node_id} is not a storage node")
+                targets = [t for t in _records(txn, "targets", types_pb2.TargetInfo) if t.node_id == node_id]
+                moving = {m.from_target for m in chain_moves.pending(txn)} | {m.to_target for m in chain_moves.pending(txn)}
+                held = sorted(f"target {t.id} in chain {t.chain_id}" for t in targets if t.chain_id) + \
+                    sorted(f"target {t.id} in a move" for t in targets if t.id in moving)
+                if held:
+                    raise InvalidArgument(f"node {node_id} still holds replicas ({', '.join(held)}); "
+                                          f"drain it first: ffs admin node drain URL {node_id}")
+                if node_id in self._last_heartbeat_ms and self._status_at(node_id, now_ms) == \
+                        types_pb2.HEARTBEAT_CONNECTED:
+                    raise InvalidArgument(f"node {node_id} still heartbeats; stop its process first "
+                                          f"(it is presumed gone {self.heartbeat_timeout_ms} ms after "
+                                          f"its last heartbeat)")
+                for target in targets:
+                    txn.delete("targets", u64_key(target.id))
+                    txn.delete("counters", (_ADMIN_OFFLINE_PREFIX + str(target.id)).encode())
+                txn.delete("nodes", u32_key(node_id))
+                txn.delete("counters", _incarnation_key(node_id).encode())
+                chain_moves.set_draining(txn, node_id, False)
+                self._bump(txn)
+                return [t.id for t in targets]
+
+            removed = self.store.transact(mutate, guard=self.guard)
+            self._last_heartbeat_ms.pop(node_id, None)
+            self._status.pop(node_id, None)
+            for target_id in removed:
+                self._usage.pop(target_id, None)
+                self._admin_offline.discard(target_id)
+            log.warning("node %d removed with targets %s", node_id, removed)
+            return removed
 
     # -- primary and standby (election.py) ---------------------------------------------
     def _require_primary(self) -> None:
@@ -373,7 +483,8 @@ class ClusterState:
                 nodes=_records(txn, "nodes", types_pb2.NodeInfo) + _records(txn, "meta_servers", types_pb2.NodeInfo),
                 targets=_records(txn, "targets", types_pb2.TargetInfo),
                 chains=_records(txn, "chains", types_pb2.ChainInfo),
-                chain_tables=_records(txn, "chain_tables", types_pb2.ChainTable))
+                chain_tables=_records(txn, "chain_tables", types_pb2.ChainTable),
+                moves=chain_moves.pending(txn))
         for node in info.nodes:
             node.last_heartbeat_ms = self._last_heartbeat_ms.get(node.id, 0)
         for target in info.targets:
@@ -469,9 +580,16 @@ class ClusterState:
                 return LocalState.OFFLINE
             return LocalState(record.local_state) if record.local_state else LocalState.ONLINE
 
-        changed = bool(update_chains(txn, effective_local, why))
-        # Nothing moved: until an input changes, another round would not move anything either.
-        self._settled = not changed
+        def usable(record: types_pb2.TargetInfo) -> bool:
+            return (record.id not in admin and statuses.get(record.node_id) == types_pb2.HEARTBEAT_CONNECTED
+                    and record.local_state != types_pb2.LOCAL_OFFLINE)
+
+        chunk_counts = {target_id: beat.chunk_count for target_id, beat in self._usage.items()}
+        moved, active = chain_moves.advance(txn, chunk_counts, usable)
+        changed = bool(update_chains(txn, effective_local, why)) or moved
+        # Nothing moved and no move under way: until an input changes, another round would not
+        # move anything either.
+        self._settled = not changed and not active
         return changed
 
     def _status_at(self, node_id: int, now_ms: int) -> int:

@@ -83,3 +83,20 @@ class MgmtdServicer(mgmtd_pb2_grpc.MgmtdServicer):
         if chain is not None:
             reply.chain.CopyFrom(chain)
         return reply
+
+    def _moves_reply(self, planned, pending, draining):
+        return mgmtd_pb2.MovesReply(planned=planned, pending=pending, draining=draining)
+
+    def Rebalance(self, request, context):
+        auth.require_admin("rebalancing the cluster")
+        return self._moves_reply(*self.cluster.rebalance(now_ms(), request.dry_run, request.moves_in_flight,
+                                                         request.cancel))
+
+    def DrainNode(self, request, context):
+        auth.require_admin("draining a node")
+        return self._moves_reply(*self.cluster.drain_node(request.node_id, now_ms(), request.dry_run,
+                                                          request.moves_in_flight))
+
+    def RemoveNode(self, request, context):
+        auth.require_admin("removing a node")
+        return mgmtd_pb2.RemoveNodeReply(targets=self.cluster.remove_node(request.node_id, now_ms()))
