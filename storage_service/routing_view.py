@@ -45,6 +45,7 @@ class RoutingView:
         self._node_of_target: dict[int, int] = {}
         self._addresses: dict[int, str] = {}
         self._bulk_addresses: dict[int, str] = {}
+        self._retired: frozenset[int] = frozenset()
         self.refresh_wanted = threading.Event()  # the heartbeat thread refreshes soon after
         self._listeners: list[Callable[["RoutingView"], None]] = []
 
@@ -71,6 +72,7 @@ class RoutingView:
         node_of_target = {t.id: t.node_id for t in routing.targets}
         addresses = {n.id: n.address for n in routing.nodes}
         bulk_addresses = {n.id: n.bulk_address for n in routing.nodes if n.bulk_address}
+        retired = frozenset(t.id for t in routing.targets if t.retired and t.id not in chain_of_target)
         with self._lock:
             if not force and self._version is not None and routing.version < self._version:
                 return False
@@ -78,6 +80,7 @@ class RoutingView:
             self._version, self._chains = routing.version, chains
             self._chain_of_target, self._node_of_target = chain_of_target, node_of_target
             self._addresses, self._bulk_addresses = addresses, bulk_addresses
+            self._retired = retired
         if old_version != routing.version:
             local = sorted(c.chain_id for c in chains.values() if self.local_target_ids & set(c.targets))
             log.info("node %d: routing version %s -> %d; %d chains, local chains %s", self.node_id,
@@ -94,6 +97,10 @@ class RoutingView:
     def chain_of_target(self, target_id: int) -> ChainView | None:
         chain_id = self._chain_of_target.get(target_id)
         return None if chain_id is None else self._chains.get(chain_id)
+
+    def retired(self, target_id: int) -> bool:
+        """The target left its chain by a move (rebalance, drain) and is in none: its chunks are garbage."""
+        return target_id in self._retired
 
     def node_of_target(self, target_id: int) -> int | None:
         return self._node_of_target.get(target_id)

@@ -94,6 +94,7 @@ from .fencing import Fence, heartbeat_timeout_ms_default
 from .heartbeat import MgmtdLink
 from .peers import Peers
 from .repair import Repairer, RepairQueue
+from .retired import RetiredWiper
 from .resync import ResyncManager
 from .rollforward import RollForwardSweeper
 from .routing_view import RoutingView
@@ -208,6 +209,7 @@ class StorageNode:
         self.peers = Peers(self.routing, token=own_token, bulk=config.chain_forward == "bulk")
         self.driver = ChainDriver(self.routing, self.peers)
         self.resync = ResyncManager(self.targets, self.routing, self.peers, self.driver)
+        self.retired = RetiredWiper(self.targets, self.routing)
         self.sweeper = RollForwardSweeper(self.targets, self.routing, self.driver)
         self.repairs = RepairQueue(Repairer(self.targets, self.routing, self.peers, self.driver).repair,
                                    sorted(self.targets))
@@ -254,6 +256,7 @@ class StorageNode:
             chain = routing.chain_of_target(target_id)
             target.local.observe(chain is not None, chain.state_of(target_id) if chain else 0)
         self.resync.on_routing(routing)
+        self.retired.on_routing(routing)
 
     def _gauges(self):
         """What /metrics shows of this node's targets, read at scrape time."""
@@ -322,6 +325,7 @@ class StorageNode:
             self.scrubber.stop()
         self.repairs.stop()
         self.resync.close()
+        self.retired.close()
         if self.bulk is not None:
             self.bulk.stop()
         self.server.stop(stop_grace_s).wait()
