@@ -234,3 +234,35 @@ class TransferProgress:
         import time
 
         return {"bytes": self.bytes, "files": self.files, "seconds": round(time.monotonic() - self._started, 3)}
+
+
+class StepProgress:
+    """Steps of a long command (fsck's chains, a rebalance's moves): a bar on stderr when it is a
+    terminal and not --json, nothing when piped."""
+
+    def __init__(self, label: str) -> None:
+        self._progress = self._task = None
+        if sys.stderr.isatty() and not json_mode():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True)
+            self._task = self._progress.add_task(label, total=None)
+            self._progress.start()
+
+    @property
+    def shown(self) -> bool:
+        return self._progress is not None
+
+    def update(self, done: int, total: int, label: str | None = None) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total,
+                                  **({"description": label} if label else {}))
+
+    def __enter__(self) -> "StepProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()

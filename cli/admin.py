@@ -4,6 +4,7 @@
     ffs admin metrics URL                          every service's /metrics, summed up
     ffs admin target offline|online URL ID         Mgmtd.SetTargetState
     ffs admin chain-table create URL --replicas R  Mgmtd.CreateChainTable
+    ffs admin rebalance URL, node drain|remove URL ID  replica moves (moves.py)
 
 Verbs mirror 3FS's admin_cli list-nodes / list-targets / list-chains /
 offline-target; unlike it, every command also prints JSON with stable field
@@ -56,6 +57,18 @@ def _enum(enum_type, value: int) -> str:
         return str(value)
 
 
+def _short(state: str) -> str:
+    """HEARTBEAT_CONNECTED -> connected, SERVING -> serving: the tables' spelling (JSON keeps the enum's)."""
+    return state.removeprefix("HEARTBEAT_").removeprefix("LOCAL_").lower()
+
+
+def _states(states: list[str]) -> str:
+    """A chain's member states, once when they are all the same (3 x 'serving' fits 80 columns)."""
+    if states and len(set(states)) == 1:
+        return f"{_short(states[0])} x{len(states)}" if len(states) > 1 else _short(states[0])
+    return ",".join(_short(state) for state in states)
+
+
 def node_rows(routing) -> list[dict[str, Any]]:
     from fireflyfs.proto import types_pb2
 
@@ -76,7 +89,7 @@ def target_rows(routing, admin_offline=()) -> list[dict[str, Any]]:
         "id": t.id, "node_id": t.node_id, "chain_id": t.chain_id or None,
         "public_state": _enum(types_pb2.PublicTargetState, t.public_state),
         "local_state": _enum(types_pb2.LocalTargetState, t.local_state),
-        "admin_offline": t.id in held,
+        "admin_offline": t.id in held, "retired": t.retired,
         "used_bytes": t.used_bytes, "capacity_bytes": t.capacity_bytes,
         "chunk_count": t.chunk_count, "path": t.path, "fs_id": t.fs_id,
     } for t in sorted(routing.targets, key=lambda t: t.id)]
@@ -115,8 +128,9 @@ def nodes(url: str) -> None:
         emit_json({"routing_version": routing.version, "nodes": rows})
         return
     print_table(f"nodes (routing version {routing.version})",
-                ["id", "type", "address", "status", "heartbeat age s", "hostname", "pid"],
-                [(r["id"], r["type"], r["address"], r["status"], r["last_heartbeat_age_s"],
+                ["id", "type", "address", "status", "last beat", "hostname", "pid"],
+                [(r["id"], r["type"].lower(), r["address"], _short(r["status"]),
+                  f"{r['last_heartbeat_age_s']:.1f}s ago" if r["last_heartbeat_age_s"] is not None else "",
                   r["hostname"], r["pid"]) for r in rows])
 
 
@@ -131,12 +145,13 @@ def targets(url: str) -> None:
     if json_mode():
         emit_json({"routing_version": routing.version, "targets": rows})
         return
+    # 80 columns: the path and file system are in --json.
     print_table(f"targets (routing version {routing.version})",
-                ["id", "node", "chain", "public state", "local state", "admin", "used", "capacity",
-                 "chunks", "path"],
-                [(r["id"], r["node_id"], r["chain_id"], r["public_state"], r["local_state"],
-                  "offline" if r["admin_offline"] else "", human_bytes(r["used_bytes"]),
-                  human_bytes(r["capacity_bytes"]), r["chunk_count"], r["path"]) for r in rows])
+                ["id", "node", "chain", "public", "local", "held", "used", "capacity", "chunks"],
+                [(r["id"], r["node_id"], r["chain_id"],
+                  _short(r["public_state"]) if r["chain_id"] else "retired" if r["retired"] else "free",
+                  _short(r["local_state"]), "offline" if r["admin_offline"] else "", human_bytes(r["used_bytes"]),
+                  human_bytes(r["capacity_bytes"]), r["chunk_count"]) for r in rows])
 
 
 @admin.command("chains")
@@ -153,10 +168,9 @@ def chains(url: str) -> None:
                    "chains": rows})
         return
     print_table(f"chains (routing version {routing.version})",
-                ["id", "version", "targets", "public states", "local states", "tables"],
-                [(r["id"], r["version"], ",".join(map(str, r["targets"])),
-                  ",".join(r["target_states"]), ",".join(r["local_states"]),
-                  ",".join(map(str, r["chain_tables"]))) for r in rows])
+                ["id", "version", "targets", "public", "local", "tables"],
+                [(r["id"], r["version"], ",".join(map(str, r["targets"])), _states(r["target_states"]),
+                  _states(r["local_states"]), ",".join(map(str, r["chain_tables"]))) for r in rows])
 
 
 def metrics_endpoints(url: str) -> list[dict[str, Any]]:
@@ -230,9 +244,10 @@ def metrics(url: str, raw: bool) -> None:
             for name, value in sorted(row.get("samples", {}).items()):
                 click.echo(f"{row['service']}:{row['node_id'] or ''} {name} {value:g}")
         return
-    print_table("metrics", ["service", "node", "endpoint", "calls", "errors", "mean ms", "read", "written",
-                            "chain in", "chunks", "inodes"],
-                [(r["service"], r["node_id"] or "", r["address"], r.get("rpc_calls", r["error"]),
+    print_table("metrics (endpoints: --json)",
+                ["service", "node", "calls", "errors", "mean ms", "read", "written", "chain in", "chunks",
+                 "inodes"],
+                [(r["service"], r["node_id"] or "", r.get("rpc_calls", r["error"]),
                   r.get("rpc_errors", ""), r.get("rpc_mean_ms") or "", human_bytes(r.get("bulk_read_bytes")),
                   human_bytes(r.get("bulk_write_bytes")), human_bytes(r.get("bulk_update_bytes")),
                   r.get("chunks", "") if r["service"] == "storage" else "",
@@ -259,21 +274,24 @@ def _set_target_state(target_id: int, url: str, offline: bool) -> None:
     click.echo(f"target {target_id} {'held offline' if offline else 'released'}: now {state}{where}")
 
 
-def _url_and_target(ctx, param, values: tuple[str, str]) -> tuple[str, int]:
-    """URL ID, as every other command takes its URL first; ID URL still works (the old order)."""
-    url, target_text = values if values[0].startswith("ffs://") else (values[1], values[0])
-    _url_arg(ctx, param, url)
-    try:
-        target_id = int(target_text)
-    except ValueError:
-        raise click.BadParameter(f"{target_text!r} is not a target id (a number such as 101)") from None
-    if target_id < 1:
-        raise click.BadParameter(f"target id {target_id} is not >= 1")
-    return url, target_id
+def _url_and_id(noun: str):
+    """A click callback for URL ID, as every other command takes its URL first; ID URL still works
+    (the old order of `target offline`)."""
+    def parse(ctx, param, values: tuple[str, str]) -> tuple[str, int]:
+        url, id_text = values if values[0].startswith("ffs://") else (values[1], values[0])
+        _url_arg(ctx, param, url)
+        try:
+            number = int(id_text)
+        except ValueError:
+            raise click.BadParameter(f"{id_text!r} is not a {noun} id (a number)") from None
+        if number < 1:
+            raise click.BadParameter(f"{noun} id {number} is not >= 1")
+        return url, number
+    return parse
 
 
 @target.command("offline")
-@click.argument("url_and_id", nargs=2, metavar="URL ID", callback=_url_and_target)
+@click.argument("url_and_id", nargs=2, metavar="URL ID", callback=_url_and_id("target"))
 @json_option
 def target_offline(url_and_id: tuple[str, int]) -> None:
     """Hold target ID OFFLINE (it moves to its chain's end) until `target online`."""
@@ -282,7 +300,7 @@ def target_offline(url_and_id: tuple[str, int]) -> None:
 
 
 @target.command("online")
-@click.argument("url_and_id", nargs=2, metavar="URL ID", callback=_url_and_target)
+@click.argument("url_and_id", nargs=2, metavar="URL ID", callback=_url_and_id("target"))
 @json_option
 def target_online(url_and_id: tuple[str, int]) -> None:
     """Release target ID: it resyncs (waiting, syncing) and serves again."""

@@ -127,7 +127,7 @@ def status(ctx: click.Context, base_dir) -> None:
     if json_mode():
         emit_json(rows)
     else:
-        click.echo(f"cluster {local.url}  (ffs status {local.url}: health, chains, usage)")
+        click.echo(f"cluster {local.url}  (health: ffs status URL)")
         print_table(None, ["role", "name", "node id", "pid", "address", "state", "mgmtd"],
                     [(r["role"], r["name"], r["node_id"], r["pid"], r["address"], r["state"], r["mgmtd"])
                      for r in rows])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import click
 
-from ._output import EXIT_FAILURE, emit_json, json_mode, json_option, print_table
+from ._output import EXIT_FAILURE, StepProgress, emit_json, json_mode, json_option, print_table
 from .fs import _url_arg, parse_url
 from .fsck_plan import delete_max_default
 
@@ -45,15 +45,18 @@ def fsck(ctx: click.Context, url: str, metadata_only: bool, repair: bool, yes: b
     if (yes or force_orphan_delete) and not repair:
         raise click.UsageError("--yes and --force-orphan-delete only make sense with --repair")
     host, port, _ = parse_url(url)
-    runner = FsckRunner(f"{host}:{port}", recheck_delay_s=recheck_delay, verify_bytes=not metadata_only)
-    report = runner.check()
-    found = list(report.findings)
-    plan = None
-    if repair and found:
-        plan = plan_repair(found, runner.census(), delete_max=max_delete, force_orphan_delete=force_orphan_delete)
-        if yes and not plan.empty:
-            runner.repair(plan, report)
-            report.findings = runner.check().findings
+    with StepProgress("checking chains") as progress:
+        runner = FsckRunner(f"{host}:{port}", recheck_delay_s=recheck_delay, verify_bytes=not metadata_only,
+                            progress=lambda done, total, label: progress.update(done, total, label))
+        report = runner.check()
+        found = list(report.findings)
+        plan = None
+        if repair and found:
+            plan = plan_repair(found, runner.census(), delete_max=max_delete,
+                               force_orphan_delete=force_orphan_delete)
+            if yes and not plan.empty:
+                runner.repair(plan, report)
+                report.findings = runner.check().findings
     acted = bool(plan) and yes
     problems = bool(report.findings) or bool(report.repair_failures)
     if json_mode():

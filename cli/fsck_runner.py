@@ -52,7 +52,8 @@ class FsckRunner:
                  recheck_delay_s: float = recheck_delay_s_default,
                  sleep: Callable[[float], None] = time.sleep,
                  routing: RoutingCache | None = None, meta: MetaClient | None = None,
-                 verify_bytes: bool = True) -> None:
+                 verify_bytes: bool = True,
+                 progress: Callable[[int, int, str], None] | None = None) -> None:
         self.config = config or ClientConfig.from_env()
         # An admin tool: its storage calls carry the admin's token too (storage lets admins list
         # and repair chunks; a client's token never goes to storage otherwise).
@@ -66,27 +67,29 @@ class FsckRunner:
         self.recheck_delay_s = recheck_delay_s
         self.verify_bytes = verify_bytes
         self._sleep = sleep
+        self._progress = progress or (lambda done, total, label: None)   # (chains done, chains, pass)
         self._chunk_sizes: dict[int, int] = {}
 
     # ---- checking ---------------------------------------------------------------------
 
     def check(self) -> Report:
         """Compare every chain's serving replicas; findings must survive a second pass."""
-        report = self._pass()
+        report = self._pass("checking chains")
         if report.findings:
             log.info("fsck: %d findings; checking again in %.1fs", len(report.findings), self.recheck_delay_s)
             self._sleep(self.recheck_delay_s)
-            again = self._pass()
+            again = self._pass("checking findings again")
             again.findings = persistent(report.findings, again.findings)
             report = again
         return report
 
-    def _pass(self) -> Report:
+    def _pass(self, label: str) -> Report:
         self.routing.refresh()
         routing = self.routing.routing_info()
         report = Report(bytes_verified=self.verify_bytes)
         chains: dict[int, list[Replica]] = {}
-        for chain in sorted(routing.chains, key=lambda c: c.id):
+        for done, chain in enumerate(sorted(routing.chains, key=lambda c: c.id)):
+            self._progress(done, len(routing.chains), label)
             replicas = [Replica(route.target_id, self._chunk_metas(route))
                         for route in self.routing.serving_routes(chain.id)]
             chains[chain.id] = replicas
@@ -94,6 +97,7 @@ class FsckRunner:
             report.replicas_checked += len(replicas)
             report.chunks_checked += sum(len(r.metas) for r in replicas)
             report.findings.extend(compare_chain(chain.id, replicas))
+        self._progress(len(routing.chains), len(routing.chains), label)
         live = self._live_inodes(set().union(*(inode_ids(r) for r in chains.values())) if chains else set())
         for chain_id, replicas in chains.items():
             report.findings.extend(find_orphans(chain_id, replicas, live))

@@ -14,6 +14,8 @@
     ffs admin chain-table create URL          a chain table (--replicas R)
     ffs admin user add|list|remove|token rotate   users and their tokens (admins)
     ffs admin node key ID URL                 a storage node's key (admins)
+    ffs admin rebalance URL [--wait]          move replicas onto new nodes (fair share per node)
+    ffs admin node drain|remove URL ID        empty a node of replicas; forget it once stopped
     ffs admin tls issue NAME --ca-dir D --out D --host H   a TLS certificate for a real host
     ffs whoami URL                            who your token says you are
 
@@ -33,7 +35,7 @@ import sys
 import click
 import grpc
 
-from . import admin, bench, cluster, fs, fsck, meta_migrate, scrub, serve, status, testbed, users
+from . import admin, bench, cluster, fs, fsck, meta_migrate, moves, scrub, serve, status, testbed, users
 from ._output import (EXIT_FAILURE, TIMEOUT_HELP, apply_timeout, global_params, json_option,
                       report_failure, timeout_default_s)
 
@@ -103,6 +105,9 @@ admin.admin.add_command(scrub.scrub)   # ffs admin scrub (likewise)
 admin.admin.add_command(meta_migrate.meta)   # ffs admin meta export|import (likewise)
 admin.admin.add_command(users.user)      # ffs admin user add|list|remove|token rotate
 admin.admin.add_command(users.node)      # ffs admin node key ID URL
+admin.admin.add_command(moves.rebalance)  # ffs admin rebalance URL
+users.node.add_command(moves.drain)      # ffs admin node drain URL ID
+users.node.add_command(moves.remove)     # ffs admin node remove URL ID
 admin.admin.add_command(users.tls_group)  # ffs admin tls issue NAME --ca-dir --out --host
 cli.add_command(users.whoami)
 cli.add_command(status.status)   # ffs status URL: health at a glance

@@ -83,15 +83,13 @@ def scrub(ctx: click.Context, url: str) -> None:
         emit_json({"routing_version": routing.version, "targets": rows, "unreachable": unreachable})
     else:
         print_table(f"scrub (routing version {routing.version})",
-                    ["node", "target", "rate/s", "pass", "verified", "last full pass", "took", "passes",
-                     "bad", "repaired", "unrepairable", "reports", "queued"],
+                    ["node", "target", "rate/s", "pass", "verified", "last full", "bad", "fixed", "lost",
+                     "queued"],
                     [(r["node_id"], r["target_id"], human_bytes(r["rate_bytes_per_s"]) if r["rate_bytes_per_s"]
                       else "off", f"{r['progress_percent']}%" if r["pass_running"] else "idle",
-                      f"{human_bytes(r['pass_bytes_checked'])} / {r['pass_chunks_checked']} chunks",
-                      f"{r['last_pass_age_s']}s ago" if r["last_pass_ended_s"] else "never",
-                      f"{r['last_pass_duration_s']}s" if r["last_pass_ended_s"] else "",
-                      r["passes_completed"], r["bad_found"], r["repaired"], r["unrepairable"],
-                      r["reports_received"], r["repairs_queued"]) for r in rows])
+                      human_bytes(r["pass_bytes_checked"]),
+                      f"{r['last_pass_age_s']:.0f}s ago" if r["last_pass_ended_s"] else "never",
+                      r["bad_found"], r["repaired"], r["unrepairable"], r["repairs_queued"]) for r in rows])
         for node in unreachable:
             click.echo(f"node {node['node_id']} ({node['address']}): {node['error']}", err=True)
     if unreachable or any(r["unrepairable"] for r in rows):

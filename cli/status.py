@@ -55,24 +55,25 @@ def _chain_report(routing) -> dict[str, Any]:
     serving = types_pb2.SERVING
     counts = {"total": len(routing.chains), "healthy": 0, "degraded": 0, "unavailable": 0}
     unhealthy, resyncing = [], []
+    arriving = {move.to_target for move in routing.moves}    # a move's new replica: extra until it serves
     for chain in sorted(routing.chains, key=lambda c: c.id):
         members = [targets.get(t) for t in chain.targets]
         states = [_enum(types_pb2.PublicTargetState, m.public_state) if m else "UNKNOWN" for m in members]
         serving_members = [m for m in members if m is not None and m.public_state == serving]
-        if len(serving_members) == len(members):
-            counts["healthy"] += 1
-            continue
-        health = "degraded" if serving_members else "unavailable"
-        counts[health] += 1
-        unhealthy.append({"id": chain.id, "health": health, "targets": list(chain.targets),
-                          "target_states": states})
         head_bytes = serving_members[0].used_bytes if serving_members else 0
         for member in members:
             if member is not None and member.public_state == types_pb2.SYNCING:
                 resyncing.append({"target": member.id, "chain": chain.id, "node": member.node_id,
                                   "bytes": member.used_bytes, "head_bytes": head_bytes,
                                   "fraction": round(min(1.0, member.used_bytes / head_bytes), 3)
-                                  if head_bytes else None})
+                                  if head_bytes else None, "move": member.id in arriving})
+        if serving_members and len(serving_members) >= len([t for t in chain.targets if t not in arriving]):
+            counts["healthy"] += 1
+            continue
+        health = "degraded" if serving_members else "unavailable"
+        counts[health] += 1
+        unhealthy.append({"id": chain.id, "health": health, "targets": list(chain.targets),
+                          "target_states": states})
     return {"counts": counts, "unhealthy": unhealthy, "resyncing": resyncing}
 
 
@@ -118,7 +119,10 @@ def cluster_status(url: str) -> dict[str, Any]:
         problems.append(f"metadata: {usage.meta_warning}")
     target_states: dict[str, int] = {}
     for t in routing.targets:
-        name = _enum(types_pb2.PublicTargetState, t.public_state)
+        # A target in no chain has no public state that means anything: free, or retired by a move
+        # (its node is deleting the old copy).
+        name = (_enum(types_pb2.PublicTargetState, t.public_state) if t.chain_id
+                else "RETIRED" if t.retired else "FREE")
         target_states[name] = target_states.get(name, 0) + 1
 
     if chains["counts"]["unavailable"]:
@@ -131,6 +135,8 @@ def cluster_status(url: str) -> dict[str, Any]:
         health=health, problems=problems, routing_version=routing.version,
         nodes=nodes, targets=target_states, chains=chains["counts"],
         unhealthy_chains=chains["unhealthy"], resyncing=chains["resyncing"],
+        moves=[{"chain": m.chain_id, "from_target": m.from_target, "to_target": m.to_target,
+                "phase": _enum(types_pb2.ChainMove.Phase, m.phase), "reason": m.reason} for m in routing.moves],
         chain_tables=[{"id": t.id, "replicas": t.replicas, "chains": len(t.chains)}
                       for t in routing.chain_tables],
         usage={"capacity_bytes": usage.capacity_bytes, "used_bytes": usage.used_bytes,
@@ -159,6 +165,11 @@ def _print(report: dict[str, Any]) -> None:
         click.echo(f"  usage     {human_bytes(usage['used_bytes'])} of {human_bytes(usage['capacity_bytes'])} "
                    f"({share:.1%}), {human_bytes(usage['free_bytes'])} free, {usage['inodes']} inodes, "
                    f"{usage['gc_pending']} awaiting GC")
+        if report["moves"]:
+            syncing = sum(m["phase"] == "SYNCING" for m in report["moves"])
+            reasons = ", ".join(sorted({m["reason"] for m in report["moves"]}))
+            click.echo(f"  moving    {len(report['moves'])} replicas ({syncing} syncing, "
+                       f"{len(report['moves']) - syncing} queued): {reasons}")
         for sync in report["resyncing"]:
             how_far = f"{sync['fraction']:.0%}" if sync["fraction"] is not None else "?"
             click.echo(f"  resyncing target {sync['target']} (chain {sync['chain']}, node {sync['node']}): "
@@ -217,6 +228,6 @@ def df(url: str) -> None:
     print_table(None, ["target", "node", "chain", "used", "capacity", "use", "chunks", "file system"],
                 [(r["id"], r["node_id"], r["chain_id"], human_bytes(r["used_bytes"]), human_bytes(r["capacity_bytes"]),
                   use(r["used_bytes"], r["capacity_bytes"]), r["chunk_count"], r["fs_id"]) for r in rows])
-    click.echo(f"total: {human_bytes(total['used_bytes'])} used of {human_bytes(total['capacity_bytes'])} "
-               f"({use(total['used_bytes'], total['capacity_bytes'])}), {human_bytes(total['free_bytes'])} free, "
-               f"{total['targets']} targets on {total['file_systems']} file system(s)")
+    click.echo(f"total: {human_bytes(total['used_bytes'])} of {human_bytes(total['capacity_bytes'])} "
+               f"({use(total['used_bytes'], total['capacity_bytes'])}), {human_bytes(total['free_bytes'])} free; "
+               f"{total['targets']} targets, {total['file_systems']} file system(s)")

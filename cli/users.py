@@ -119,7 +119,7 @@ def token_rotate(name: str, url: str, token_file: str | None) -> None:
 
 @click.group("node")
 def node() -> None:
-    """Node keys (admins only)."""
+    """Storage nodes: keys, draining, removal (admins only)."""
 
 
 @node.command("key")

@@ -19,6 +19,7 @@ chains still holding a replica there get their moves.
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Callable
 
@@ -92,7 +93,8 @@ def placement(txn: Txn, usable: Callable[[types_pb2.TargetInfo], bool]) -> Place
             free.setdefault(record.node_id, []).append(record.id)
     return Placement(chains=chains, node_of={t.id: t.node_id for t in targets.values()},
                      free={node: sorted(ids) for node, ids in free.items()},
-                     arriving=incoming, draining=draining(txn))
+                     arriving=incoming, draining=draining(txn),
+                     moves_per_chain=collections.Counter(move.chain_id for move in moves))
 
 
 def queue(txn: Txn, planned: list[PlannedMove], reason: str) -> list[types_pb2.ChainMove]:

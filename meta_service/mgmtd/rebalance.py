@@ -40,6 +40,7 @@ class Placement:
     free: dict[int, list[int]]                          # node -> free target ids (sorted)
     arriving: set[int] = dataclasses.field(default_factory=set)    # targets a move brings in
     draining: set[int] = dataclasses.field(default_factory=set)
+    moves_per_chain: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def loads(self) -> collections.Counter:
         """Replicas per node, every node that holds one or could receive one counted (0 too)."""
@@ -53,6 +54,7 @@ class Placement:
         members[members.index(move.from_target)] = move.to_target
         self.free[self.node_of[move.to_target]].remove(move.to_target)
         self.arriving.add(move.to_target)
+        self.moves_per_chain[move.chain_id] += 1
 
     def _receivers(self, chain_id: int) -> list[int]:
         used = {self.node_of[target] for target in self.chains[chain_id]}
@@ -73,10 +75,11 @@ def plan_rebalance(placement: Placement) -> list[PlannedMove]:
 
 
 def _best_move(placement: Placement, loads: collections.Counter) -> PlannedMove | None:
-    """From the fullest node (then the next) to the emptiest receiver, in chain order; the head
-    stays where it is when another member can go (it takes every write of its chain)."""
+    """From the fullest node (then the next) to the emptiest receiver, chains with the fewest moves
+    first (a chain's moves run one after another; different chains' in parallel); the head stays
+    where it is when another member can go (it takes every write of its chain)."""
     for source in sorted(loads, key=lambda node: (-loads[node], node)):
-        for chain_id in sorted(placement.chains):
+        for chain_id in sorted(placement.chains, key=lambda c: (placement.moves_per_chain[c], c)):
             members = placement.chains[chain_id]
             on_source = [t for t in members if placement.node_of[t] == source and t not in placement.arriving]
             if not on_source:

@@ -122,14 +122,16 @@ def world():
     return world
 
 
-def runner(world, heal=None, verify_bytes=True):
+def runner(world, heal=None, verify_bytes=True, progress=None):
     return FsckRunner("meta:1", pool=world, meta=world, routing=RoutingCache(lambda known: world.routing),
-                      sleep=lambda _s: heal() if heal else None, verify_bytes=verify_bytes)
+                      sleep=lambda _s: heal() if heal else None, verify_bytes=verify_bytes, progress=progress)
 
 
 def test_a_clean_chain_in_pages(world):
-    report = runner(world).check()
+    steps = []
+    report = runner(world, progress=lambda done, total, label: steps.append((done, total, label))).check()
     assert report.clean and report.chunks_checked == 15 and report.chains_checked == 1
+    assert steps == [(0, 1, "checking chains"), (1, 1, "checking chains")], "progress: before and after the chain"
     assert world.pages >= 3 * 3, "five chunks in pages of two, per replica"
 
 

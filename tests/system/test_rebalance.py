@@ -1,0 +1,180 @@
+"""Growing and shrinking a cluster while a seeded reader and writer run (issue 14, item 3).
+
+3 storage nodes, data written; 3 more nodes join and ``ffs admin rebalance
+--wait`` moves replicas onto them through the normal resync while a writer
+adds files and a reader checks random acknowledged ones. Neither may see an
+error; afterwards every byte reads back from a fresh client, every node holds
+a fair share of the replicas (the spread is printed), ``ffs admin fsck`` is
+clean and the retired replicas' chunks are gone. Then one of the first nodes
+is drained, stopped and removed the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import fsspec
+import pytest
+
+from fireflyfs.client.client import FfsClient
+from fireflyfs.proto import types_pb2
+from tests.conftest import SESSION_ADMIN_TOKEN, announce_seed, seed_from_env
+from tests.system.test_chaos import run_fsck
+
+WAIT_S_MAX = 180.0
+
+
+def ffs_cli(*args: str, timeout: float = WAIT_S_MAX + 30) -> tuple[int, dict | str, str]:
+    result = subprocess.run([sys.executable, "-m", "fireflyfs.cli.main", *args], capture_output=True,
+                            text=True, timeout=timeout)
+    try:
+        out = json.loads(result.stdout)
+    except ValueError:
+        out = result.stdout
+    return result.returncode, out, result.stderr[-3000:]
+
+
+class Traffic:
+    """A writer adding files and a reader checking acknowledged ones, both seeded; errors kept."""
+
+    def __init__(self, fs, seed: int, root: str, model: dict[str, bytes]) -> None:
+        self.fs, self.root, self.model = fs, root, model
+        self.rng_writer, self.rng_reader = random.Random(seed), random.Random(seed + 1)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.writes = self.reads = 0
+        self.threads = [threading.Thread(target=self._loop, args=(self._write,), daemon=True),
+                        threading.Thread(target=self._loop, args=(self._read,), daemon=True)]
+
+    def _loop(self, step) -> None:
+        while not self.stop.is_set():
+            try:
+                step()
+            except Exception as exc:  # every error is a failure of the test
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                return
+
+    def _write(self) -> None:
+        path = f"{self.root}/w{self.writes:05d}"
+        data = self.rng_writer.randbytes(self.rng_writer.randint(1, 3 << 20))
+        self.fs.pipe_file(path, data)
+        with self.lock:
+            self.model[path] = data
+        self.writes += 1
+
+    def _read(self) -> None:
+        with self.lock:
+            path = self.rng_reader.choice(sorted(self.model))
+            want = self.model[path]
+        start = self.rng_reader.randrange(len(want))
+        got = self.fs.cat_file(path, start, start + (1 << 20))
+        if got != want[start:start + (1 << 20)]:
+            raise AssertionError(f"{path}[{start}:] read {len(got)} bytes that differ from what was written")
+        self.reads += 1
+
+    def __enter__(self) -> "Traffic":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+
+def spread(cluster) -> dict[int, tuple[int, int]]:
+    """node -> (replicas, used bytes) from routing."""
+    routing = cluster.routing()
+    rows = {n.id: [0, 0] for n in routing.nodes if n.type == types_pb2.NODE_STORAGE}
+    for target in routing.targets:
+        rows[target.node_id][1] += target.used_bytes
+        rows[target.node_id][0] += bool(target.chain_id)
+    return {node: tuple(row) for node, row in sorted(rows.items())}
+
+
+def check_every_byte(cluster, model: dict[str, bytes]) -> None:
+    fresh = FfsClient(cluster.meta_address)
+    try:
+        for path, data in model.items():
+            assert fresh.read_file(path) == data, f"{path} reads back different bytes"
+    finally:
+        fresh.close_connections()
+
+
+def wait_for(predicate, what: str, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_grow_rebalance_then_drain_and_remove_under_traffic(make_cluster, request, capsys):
+    seed = seed_from_env()
+    announce_seed(request, seed)
+    rng = random.Random(seed)
+    cluster = make_cluster(storage_nodes=3, replicas=3, heartbeat_timeout_ms=2000)
+    url = cluster.url
+    fs = fsspec.filesystem("ffs", addresses=cluster.meta_address, token=SESSION_ADMIN_TOKEN,
+                           skip_instance_cache=True)
+    model: dict[str, bytes] = {}
+    for i in range(8):
+        data = rng.randbytes(rng.randint(1, 4 << 20))
+        fs.pipe_file(f"/grow/f{i}", data)
+        model[f"/grow/f{i}"] = data
+    before = spread(cluster)
+
+    cluster.storage_nodes = 6          # three more nodes join; their targets are in no chain yet
+    cluster.up()
+    assert all(spread(cluster)[node][0] == 0 for node in (4, 5, 6))
+
+    with Traffic(fs, seed, "/grow", model) as traffic:
+        code, out, err = ffs_cli("admin", "rebalance", url, "--moves-in-flight", "2", "--wait",
+                                 "--wait-timeout", str(WAIT_S_MAX), "--json")
+        assert code == 0, err
+        wait_for(lambda: traffic.errors or (traffic.writes >= 3 and traffic.reads >= 3), "traffic")
+    assert not traffic.errors, traffic.errors
+    assert out["planned"] and out["pending"] == []
+    after = spread(cluster)
+    with capsys.disabled():
+        print(f"\nspread (node: replicas, bytes) before {before}\n  after rebalance {after}; "
+              f"{len(out['planned'])} moves, {traffic.writes} writes and {traffic.reads} reads during them")
+    replicas = [count for count, _ in after.values()]
+    assert max(replicas) - min(replicas) <= 1 and min(replicas) >= 1, after
+    assert all(after[node][1] > 0 for node in (4, 5, 6)), after
+    chains = cluster.wait_all_serving(timeout_s=60)
+    assert all(len(members) == 3 for members in chains.values()), chains
+    check_every_byte(cluster, model)
+    code, report, err = run_fsck(url)
+    assert code == 0, (report, err)
+    # the replicas moved away are deleted by their nodes, which frees their targets
+    wait_for(lambda: not any(t.retired for t in cluster.routing().targets), "retired targets emptied")
+
+    # Drain one of the first nodes, stop it, remove it.
+    code, out, err = ffs_cli("admin", "node", "drain", url, "1", "--wait", "--wait-timeout", str(WAIT_S_MAX),
+                             "--json")
+    assert code == 0, err
+    assert out["spread"][0]["node"] == 1 and out["spread"][0]["replicas"] == 0, out["spread"]
+    cluster.kill(1)
+    code, _, err = ffs_cli("admin", "node", "remove", url, "1")
+    assert code == 1 and "still heartbeats" in err, err
+    code, out, err = wait_for(lambda: (lambda r: r if r[0] == 0 else None)(
+        ffs_cli("admin", "node", "remove", url, "1", "--json")), "node 1 removable", timeout_s=30)
+    assert sorted(out["targets"]) == [101, 102]
+    routing = cluster.routing()
+    assert 1 not in {n.id for n in routing.nodes} and not any(t.node_id == 1 for t in routing.targets)
+    chains = cluster.wait_all_serving(timeout_s=60)
+    assert all(len(members) == 3 for members in chains.values()), chains
+    check_every_byte(cluster, model)
+    code, report, err = run_fsck(url)
+    assert code == 0, (report, err)
