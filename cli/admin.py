@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from ._output import emit_json, human_bytes, json_mode, json_option, print_table
-from .fs import _url_arg, url_addresses
+from .fs import _url_arg, positive_id, url_addresses, url_and
 
 rpc_timeout_s = 10.0
 
@@ -244,12 +244,11 @@ def metrics(url: str, raw: bool) -> None:
             for name, value in sorted(row.get("samples", {}).items()):
                 click.echo(f"{row['service']}:{row['node_id'] or ''} {name} {value:g}")
         return
-    print_table("metrics (endpoints: --json)",
-                ["service", "node", "calls", "errors", "mean ms", "read", "written", "chain in", "chunks",
-                 "inodes"],
-                [(r["service"], r["node_id"] or "", r.get("rpc_calls", r["error"]),
+    # 80 columns: endpoints and bytes forwarded along chains are in --json.
+    print_table("metrics", ["service", "calls", "errors", "mean ms", "read", "written", "chunks", "inodes"],
+                [(f"{r['service']} {r['node_id'] or ''}".strip(), r.get("rpc_calls", r["error"]),
                   r.get("rpc_errors", ""), r.get("rpc_mean_ms") or "", human_bytes(r.get("bulk_read_bytes")),
-                  human_bytes(r.get("bulk_write_bytes")), human_bytes(r.get("bulk_update_bytes")),
+                  human_bytes(r.get("bulk_write_bytes")),
                   r.get("chunks", "") if r["service"] == "storage" else "",
                   r.get("inodes") if r.get("inodes") is not None else "") for r in rows])
 
@@ -275,19 +274,8 @@ def _set_target_state(target_id: int, url: str, offline: bool) -> None:
 
 
 def _url_and_id(noun: str):
-    """A click callback for URL ID, as every other command takes its URL first; ID URL still works
-    (the old order of `target offline`)."""
-    def parse(ctx, param, values: tuple[str, str]) -> tuple[str, int]:
-        url, id_text = values if values[0].startswith("ffs://") else (values[1], values[0])
-        _url_arg(ctx, param, url)
-        try:
-            number = int(id_text)
-        except ValueError:
-            raise click.BadParameter(f"{id_text!r} is not a {noun} id (a number)") from None
-        if number < 1:
-            raise click.BadParameter(f"{noun} id {number} is not >= 1")
-        return url, number
-    return parse
+    """URL ID (ID URL still works, the old order of `target offline`)."""
+    return url_and(f"{noun} id (a number such as 1)", positive_id)
 
 
 @target.command("offline")

@@ -92,7 +92,7 @@ def up(base_dir, storage_nodes, targets_per_node, port, replicas, heartbeat_time
         click.echo(f"The admin's token is in {token_file} (mode 0600) and the cluster's CA in {local.ca_file}.\n"
                    f"To use the cluster as the admin:\n"
                    f"  export FFS_TOKEN_FILE={token_file} FFS_TLS_CA={local.ca_file}\n"
-                   f"and add users with `ffs admin user add NAME {url}`.", err=True)
+                   f"and add users with `ffs admin user add {url} NAME`.", err=True)
     else:
         click.echo("WARNING: --insecure: no TLS, no tokens, no permission checks; anyone who reaches these "
                    "ports can read and change everything. Loopback development only.", err=True)

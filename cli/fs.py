@@ -63,6 +63,26 @@ def _url_arg(ctx, param, value):
     return value
 
 
+def url_and(noun: str, convert=str):
+    """A click callback for two arguments, URL and one NOUN, in either order: URL first as in
+    every command, the NOUN-first order of earlier releases still works."""
+    def parse(ctx, param, values: tuple[str, str]):
+        url, other = values if values[0].startswith("ffs://") else (values[1], values[0])
+        _url_arg(ctx, param, url)
+        try:
+            return url, convert(other)
+        except ValueError as exc:
+            raise click.BadParameter(f"{other!r} is not a {noun}: {exc}") from None
+    return parse
+
+
+def positive_id(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise ValueError("ids start at 1")
+    return number
+
+
 def _plain(info: dict[str, Any]) -> dict[str, Any]:
     """An fsspec info dict made JSON-safe (bytes and seconds as numbers)."""
     out = {}

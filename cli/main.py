@@ -12,8 +12,8 @@
     ffs admin scrub URL                       scrub progress, bad chunks found and repaired
     ffs admin target offline|online URL ID    hold a target offline / release it
     ffs admin chain-table create URL          a chain table (--replicas R)
-    ffs admin user add|list|remove|token rotate   users and their tokens (admins)
-    ffs admin node key ID URL                 a storage node's key (admins)
+    ffs admin user add|list|remove|token rotate URL ...   users and their tokens (admins)
+    ffs admin node key URL ID                 a storage node's key (admins)
     ffs admin rebalance URL [--wait]          move replicas onto new nodes (fair share per node)
     ffs admin node drain|remove URL ID        empty a node of replicas; forget it once stopped
     ffs admin tls issue NAME --ca-dir D --out D --host H   a TLS certificate for a real host
@@ -104,7 +104,7 @@ admin.admin.add_command(fsck.fsck)   # ffs admin fsck (its own module: admin.py 
 admin.admin.add_command(scrub.scrub)   # ffs admin scrub (likewise)
 admin.admin.add_command(meta_migrate.meta)   # ffs admin meta export|import (likewise)
 admin.admin.add_command(users.user)      # ffs admin user add|list|remove|token rotate
-admin.admin.add_command(users.node)      # ffs admin node key ID URL
+admin.admin.add_command(users.node)      # ffs admin node key URL ID, node drain|remove
 admin.admin.add_command(moves.rebalance)  # ffs admin rebalance URL
 users.node.add_command(moves.drain)      # ffs admin node drain URL ID
 users.node.add_command(moves.remove)     # ffs admin node remove URL ID

@@ -225,9 +225,10 @@ def df(url: str) -> None:
     def use(used: int, capacity: int) -> str:
         return f"{used / capacity:.1%}" if capacity else ""
 
-    print_table(None, ["target", "node", "chain", "used", "capacity", "use", "chunks", "file system"],
+    # 80 columns: each target's file system (host:device) is in --json.
+    print_table(None, ["target", "node", "chain", "used", "capacity", "use", "chunks"],
                 [(r["id"], r["node_id"], r["chain_id"], human_bytes(r["used_bytes"]), human_bytes(r["capacity_bytes"]),
-                  use(r["used_bytes"], r["capacity_bytes"]), r["chunk_count"], r["fs_id"]) for r in rows])
+                  use(r["used_bytes"], r["capacity_bytes"]), r["chunk_count"]) for r in rows])
     click.echo(f"total: {human_bytes(total['used_bytes'])} of {human_bytes(total['capacity_bytes'])} "
                f"({use(total['used_bytes'], total['capacity_bytes'])}), {human_bytes(total['free_bytes'])} free; "
                f"{total['targets']} targets, {total['file_systems']} file system(s)")

@@ -1,10 +1,10 @@
 """``ffs admin user ...`` and ``ffs admin node key``: who may use the cluster.
 
-    ffs admin user add NAME URL [--uid N] [--gid N ...] [--admin]   prints the token, once
+    ffs admin user add URL NAME [--uid N] [--gid N ...] [--admin]   prints the token, once
     ffs admin user list URL
-    ffs admin user remove NAME URL
-    ffs admin user token rotate NAME URL                            prints the new token, once
-    ffs admin node key ID URL                                       a storage node's key
+    ffs admin user remove URL NAME
+    ffs admin user token rotate URL NAME                            prints the new token, once
+    ffs admin node key URL ID                                       a storage node's key
     ffs whoami URL                                                  who the token says you are
 
 As 3FS's user-add and Ceph's ``auth get-or-create``: the token is shown once
@@ -17,7 +17,7 @@ from __future__ import annotations
 import click
 
 from ._output import emit_json, json_mode, json_option, print_table
-from .fs import _url_arg, parse_url
+from .fs import _url_arg, parse_url, positive_id, url_and
 
 
 def _meta(url: str):
@@ -61,17 +61,17 @@ def user() -> None:
 
 
 @user.command("add")
-@click.argument("name")
-@click.argument("url", callback=_url_arg)
+@click.argument("url_and_name", nargs=2, metavar="URL NAME", callback=url_and("user name"))
 @click.option("--uid", type=click.IntRange(0, 2**32 - 1), default=None, help="[default: the next from 1000]")
 @click.option("--gid", "gids", type=click.IntRange(0, 2**32 - 1), multiple=True,
               help="A group; the first is the primary one (repeat for more) [default: the uid]")
 @click.option("--admin", "is_admin", is_flag=True, help="May change the cluster and bypasses file modes.")
 @_token_file_option
 @json_option
-def user_add(name: str, url: str, uid: int | None, gids: tuple[int, ...], is_admin: bool,
+def user_add(url_and_name: tuple[str, str], uid: int | None, gids: tuple[int, ...], is_admin: bool,
              token_file: str | None) -> None:
     """Add user NAME and print its token once."""
+    url, name = url_and_name
     _show_token(_meta(url).user_add(name, uid=uid, gids=list(gids), admin=is_admin), token_file, "added")
 
 
@@ -90,11 +90,11 @@ def user_list(url: str) -> None:
 
 
 @user.command("remove")
-@click.argument("name")
-@click.argument("url", callback=_url_arg)
+@click.argument("url_and_name", nargs=2, metavar="URL NAME", callback=url_and("user name"))
 @json_option
-def user_remove(name: str, url: str) -> None:
+def user_remove(url_and_name: tuple[str, str]) -> None:
     """Remove user NAME: its token stops working (within seconds on every meta server)."""
+    url, name = url_and_name
     _meta(url).user_remove(name)
     if json_mode():
         emit_json({"removed": name})
@@ -108,12 +108,12 @@ def token() -> None:
 
 
 @token.command("rotate")
-@click.argument("name")
-@click.argument("url", callback=_url_arg)
+@click.argument("url_and_name", nargs=2, metavar="URL NAME", callback=url_and("user name"))
 @_token_file_option
 @json_option
-def token_rotate(name: str, url: str, token_file: str | None) -> None:
+def token_rotate(url_and_name: tuple[str, str], token_file: str | None) -> None:
     """Give user NAME a new token; the old one stops working."""
+    url, name = url_and_name
     _show_token(_meta(url).user_rotate_token(name), token_file, "new token for")
 
 
@@ -123,13 +123,14 @@ def node() -> None:
 
 
 @node.command("key")
-@click.argument("node_id", type=click.IntRange(1))
-@click.argument("url", callback=_url_arg)
+@click.argument("url_and_id", nargs=2, metavar="URL NODE_ID",
+                callback=url_and("node id (a number such as 1)", positive_id))
 @click.option("--key-file", type=click.Path(dir_okay=False),
               help="Write the key to this file (mode 0600; the node's --node-key-file) instead of printing it.")
 @json_option
-def node_key(node_id: int, url: str, key_file: str | None) -> None:
+def node_key(url_and_id: tuple[str, int], key_file: str | None) -> None:
     """The key storage node NODE_ID proves itself with (its --node-key-file)."""
+    url, node_id = url_and_id
     from fireflyfs.common import auth
 
     key = _meta(url).node_key(node_id)

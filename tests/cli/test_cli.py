@@ -220,7 +220,8 @@ def test_admin_chain_table_create_and_target_offline_online(make_cluster):
     assert targets[head]["admin_offline"] and targets[head]["public_state"] == "OFFLINE"
     assert targets[head]["local_state"] != "LOCAL_OFFLINE"          # the node is fine; the operator holds it
     assert "offline" in run("admin", "targets", url).stdout
-    assert "local states" in run("admin", "chains", url).stdout
+    shown = run("admin", "chains", url).stdout
+    assert "local" in shown and f"{tail},{head}" in shown and "serving,offline" in shown
 
     result = run("admin", "target", "offline", str(tail), url)       # the old order works too; would stop the chain
     assert result.exit_code == 1 and "last SERVING" in result.stderr

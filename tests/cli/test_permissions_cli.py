@@ -43,7 +43,7 @@ def test_chmod_chown_and_ls_long(cluster, tmp_path):
 
 def test_users_whoami_and_a_denied_chmod(cluster):
     name = f"carol{uuid.uuid4().hex[:6]}"
-    added = json.loads(run("admin", "user", "add", name, cluster.url, "--uid", "4321", "--json").stdout)
+    added = json.loads(run("admin", "user", "add", cluster.url, name, "--uid", "4321", "--json").stdout)
     token = added["token"]
     assert added["user"]["uid"] == 4321 and token.startswith("ffsu.")
     listed = json.loads(run("admin", "user", "list", cluster.url, "--json").stdout)["users"]
@@ -56,4 +56,4 @@ def test_users_whoami_and_a_denied_chmod(cluster):
     assert refused.returncode == 1 and "for admins" in refused.stderr, refused
     rotated = json.loads(run("admin", "user", "token", "rotate", name, cluster.url, "--json").stdout)["token"]
     assert rotated != token
-    assert run("admin", "user", "remove", name, cluster.url).exit_code == 0
+    assert run("admin", "user", "remove", cluster.url, name).exit_code == 0
