@@ -178,3 +178,43 @@ def test_grow_rebalance_then_drain_and_remove_under_traffic(make_cluster, reques
     check_every_byte(cluster, model)
     code, report, err = run_fsck(url)
     assert code == 0, (report, err)
+
+
+def test_nodes_dying_mid_move_lose_nothing(make_cluster, request):
+    """The node receiving a replica and the node giving it up are both SIGKILLed right after the
+    move starts, under traffic; once they are back the move completes and nothing is lost."""
+    seed = seed_from_env()
+    announce_seed(request, seed)
+    rng = random.Random(seed)
+    cluster = make_cluster(storage_nodes=3, replicas=3, heartbeat_timeout_ms=2000)
+    url = cluster.url
+    fs = fsspec.filesystem("ffs", addresses=cluster.meta_address, token=SESSION_ADMIN_TOKEN,
+                           skip_instance_cache=True)
+    model: dict[str, bytes] = {}
+    for i in range(6):
+        data = rng.randbytes(rng.randint(1 << 20, 6 << 20))
+        fs.pipe_file(f"/mid/f{i}", data)
+        model[f"/mid/f{i}"] = data
+    cluster.storage_nodes = 5
+    cluster.up()
+
+    with Traffic(fs, seed, "/mid", model) as traffic:
+        code, out, err = ffs_cli("admin", "rebalance", url, "--json")
+        assert code == 0, err
+        first = out["planned"][0]
+        receiver, giver = first["to_target"] // 100, first["from_target"] // 100
+        cluster.kill(receiver)
+        cluster.kill(giver)
+        moving = cluster.routing().moves
+        assert moving and moving[0].to_target == first["to_target"], "the move waits for its new replica"
+        time.sleep(4)                    # past the heartbeat timeout: both nodes' targets go offline
+        cluster.up()                     # both come back (new incarnations: they resync)
+        wait_for(lambda: traffic.errors or not cluster.routing().moves, "the moves to finish", WAIT_S_MAX)
+    assert not traffic.errors, traffic.errors
+    assert traffic.writes and traffic.reads
+    chains = cluster.wait_all_serving(timeout_s=120)
+    assert all(len(members) == 3 for members in chains.values()), chains
+    wait_for(lambda: not any(t.retired for t in cluster.routing().targets), "retired targets emptied")
+    check_every_byte(cluster, model)
+    code, report, err = run_fsck(url)
+    assert code == 0, (report, err)
