@@ -3,7 +3,8 @@
 Modules, one job each:
 
 - the face: ``client`` (FfsClient), ``fsspec_fs`` and ``fsspec_file`` (the
-  fsspec filesystem), ``arrow_fs`` (pyarrow), ``batch_read`` (read_batch's
+  fsspec filesystem), ``fsspec_async`` (its asyncio face, an fsspec
+  AsyncFileSystem over it), ``arrow_fs`` (pyarrow), ``batch_read`` (read_batch's
   buffer and results), ``streams`` (readahead reader, write-behind writer);
 - metadata: ``meta_client`` (Meta RPCs with request ids, coalesced stats),
   ``session_lease`` (the per-process renewer that keeps write sessions alive);
@@ -26,7 +27,7 @@ first use, so importing one submodule (``fireflyfs.client.config`` in a
 DataLoader worker, say) does not load fsspec and every gRPC stub.
 """
 
-__all__ = ["FfsClient", "FileHandle", "FireflyFileSystem", "FireflyFile"]
+__all__ = ["FfsClient", "FileHandle", "FireflyFileSystem", "FireflyFile", "AsyncFireflyFileSystem"]
 
 
 def __getattr__(name):
@@ -36,6 +37,9 @@ def __getattr__(name):
     if name == "FireflyFileSystem":
         from .fsspec_fs import FireflyFileSystem
         return FireflyFileSystem
+    if name == "AsyncFireflyFileSystem":
+        from .fsspec_async import AsyncFireflyFileSystem
+        return AsyncFireflyFileSystem
     if name == "FireflyFile":
         from .fsspec_file import FireflyFile
         return FireflyFile

@@ -31,6 +31,9 @@ Choices that differ from fsspec's defaults, and why:
   object stores expect.
 - Safe after ``os.fork()`` and picklable: connections live per process in the
   client, and the instance pickles as its storage options (host, port).
+- Sync and threaded, with no event loop: ``asynchronous=True`` (or ``loop=``)
+  constructs the asyncio face instead, an fsspec AsyncFileSystem whose
+  coroutines run this class's calls on threads (client/fsspec_async.py).
 """
 
 from __future__ import annotations
@@ -215,6 +218,15 @@ class FireflyFileSystem(AbstractFileSystem):
     blocksize = FireflyFile.DEFAULT_BLOCK_SIZE
     default_cache_type = SequentialReadaheadCache.name
 
+    def __new__(cls, *args, **kwargs):
+        """``asynchronous=True`` or ``loop=``: the asyncio face (client/fsspec_async.py), an fsspec
+        AsyncFileSystem as s3fs is; otherwise this threaded class, which never touches a loop."""
+        if cls is FireflyFileSystem and (kwargs.get("asynchronous") or kwargs.get("loop") is not None):
+            from .fsspec_async import AsyncFireflyFileSystem
+            # fsspec's instance cache is FireflyFileSystem's (the caller's class), not a second one.
+            return AsyncFireflyFileSystem(*args, skip_instance_cache=True, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, addresses: str | None = None,
                  token: str | None = None, umask: int = UMASK_DEFAULT, tls_ca: str | None = None,
                  **kwargs) -> None:
@@ -320,19 +332,31 @@ class FireflyFileSystem(AbstractFileSystem):
 
     def infos(self, paths: list[str]) -> list[dict | None]:
         """info() of many paths in one Meta.BatchStat per 10,000; None for a missing path."""
-        names = [self._strip_protocol(p) for p in paths]
         out: list[dict | None] = []
+        for result in self.infos_or_errors(paths):
+            if isinstance(result, FileNotFoundError):
+                out.append(None)
+            elif isinstance(result, Exception):
+                raise result
+            else:
+                out.append(result)
+        return out
+
+    def infos_or_errors(self, paths: list[str]) -> "list[dict | Exception]":
+        """Per path, info() or the error it would raise: one Meta.BatchStat per 10,000 paths."""
+        names = [self._strip_protocol(p) for p in paths]
+        out: list = []
         for start in range(0, len(names), limits.batch_stat_paths_max):
             part = names[start:start + limits.batch_stat_paths_max]
             for name, result in zip(part, self.client.meta.batch_stat(part, attrs_only=True).results):
-                if result.error:
-                    error = error_from_name(result.error, result.message)
-                    if not isinstance(error, FileNotFoundError):
-                        raise error
-                    out.append(None)
-                    continue
-                size = self.client.current_length(result.inode) if result.inode.open_write_sessions else None
-                out.append(self._inode_info(name, result.inode, size))
+                try:
+                    if result.error:
+                        raise error_from_name(result.error, result.message)
+                    size = (self.client.current_length(result.inode) if result.inode.open_write_sessions
+                            else None)
+                    out.append(self._inode_info(name, result.inode, size))
+                except Exception as exc:  # noqa: BLE001 - returned in its slot
+                    out.append(exc)
         return out
 
     def sizes(self, paths) -> list[int]:
@@ -687,6 +711,32 @@ class FireflyFileSystem(AbstractFileSystem):
                 return
         self.client.write_file(path, data, exclusive=exclusive)
         self.invalidate_cache(path)
+
+    def pipe_small_files(self, files: list[tuple[str, bytes, bool]]) -> list:
+        """pipe_file of many small files at once: (path, bytes, exclusive) each, every one of 1 to
+        ``limits.inline_data_bytes_max`` bytes. One Meta.BatchCreate stores them inline; a file
+        meta cannot take inline (other links, open writers) then goes through storage, as in
+        pipe_file. Per file: None, or the error its pipe_file would raise."""
+        for _path, data, _exclusive in files:
+            if not 0 < len(data) <= limits.inline_data_bytes_max:
+                raise ValueError(f"a small file has 1 to {limits.inline_data_bytes_max} bytes, not {len(data)}")
+        names = [self._strip_protocol(path) for path, _data, _exclusive in files]
+        replies = self.client.meta.create_many([
+            meta_pb2.CreateRequest(path=name, inline_data=data, inline=True, exclusive=exclusive, truncate=True,
+                                   parents=True)
+            for name, (_path, data, exclusive) in zip(names, files)])
+        out: list = []
+        for name, (_path, data, exclusive), reply in zip(names, files, replies):
+            try:
+                if isinstance(reply, Exception):
+                    raise reply
+                if not reply.inline:
+                    self.client.write_file(name, data, exclusive=exclusive)
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - returned in its slot
+                out.append(exc)
+            self.invalidate_cache(name)
+        return out
 
     def touch(self, path, truncate=True, **kwargs) -> None:
         """Create an empty file or empty an existing one: one Meta.Create (no write session).

@@ -282,6 +282,24 @@ class MetaClient:
             request.request_id = new_request_id()   # before queueing: a resent batch keeps it
         return self._creates.call(request)
 
+    def create_many(self, requests: list[meta_pb2.CreateRequest]) -> list:
+        """Independent creates a caller already holds together (the asyncio face's LoopCoalescer):
+        one Create for one, else one BatchCreate per ``limits.batch_create_requests_max``. Per
+        request its OpenReply or its error; each keeps its own request_id across retries."""
+        for request in requests:
+            if not request.mode:
+                request.mode = FILE_MODE_DEFAULT & ~self.umask
+            if not request.request_id:
+                request.request_id = new_request_id()
+        out: list = []
+        for start in range(0, len(requests), limits.batch_create_requests_max):
+            part = requests[start:start + limits.batch_create_requests_max]
+            try:
+                out.extend(self._send_creates(part))
+            except FfsError as exc:       # the whole batch failed: each of its creates says so
+                out.extend([exc] * len(part))
+        return out
+
     def open(self, path: str, write: bool = False, truncate: bool = False,
              client_id: str = "", inline_ok: bool = False) -> meta_pb2.OpenReply:
         """inline_ok (read opens): an inline file's bytes come in OpenReply.inline_data and the

@@ -144,11 +144,13 @@ def etcd_cluster(tmp_path_factory) -> RunningCluster:
         local.down()
 
 
-def fsspec_on(running: RunningCluster):
-    """A FireflyFileSystem on a running cluster, through every meta server it has."""
+def fsspec_on(running: RunningCluster, **options):
+    """A FireflyFileSystem on a running cluster, through every meta server it has (options: more
+    storage options, such as asynchronous=True for the asyncio face)."""
     import fsspec
 
-    return fsspec.filesystem("ffs", addresses=",".join(running.cluster.meta_addresses), token=SESSION_ADMIN_TOKEN)
+    return fsspec.filesystem("ffs", addresses=",".join(running.cluster.meta_addresses), token=SESSION_ADMIN_TOKEN,
+                             **options)
 
 
 @pytest.fixture
