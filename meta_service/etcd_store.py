@@ -222,7 +222,11 @@ class EtcdTxn:
             if cached is None and self._writable and (likely_absent or full.startswith(store._absent_prefixes)):
                 # Never in read(): its failed check could only raise Unavailable, again and again.
                 cached = (0, None)
-            if cached is not None:
+            # A guess newer than this transaction's snapshot would mix two points in time: a dentry
+            # this store just created, read from the cache, and its inode read at the older
+            # snapshot (absent) -- with the guess still holding, that is "dentry points at missing
+            # inode" and no rerun. Such a key is read at the snapshot instead.
+            if cached is not None and (not self.revision or cached[0] <= self.revision):
                 self._seen[full], self._values[full] = cached
                 self.guessed.add(full)
                 return cached[1]

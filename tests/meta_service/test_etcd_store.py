@@ -289,3 +289,30 @@ def test_concurrent_disjoint_transactions_share_commits_and_overlapping_ones_do_
         assert txn.kv.count("inodes") == rounds * threads
         assert int(txn.kv.get("counters", b"shared")) == rounds * threads
     assert store.group.batches > 0, "concurrent commits shared etcd Txns"
+
+
+@pytest.mark.parametrize("kind", ["read", "transact"])
+def test_a_cached_guess_newer_than_the_snapshot_is_not_mixed_into_it(make_store, kind):
+    """A dentry and its inode, created by this store after a transaction took its snapshot: the
+    transaction sees both or neither. (The cache held the new dentry but not the inode, which a
+    failed commit had forgotten; reading the dentry there and the inode at the older snapshot
+    gave 'dentry points at missing inode' under concurrent makedirs on two meta servers.)"""
+    store = make_store()
+    put(store, "counters", b"x", b"1")
+    seen = []
+
+    def look(txn):
+        assert txn.kv.get("counters", b"x") == b"1"        # a fresh read: the snapshot is taken here
+        if not seen:
+            put(store, "dentries", b"d", b"inode 7")         # now in this store's cache, newer
+            put(store, "inodes", b"7", b"the inode")
+            store.forget([store.key("inodes", b"7")])        # as a failed commit that read it does
+        seen.append((txn.kv.get("dentries", b"d"), txn.kv.get("inodes", b"7")))
+
+    if kind == "read":
+        with store.read() as txn:
+            look(txn)
+    else:
+        store.transact(look)
+    dentry, inode = seen[-1]
+    assert (dentry is None) == (inode is None), seen
