@@ -19,11 +19,11 @@ import threading
 import time
 
 import fsspec
-import pytest
 
 from fireflyfs.client.client import FfsClient
 from fireflyfs.proto import types_pb2
 from tests.conftest import SESSION_ADMIN_TOKEN, announce_seed, seed_from_env
+from tests.storage_service.test_node import wait_for as wait_until
 from tests.system.test_chaos import run_fsck
 
 WAIT_S_MAX = 180.0
@@ -109,29 +109,28 @@ def check_every_byte(cluster, model: dict[str, bytes]) -> None:
 
 
 def wait_for(predicate, what: str, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    return wait_until(predicate, timeout_s=timeout_s, what=what)
 
 
-def test_grow_rebalance_then_drain_and_remove_under_traffic(make_cluster, request, capsys):
+def three_nodes_with_data(make_cluster, request, root: str, files: int, size_max: int):
+    """A 3-node cluster (3 replicas) holding seeded files: (cluster, fsspec fs, model, seed)."""
     seed = seed_from_env()
     announce_seed(request, seed)
     rng = random.Random(seed)
     cluster = make_cluster(storage_nodes=3, replicas=3, heartbeat_timeout_ms=2000)
-    url = cluster.url
     fs = fsspec.filesystem("ffs", addresses=cluster.meta_address, token=SESSION_ADMIN_TOKEN,
                            skip_instance_cache=True)
     model: dict[str, bytes] = {}
-    for i in range(8):
-        data = rng.randbytes(rng.randint(1, 4 << 20))
-        fs.pipe_file(f"/grow/f{i}", data)
-        model[f"/grow/f{i}"] = data
+    for i in range(files):
+        data = rng.randbytes(rng.randint(1, size_max))
+        fs.pipe_file(f"{root}/f{i}", data)
+        model[f"{root}/f{i}"] = data
+    return cluster, fs, model, seed
+
+
+def test_grow_rebalance_then_drain_and_remove_under_traffic(make_cluster, request, capsys):
+    cluster, fs, model, seed = three_nodes_with_data(make_cluster, request, "/grow", 8, 4 << 20)
+    url = cluster.url
     before = spread(cluster)
 
     cluster.storage_nodes = 6          # three more nodes join; their targets are in no chain yet
@@ -183,18 +182,8 @@ def test_grow_rebalance_then_drain_and_remove_under_traffic(make_cluster, reques
 def test_nodes_dying_mid_move_lose_nothing(make_cluster, request):
     """The node receiving a replica and the node giving it up are both SIGKILLed right after the
     move starts, under traffic; once they are back the move completes and nothing is lost."""
-    seed = seed_from_env()
-    announce_seed(request, seed)
-    rng = random.Random(seed)
-    cluster = make_cluster(storage_nodes=3, replicas=3, heartbeat_timeout_ms=2000)
+    cluster, fs, model, seed = three_nodes_with_data(make_cluster, request, "/mid", 6, 6 << 20)
     url = cluster.url
-    fs = fsspec.filesystem("ffs", addresses=cluster.meta_address, token=SESSION_ADMIN_TOKEN,
-                           skip_instance_cache=True)
-    model: dict[str, bytes] = {}
-    for i in range(6):
-        data = rng.randbytes(rng.randint(1 << 20, 6 << 20))
-        fs.pipe_file(f"/mid/f{i}", data)
-        model[f"/mid/f{i}"] = data
     cluster.storage_nodes = 5
     cluster.up()
 
