@@ -52,10 +52,23 @@ def fabric(trials, rate_mbit, seconds, iterations_min, rts_permits, weights, onl
     if json_mode():
         emit_json(report)
         return
-    rows = [(name, entry["p50_ms"], entry["p99_ms"], entry["max_ms"],
-             f"{entry['spread']['p99_ms'][0]}-{entry['spread']['p99_ms'][1]}",
-             report.get("p99_vs_idle", {}).get(name), entry["storage_MiBps"])
+    ratios = report.get("vs_idle", {})
+
+    def ratio(name: str, key: str) -> str:
+        value = ratios.get(name, {}).get(key)
+        if not value or value["median"] is None:
+            return ""
+        low, high = value["ci95"]
+        return f"{value['median']:.2f} [{low:.2f}-{high:.2f}]"
+
+    rows = [(name, entry["p50_ms"], entry["p99_ms"], f"{entry['spread']['p99_ms'][0]}-{entry['spread']['p99_ms'][1]}",
+             ratio(name, "p50_ms"), ratio(name, "p99_ms"), entry["storage_MiBps"])
             for name, entry in report["configs"].items()]
     print_table(f"HFReduce on a {rate_mbit:g} Mbit/s bottleneck, median of {trials} trials",
-                ["config", "p50 ms", "p99 ms", "max ms", "p99 spread", "p99/idle", "storage MiB/s"], rows)
-    click.echo(f"targets: {report.get('targets')}")
+                ["config", "p50 ms", "p99 ms", "p99 range", "p50/idle [95%]", "p99/idle [95%]", "MiB/s"], rows)
+    spread = report.get("idle_p99_spread")
+    if spread:
+        click.echo(f"idle p99 over trials: {spread['min']}-{spread['max']} ms (median {spread['median']}, "
+                   f"spread {spread['relative']:.0%} of it)")
+    for target, met in report.get("targets", {}).items():
+        click.echo(f"{'met' if met else 'NOT met'}: {target}")

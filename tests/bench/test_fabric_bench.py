@@ -33,23 +33,38 @@ def test_percentile_and_windowed_goodput():
 
 
 def test_summary_takes_medians_spreads_and_judges_the_targets():
-    def trial(p99, mibps=0.0, **extra):
-        return {"p50_ms": p99 / 2, "p99_ms": p99, "max_ms": p99 + 1, "storage_MiBps": mibps, **extra}
+    def trial(p99, mibps=0.0, p50=None, **extra):
+        return {"p50_ms": p50 or p99 / 2, "p99_ms": p99, "max_ms": p99 + 1, "storage_MiBps": mibps, **extra}
 
     trials = {
         "idle": [trial(10), trial(12), trial(11)],
         "shared_queue": [trial(80, 9), trial(70, 10), trial(90, 11)],
-        "classes": [trial(12, 8, storage_share_MiBps=9.5, storage_share_fraction=0.84)] * 3,
+        "classes": [trial(11, 8, storage_share_MiBps=9.5, storage_share_fraction=0.95),
+                    trial(13, 8, storage_share_MiBps=9.5, storage_share_fraction=0.95),
+                    trial(12, 8, p50=6.2, storage_share_MiBps=9.5, storage_share_fraction=0.95)],
     }
     result = summarize(FabricBenchConfig(trials=3), trials)
     assert result["configs"]["idle"]["p99_ms"] == 11
     assert result["configs"]["shared_queue"]["spread"]["p99_ms"] == [70, 90]
     assert result["configs"]["shared_queue"]["storage_MiBps"] == 10
     assert len(result["configs"]["classes"]["trials"]) == 3
-    assert result["p99_vs_idle"]["shared_queue"] == pytest.approx(80 / 11, rel=0.01)
-    assert result["targets"] == {"classes_p99_within_1.5x_idle": True,
+    # ratios pair each trial with the idle run of the same trial: 80/10, 70/12, 90/11
+    shared = result["vs_idle"]["shared_queue"]["p99_ms"]
+    assert shared["trials"] == [8.0, 5.833, 8.182] and shared["median"] == 8.0
+    assert shared["ci95"][0] <= shared["median"] <= shared["ci95"][1]
+    assert 5.8 <= shared["ci95"][0] and shared["ci95"][1] <= 8.2
+    assert result["p99_vs_idle"]["shared_queue"] == 8.0
+    assert result["vs_idle"]["classes"]["p99_ms"]["trials"] == [1.1, 1.083, 1.091]
+    assert result["idle_p99_spread"] == {"min": 10, "max": 12, "median": 11, "relative": 0.182}
+    assert result["targets"] == {"classes_p99_within_1.2x_idle": True,
+                                 "classes_p50_within_1.1x_idle": True,
                                  "shared_queue_p99_several_times_idle": True,
-                                 "classes_storage_at_least_80pct_of_share": True}
+                                 "classes_storage_at_least_90pct_of_share": True}
+    trials["classes"][1] = trial(14, 8, p50=9, storage_share_MiBps=9.5, storage_share_fraction=0.8)
+    trials["classes"][0] = trial(14, 8, p50=9, storage_share_MiBps=9.5, storage_share_fraction=0.8)
+    judged = summarize(FabricBenchConfig(trials=3), trials)["targets"]
+    assert judged["classes_p99_within_1.2x_idle"] and not judged["classes_p50_within_1.1x_idle"]
+    assert not judged["classes_storage_at_least_90pct_of_share"]
     with pytest.raises(ValueError):
         FabricBenchConfig(configs=("idle", "nope")).check()
 
