@@ -61,12 +61,12 @@ class Skipped(Exception):
 
 @dataclasses.dataclass
 class FabricBenchConfig:
-    trials: int = 3
+    trials: int = 5
     rate_mbit: float = 100.0
     buffer_bytes: int = 1_000_000
-    weights: str = "hfreduce=0.4,storage=0.4,collective=0.1,control=0.1"
+    weights: str = ""                      # HTB shares in "classes"; "" = deploy/testbed_shaping's defaults
     hfreduce_count: int = 16384           # float32 elements per allreduce (64 KiB)
-    hfreduce_seconds: float = 4.0          # the measured window per configuration and trial
+    hfreduce_seconds: float = 8.0          # the measured window per configuration and trial (~300 allreduces)
     hfreduce_iterations_min: int = 20      # measured allreduces per trial at least, however slow they are
     hfreduce_gap_ms: float = 20.0          # "compute" between allreduces
     reader_threads: int = 16
@@ -312,6 +312,10 @@ def summarize(config: FabricBenchConfig, trials: dict[str, list[dict]]) -> dict:
 def run(config: FabricBenchConfig, reporter=None, base_dir: str | None = None) -> dict:
     """Build the testbed, measure every configuration, and always take the testbed down."""
     config.check()
+    if not config.weights:
+        from fireflyfs.deploy.testbed_shaping import WEIGHTS_DEFAULT, format_weights
+
+        config.weights = format_weights(WEIGHTS_DEFAULT)      # the report names the shares it used
     bench = FabricBench(config, reporter)
     with tempfile.TemporaryDirectory(prefix="ffs-bench-fabric-") as tmp:
         try:

@@ -1,7 +1,7 @@
 """``ffs testbed up|down|status|shape|exec``: the namespace testbed (deploy/testbed.py).
 
     ffs testbed up [--name tb] [--storage-hosts 2] [--peer-hosts 1] [--rate-mbit 100]
-                   [--mode classes|shared|none] [--weights hfreduce=0.4,storage=0.4,...]
+                   [--mode classes|shared|none] [--weights hfreduce=0.94,storage=0.02,...]
     ffs testbed shape --rate-mbit 100 --mode shared      (or --mode none: remove the shaping)
     ffs testbed exec c -- python -m fireflyfs.fabric.hfreduce ...
     ffs testbed status | down
@@ -53,7 +53,7 @@ shaping_options = [
     click.option("--mode", type=click.Choice(["classes", "shared", "none"]), default="classes",
                  show_default=True, help="HTB class per traffic class, one shared queue, or no shaping."),
     click.option("--weights", default=None,
-                 help="Guaranteed shares, e.g. hfreduce=0.4,storage=0.4,collective=0.1,control=0.1"),
+                 help="Guaranteed shares, e.g. hfreduce=0.4,storage=0.4 [default: hfreduce=0.94, the others 0.02]"),
     click.option("--buffer-bytes", type=int, default=1_000_000, show_default=True,
                  help="Byte FIFO of each class (the one FIFO in shared mode)."),
 ]

@@ -287,9 +287,25 @@ class Testbed:
     def command(self, host: str, argv: list[str]) -> list[str]:
         return netns.in_namespace(self.namespace(host), argv)
 
+    def client_env(self) -> dict[str, str]:
+        """The environment a client on a host needs for the testbed's cluster: its CA and the
+        admin's token, as ``ffs cluster up`` gives the process that starts a cluster (unless the
+        caller set its own)."""
+        env = dict(os.environ)
+        if self._state.get("cluster"):
+            from fireflyfs.common import auth, tls
+
+            cluster = self.cluster()
+            if cluster.ca_file.exists():
+                env.setdefault(tls.CA_ENV, str(cluster.ca_file))
+            if cluster.admin_token_file.exists() and not (env.get(auth.TOKEN_ENV) or env.get(auth.TOKEN_FILE_ENV)):
+                env[auth.TOKEN_FILE_ENV] = str(cluster.admin_token_file)
+        return env
+
     def run(self, host: str, argv: list[str], timeout_s: float = 60.0,
             check: bool = True, **kwargs) -> subprocess.CompletedProcess:
         """Run argv on host and wait (output captured as text)."""
+        kwargs.setdefault("env", self.client_env())
         result = subprocess.run(self.command(host, argv), capture_output=True, text=True,
                                 timeout=timeout_s, stdin=subprocess.DEVNULL, **kwargs)
         if check and result.returncode != 0:
@@ -300,6 +316,7 @@ class Testbed:
     def spawn(self, host: str, argv: list[str], label: str, **kwargs) -> subprocess.Popen:
         """Start argv on host in the background (killed by down() if still running)."""
         kwargs.setdefault("stdin", subprocess.DEVNULL)
+        kwargs.setdefault("env", self.client_env())
         proc = subprocess.Popen(self.command(host, argv), start_new_session=True, **kwargs)
         self._children[proc.pid] = proc
         self._state["pids"][label] = proc.pid
