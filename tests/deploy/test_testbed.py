@@ -123,6 +123,19 @@ def test_firefly_services_run_on_namespace_addresses(testbed, tmp_path):
     assert testbed.run("c", [sys.executable, "-c", code]).stdout.strip() == "ok"
 
 
+def test_a_client_on_a_host_finds_the_clusters_ca_and_token_without_help(testbed, monkeypatch):
+    """From a plain shell (no FFS_TLS_CA, no token): processes the testbed runs get its cluster's
+    CA and admin token (ffs bench fabric failed there before)."""
+    for name in ("FFS_TLS_CA", "FFS_TOKEN", "FFS_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    env = testbed.client_env()
+    assert env["FFS_TLS_CA"] == str(testbed.cluster().ca_file)
+    assert env["FFS_TOKEN_FILE"] == str(testbed.cluster().admin_token_file)
+    code = (f"import fsspec\nfs = fsspec.filesystem('ffs', host='{testbed.address('m')}', port=9000)\n"
+            "fs.pipe('/tb-env', b'x')\nprint(fs.cat('/tb-env').decode())\n")
+    assert testbed.run("c", [sys.executable, "-c", code]).stdout.strip() == "x"
+
+
 def test_hfreduce_ranks_on_three_hosts(testbed, tmp_path):
     ranks = testbed.start_hfreduce(["c", "p1", "s1"], "--count", "20000", "--op", "sum",
                                    "--out", str(tmp_path), stdout=subprocess.DEVNULL)
