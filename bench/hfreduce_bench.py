@@ -11,9 +11,11 @@ the same processes and on the same data:
   through shared memory at the leader (the intra-node path);
 - ``ring``: the naive ring allreduce over the same marked TCP transport;
 - ``gloo``: ``torch.distributed.all_reduce`` with the gloo backend.
-Per size and algorithm, every rank times --iterations float32 sum
-allreduces (after one warm-up, inputs restored before each, a gloo barrier
-between), and rank 0 reports the median time, algorithm bandwidth
+Per size and algorithm, every rank times float32 sum allreduces (after one
+warm-up, inputs restored before each, a gloo barrier between): --iterations,
+or more for small sizes (enough calls to move ~256 MiB, at most 100: five
+1 MiB calls gave medians that swung 2x with thread wake-ups), and rank 0
+reports the median time, algorithm bandwidth
 (bytes / time) and bus bandwidth (algbw * 2(n-1)/n, NCCL's convention, so
 figures compare across rank counts). Results are checked against gloo's.
 Machine-limits.md's gloo baseline: 186 MiB, busbw ~1.7 GB/s with 2 ranks,
@@ -67,9 +69,11 @@ def run_rank(args: argparse.Namespace) -> None:
         data = source.clone()
         row = {"bytes": count * 4}
         outputs = {}
+        iterations = max(args.iterations, min(100, (256 << 20) // max(size, 1)))
+        row["iterations"] = iterations
         for name in ALGORITHMS:
             times = []
-            for iteration in range(args.iterations + 1):
+            for iteration in range(iterations + 1):
                 data.copy_(source)
                 dist.barrier()
                 started = time.perf_counter()
@@ -83,6 +87,7 @@ def run_rank(args: argparse.Namespace) -> None:
             row[name] = {"ms_p50": round(seconds * 1000, 3), "ms_min": round(min(times) * 1000, 3),
                          "algbw_GBps": round(algbw, 3),
                          "busbw_GBps": round(algbw * 2 * (world - 1) / world, 3)}
+        row["tree_vs_gloo"] = round(row["hfreduce_tree"]["busbw_GBps"] / row["gloo"]["busbw_GBps"], 3)
         for name in ALGORITHMS[:-1]:
             if not torch.equal(outputs[name], outputs["gloo"]):
                 raise SystemExit(f"rank {rank}: {name} differs from gloo at {size} bytes")
@@ -134,11 +139,11 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{args.ranks} ranks, float32 sum, median of {args.iterations}; busbw GB/s (ms)")
-    print(f"{'size':>10} " + " ".join(f"{name:>20}" for name in ALGORITHMS))
+    print(f"{args.ranks} ranks, float32 sum, median of each size's calls; busbw GB/s (ms)")
+    print(f"{'size':>10} " + " ".join(f"{name:>20}" for name in ALGORITHMS) + "  tree/gloo")
     for row in report["sizes"]:
-        cells = " ".join(f"{row[n]['busbw_GBps']:>11.2f} ({row[n]['ms_p50']:>6.1f})" for n in ALGORITHMS)
-        print(f"{row['bytes'] / 2**20:>8.1f}Mi {cells}")
+        cells = " ".join(f"{row[n]['busbw_GBps']:>11.2f} ({row[n]['ms_p50']:>6.2f})" for n in ALGORITHMS)
+        print(f"{row['bytes'] / 2**20:>8.1f}Mi {cells}  {row['tree_vs_gloo']:>9.2f}")
     return 0
 
 

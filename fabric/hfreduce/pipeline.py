@@ -104,24 +104,41 @@ def _up(call: Call, tree: TreeLinks, lo: int, hi: int) -> None:
     if tree.parent is not None:
         transport.send(tree.parent, call.header)
     received = np.empty(min(call.chunk_elements, max(hi - lo, 1)), dtype=element_type.accumulate)
+    # One input already in the accumulation dtype (float32/float64, no local members): no scratch
+    # copies. A leaf sends its input as its partial sum, an inner node sums into scratch, the root
+    # sums into the result itself. The additions and their order are the general path's, so the
+    # bits are the same; the general path moves each byte through memory two more times.
+    direct = len(call.inputs) == 1 and element_type.storage == element_type.accumulate
     for a, b in chunks(lo, hi, call.chunk_elements):
-        total = call.total[a:b]
-        if element_type.name == "bfloat16":
-            np.copyto(total, dtypes.to_accumulate(call.inputs[0][a:b], element_type))
+        own = call.inputs[0][a:b]
+        if direct and tree.parent is not None and not tree.children:
+            transport.send(tree.parent, own)
+            continue
+        if direct and tree.children:
+            total = call.total[a:b] if tree.parent is not None else call.out[a:b]
+            for number, child in enumerate(tree.children):
+                piece = received[: b - a]
+                transport.recv_into(child, memoryview(piece))
+                np.add(total if number else own, piece, out=total)
         else:
-            np.copyto(total, call.inputs[0][a:b], casting="same_kind")
-        for other in call.inputs[1:]:
-            dtypes.add_into(total, other[a:b], element_type)
-        for child in tree.children:
-            piece = received[: b - a]
-            transport.recv_into(child, memoryview(piece))
-            np.add(total, piece, out=total)
+            total = call.total[a:b]
+            if element_type.name == "bfloat16":
+                np.copyto(total, dtypes.to_accumulate(own, element_type))
+            else:
+                np.copyto(total, own, casting="same_kind")
+            for other in call.inputs[1:]:
+                dtypes.add_into(total, other[a:b], element_type)
+            for child in tree.children:
+                piece = received[: b - a]
+                transport.recv_into(child, memoryview(piece))
+                np.add(total, piece, out=total)
         if tree.parent is not None:
             transport.send(tree.parent, total)
             continue
         if call.divisor != 1:
             np.divide(total, call.divisor, out=total)
-        dtypes.round_into(call.out[a:b], total, element_type)
+        if not (direct and tree.children):      # the direct root summed into the result already
+            dtypes.round_into(call.out[a:b], total, element_type)
         if call.copy_out is not None:
             np.copyto(call.copy_out[a:b], call.out[a:b])     # while the chunk is still in cache
         for child in tree.children:
