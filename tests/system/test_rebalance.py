@@ -196,6 +196,9 @@ def test_nodes_dying_mid_move_lose_nothing(make_cluster, request):
         cluster.kill(giver)
         moving = cluster.routing().moves
         assert moving and moving[0].to_target == first["to_target"], "the move waits for its new replica"
+        code, status, err = ffs_cli("status", url, "--json")
+        assert code in (0, 1), err        # degraded once mgmtd sees the nodes gone; never unavailable
+        assert {(m["chain"], m["to_target"]) for m in status["moves"]} >= {(first["chain"], first["to_target"])}
         time.sleep(4)                    # past the heartbeat timeout: both nodes' targets go offline
         cluster.up()                     # both come back (new incarnations: they resync)
         wait_for(lambda: traffic.errors or not cluster.routing().moves, "the moves to finish", WAIT_S_MAX)
