@@ -9,6 +9,9 @@ the same processes and on the same data:
   through the double binary tree over TCP (the inter-node path);
 - ``hfreduce_shm``: HFReduce with all ranks on one host, so the sum goes
   through shared memory at the leader (the intra-node path);
+- ``hfreduce_2hosts``: the ranks split over two hosts (3 ranks: 2 + 1, 4: 2 + 2),
+  Fire-Flyer's shape: a host sums its ranks in shared memory and only the two
+  leaders run the trees over TCP (with 2 ranks it is ``hfreduce_tree``);
 - ``ring``: the naive ring allreduce over the same marked TCP transport;
 - ``gloo``: ``torch.distributed.all_reduce`` with the gloo backend.
 Per size and algorithm, every rank times float32 sum allreduces (after one
@@ -34,7 +37,7 @@ import sys
 import time
 from fireflyfs.common.units import parse_positive_size, parse_size
 
-ALGORITHMS = ("hfreduce_tree", "hfreduce_shm", "ring", "gloo")
+ALGORITHMS = ("hfreduce_tree", "hfreduce_shm", "hfreduce_2hosts", "ring", "gloo")
 
 
 def free_port() -> int:
@@ -51,14 +54,17 @@ def run_rank(args: argparse.Namespace) -> None:
     from fireflyfs.fabric.hfreduce import HFReduceGroup
 
     rank, world = args.rank, args.ranks
-    gloo_port, tree_port, shm_port = (int(p) for p in args.ports.split(","))
+    gloo_port, tree_port, shm_port, hosts_port = (int(p) for p in args.ports.split(","))
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{gloo_port}", rank=rank, world_size=world)
     tree = HFReduceGroup(rank, world, "127.0.0.1", tree_port, host_key=f"h{rank}", ring=True,
                          chunk_bytes=args.chunk_bytes)
     shm = HFReduceGroup(rank, world, "127.0.0.1", shm_port, host_key="one-host", chunk_bytes=args.chunk_bytes)
+    two_hosts = HFReduceGroup(rank, world, "127.0.0.1", hosts_port, host_key=f"h{rank * 2 // world}",
+                              chunk_bytes=args.chunk_bytes)
     calls = {
         "hfreduce_tree": lambda t: tree.allreduce(t),
         "hfreduce_shm": lambda t: shm.allreduce(t),
+        "hfreduce_2hosts": lambda t: two_hosts.allreduce(t),
         "ring": lambda t: tree.ring_allreduce(t),
         "gloo": lambda t: dist.all_reduce(t),
     }
@@ -88,12 +94,14 @@ def run_rank(args: argparse.Namespace) -> None:
                          "algbw_GBps": round(algbw, 3),
                          "busbw_GBps": round(algbw * 2 * (world - 1) / world, 3)}
         row["tree_vs_gloo"] = round(row["hfreduce_tree"]["busbw_GBps"] / row["gloo"]["busbw_GBps"], 3)
+        row["2hosts_vs_gloo"] = round(row["hfreduce_2hosts"]["busbw_GBps"] / row["gloo"]["busbw_GBps"], 3)
         for name in ALGORITHMS[:-1]:
             if not torch.equal(outputs[name], outputs["gloo"]):
                 raise SystemExit(f"rank {rank}: {name} differs from gloo at {size} bytes")
         report.append(row)
     tree.close()
     shm.close()
+    two_hosts.close()
     dist.destroy_process_group()
     if rank == 0:
         print(json.dumps(report))
@@ -113,7 +121,7 @@ def main() -> int:
     if args.rank is not None:
         run_rank(args)
         return 0
-    ports = ",".join(str(free_port()) for _ in range(3))
+    ports = ",".join(str(free_port()) for _ in range(4))
     sizes = ",".join(str(s) for s in args.sizes)
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="67108864", MALLOC_TRIM_THRESHOLD_="268435456")
     processes = [subprocess.Popen(
@@ -140,10 +148,10 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{args.ranks} ranks, float32 sum, median of each size's calls; busbw GB/s (ms)")
-    print(f"{'size':>10} " + " ".join(f"{name:>20}" for name in ALGORITHMS) + "  tree/gloo")
+    print(f"{'size':>10} " + " ".join(f"{name:>20}" for name in ALGORITHMS) + "  tree/gloo  2hosts/gloo")
     for row in report["sizes"]:
         cells = " ".join(f"{row[n]['busbw_GBps']:>11.2f} ({row[n]['ms_p50']:>6.2f})" for n in ALGORITHMS)
-        print(f"{row['bytes'] / 2**20:>8.1f}Mi {cells}  {row['tree_vs_gloo']:>9.2f}")
+        print(f"{row['bytes'] / 2**20:>8.1f}Mi {cells}  {row['tree_vs_gloo']:>9.2f}  {row['2hosts_vs_gloo']:>11.2f}")
     return 0
 
 
