@@ -163,6 +163,22 @@ def stdout_binary():
     return sys.stdout.buffer
 
 
+def _stderr_bar(label: str, *columns: str):
+    """(a started rich Progress on stderr with a bar and the named rich.progress columns, its
+    task), or (None, None) when stderr is not a terminal or the output is --json."""
+    if not sys.stderr.isatty() or json_mode():
+        return None, None
+    from rich import progress
+    from rich.console import Console
+
+    bar = progress.Progress(progress.TextColumn("{task.description}"), progress.BarColumn(),
+                            *(getattr(progress, name)() for name in columns),
+                            console=Console(file=sys.stderr), transient=True)
+    task = bar.add_task(label, total=None)
+    bar.start()
+    return bar, task
+
+
 class TransferProgress:
     """Bytes moved by put/get: a progress bar on stderr when it is a terminal and not --json,
     nothing when piped; ``summary()`` gives the bytes, files and seconds.
@@ -180,17 +196,8 @@ class TransferProgress:
         self.files = 0
         self._total = 0
         self._started = time.monotonic()
-        self._progress = self._task = None
-        if sys.stderr.isatty() and not json_mode():
-            from rich.console import Console
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                       TransferSpeedColumn)
-
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                      TransferSpeedColumn(), TimeRemainingColumn(),
-                                      console=Console(file=sys.stderr), transient=True)
-            self._task = self._progress.add_task(label, total=None)
-            self._progress.start()
+        self._progress, self._task = _stderr_bar(label, "DownloadColumn", "TransferSpeedColumn",
+                                                 "TimeRemainingColumn")
         outer = self
 
         class _FileBytes(Callback):
@@ -241,19 +248,7 @@ class StepProgress:
     terminal and not --json, nothing when piped."""
 
     def __init__(self, label: str) -> None:
-        self._progress = self._task = None
-        if sys.stderr.isatty() and not json_mode():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True)
-            self._task = self._progress.add_task(label, total=None)
-            self._progress.start()
-
-    @property
-    def shown(self) -> bool:
-        return self._progress is not None
+        self._progress, self._task = _stderr_bar(label, "MofNCompleteColumn", "TimeElapsedColumn")
 
     def update(self, done: int, total: int, label: str | None = None) -> None:
         if self._progress is not None:

@@ -86,14 +86,28 @@ def _report(url: str, reply, dry_run: bool, wait: bool, wait_timeout_s: float, w
                   human_bytes(r["used_bytes"]), r["free_targets"]) for r in spread])
 
 
+def _move_options(wait_help: str):
+    """The options rebalance and drain share: --dry-run, --moves-in-flight, --wait, --wait-timeout."""
+    options = [
+        click.option("--dry-run", is_flag=True, help="Show the moves without making them."),
+        click.option("--moves-in-flight", type=click.IntRange(1, 64), default=None,
+                     help="Chains syncing a new replica at once; bounds the resync traffic  "
+                          "[default: 1, or as last set]"),
+        click.option("--wait", is_flag=True, help=wait_help),
+        click.option("--wait-timeout", type=click.FloatRange(0), default=0.0, metavar="SECONDS",
+                     help="Give up waiting after this long (the moves go on)  [default: no limit]"),
+    ]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
 @click.command("rebalance")
 @click.argument("url", callback=_url_arg)
-@click.option("--dry-run", is_flag=True, help="Show the moves without making them.")
-@click.option("--moves-in-flight", type=click.IntRange(1, 64), default=None,
-              help="Chains syncing a new replica at once; bounds the resync traffic  [default: 1, or as last set]")
-@click.option("--wait", is_flag=True, help="Return once every move is done (a progress bar on a terminal).")
-@click.option("--wait-timeout", type=click.FloatRange(0), default=0.0, metavar="SECONDS",
-              help="Give up waiting after this long (the moves go on)  [default: no limit]")
+@_move_options("Return once every move is done (a progress bar on a terminal).")
 @click.option("--cancel", is_flag=True, help="Drop queued moves, take back syncing ones, end every drain.")
 @json_option
 def rebalance(url: str, dry_run: bool, moves_in_flight: int | None, wait: bool, wait_timeout: float,
@@ -118,12 +132,7 @@ def rebalance(url: str, dry_run: bool, moves_in_flight: int | None, wait: bool, 
 
 @click.command("drain")
 @click.argument("url_and_id", nargs=2, metavar="URL ID", callback=_url_and_id("node"))
-@click.option("--dry-run", is_flag=True, help="Show the moves without making them.")
-@click.option("--moves-in-flight", type=click.IntRange(1, 64), default=None,
-              help="Chains syncing a new replica at once  [default: 1, or as last set]")
-@click.option("--wait", is_flag=True, help="Return once the node holds no replica.")
-@click.option("--wait-timeout", type=click.FloatRange(0), default=0.0, metavar="SECONDS",
-              help="Give up waiting after this long (the moves go on)  [default: no limit]")
+@_move_options("Return once the node holds no replica.")
 @json_option
 def drain(url_and_id: tuple[str, int], dry_run: bool, moves_in_flight: int | None, wait: bool,
           wait_timeout: float) -> None:

@@ -141,12 +141,13 @@ def advance(txn: Txn, chunk_counts: dict[int, int],
                 changed = True
             elif usable(record):
                 active = True
-    moves = pending(txn)
     finished = False
-    for move in moves:
-        chain = txn.get_msg("chains", u32_key(move.chain_id), types_pb2.ChainInfo)
+    remaining = []               # the moves table is read once per round (on etcd, a round trip)
+    for move in pending(txn):
         if move.phase != types_pb2.ChainMove.SYNCING:
+            remaining.append(move)
             continue
+        chain = txn.get_msg("chains", u32_key(move.chain_id), types_pb2.ChainInfo)
         incoming = txn.get_msg("targets", u64_key(move.to_target), types_pb2.TargetInfo)
         if chain is None or incoming is None or move.to_target not in chain.targets:
             log.warning("chain %d: move to target %d dropped (it left the chain)", move.chain_id, move.to_target)
@@ -155,12 +156,13 @@ def advance(txn: Txn, chunk_counts: dict[int, int],
                 _leave(txn, chain, move.from_target, f"moved to target {move.to_target}, {move.reason}")
         else:
             active = True
+            remaining.append(move)
             continue
         txn.delete("moves", _move_key(move))
         changed = finished = True
-    syncing = {move.chain_id for move in pending(txn) if move.phase == types_pb2.ChainMove.SYNCING}
+    syncing = {move.chain_id for move in remaining if move.phase == types_pb2.ChainMove.SYNCING}
     limit = txn.get_counter(IN_FLIGHT_COUNTER, MOVES_IN_FLIGHT_DEFAULT)
-    for move in pending(txn):
+    for move in remaining:
         if move.phase != types_pb2.ChainMove.QUEUED:
             continue
         active = True

@@ -76,6 +76,13 @@ def _share_free_space(targets, usage_by_target: dict) -> None:
             target.capacity_bytes = usage.used_bytes + usage.fs_free_bytes // sharing[usage.fs_id]
 
 
+def _movable(admin_offline: set[int], statuses: dict[int, int]):
+    """Whether a move may use a target (as a new replica, or count it as free): not held offline
+    by an operator, its node connected, and not reported offline."""
+    return lambda record: (record.id not in admin_offline and record.local_state != types_pb2.LOCAL_OFFLINE
+                           and statuses.get(record.node_id) == types_pb2.HEARTBEAT_CONNECTED)
+
+
 class ClusterState:
     def __init__(self, store: Store, heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS_DEFAULT,
                  now_ms: int = 0, acting: bool = True) -> None:
@@ -331,10 +338,8 @@ class ClusterState:
             return self.store.transact(mutate, guard=self.guard)
 
     def _usable(self, now_ms: int):
-        statuses = {node: self._status_at(node, now_ms) for node in self._last_heartbeat_ms}
-        admin = set(self._admin_offline)
-        return lambda record: (record.id not in admin and record.local_state != types_pb2.LOCAL_OFFLINE
-                               and statuses.get(record.node_id) == types_pb2.HEARTBEAT_CONNECTED)
+        return _movable(set(self._admin_offline),
+                        {node: self._status_at(node, now_ms) for node in self._last_heartbeat_ms})
 
     def _plan_moves(self, plan, reason: str, dry_run: bool, moves_in_flight: int, now_ms: int,
                     before=None) -> tuple[list, list, list[int]]:
@@ -408,7 +413,7 @@ class ClusterState:
                 if node.type != types_pb2.NODE_STORAGE:
                     raise InvalidArgument(f"node {node_id} is not a storage node")
                 targets = [t for t in _records(txn, "targets", types_pb2.TargetInfo) if t.node_id == node_id]
-                moving = {m.from_target for m in chain_moves.pending(txn)} | {m.to_target for m in chain_moves.pending(txn)}
+                moving = {target for m in chain_moves.pending(txn) for target in (m.from_target, m.to_target)}
                 held = sorted(f"target {t.id} in chain {t.chain_id}" for t in targets if t.chain_id) + \
                     sorted(f"target {t.id} in a move" for t in targets if t.id in moving)
                 if held:
@@ -580,12 +585,8 @@ class ClusterState:
                 return LocalState.OFFLINE
             return LocalState(record.local_state) if record.local_state else LocalState.ONLINE
 
-        def usable(record: types_pb2.TargetInfo) -> bool:
-            return (record.id not in admin and statuses.get(record.node_id) == types_pb2.HEARTBEAT_CONNECTED
-                    and record.local_state != types_pb2.LOCAL_OFFLINE)
-
         chunk_counts = {target_id: beat.chunk_count for target_id, beat in self._usage.items()}
-        moved, active = chain_moves.advance(txn, chunk_counts, usable)
+        moved, active = chain_moves.advance(txn, chunk_counts, _movable(admin, statuses))
         changed = bool(update_chains(txn, effective_local, why)) or moved
         # Nothing moved and no move under way: until an input changes, another round would not
         # move anything either.

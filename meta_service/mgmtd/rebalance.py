@@ -76,8 +76,8 @@ def plan_rebalance(placement: Placement) -> list[PlannedMove]:
 
 def _best_move(placement: Placement, loads: collections.Counter) -> PlannedMove | None:
     """From the fullest node (then the next) to the emptiest receiver, chains with the fewest moves
-    first (a chain's moves run one after another; different chains' in parallel); the head stays
-    where it is when another member can go (it takes every write of its chain)."""
+    first (a chain's moves run one after another; different chains' in parallel). A chain has at
+    most one replica on a node, so the source node names the replica that moves."""
     for source in sorted(loads, key=lambda node: (-loads[node], node)):
         for chain_id in sorted(placement.chains, key=lambda c: (placement.moves_per_chain[c], c)):
             members = placement.chains[chain_id]
@@ -87,9 +87,8 @@ def _best_move(placement: Placement, loads: collections.Counter) -> PlannedMove 
             receivers = [node for node in placement._receivers(chain_id) if loads[source] - loads[node] >= 2]
             if not receivers:
                 continue
-            target = on_source[-1] if on_source[-1] != members[0] or len(on_source) == 1 else on_source[0]
             node = min(receivers, key=lambda n: (loads[n], n))
-            return PlannedMove(chain_id, target, placement.free[node][0])
+            return PlannedMove(chain_id, on_source[0], placement.free[node][0])
     return None
 
 
